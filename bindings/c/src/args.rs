@@ -1,0 +1,109 @@
+//! Reading C arguments: every pointer is checked for NULL and every length
+//! for sense before a slice or string is made from it.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use crate::error::Failure;
+
+/// Bytes from `(ptr, len)`; NULL is allowed only with `len == 0`.
+///
+/// # Safety
+///
+/// When non-NULL, `ptr` must point to `len` readable bytes that stay valid
+/// and unmodified for `'a`.
+pub(crate) unsafe fn bytes<'a>(what: &str, ptr: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+    if ptr.is_null() {
+        return if len == 0 {
+            Ok(&[])
+        } else {
+            Err(Failure::arg(format!("`{what}` is NULL but its length is {len}")))
+        };
+    }
+    if len > isize::MAX as usize {
+        return Err(Failure::arg(format!("`{what}` length {len} is not possible")));
+    }
+    // SAFETY: non-NULL, length checked against isize::MAX; the caller
+    // guarantees `len` readable bytes valid for 'a.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A NUL-terminated string's bytes (no UTF-8 requirement).
+///
+/// # Safety
+///
+/// When non-NULL, `ptr` must point to a NUL-terminated string valid for `'a`.
+pub(crate) unsafe fn c_bytes<'a>(what: &str, ptr: *const c_char) -> Result<&'a [u8], Failure> {
+    if ptr.is_null() {
+        return Err(Failure::arg(format!("`{what}` is NULL")));
+    }
+    // SAFETY: non-NULL; the caller guarantees NUL termination and lifetime.
+    Ok(unsafe { CStr::from_ptr(ptr) }.to_bytes())
+}
+
+/// A NUL-terminated UTF-8 string.
+///
+/// # Safety
+///
+/// As for [`c_bytes`].
+pub(crate) unsafe fn c_str<'a>(what: &str, ptr: *const c_char) -> Result<&'a str, Failure> {
+    // SAFETY: forwarded contract.
+    let raw = unsafe { c_bytes(what, ptr) }?;
+    std::str::from_utf8(raw).map_err(|e| Failure::arg(format!("`{what}` is not UTF-8: {e}")))
+}
+
+/// The arguments of one Redis command in hiredis `redisCommandArgv` style:
+/// `argc` pointers in `argv`, lengths in `argvlen` (NULL: each argument is a
+/// NUL-terminated string).
+///
+/// # Safety
+///
+/// `argv` must point to `argc` pointers; each to `argvlen[i]` readable bytes
+/// (or a NUL-terminated string when `argvlen` is NULL); `argvlen`, when not
+/// NULL, to `argc` lengths; all valid for `'a`.
+pub(crate) unsafe fn argv<'a>(
+    argc: c_int,
+    argv: *const *const c_char,
+    argvlen: *const usize,
+) -> Result<Vec<&'a [u8]>, Failure> {
+    let count = usize::try_from(argc)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| Failure::arg(format!("argc is {argc}: a command needs at least its name")))?;
+    // SAFETY: the caller guarantees `argc` pointers at `argv`.
+    let pointers = unsafe { slice_of::<*const c_char>("argv", argv, count) }?;
+    let lengths = if argvlen.is_null() {
+        None
+    } else {
+        // SAFETY: the caller guarantees `argc` lengths at `argvlen`.
+        Some(unsafe { slice_of::<usize>("argvlen", argvlen, count) }?)
+    };
+    pointers
+        .iter()
+        .enumerate()
+        .map(|(i, &arg)| match lengths {
+            // SAFETY: the caller guarantees argv[i] has argvlen[i] bytes.
+            Some(lengths) => unsafe { bytes(&format!("argv[{i}]"), arg.cast::<u8>(), lengths[i]) },
+            // SAFETY: without argvlen, argv[i] is a NUL-terminated string.
+            None => unsafe { c_bytes(&format!("argv[{i}]"), arg) },
+        })
+        .collect()
+}
+
+/// `count` values of `T` at `ptr` (not NULL, aligned).
+///
+/// # Safety
+///
+/// `ptr` must be NULL or point to `count` initialised values valid for `'a`.
+pub(crate) unsafe fn slice_of<'a, T>(what: &str, ptr: *const T, count: usize) -> Result<&'a [T], Failure> {
+    if ptr.is_null() {
+        return Err(Failure::arg(format!("`{what}` is NULL")));
+    }
+    if !ptr.is_aligned() {
+        return Err(Failure::arg(format!("`{what}` is not aligned for its type")));
+    }
+    if count.checked_mul(std::mem::size_of::<T>()).is_none_or(|n| n > isize::MAX as usize) {
+        return Err(Failure::arg(format!("`{what}` count {count} is not possible")));
+    }
+    // SAFETY: non-NULL, size checked; the caller guarantees `count` values.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}

@@ -1,0 +1,300 @@
+//! Client handles: `intc_fetch` / `intc_dispose` (the seed's per-path
+//! cache), `intc_cli_new` / `intc_cli_free` (an owned handle), the raw
+//! stream write `intc_send`, settings and counters.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use intc_client::{ClientError, Config, Connection, Frame, FrameAssembler};
+
+use crate::args;
+use crate::error::{call, call_ptr, call_void, Failure};
+
+/// A client of the local proxy: one unix socket path, one connection
+/// (opened on the first send, reopened after errors and after `fork()`).
+///
+/// Opaque to C; see `intc_fetch` and `intc_cli_new`.
+#[derive(Debug)]
+pub struct IntcCli {
+    conn: Connection,
+    /// Bytes of a frame `intc_send` has not seen whole yet.
+    assembler: Mutex<FrameAssembler>,
+    /// Made by `intc_cli_new` (the caller frees it), not by `intc_fetch`.
+    owned: bool,
+}
+
+/// Counters of one client handle.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntcStats {
+    /// Frames written whole to the proxy.
+    pub frames: u64,
+    /// Bytes of those frames, length prefixes included.
+    pub bytes: u64,
+    /// Sends that failed: connect errors, write errors, frames over the
+    /// limit. (Frames refused by validation are reported to the caller and
+    /// never reach the connection.)
+    pub errors: u64,
+    /// Successful connects, the first included.
+    pub connects: u64,
+    /// Successful connects after the first one.
+    pub reconnects: u64,
+}
+
+impl IntcCli {
+    fn new(path: &Path, owned: bool) -> Result<Self, Failure> {
+        let config = Config::default();
+        let max_frame = config.max_frame;
+        Ok(IntcCli {
+            conn: Connection::new(path, config)?,
+            assembler: Mutex::new(FrameAssembler::new(max_frame)),
+            owned,
+        })
+    }
+
+    /// Sends a frame built by one of the builders.
+    pub(crate) fn send(&self, frame: Result<Frame, ClientError>) -> Result<(), Failure> {
+        Ok(self.conn.send(&frame?)?)
+    }
+
+    /// The raw stream write: frames are reassembled from pieces of any size
+    /// and each is written whole once complete.
+    fn send_stream(&self, data: &[u8]) -> Result<(), Failure> {
+        let mut assembler = self.assembler();
+        assembler.push(data);
+        let mut first = None;
+        let mut more = 0usize;
+        while let Some(next) = assembler.next_frame() {
+            if let Err(error) = next.and_then(|frame| self.conn.send(&frame)) {
+                if first.is_none() {
+                    first = Some(error);
+                } else {
+                    more += 1;
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => {
+                let mut failure = Failure::from(error);
+                if more > 0 {
+                    failure.message += &format!(" (and {more} more frames of this call failed)");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// The assembler; after a panic mid-update its content is unknown, so a
+    /// poisoned one starts afresh.
+    fn assembler(&self) -> MutexGuard<'_, FrameAssembler> {
+        self.assembler.lock().unwrap_or_else(|poisoned| {
+            self.assembler.clear_poison();
+            let mut guard = poisoned.into_inner();
+            *guard = FrameAssembler::new(self.conn.config().max_frame);
+            guard
+        })
+    }
+}
+
+thread_local! {
+    /// `intc_fetch`'s cache: per thread, so two threads never share a socket.
+    static FETCHED: RefCell<HashMap<PathBuf, Box<IntcCli>>> = RefCell::new(HashMap::new());
+}
+
+/// A handle from a pointer given by C.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a handle from `intc_fetch` / `intc_cli_new` that
+/// has not been released (`intc_dispose` on its thread, `intc_cli_free`).
+pub(crate) unsafe fn cli_ref<'a>(cli: *const IntcCli) -> Result<&'a IntcCli, Failure> {
+    // SAFETY: the caller guarantees a live handle or NULL; `as_ref` maps
+    // NULL to None. Handles are only ever accessed through shared refs.
+    unsafe { cli.as_ref() }.ok_or_else(|| Failure::arg("`cli` is NULL"))
+}
+
+fn path_arg<'a>(raw: &'a [u8]) -> Result<&'a Path, Failure> {
+    if raw.is_empty() {
+        return Err(Failure::arg("the socket path is empty"));
+    }
+    Ok(Path::new(OsStr::from_bytes(raw)))
+}
+
+/// Returns the calling thread's client for the proxy socket `us_path`,
+/// creating it on first use (the connection itself opens on the first send).
+///
+/// The cache is per thread: the same thread always gets the same handle for
+/// a path, two threads never share one (nor a socket). Use a handle only on
+/// the thread that fetched it. It stays valid until `intc_dispose()` is
+/// called on that thread, or the thread exits; never free it with
+/// `intc_cli_free`.
+///
+/// Returns NULL when `us_path` is NULL, empty or too long for a unix socket
+/// address (see `intc_last_error`). Nothing is connected here, so a proxy
+/// that is down is reported by the first send, not by this call.
+///
+/// # Safety
+///
+/// `us_path` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn intc_fetch(us_path: *const c_char) -> *mut IntcCli {
+    call_ptr("intc_fetch", || {
+        // SAFETY: NULL or NUL-terminated, per this function's contract.
+        let path = path_arg(unsafe { args::c_bytes("us_path", us_path) }?)?;
+        FETCHED.with(|cache| {
+            let mut cache = cache
+                .try_borrow_mut()
+                .map_err(|_| Failure::arg("intc_fetch re-entered on this thread"))?;
+            if let Some(cli) = cache.get(path) {
+                return Ok(&**cli as *const IntcCli as *mut IntcCli);
+            }
+            let cli = Box::new(IntcCli::new(path, false)?);
+            // The Box keeps the handle at a stable address while cached.
+            let ptr = &*cli as *const IntcCli as *mut IntcCli;
+            cache.insert(path.to_owned(), cli);
+            Ok(ptr)
+        })
+    })
+}
+
+/// Writes bytes of the frame stream to the proxy, as in the seed: the caller
+/// sends `[u32 little-endian length][payload]` frames, in as many calls as
+/// it likes (the seed sends the 4-byte prefix and the payload separately).
+///
+/// Bytes are gathered inside the handle and each frame is written to the
+/// socket whole, once complete and checked (the same check the server
+/// makes), so a frame is never interleaved with another and a broken frame
+/// is reported here rather than dropped far away. A call that completes no
+/// frame only buffers and returns INTC_OK.
+///
+/// Errors (the first one of the call; the others are counted in the
+/// message): INTC_ERR_ARG (NULL `cli`, NULL `buf` with `len > 0`),
+/// INTC_ERR_UNAVAILABLE (proxy down; the frame is dropped),
+/// INTC_ERR_IO (write failed; the frame is dropped, the connection too),
+/// INTC_ERR_TOO_LARGE (a length prefix above 64 MiB: the payload bytes
+/// that follow it are discarded as they arrive, keeping the stream in step),
+/// INTC_ERR_FRAME / INTC_ERR_BSON (the payload is not a valid frame; it is
+/// dropped). Thread-safe, though a stream split over calls only makes sense
+/// from one thread.
+///
+/// # Safety
+///
+/// `cli` must be a live handle or NULL; `buf` must point to `len` readable
+/// bytes (or be NULL with `len == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn intc_send(cli: *mut IntcCli, buf: *const u8, len: usize) -> c_int {
+    call("intc_send", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        // SAFETY: `len` readable bytes at `buf`, per this function's contract.
+        let data = unsafe { args::bytes("buf", buf, len) }?;
+        cli.send_stream(data)
+    })
+}
+
+/// Frees every client `intc_fetch` made on the calling thread and closes
+/// their sockets; a frame half given to `intc_send` is discarded. Handles
+/// fetched on this thread must not be used afterwards (fetch again). Clients
+/// of other threads and those of `intc_cli_new` are not touched.
+#[no_mangle]
+pub extern "C" fn intc_dispose() {
+    call_void("intc_dispose", || {
+        let taken = FETCHED
+            .try_with(|cache| cache.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)))
+            .ok()
+            .and_then(Result::ok);
+        drop(taken);
+    });
+}
+
+/// Makes a client for the proxy socket `us_path` that the caller owns and
+/// frees with `intc_cli_free`. Unlike `intc_fetch` handles, it may be shared
+/// by threads: sends are serialised, whole frames never interleave.
+///
+/// Returns NULL when `us_path` is NULL, empty or not a usable unix socket
+/// path (see `intc_last_error`). Nothing is connected until the first send.
+///
+/// # Safety
+///
+/// `us_path` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_new(us_path: *const c_char) -> *mut IntcCli {
+    call_ptr("intc_cli_new", || {
+        // SAFETY: NULL or NUL-terminated, per this function's contract.
+        let path = path_arg(unsafe { args::c_bytes("us_path", us_path) }?)?;
+        Ok(Box::into_raw(Box::new(IntcCli::new(path, true)?)))
+    })
+}
+
+/// Frees a client made by `intc_cli_new` and closes its socket. NULL is
+/// ignored; so is a handle from `intc_fetch` (those belong to the cache:
+/// see `intc_dispose`).
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle, not used after this call when it
+/// came from `intc_cli_new`, and not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_free(cli: *mut IntcCli) {
+    call_void("intc_cli_free", || {
+        // SAFETY: NULL or a live handle, per this function's contract.
+        let owned = unsafe { cli.as_ref() }.is_some_and(|c| c.owned);
+        if owned {
+            // SAFETY: an owned handle came from Box::into_raw in
+            // intc_cli_new and the caller gives it back exactly once.
+            drop(unsafe { Box::from_raw(cli) });
+        }
+    });
+}
+
+/// Sets the send timeout of `cli` in milliseconds (default 1000): a send
+/// fails with INTC_ERR_IO when the proxy takes no bytes for that long, and a
+/// connect with INTC_ERR_UNAVAILABLE when the proxy's backlog stays full
+/// that long. 0 means wait forever. Applies to the open connection too.
+///
+/// Errors: INTC_ERR_ARG (NULL `cli`). Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_set_send_timeout(cli: *mut IntcCli, timeout_ms: u32) -> c_int {
+    call("intc_cli_set_send_timeout", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
+        Ok(cli.conn.set_send_timeout(timeout)?)
+    })
+}
+
+/// Copies the counters of `cli` into `*out`.
+///
+/// Errors: INTC_ERR_ARG (NULL `cli` or `out`). Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_stats(cli: *const IntcCli, out: *mut IntcStats) -> c_int {
+    call("intc_cli_stats", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        // SAFETY: NULL or a valid, writable, aligned intc_stats_t.
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::arg("`out` is NULL"))?;
+        let s = cli.conn.stats();
+        *out = IntcStats {
+            frames: s.frames,
+            bytes: s.bytes,
+            errors: s.errors,
+            connects: s.connects,
+            reconnects: s.reconnects,
+        };
+        Ok(())
+    })
+}

@@ -1,0 +1,333 @@
+//! `syncs-check`: loads a rules path, reports every error and warning, runs
+//! the tests written in the rules files through the engine's router, and
+//! explains the routing of one operation on request.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::Serialize;
+use syncs_dsl::{
+    Decision, Diagnostic, Expected, ExpectedOutput, MongoOpKind, RedisQuery, RuleSet, RuleTest,
+    Severity, TestInput,
+};
+use syncs_engine::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use syncs_engine::route::{keys, route, Outcome};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// One rules-file test and how it went.
+#[derive(Debug, Serialize)]
+pub struct TestResult {
+    pub name: String,
+    pub location: String,
+    pub passed: bool,
+    /// What the router did, in words (on failure).
+    pub detail: Option<String>,
+}
+
+/// Everything `syncs-check` found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub diagnostics: Vec<Diagnostic>,
+    pub tests: Vec<TestResult>,
+    pub explain: Option<String>,
+    /// Problems with the `--explain` argument itself.
+    pub usage_error: Option<String>,
+}
+
+impl Report {
+    /// No error, no failed test, no usage error (warnings are fine).
+    pub fn ok(&self) -> bool {
+        !self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+            && self.tests.iter().all(|t| t.passed)
+            && self.usage_error.is_none()
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => {
+                let mut s = serde_json::to_string_pretty(&serde_json::json!({
+                    "ok": self.ok(),
+                    "diagnostics": self.diagnostics,
+                    "tests": self.tests,
+                    "explain": self.explain,
+                    "usage_error": self.usage_error,
+                }))
+                .unwrap_or_default();
+                s.push('\n');
+                s
+            }
+            Format::Text => {
+                let mut out = String::new();
+                for d in &self.diagnostics {
+                    out.push_str(&format!("{d}\n"));
+                }
+                for t in &self.tests {
+                    let verdict = if t.passed { "ok" } else { "FAILED" };
+                    out.push_str(&format!("test {} ({}) ... {verdict}\n", t.name, t.location));
+                    if let Some(d) = &t.detail {
+                        out.push_str(&format!("    {d}\n"));
+                    }
+                }
+                if let Some(e) = &self.explain {
+                    out.push_str(e);
+                }
+                if let Some(u) = &self.usage_error {
+                    out.push_str(&format!("error: {u}\n"));
+                }
+                let errors = self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+                let warnings = self.diagnostics.len() - errors;
+                let failed = self.tests.iter().filter(|t| !t.passed).count();
+                out.push_str(&format!(
+                    "{}: {errors} error(s), {warnings} warning(s), {} test(s) passed, {failed} failed\n",
+                    if self.ok() { "ok" } else { "FAILED" },
+                    self.tests.len() - failed,
+                ));
+                out
+            }
+        }
+    }
+}
+
+/// Checks `path`; explains `explain` when given.
+pub fn run(path: &Path, explain: Option<&str>) -> Report {
+    let mut report = Report::default();
+    let rules = match syncs_dsl::load_path(path) {
+        Ok(r) => r,
+        Err(diags) => {
+            report.diagnostics = diags;
+            return report;
+        }
+    };
+    report.diagnostics = rules.warnings().to_vec();
+    report.tests = rules.tests().iter().map(|t| run_test(&rules, t)).collect();
+    if let Some(text) = explain {
+        match parse_op(text) {
+            Ok(op) => report.explain = Some(explain_op(&rules, &op)),
+            Err(e) => report.usage_error = Some(e),
+        }
+    }
+    report
+}
+
+/// Builds the operation a test or `--explain` describes.
+fn input_op(input: &TestInput) -> Option<Op> {
+    Some(match input {
+        TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
+            port: *port,
+            db: *db,
+            commands: vec![RedisCommand::new(args.iter().map(|a| Bytes::from(a.clone())).collect())?],
+        }),
+        TestInput::Mongo { db, coll, op } => Op::Mongo(MongoOp {
+            db: db.clone(),
+            coll: coll.clone(),
+            write: sample_write(*op),
+        }),
+    })
+}
+
+/// A write of the given kind; routing looks only at the kind.
+fn sample_write(kind: MongoOpKind) -> MongoWrite {
+    let d = bson::Document::new;
+    match kind {
+        MongoOpKind::InsertOne => MongoWrite::InsertOne { document: d() },
+        MongoOpKind::InsertMany => MongoWrite::InsertMany { documents: vec![d()] },
+        MongoOpKind::UpdateOne => MongoWrite::UpdateOne {
+            filter: d(),
+            update: syncs_engine::op::MongoUpdate::Document(d()),
+            upsert: false,
+        },
+        MongoOpKind::UpdateMany => MongoWrite::UpdateMany {
+            filter: d(),
+            update: syncs_engine::op::MongoUpdate::Document(d()),
+            upsert: false,
+        },
+        MongoOpKind::ReplaceOne => MongoWrite::ReplaceOne {
+            filter: d(),
+            replacement: d(),
+            upsert: false,
+        },
+        MongoOpKind::DeleteOne => MongoWrite::DeleteOne { filter: d() },
+        MongoOpKind::DeleteMany => MongoWrite::DeleteMany { filter: d() },
+    }
+}
+
+/// (target name, rendered output) of each routed op, sorted.
+fn outputs(rules: &RuleSet, ops: &[syncs_engine::route::Routed]) -> Vec<(String, ExpectedOutput)> {
+    let mut out: Vec<(String, ExpectedOutput)> = ops
+        .iter()
+        .flat_map(|r| {
+            let name = rules.target(r.target).name.clone();
+            match &r.op {
+                Op::Redis(op) => op
+                    .commands
+                    .iter()
+                    .map(|c| {
+                        (
+                            name.clone(),
+                            ExpectedOutput::Redis {
+                                db: op.db,
+                                args: c.args().iter().map(|a| a.to_vec()).collect(),
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+                Op::Mongo(op) => vec![(
+                    name,
+                    ExpectedOutput::Mongo {
+                        db: op.db.clone(),
+                        coll: op.coll.clone(),
+                    },
+                )],
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    out
+}
+
+fn describe_outcome(rules: &RuleSet, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Refused(reason) => format!("dead-letter: {reason}"),
+        Outcome::Routed { ops, dropped } if ops.is_empty() => match dropped {
+            Some(d) => format!(
+                "drop ({:?}{})",
+                d.reason,
+                d.rule.map(|r| format!(", rule {}", rules.rule_name(r))).unwrap_or_default()
+            ),
+            None => "nothing".into(),
+        },
+        Outcome::Routed { ops, dropped } => {
+            let mut lines: Vec<String> = outputs(rules, ops)
+                .into_iter()
+                .map(|(t, o)| format!("{t}: {}", render_output(&o)))
+                .collect();
+            if let Some(d) = dropped {
+                lines.push(format!("(part dropped: {:?})", d.reason));
+            }
+            lines.join("; ")
+        }
+    }
+}
+
+fn render_output(o: &ExpectedOutput) -> String {
+    match o {
+        ExpectedOutput::Redis { db, args } => {
+            let words: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            format!("db {db}: {}", words.join(" "))
+        }
+        ExpectedOutput::Mongo { db, coll } => format!("{db}.{coll}"),
+    }
+}
+
+fn run_test(rules: &RuleSet, test: &RuleTest) -> TestResult {
+    let location = format!("{}:{}", test.file.display(), test.line);
+    let Some(op) = input_op(&test.input) else {
+        return TestResult {
+            name: test.name.clone(),
+            location,
+            passed: false,
+            detail: Some("the test's input has no command".into()),
+        };
+    };
+    let outcome = route(rules, &op);
+    let passed = match (&test.expect, &outcome) {
+        (Expected::DeadLetter, Outcome::Refused(_)) => true,
+        (Expected::Drop(want), Outcome::Routed { ops, dropped: Some(d) }) if ops.is_empty() => {
+            want.is_none_or(|w| w == d.reason)
+        }
+        (Expected::Routed(want), Outcome::Routed { ops, .. }) if !ops.is_empty() => {
+            let mut want: Vec<(String, ExpectedOutput)> = want
+                .iter()
+                .map(|w| (w.target_name.clone(), w.output.clone()))
+                .collect();
+            want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            want == outputs(rules, ops)
+        }
+        _ => false,
+    };
+    TestResult {
+        name: test.name.clone(),
+        location,
+        passed,
+        detail: (!passed).then(|| format!("got: {}", describe_outcome(rules, &outcome))),
+    }
+}
+
+/// Parses `redis PORT DB CMD ARG...` or `mongo DB COLL OP`.
+pub fn parse_op(text: &str) -> Result<Op, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let usage = "expected `redis PORT DB COMMAND [ARG...]` or `mongo DB COLLECTION OP`";
+    match words.as_slice() {
+        ["redis", port, db, args @ ..] if !args.is_empty() => {
+            let port = port.parse().map_err(|_| format!("bad port `{port}`; {usage}"))?;
+            let db = db.parse().map_err(|_| format!("bad db `{db}`; {usage}"))?;
+            input_op(&TestInput::Redis {
+                port,
+                db,
+                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            })
+            .ok_or_else(|| usage.to_owned())
+        }
+        ["mongo", db, coll, op] => {
+            let op = MongoOpKind::from_name(op).ok_or_else(|| {
+                format!("unknown op `{op}` (insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many)")
+            })?;
+            input_op(&TestInput::Mongo {
+                db: (*db).to_owned(),
+                coll: (*coll).to_owned(),
+                op,
+            })
+            .ok_or_else(|| usage.to_owned())
+        }
+        _ => Err(usage.to_owned()),
+    }
+}
+
+/// Which rule decides each key, and what is sent where.
+pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
+    let mut out = String::new();
+    let rule_of = |d: &Decision<'_>| {
+        let (rule, what) = match d {
+            Decision::Route { rule, .. } => (*rule, "route".to_owned()),
+            Decision::Drop { rule, reason } => (*rule, format!("drop ({reason:?})")),
+        };
+        let name = rule.map(|r| format!("rule `{}`", rules.rule_name(r))).unwrap_or_else(|| "the default".into());
+        format!("{what} by {name}")
+    };
+    match op {
+        Op::Redis(r) => {
+            let cmd = &r.commands[0];
+            let (spec, _) = keys::spec(cmd);
+            let mut positions = Vec::new();
+            keys::positions(cmd, spec, &mut positions);
+            let q = |key| RedisQuery { port: r.port, db: r.db, command: cmd.name(), key };
+            if positions.is_empty() {
+                out.push_str(&format!("(no key): {}\n", rule_of(&rules.decide_redis(&q(None)))));
+            }
+            for p in positions {
+                let key = &cmd.args()[p];
+                out.push_str(&format!(
+                    "key {}: {}\n",
+                    String::from_utf8_lossy(key),
+                    rule_of(&rules.decide_redis(&q(Some(key))))
+                ));
+            }
+        }
+        Op::Mongo(m) => {
+            let q = syncs_dsl::MongoQuery {
+                db: &m.db,
+                coll: &m.coll,
+                op: syncs_engine::route::mongo_kind(&m.write),
+            };
+            out.push_str(&format!("{}.{}: {}\n", m.db, m.coll, rule_of(&rules.decide_mongo(&q))));
+        }
+    }
+    out.push_str(&format!("=> {}\n", describe_outcome(rules, &route(rules, op))));
+    out
+}

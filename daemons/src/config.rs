@@ -1,0 +1,141 @@
+//! The server's INI configuration (`sync_server <config.ini>`).
+//!
+//! ```ini
+//! [server]
+//! listen = 127.0.0.1:7379          ; address for proxies
+//! rules = ../rules/default.sync    ; a rules file or a directory of *.sync
+//! dead_letter = ../var/dead-letter.jsonl
+//! max_frame = 64MiB                ; largest record accepted
+//! metrics = 127.0.0.1:9740         ; Prometheus endpoint (optional)
+//!
+//! [log]
+//! level = info
+//! ```
+//! Relative paths are relative to the directory of the INI file. Unknown
+//! sections and keys are errors, so a typo never passes for a setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use ini::Ini;
+
+use crate::telemetry::parse_size;
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub rules: PathBuf,
+    pub dead_letter: PathBuf,
+    pub max_frame: u32,
+    pub metrics: Option<SocketAddr>,
+    pub log_level: String,
+}
+
+const SERVER_KEYS: [&str; 5] = ["listen", "rules", "dead_letter", "max_frame", "metrics"];
+const LOG_KEYS: [&str; 1] = ["level"];
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let ini = Ini::load_from_file(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_ini(&ini, base).with_context(|| format!("in config {}", path.display()))
+    }
+
+    fn from_ini(ini: &Ini, base: &Path) -> anyhow::Result<Self> {
+        for (section, props) in ini.iter() {
+            let allowed: &[&str] = match section {
+                Some("server") => &SERVER_KEYS,
+                Some("log") => &LOG_KEYS,
+                None if props.is_empty() => &[],
+                Some(other) => bail!("unknown section [{other}] (expected [server] or [log])"),
+                None => bail!("settings must sit in a [server] or [log] section"),
+            };
+            for (key, _) in props.iter() {
+                if !allowed.contains(&key) {
+                    bail!(
+                        "unknown key `{key}` in [{}] (expected one of: {})",
+                        section.unwrap_or(""),
+                        allowed.join(", ")
+                    );
+                }
+            }
+        }
+        let server = ini
+            .section(Some("server"))
+            .ok_or_else(|| anyhow!("missing [server] section"))?;
+        let get = |k: &str| server.get(k).map(str::trim).filter(|v| !v.is_empty());
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let listen = get("listen")
+            .unwrap_or("127.0.0.1:7379")
+            .parse()
+            .context("`listen` must be host:port, e.g. 127.0.0.1:7379")?;
+        let rules = resolve(get("rules").ok_or_else(|| anyhow!("[server] needs `rules`"))?);
+        let dead_letter = resolve(get("dead_letter").unwrap_or("dead-letter.jsonl"));
+        let max_frame = match get("max_frame") {
+            Some(v) => {
+                let n = parse_size(v).map_err(|e| anyhow!("`max_frame`: {e}"))?;
+                u32::try_from(n).map_err(|_| anyhow!("`max_frame` must be below 4GiB"))?
+            }
+            None => syncs_engine::wire::client::DEFAULT_MAX_FRAME,
+        };
+        let metrics = get("metrics")
+            .map(|v| v.parse().context("`metrics` must be host:port"))
+            .transpose()?;
+        let log_level = ini
+            .section(Some("log"))
+            .and_then(|s| s.get("level"))
+            .unwrap_or("info")
+            .to_owned();
+        Ok(Self {
+            listen,
+            rules,
+            dead_letter,
+            max_frame,
+            metrics,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<ServerConfig> {
+        let ini = Ini::load_from_str(text)?;
+        ServerConfig::from_ini(&ini, Path::new("/etc/syncs"))
+    }
+
+    #[test]
+    fn full_config_resolves_relative_paths() {
+        let c = parse(
+            "[server]\nlisten = 0.0.0.0:7000\nrules = rules\ndead_letter = /var/lib/dl.jsonl\nmax_frame = 1MiB\nmetrics = 127.0.0.1:9740\n[log]\nlevel = debug\n",
+        )
+        .expect("valid");
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.rules, Path::new("/etc/syncs/rules"));
+        assert_eq!(c.dead_letter, Path::new("/var/lib/dl.jsonl"));
+        assert_eq!(c.max_frame, 1 << 20);
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let err = parse("[server]\nrules = r\nlisten_addr = x\n").unwrap_err();
+        assert!(err.to_string().contains("unknown key `listen_addr`"), "{err}");
+        let err = parse("[sever]\nrules = r\n").unwrap_err();
+        assert!(err.to_string().contains("unknown section [sever]"), "{err}");
+        let err = parse("[server]\nlisten = 1.2.3.4\nrules = r\n").unwrap_err();
+        assert!(format!("{err:#}").contains("host:port"), "{err:#}");
+    }
+}

@@ -1,0 +1,26 @@
+//! The syncs daemons: what runs `sync_server`, `proxy` and `syncs-check`.
+//! The binaries in `src/bin/` only parse flags and call in here.
+//!
+//! # Layout
+//!
+//! - [`server`]: the remote side. Accepts proxies over TCP, reads their
+//!   batches in order, routes every record through the live rule set and
+//!   applies it with the engine's appliers, then acknowledges.
+//!   [`server::rules`] keeps the live rule set and hot-reloads it.
+//! - [`proxy`]: the local side. Accepts client libraries on a unix socket,
+//!   validates and queues their frames, and forwards them to one or more
+//!   servers with sequence numbers, resending what was not acknowledged.
+//! - [`check`]: `syncs-check`, the rules linter and explainer.
+//! - [`config`]: the server's INI file.
+//! - [`telemetry`]: logging and the Prometheus endpoint.
+//! - [`shutdown`]: the signal that tells every task to finish.
+//!
+//! **Architecture invariant:** nothing here parses a wire format or a rule:
+//! codecs live in `syncs-engine`, the language in `syncs-dsl`.
+
+pub mod check;
+pub mod config;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,78 @@
+//! One client library connection on the unix socket.
+//!
+//! Frames are cut from the byte stream, validated with the engine's
+//! decoder and queued; a bad frame is logged and counted and the stream
+//! goes on with the next one. An oversized length prefix is skipped
+//! without buffering its payload, so the stream stays in step.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use syncs_engine::op::Op;
+use syncs_engine::stats;
+use syncs_engine::wire::client::{decode_payload, FrameDecoder, Framed};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::Queue;
+
+pub async fn serve(mut sock: UnixStream, queue: Arc<Queue>, max_frame: u32, stop: CancellationToken) {
+    let peer = peer_pid(&sock);
+    metrics::gauge!(stats::PROXY_CLIENTS).increment(1.0);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut decoder = FrameDecoder::new(max_frame);
+    let mut refused = 0u64;
+    loop {
+        let read = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = sock.read_buf(&mut buf) => r,
+        };
+        match read {
+            Ok(0) => {
+                if !decoder.is_idle(&buf) {
+                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated").increment(1);
+                    tracing::warn!(?peer, bytes = buf.len(), "client closed in the middle of a frame; partial frame discarded");
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(?peer, "client read failed: {e}");
+                break;
+            }
+        }
+        while let Some(item) = decoder.decode(&mut buf) {
+            match item {
+                Framed::Frame(payload) => match decode_payload(&payload) {
+                    Ok(op) => {
+                        let kind = match op {
+                            Op::Redis(_) => "redis",
+                            Op::Mongo(_) => "mongo",
+                        };
+                        queue.push(payload).await;
+                        metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind).increment(1);
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => e.reason()).increment(1);
+                        if refused.is_power_of_two() {
+                            tracing::warn!(?peer, refused, "bad frame refused: {e}");
+                        }
+                    }
+                },
+                Framed::Oversize { len } => {
+                    refused += 1;
+                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "oversize").increment(1);
+                    tracing::warn!(?peer, len, max_frame, "frame larger than max_frame refused; its bytes are skipped");
+                }
+            }
+        }
+    }
+    metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
+}
+
+/// The client's pid, for log lines (Linux peer credentials).
+fn peer_pid(sock: &UnixStream) -> Option<i32> {
+    sock.peer_cred().ok().and_then(|c| c.pid())
+}

@@ -1,0 +1,176 @@
+//! The link from the proxy to one server: connect (with backoff), HELLO,
+//! then stream batches from this destination's cursor while reading ACKs.
+//! After any failure the link reconnects and resends from the last
+//! acknowledged record, so nothing is skipped and order is kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use futures::{SinkExt, StreamExt};
+use syncs_engine::stats;
+use syncs_engine::wire::peer::{Message, PeerCodec, VERSION};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::Queue;
+
+/// Records per BATCH, and bytes per BATCH (a single larger record still
+/// goes alone).
+const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+/// Records sent but not yet acknowledged, at most.
+const WINDOW: u64 = 64 * BATCH_RECORDS as u64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who this proxy is to the servers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub stream: u64,
+}
+
+/// One destination.
+#[derive(Debug)]
+pub struct Link {
+    pub index: usize,
+    pub addr: String,
+    pub identity: Identity,
+    pub queue: Arc<Queue>,
+    pub max_message: u64,
+}
+
+impl Link {
+    /// Runs until `stop` and every record is acknowledged (or `drain`
+    /// expires after `stop`).
+    pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            if drained.is_cancelled() || (stop.is_cancelled() && self.all_acked()) {
+                return;
+            }
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr));
+            let result = tokio::select! {
+                _ = drained.cancelled() => return,
+                r = connect => r,
+            };
+            match result {
+                Ok(Ok(sock)) => {
+                    metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "ok").increment(1);
+                    let _ = sock.set_nodelay(true);
+                    if failures > 0 {
+                        tracing::info!(dest = %self.addr, failures, "connected to server");
+                    }
+                    failures = 0;
+                    backoff = Duration::from_millis(100);
+                    match self.session(sock, &stop, &drained).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(dest = %self.addr, "link lost: {e:#}"),
+                    }
+                }
+                Ok(Err(e)) => self.failed(&mut failures, &e.to_string()),
+                Err(_) => self.failed(&mut failures, "connect timed out"),
+            }
+            tokio::select! {
+                _ = drained.cancelled() => return,
+                _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn failed(&self, failures: &mut u32, why: &str) {
+        metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "error").increment(1);
+        *failures += 1;
+        if *failures == 1 || failures.is_power_of_two() {
+            tracing::warn!(
+                dest = %self.addr, failures = *failures, pending = self.queue.pending(),
+                "cannot reach server: {why}; records wait in the queue"
+            );
+        }
+    }
+
+    fn all_acked(&self) -> bool {
+        self.queue.acked(self.index) >= self.queue.last()
+    }
+
+    async fn session(
+        &self,
+        sock: TcpStream,
+        stop: &CancellationToken,
+        drained: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut framed = Framed::new(sock, PeerCodec::new(self.max_message));
+        framed
+            .send(Message::Hello {
+                version: VERSION,
+                stream: self.identity.stream,
+                name: self.identity.name.clone(),
+            })
+            .await?;
+        let welcome = tokio::time::timeout(WELCOME_TIMEOUT, framed.next())
+            .await
+            .context("no WELCOME in time")?;
+        let last_applied = match welcome {
+            Some(Ok(Message::Welcome {
+                version,
+                last_applied,
+            })) if version == VERSION => last_applied,
+            Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),
+            Some(Ok(other)) => bail!("expected WELCOME, got {other:?}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("server closed the connection during the handshake"),
+        };
+        self.queue.ack(self.index, last_applied);
+        let acked_before = self.queue.acked(self.index);
+        metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
+        let mut next = acked_before + 1;
+        let mut pushed = self.queue.subscribe();
+        let (mut sink, mut stream) = framed.split();
+        loop {
+            if stop.is_cancelled() && self.all_acked() {
+                return Ok(());
+            }
+            let acked = self.queue.acked(self.index);
+            let have = next <= self.queue.last();
+            let room = next - 1 - acked < WINDOW;
+            if have && room {
+                let (first, records) = self.queue.read(next, BATCH_RECORDS, BATCH_BYTES);
+                if records.is_empty() {
+                    // Trimmed under us: another destination cannot trim
+                    // past our own cursor, so this means a protocol bug.
+                    return Err(anyhow!("queue has no record {next}"));
+                }
+                next = first + records.len() as u64;
+                sink.send(Message::Batch {
+                    first_seq: first,
+                    records,
+                })
+                .await?;
+                continue;
+            }
+            tokio::select! {
+                _ = drained.cancelled() => return Ok(()),
+                _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                changed = pushed.changed(), if !have => {
+                    if changed.is_err() { return Ok(()); }
+                }
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Ack { seq })) => {
+                        let before = self.queue.acked(self.index);
+                        self.queue.ack(self.index, seq);
+                        metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(seq.saturating_sub(before));
+                    }
+                    Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),
+                    Some(Ok(other)) => bail!("unexpected {other:?} from the server"),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => bail!("server closed the connection"),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The proxy: the local end. Client libraries write frames to its unix
+//! socket; it validates each frame, queues it with a sequence number, and
+//! forwards it to every destination server (see [`link`]).
+
+pub mod client;
+pub mod link;
+pub mod queue;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use link::{Identity, Link};
+use queue::Queue;
+
+/// Everything the proxy needs to run.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub socket: PathBuf,
+    /// `host:port` of each server; every one gets every record.
+    pub destinations: Vec<String>,
+    pub name: String,
+    pub max_frame: u32,
+    pub max_pending_bytes: usize,
+    pub socket_mode: u32,
+    /// How long SIGTERM waits for the servers to acknowledge what is queued.
+    pub drain_timeout: Duration,
+}
+
+/// Adds the default port to a destination without one.
+pub fn with_default_port(dest: &str) -> String {
+    let has_port = match dest.rsplit_once(':') {
+        Some((host, port)) => !host.ends_with(':') && port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
+        None => false,
+    };
+    if has_port {
+        dest.to_owned()
+    } else {
+        format!("{dest}:{}", syncs_engine::wire::peer::DEFAULT_PORT)
+    }
+}
+
+/// A stream id unique to this proxy process.
+pub fn new_stream_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// Binds the socket, replacing a stale socket file left by a crash but
+/// never one that a live proxy still answers on.
+pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{} is in use by a running proxy", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        tracing::info!(path = %path.display(), "removed a stale socket file");
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Runs the proxy until `stop`; then stops accepting, and waits up to the
+/// drain timeout for every queued record to be acknowledged.
+pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<()> {
+    if opts.destinations.is_empty() {
+        bail!("at least one destination (-d) is needed");
+    }
+    let listener = bind(&opts.socket, opts.socket_mode)?;
+    serve(listener, opts, stop).await
+}
+
+/// Runs on an already bound listener.
+pub async fn serve(listener: UnixListener, opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<()> {
+    let queue = Arc::new(Queue::new(opts.destinations.len(), opts.max_pending_bytes));
+    let identity = Identity {
+        name: opts.name.clone(),
+        stream: new_stream_id(),
+    };
+    let drained = CancellationToken::new();
+    let links = TaskTracker::new();
+    for (index, dest) in opts.destinations.iter().enumerate() {
+        let link = Link {
+            index,
+            addr: with_default_port(dest),
+            identity: identity.clone(),
+            queue: Arc::clone(&queue),
+            max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
+        };
+        links.spawn(link.run(stop.clone(), drained.clone()));
+    }
+    links.close();
+    tracing::info!(
+        socket = %opts.socket.display(), destinations = ?opts.destinations,
+        name = %identity.name, stream = format!("{:016x}", identity.stream),
+        "proxy ready"
+    );
+    let clients = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((sock, _)) => {
+                    backoff = Duration::from_millis(10);
+                    clients.spawn(client::serve(sock, Arc::clone(&queue), opts.max_frame, stop.clone()));
+                }
+                Err(e) => {
+                    tracing::error!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&opts.socket);
+    clients.close();
+    clients.wait().await;
+    tracing::info!(pending = queue.pending(), "no longer accepting; waiting for acknowledgements");
+    if tokio::time::timeout(opts.drain_timeout, links.wait()).await.is_err() {
+        drained.cancel();
+        links.wait().await;
+        tracing::error!(
+            pending = queue.pending(),
+            "drain timed out: these records were not acknowledged and are lost with this in-memory queue"
+        );
+    }
+    tracing::info!("proxy stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn default_port_is_added_only_when_missing() {
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:7379");
+        assert_eq!(with_default_port("host:7000"), "host:7000");
+        assert_eq!(with_default_port("[::1]:7000"), "[::1]:7000");
+        assert_eq!(with_default_port("[::1]"), "[::1]:7379");
+    }
+}

@@ -1,0 +1,99 @@
+//! The server: accepts proxies, applies their records in order, acknowledges.
+//!
+//! One task per proxy connection ([`session`]). Streams (one per proxy
+//! process, named by the id in its HELLO) are independent: each applies its
+//! records in sequence order; different streams run concurrently.
+
+pub mod rules;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use syncs_engine::apply::dead_letter::DeadLetters;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use rules::LiveRules;
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub rules: Arc<LiveRules>,
+    pub dead_letters: DeadLetters,
+    pub max_frame: u32,
+    /// Per stream: the last applied sequence, and the token of the session
+    /// that owns the stream now.
+    pub streams: Mutex<HashMap<u64, Arc<session::StreamSlot>>>,
+    pub stop: CancellationToken,
+}
+
+/// Runs the server until `stop` is cancelled, then lets every session finish
+/// the batch in hand.
+pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let live = LiveRules::load(&config.rules).map_err(|errors| {
+        anyhow::anyhow!(
+            "rules {} are not valid:\n{}",
+            config.rules.display(),
+            errors.join("\n")
+        )
+    })?;
+    let live = Arc::new(live);
+    rules::watch(Arc::clone(&live), Duration::from_millis(300), stop.clone())
+        .context("watching the rules")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, rules = %config.rules.display(), "sync_server ready");
+    serve(listener, live, &config, stop).await
+}
+
+/// Accept loop on an already bound listener (tests bind port 0).
+pub async fn serve(
+    listener: TcpListener,
+    live: Arc<LiveRules>,
+    config: &ServerConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        rules: live,
+        dead_letters: DeadLetters::new(&config.dead_letter),
+        max_frame: config.max_frame,
+        streams: Mutex::new(HashMap::new()),
+        stop: stop.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let _ = socket.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    tracker.spawn(async move {
+                        if let Err(e) = session::run(socket, peer, shared).await {
+                            tracing::warn!(%peer, "session ended: {e:#}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::error!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("sync_server stopped");
+    Ok(())
+}

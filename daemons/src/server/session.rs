@@ -1,0 +1,300 @@
+//! One proxy connection: handshake, then batches applied in order and
+//! acknowledged.
+//!
+//! A stream belongs to one session at a time: a new connection with the
+//! same stream id (the proxy reconnected) cancels the old session, waits
+//! until it has finished its batch in hand, and continues from the last
+//! applied sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use syncs_engine::apply::dead_letter::Origin;
+use syncs_engine::apply::{Applied, Target};
+use syncs_engine::op::Op;
+use syncs_engine::route::{route, Outcome};
+use syncs_engine::stats;
+use syncs_engine::wire::client::decode_payload;
+use syncs_engine::wire::peer::{refuse, Message, PeerCodec, VERSION};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+/// Protocol overhead allowed above the largest record in one message.
+const PEER_SLACK: u64 = 1 << 20;
+/// How long a new connection has to say HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream's place in the server.
+#[derive(Debug, Default)]
+pub struct StreamSlot {
+    state: tokio::sync::Mutex<StreamState>,
+    owner: std::sync::Mutex<Option<CancellationToken>>,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    last_applied: u64,
+}
+
+/// The batch could not be finished (shutdown while a target was down).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before the batch was applied; not acknowledged")]
+struct Interrupted;
+
+pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let max = u64::from(shared.max_frame) * 2 + PEER_SLACK;
+    let mut framed = Framed::new(socket, PeerCodec::new(max));
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
+        .await
+        .context("no HELLO in time")?;
+    let (stream, name) = match hello {
+        Some(Ok(Message::Hello {
+            version,
+            stream,
+            name,
+        })) => {
+            if version != VERSION {
+                let reason = format!("this server speaks protocol version {VERSION}, not {version}");
+                let _ = framed
+                    .send(Message::Refuse {
+                        code: refuse::BAD_VERSION,
+                        reason: reason.clone(),
+                    })
+                    .await;
+                bail!("{peer}: {reason}");
+            }
+            (stream, name)
+        }
+        Some(Ok(other)) => {
+            let _ = framed
+                .send(Message::Refuse {
+                    code: refuse::BAD_MESSAGE,
+                    reason: "expected HELLO".into(),
+                })
+                .await;
+            bail!("{peer}: expected HELLO, got {other:?}");
+        }
+        Some(Err(e)) => bail!("{peer}: bad HELLO: {e}"),
+        None => return Ok(()),
+    };
+    let source = format!("{name}/{stream:016x}");
+    let slot = {
+        let mut streams = shared.streams.lock().await;
+        Arc::clone(streams.entry(stream).or_default())
+    };
+    let mine = shared.stop.child_token();
+    if let Ok(mut owner) = slot.owner.lock() {
+        if let Some(old) = owner.replace(mine.clone()) {
+            old.cancel();
+        }
+    }
+    let mut state = slot.state.lock().await;
+    framed
+        .send(Message::Welcome {
+            version: VERSION,
+            last_applied: state.last_applied,
+        })
+        .await?;
+    tracing::info!(%peer, %source, last_applied = state.last_applied, "proxy connected");
+
+    loop {
+        let msg = tokio::select! {
+            _ = mine.cancelled() => break,
+            m = framed.next() => m,
+        };
+        match msg {
+            None => break,
+            Some(Ok(Message::Batch { first_seq, records })) => {
+                let last = first_seq + records.len() as u64 - u64::from(!records.is_empty());
+                if first_seq > state.last_applied + 1 && state.last_applied != 0 {
+                    tracing::error!(
+                        %source, first_seq, last_applied = state.last_applied,
+                        "sequence gap: records {}..{} never arrived",
+                        state.last_applied + 1, first_seq - 1
+                    );
+                }
+                apply_batch(&shared, &source, &mut state, first_seq, &records, &mine).await?;
+                state.last_applied = state.last_applied.max(last);
+                framed
+                    .send(Message::Ack {
+                        seq: state.last_applied,
+                    })
+                    .await?;
+            }
+            Some(Ok(other)) => {
+                let _ = framed
+                    .send(Message::Refuse {
+                        code: refuse::BAD_MESSAGE,
+                        reason: "expected BATCH".into(),
+                    })
+                    .await;
+                bail!("{source}: unexpected {other:?}");
+            }
+            Some(Err(e)) => {
+                metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_peer_message")
+                    .increment(1);
+                let _ = framed
+                    .send(Message::Refuse {
+                        code: refuse::BAD_MESSAGE,
+                        reason: e.to_string(),
+                    })
+                    .await;
+                bail!("{source}: {e}");
+            }
+        }
+    }
+    tracing::info!(%source, last_applied = state.last_applied, "proxy session closed");
+    Ok(())
+}
+
+/// Decodes, routes and applies one batch. Returns only when every record
+/// is applied, dead-lettered or dropped by rule — or with `Interrupted`.
+async fn apply_batch(
+    shared: &Shared,
+    source: &str,
+    state: &mut StreamState,
+    first_seq: u64,
+    records: &[Bytes],
+    stop: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let snap = shared.rules.current();
+    let mut per_target: Vec<Vec<(u64, Op)>> = (0..snap.targets.len()).map(|_| Vec::new()).collect();
+    for (i, payload) in records.iter().enumerate() {
+        let seq = first_seq + i as u64;
+        if seq <= state.last_applied {
+            metrics::counter!(stats::SERVER_DUPLICATES).increment(1);
+            continue;
+        }
+        metrics::counter!(stats::SERVER_RECORDS).increment(1);
+        let op = match decode_payload(payload) {
+            Ok(op) => op,
+            Err(e) => {
+                metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => e.reason()).increment(1);
+                tracing::warn!(%source, seq, "record refused: {e}");
+                dead_letter(shared, source, seq, None, Err(payload), &e.to_string()).await;
+                continue;
+            }
+        };
+        match route(&snap.rules, &op) {
+            Outcome::Refused(reason) => {
+                tracing::warn!(%source, seq, "operation refused by routing: {reason}");
+                dead_letter(shared, source, seq, None, Ok(&op), &reason).await;
+            }
+            Outcome::Routed { ops, dropped } => {
+                if let Some(d) = dropped {
+                    let rule = d
+                        .rule
+                        .map(|r| snap.rules.rule_name(r).to_owned())
+                        .unwrap_or_else(|| "default".to_owned());
+                    let reason = format!("{:?}", d.reason).to_lowercase();
+                    tracing::debug!(%source, seq, %rule, %reason, "dropped by rule");
+                    metrics::counter!(stats::SERVER_DROPPED, "rule" => rule, "reason" => reason)
+                        .increment(1);
+                }
+                for r in ops {
+                    if let Some(list) = per_target.get_mut(usize::from(r.target.0)) {
+                        list.push((seq, r.op));
+                    }
+                }
+            }
+        }
+    }
+    let jobs = per_target
+        .iter()
+        .enumerate()
+        .filter(|(_, items)| !items.is_empty())
+        .filter_map(|(t, items)| {
+            let target = snap.targets.get(syncs_dsl::TargetId(t as u16))?;
+            Some(apply_with_retry(shared, source, target, items, stop))
+        });
+    let results = futures::future::join_all(jobs).await;
+    if results.iter().any(Result::is_err) {
+        return Err(Interrupted);
+    }
+    Ok(())
+}
+
+/// Applies `items` on one target, retrying while it is unavailable.
+async fn apply_with_retry(
+    shared: &Shared,
+    source: &str,
+    target: &Target,
+    items: &[(u64, Op)],
+    stop: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let ops: Vec<&Op> = items.iter().map(|(_, op)| op).collect();
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    let results = loop {
+        match target.apply(&ops).await {
+            Ok(r) => break r,
+            Err(e) => {
+                attempts += 1;
+                metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
+                    .increment(1);
+                if attempts == 1 || attempts.is_power_of_two() {
+                    tracing::warn!(%source, attempts, "{e}; retrying in {backoff:?}, holding the acknowledgement");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(Interrupted),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if attempts > 0 {
+        tracing::info!(%source, target = target.name(), attempts, "target back; run applied");
+    }
+    let kind = |op: &Op| match op {
+        Op::Redis(_) => "redis",
+        Op::Mongo(_) => "mongo",
+    };
+    for ((seq, op), result) in items.iter().zip(results) {
+        match result {
+            Applied::Ok => {
+                metrics::counter!(stats::SERVER_APPLIED, "target" => target.name().to_owned(), "kind" => kind(op))
+                    .increment(1);
+            }
+            Applied::Refused(reason) => {
+                tracing::warn!(%source, seq, target = target.name(), "target refused: {reason}");
+                dead_letter(shared, source, *seq, Some(target.name()), Ok(op), &reason).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dead_letter(
+    shared: &Shared,
+    source: &str,
+    seq: u64,
+    target: Option<&str>,
+    op: Result<&Op, &Bytes>,
+    reason: &str,
+) {
+    let label = target.unwrap_or("none").to_owned();
+    metrics::counter!(stats::SERVER_DEAD_LETTERED, "target" => label).increment(1);
+    let origin = Origin {
+        source,
+        seq,
+        target,
+    };
+    if let Err(e) = shared
+        .dead_letters
+        .record(&origin, op.map_err(|b| &b[..]), reason)
+        .await
+    {
+        tracing::error!(
+            %source, seq, path = %shared.dead_letters.path().display(),
+            "cannot write the dead-letter file: {e}; the operation is only in this log: {reason}"
+        );
+    }
+}

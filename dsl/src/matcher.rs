@@ -1,0 +1,442 @@
+//! The compiled rule set and the hot path: [`RuleSet::decide_redis`] and
+//! [`RuleSet::decide_mongo`].
+//!
+//! **Invariant:** deciding does not allocate and does no IO.
+//!
+//! Redis rules are indexed by bitsets (one bit per rule, in file order). For
+//! the port, the db, the command and the first byte of the key there is a
+//! table that maps the query's value to the bitset of rules whose condition
+//! on that field can hold. ANDing the four rows leaves the candidates; they
+//! are visited in order and only their key patterns are run, so the cost
+//! grows with the number of *candidate* rules, not with the size of the set.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+
+use crate::action::Action;
+use crate::diagnostic::Diagnostic;
+use crate::pattern::ByteMatcher;
+use crate::ruletest::RuleTest;
+use crate::target::{Target, TargetId};
+
+/// Index of a rule, unique across all the files of a rule set, in matching
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleId(pub u32);
+
+/// One Redis operation (or one key of it) to route.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisQuery<'a> {
+    /// The application's Redis port, as sent by the proxy.
+    pub port: u16,
+    pub db: u32,
+    /// The command name in any case, e.g. `b"set"`.
+    pub command: &'a [u8],
+    /// The key; `None` for commands without keys. Multi-key commands are
+    /// asked about once per key.
+    pub key: Option<&'a [u8]>,
+}
+
+/// The kind of a Mongo write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MongoOpKind {
+    InsertOne,
+    InsertMany,
+    UpdateOne,
+    UpdateMany,
+    ReplaceOne,
+    DeleteOne,
+    DeleteMany,
+}
+
+impl MongoOpKind {
+    pub const ALL: [MongoOpKind; 7] = [
+        MongoOpKind::InsertOne,
+        MongoOpKind::InsertMany,
+        MongoOpKind::UpdateOne,
+        MongoOpKind::UpdateMany,
+        MongoOpKind::ReplaceOne,
+        MongoOpKind::DeleteOne,
+        MongoOpKind::DeleteMany,
+    ];
+
+    /// The name used in rules files: `insert_one`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MongoOpKind::InsertOne => "insert_one",
+            MongoOpKind::InsertMany => "insert_many",
+            MongoOpKind::UpdateOne => "update_one",
+            MongoOpKind::UpdateMany => "update_many",
+            MongoOpKind::ReplaceOne => "replace_one",
+            MongoOpKind::DeleteOne => "delete_one",
+            MongoOpKind::DeleteMany => "delete_many",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<MongoOpKind> {
+        MongoOpKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    pub(crate) fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl std::fmt::Display for MongoOpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One Mongo write to route.
+#[derive(Clone, Copy, Debug)]
+pub struct MongoQuery<'a> {
+    pub db: &'a str,
+    pub coll: &'a str,
+    pub op: MongoOpKind,
+}
+
+/// What to do with an operation.
+#[derive(Debug, PartialEq)]
+pub enum Decision<'r> {
+    /// Send to every action's target. `rule` is `None` when the `default`
+    /// decided.
+    Route {
+        rule: Option<RuleId>,
+        actions: &'r [Action],
+    },
+    /// Do not replicate.
+    Drop {
+        rule: Option<RuleId>,
+        reason: DropReason,
+    },
+}
+
+/// Why an operation is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A rule with `-> drop` matched (`rule` says which).
+    Rule,
+    /// No rule matched and the default is `drop` (or there is no default).
+    Default,
+    /// A dangerous command would have been routed by a rule or the default
+    /// that does not name it explicitly. `rule` is the first such rule, or
+    /// `None` if it was the default.
+    Dangerous,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Outcome {
+    Route(Box<[Action]>),
+    Drop,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RuleMeta {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+}
+
+/// A compiled, immutable set of rules from one or more files. Cheap to share
+/// behind an `Arc`; swap the whole set to reload.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) targets: Vec<Target>,
+    pub(crate) rules: Vec<RuleMeta>,
+    pub(crate) redis: RedisMatcher,
+    pub(crate) mongo: MongoMatcher,
+    pub(crate) tests: Vec<RuleTest>,
+    pub(crate) warnings: Vec<Diagnostic>,
+}
+
+impl RuleSet {
+    /// All targets; the index is [`TargetId::0`].
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// # Panics
+    /// If `id` does not come from this rule set.
+    pub fn target(&self, id: TargetId) -> &Target {
+        &self.targets[usize::from(id.0)]
+    }
+
+    /// Looks a target up by name.
+    pub fn target_id(&self, name: &str) -> Option<TargetId> {
+        self.targets
+            .iter()
+            .position(|t| t.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(TargetId)
+    }
+
+    /// # Panics
+    /// If `id` does not come from this rule set.
+    pub fn rule_name(&self, id: RuleId) -> &str {
+        &self.rules[id.0 as usize].name
+    }
+
+    /// Where a rule is written: file and 1-based line.
+    pub fn rule_location(&self, id: RuleId) -> (&Path, usize) {
+        let r = &self.rules[id.0 as usize];
+        (&r.file, r.line)
+    }
+
+    /// Looks a rule up by name.
+    pub fn rule_id(&self, name: &str) -> Option<RuleId> {
+        self.rules
+            .iter()
+            .position(|r| r.name == name)
+            .and_then(|i| u32::try_from(i).ok())
+            .map(RuleId)
+    }
+
+    /// Number of rules (Redis and Mongo).
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The tests written in the files, in file order.
+    pub fn tests(&self) -> &[RuleTest] {
+        &self.tests
+    }
+
+    /// Warnings found while loading (the set loaded anyway).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// Decides what to do with one Redis operation (or one key of a multi-key
+    /// one). First matching rule wins; see the crate docs for dangerous
+    /// commands.
+    pub fn decide_redis(&self, q: &RedisQuery<'_>) -> Decision<'_> {
+        self.redis.decide(q)
+    }
+
+    /// Decides what to do with one Mongo write.
+    pub fn decide_mongo(&self, q: &MongoQuery<'_>) -> Decision<'_> {
+        self.mongo.decide(q)
+    }
+}
+
+// ---------------------------------------------------------------- redis --
+
+/// FxHash (rustc's): fast on the short byte strings that command names are.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write(&i.to_le_bytes());
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Longest command name looked up; longer names are "unknown command".
+const MAX_CMD: usize = 32;
+
+#[derive(Debug)]
+pub(crate) struct RedisRule {
+    pub(crate) id: RuleId,
+    /// `None`: no key condition (matches key-less commands too).
+    pub(crate) keys: Option<Box<[ByteMatcher]>>,
+    pub(crate) outcome: Outcome,
+    /// Sorted ids of the dangerous commands this rule names explicitly.
+    pub(crate) explicit_dangerous: Box<[u16]>,
+}
+
+/// Interval table: `bounds[k]..bounds[k+1]` (the last one open-ended) maps to
+/// row `k` of `rows`.
+#[derive(Debug, Default)]
+pub(crate) struct IntervalIndex<T> {
+    pub(crate) bounds: Vec<T>,
+    pub(crate) rows: Vec<u64>,
+}
+
+impl<T: Copy + Ord> IntervalIndex<T> {
+    #[inline]
+    fn row(&self, v: T, words: usize) -> &[u64] {
+        let k = self.bounds.partition_point(|&b| b <= v).saturating_sub(1);
+        &self.rows[k * words..(k + 1) * words]
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RedisMatcher {
+    pub(crate) words: usize,
+    pub(crate) rules: Vec<RedisRule>,
+    pub(crate) ports: IntervalIndex<u16>,
+    pub(crate) dbs: IntervalIndex<u32>,
+    /// Upper-case command name -> command id.
+    pub(crate) cmd_ids: FxMap<Box<[u8]>, u16>,
+    /// Row per command id, then one row for unknown commands.
+    pub(crate) cmd_rows: Vec<u64>,
+    pub(crate) cmd_dangerous: Vec<bool>,
+    /// 256 rows by first key byte, then one for the empty key, then one for
+    /// "no key".
+    pub(crate) key_rows: Vec<u64>,
+    pub(crate) default: Option<Box<[Action]>>,
+}
+
+impl RedisMatcher {
+    #[inline]
+    fn command_id(&self, command: &[u8]) -> Option<u16> {
+        if command.len() > MAX_CMD {
+            return None;
+        }
+        let mut buf = [0u8; MAX_CMD];
+        let up = &mut buf[..command.len()];
+        up.copy_from_slice(command);
+        up.make_ascii_uppercase();
+        self.cmd_ids.get(&*up).copied()
+    }
+
+    pub(crate) fn decide(&self, q: &RedisQuery<'_>) -> Decision<'_> {
+        let words = self.words;
+        let cid = self.command_id(q.command);
+        let (cmd_row, dangerous) = match cid {
+            Some(c) => (usize::from(c), self.cmd_dangerous[usize::from(c)]),
+            None => (self.cmd_dangerous.len(), false),
+        };
+        let cmd_row = &self.cmd_rows[cmd_row * words..(cmd_row + 1) * words];
+        let port_row = self.ports.row(q.port, words);
+        let db_row = self.dbs.row(q.db, words);
+        let key_row = match q.key {
+            Some([first, ..]) => usize::from(*first),
+            Some([]) => 256,
+            None => 257,
+        };
+        let key_row = &self.key_rows[key_row * words..(key_row + 1) * words];
+
+        let mut passed_over: Option<RuleId> = None;
+        for w in 0..words {
+            let mut m = cmd_row[w] & port_row[w] & db_row[w] & key_row[w];
+            while m != 0 {
+                let i = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                let rule = &self.rules[i];
+                if let (Some(pats), Some(key)) = (&rule.keys, q.key) {
+                    if !pats.iter().any(|p| p.is_match(key)) {
+                        continue;
+                    }
+                }
+                match &rule.outcome {
+                    Outcome::Drop => {
+                        return Decision::Drop {
+                            rule: Some(rule.id),
+                            reason: DropReason::Rule,
+                        }
+                    }
+                    Outcome::Route(actions) => {
+                        if dangerous
+                            && cid.is_some_and(|c| rule.explicit_dangerous.binary_search(&c).is_err())
+                        {
+                            passed_over.get_or_insert(rule.id);
+                            continue;
+                        }
+                        return Decision::Route {
+                            rule: Some(rule.id),
+                            actions,
+                        };
+                    }
+                }
+            }
+        }
+        match (&self.default, dangerous) {
+            (_, true) if passed_over.is_some() => Decision::Drop {
+                rule: passed_over,
+                reason: DropReason::Dangerous,
+            },
+            (Some(_), true) => Decision::Drop {
+                rule: None,
+                reason: DropReason::Dangerous,
+            },
+            (Some(actions), false) => Decision::Route {
+                rule: None,
+                actions,
+            },
+            (None, _) => Decision::Drop {
+                rule: None,
+                reason: DropReason::Default,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------- mongo --
+
+#[derive(Debug)]
+pub(crate) struct MongoRule {
+    pub(crate) id: RuleId,
+    /// Bit per [`MongoOpKind`].
+    pub(crate) ops: u8,
+    pub(crate) dbs: Option<Box<[ByteMatcher]>>,
+    pub(crate) colls: Option<Box<[ByteMatcher]>>,
+    pub(crate) outcome: Outcome,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MongoMatcher {
+    pub(crate) rules: Vec<MongoRule>,
+    pub(crate) default: Option<Box<[Action]>>,
+}
+
+fn any_match(pats: &Option<Box<[ByteMatcher]>>, s: &str) -> bool {
+    match pats {
+        None => true,
+        Some(p) => p.iter().any(|m| m.is_match(s.as_bytes())),
+    }
+}
+
+impl MongoMatcher {
+    pub(crate) fn decide(&self, q: &MongoQuery<'_>) -> Decision<'_> {
+        let bit = q.op.bit();
+        for rule in &self.rules {
+            if rule.ops & bit == 0 || !any_match(&rule.dbs, q.db) || !any_match(&rule.colls, q.coll)
+            {
+                continue;
+            }
+            return match &rule.outcome {
+                Outcome::Drop => Decision::Drop {
+                    rule: Some(rule.id),
+                    reason: DropReason::Rule,
+                },
+                Outcome::Route(actions) => Decision::Route {
+                    rule: Some(rule.id),
+                    actions,
+                },
+            };
+        }
+        match &self.default {
+            Some(actions) => Decision::Route {
+                rule: None,
+                actions,
+            },
+            None => Decision::Drop {
+                rule: None,
+                reason: DropReason::Default,
+            },
+        }
+    }
+}

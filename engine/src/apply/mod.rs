@@ -1,0 +1,118 @@
+//! Appliers: write routed operations into their targets.
+//!
+//! A [`TargetSet`] holds one live handle per target of the rule set, built
+//! from the rules and reused across reloads when a target is unchanged (same
+//! kind, URL and options), so a reload keeps connections warm.
+//!
+//! [`Target::apply`] takes a run of operations in order and reports, per
+//! operation, whether the target accepted it. A target that cannot be
+//! reached returns [`TargetError`]; the caller retries the same run later
+//! and holds its acknowledgement meanwhile. A refusal by the target (a Redis
+//! error reply, a Mongo validation error) is per operation and final: it is
+//! the caller's to dead-letter.
+
+pub mod dead_letter;
+pub mod file;
+pub mod json;
+pub mod mongo;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use syncs_dsl::{RuleSet, Target as TargetDef, TargetKind};
+
+use crate::op::Op;
+
+/// The result of one operation at a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Ok,
+    /// The target refused it for good; the text is the target's reason.
+    Refused(String),
+}
+
+/// A target that could not take the run at all (down, timed out); retry.
+#[derive(Debug, thiserror::Error)]
+#[error("target `{target}` unavailable: {reason}")]
+pub struct TargetError {
+    pub target: String,
+    pub reason: String,
+}
+
+/// One live target.
+#[derive(Debug)]
+pub enum Target {
+    Redis(redis::RedisTarget),
+    Mongo(mongo::MongoTarget),
+    File(file::FileTarget),
+}
+
+impl Target {
+    fn open(def: &TargetDef) -> Result<Self, String> {
+        Ok(match def.kind {
+            TargetKind::Redis => Target::Redis(redis::RedisTarget::new(def)?),
+            TargetKind::Mongo => Target::Mongo(mongo::MongoTarget::new(def)?),
+            TargetKind::File => Target::File(file::FileTarget::new(def)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Redis(t) => t.name(),
+            Target::Mongo(t) => t.name(),
+            Target::File(t) => t.name(),
+        }
+    }
+
+    /// Applies `ops` in order; one [`Applied`] per op, in the same order.
+    pub async fn apply(&self, ops: &[&Op]) -> Result<Vec<Applied>, TargetError> {
+        match self {
+            Target::Redis(t) => t.apply(ops).await,
+            Target::Mongo(t) => t.apply(ops).await,
+            Target::File(t) => t.apply(ops).await,
+        }
+    }
+}
+
+/// The live targets of one rule set, indexed by `TargetId`.
+#[derive(Debug, Default)]
+pub struct TargetSet {
+    targets: Vec<Arc<Target>>,
+    keys: Vec<String>,
+}
+
+impl TargetSet {
+    /// Opens a handle per target of `rules`, reusing `previous`' handle for
+    /// an unchanged target. Connecting is lazy: this never waits on a target.
+    pub fn build(rules: &RuleSet, previous: Option<&TargetSet>) -> Result<Self, String> {
+        let old: HashMap<&str, &Arc<Target>> = previous
+            .map(|p| p.keys.iter().map(String::as_str).zip(&p.targets).collect())
+            .unwrap_or_default();
+        let mut set = TargetSet::default();
+        for def in rules.targets() {
+            let key = format!("{}|{:?}|{}|{:?}", def.name, def.kind, def.url, def.options);
+            let target = match old.get(key.as_str()) {
+                Some(t) => Arc::clone(t),
+                None => Arc::new(
+                    Target::open(def).map_err(|e| format!("target `{}`: {e}", def.name))?,
+                ),
+            };
+            set.targets.push(target);
+            set.keys.push(key);
+        }
+        Ok(set)
+    }
+
+    pub fn get(&self, id: syncs_dsl::TargetId) -> Option<&Arc<Target>> {
+        self.targets.get(usize::from(id.0))
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}

@@ -1,0 +1,263 @@
+//! The Mongo applier: consecutive writes on one namespace go as one ordered
+//! write command (`insert`, `update` or `delete` with many statements), the
+//! wire-level form of an ordered bulk write that every MongoDB version (and
+//! FerretDB) speaks.
+//!
+//! An ordered command stops at its first write error: that write is refused
+//! (dead-lettered by the caller) and the rest of the run is sent again after
+//! it, so one bad document never takes its neighbours with it. A
+//! duplicate-key error on an insert is the mark of a redelivered write: it
+//! is counted, logged and treated as applied.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::Client;
+use syncs_dsl::Target as TargetDef;
+use tokio::sync::OnceCell;
+
+use super::{Applied, TargetError};
+use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op};
+
+/// Write statements per command, and encoded bytes per command (MongoDB
+/// takes up to 100,000 statements and 48 MB per message).
+const MAX_STATEMENTS: usize = 1000;
+const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// Counted when an insert meets a document already there.
+pub const DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
+/// MongoDB's duplicate key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// Command error codes that mean "try again later".
+const TRANSIENT_CODES: [i32; 14] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150,
+];
+
+#[derive(Debug)]
+pub struct MongoTarget {
+    name: String,
+    url: String,
+    timeout: Duration,
+    client: OnceCell<Client>,
+}
+
+/// The wire command a write belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verb {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl MongoTarget {
+    pub fn new(def: &TargetDef) -> Result<Self, String> {
+        if !def.url.starts_with("mongodb://") && !def.url.starts_with("mongodb+srv://") {
+            return Err(format!(
+                "bad Mongo URL `{}`: must start with mongodb:// or mongodb+srv://",
+                def.url
+            ));
+        }
+        Ok(Self {
+            name: def.name.clone(),
+            url: def.url.clone(),
+            timeout: def.options.timeout.unwrap_or(Duration::from_secs(5)),
+            client: OnceCell::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> TargetError {
+        TargetError {
+            target: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn client(&self) -> Result<&Client, TargetError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut opts = mongodb::options::ClientOptions::parse(&self.url)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                opts.server_selection_timeout = Some(self.timeout);
+                opts.connect_timeout = Some(self.timeout);
+                opts.app_name = Some("syncs".into());
+                Client::with_options(opts).map_err(|e| self.unavailable(e))
+            })
+            .await
+    }
+
+    pub async fn apply(&self, ops: &[&Op]) -> Result<Vec<Applied>, TargetError> {
+        let client = self.client().await?;
+        let mut out = vec![Applied::Ok; ops.len()];
+        let mut i = 0;
+        while i < ops.len() {
+            let Op::Mongo(first) = ops[i] else {
+                out[i] = Applied::Refused("a Redis command cannot go to a Mongo target".into());
+                i += 1;
+                continue;
+            };
+            // The run: consecutive writes with the same namespace and verb.
+            let verb = verb(&first.write);
+            let mut end = i + 1;
+            let mut statements = statement_count(&first.write);
+            while end < ops.len() && statements < MAX_STATEMENTS {
+                match ops[end] {
+                    Op::Mongo(m) if m.db == first.db && m.coll == first.coll && self::verb(&m.write) == verb => {
+                        statements += statement_count(&m.write);
+                        end += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let run: Vec<&MongoOp> = ops[i..end]
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Mongo(m) => Some(m),
+                    Op::Redis(_) => None,
+                })
+                .collect();
+            self.apply_run(client, &run, &mut out[i..end]).await?;
+            i = end;
+        }
+        Ok(out)
+    }
+
+    /// Applies one run (same namespace, same verb), resuming after each
+    /// refused write.
+    async fn apply_run(
+        &self,
+        client: &Client,
+        run: &[&MongoOp],
+        out: &mut [Applied],
+    ) -> Result<(), TargetError> {
+        let db = client.database(&run[0].db);
+        let coll = &run[0].coll;
+        // Statements, each tagged with the op it belongs to.
+        let mut stmts: Vec<(usize, Document)> = Vec::new();
+        for (n, op) in run.iter().enumerate() {
+            statements(&op.write, |d| stmts.push((n, d)));
+        }
+        let mut start = 0;
+        while start < stmts.len() {
+            // Cut the command at MAX_COMMAND_BYTES.
+            let mut end = start;
+            let mut bytes = 0;
+            while end < stmts.len() && (end == start || bytes < MAX_COMMAND_BYTES) {
+                bytes += stmts[end].1.to_vec().map(|v| v.len()).unwrap_or(0);
+                end += 1;
+            }
+            let chunk: Vec<Bson> = stmts[start..end].iter().map(|(_, d)| Bson::Document(d.clone())).collect();
+            let verb = verb(&run[0].write);
+            let command = match verb {
+                Verb::Insert => doc! { "insert": coll, "documents": chunk, "ordered": true },
+                Verb::Update => doc! { "update": coll, "updates": chunk, "ordered": true },
+                Verb::Delete => doc! { "delete": coll, "deletes": chunk, "ordered": true },
+            };
+            let reply = match db.run_command(command).await {
+                Ok(r) => r,
+                Err(e) if is_transient(&e) => return Err(self.unavailable(e)),
+                Err(e) => {
+                    // The command as a whole was refused (bad namespace, …):
+                    // every write in this chunk is refused with the reason.
+                    for (n, _) in &stmts[start..end] {
+                        out[*n] = Applied::Refused(e.to_string());
+                    }
+                    start = end;
+                    continue;
+                }
+            };
+            if let Ok(wce) = reply.get_document("writeConcernError") {
+                return Err(self.unavailable(format!("write concern error: {wce}")));
+            }
+            let first_error = reply
+                .get_array("writeErrors")
+                .ok()
+                .and_then(|errs| errs.first())
+                .and_then(Bson::as_document);
+            match first_error {
+                None => start = end,
+                Some(err) => {
+                    let index = err
+                        .get_i32("index")
+                        .ok()
+                        .map(|v| v as usize)
+                        .or_else(|| err.get_i64("index").ok().map(|v| v as usize))
+                        .unwrap_or(0);
+                    let code = err.get_i32("code").unwrap_or(0);
+                    let msg = err.get_str("errmsg").unwrap_or("write error");
+                    let at = (start + index).min(end - 1);
+                    let (n, _) = stmts[at];
+                    if code == DUPLICATE_KEY && verb == Verb::Insert {
+                        metrics::counter!(DUPLICATE_KEYS, "target" => self.name.clone()).increment(1);
+                        tracing::warn!(target = %self.name, "insert met an existing _id (a redelivered write?): {msg}");
+                    } else {
+                        out[n] = Applied::Refused(format!("code {code}: {msg}"));
+                    }
+                    start = at + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn verb(w: &MongoWrite) -> Verb {
+    match w {
+        MongoWrite::InsertOne { .. } | MongoWrite::InsertMany { .. } => Verb::Insert,
+        MongoWrite::UpdateOne { .. } | MongoWrite::UpdateMany { .. } | MongoWrite::ReplaceOne { .. } => {
+            Verb::Update
+        }
+        MongoWrite::DeleteOne { .. } | MongoWrite::DeleteMany { .. } => Verb::Delete,
+    }
+}
+
+fn statement_count(w: &MongoWrite) -> usize {
+    match w {
+        MongoWrite::InsertMany { documents } => documents.len(),
+        _ => 1,
+    }
+}
+
+/// The wire statements of one write, in order.
+fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
+    let update = |u: &MongoUpdate| match u {
+        MongoUpdate::Document(d) => Bson::Document(d.clone()),
+        MongoUpdate::Pipeline(p) => Bson::Array(p.iter().cloned().map(Bson::Document).collect()),
+    };
+    match w {
+        MongoWrite::InsertOne { document } => push(document.clone()),
+        MongoWrite::InsertMany { documents } => documents.iter().cloned().for_each(push),
+        MongoWrite::UpdateOne { filter, update: u, upsert } => {
+            push(doc! { "q": filter.clone(), "u": update(u), "multi": false, "upsert": *upsert })
+        }
+        MongoWrite::UpdateMany { filter, update: u, upsert } => {
+            push(doc! { "q": filter.clone(), "u": update(u), "multi": true, "upsert": *upsert })
+        }
+        MongoWrite::ReplaceOne { filter, replacement, upsert } => push(
+            doc! { "q": filter.clone(), "u": replacement.clone(), "multi": false, "upsert": *upsert },
+        ),
+        MongoWrite::DeleteOne { filter } => push(doc! { "q": filter.clone(), "limit": 1 }),
+        MongoWrite::DeleteMany { filter } => push(doc! { "q": filter.clone(), "limit": 0 }),
+    }
+}
+
+/// Network trouble, elections, shutdowns: retry later, hold the ack.
+fn is_transient(e: &MongoError) -> bool {
+    if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") {
+        return true;
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Authentication { .. }
+        | ErrorKind::Shutdown => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,153 @@
+//! Where the keys are in a Redis command, after Redis' own key specs
+//! (`COMMAND INFO`'s first/last/step and numkeys forms).
+//!
+//! Rules match on every key of a command, so routing needs the key positions,
+//! not "the first argument". Commands not in the table are treated as having
+//! their key in the first argument, the shape of nearly every Redis and
+//! module write command.
+
+use crate::op::RedisCommand;
+
+/// Key positions of one command, as argument indexes (the name is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// No keys (PING, FLUSHALL, PUBLISH's channel is not a key, …).
+    None,
+    /// Keys at `first`, `first + step`, … up to `last` (negative counts
+    /// from the end: -1 is the last argument).
+    Range { first: usize, last: isize, step: usize },
+    /// `numkeys` at `at`, then that many keys; `extra` is a key before it
+    /// (ZUNIONSTORE's destination).
+    NumKeys { at: usize, extra: Option<usize> },
+}
+
+/// How a command whose keys route apart may be split into per-key commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Not splittable: the command's meaning spans its keys.
+    No,
+    /// Each key (with the `step - 1` arguments after it) stands alone (MSET,
+    /// DEL, UNLINK, EXISTS, TOUCH).
+    PerKey,
+}
+
+const MAX_NAME: usize = 24;
+
+/// The key spec and split rule of `cmd`.
+pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
+    let mut buf = [0u8; MAX_NAME];
+    let name = cmd.name();
+    if name.len() > MAX_NAME {
+        return (KeySpec::Range { first: 1, last: 1, step: 1 }, Split::No);
+    }
+    let upper = &mut buf[..name.len()];
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    let r = |first, last, step| KeySpec::Range { first, last, step };
+    match &*upper {
+        // Keyless.
+        b"PING" | b"ECHO" | b"FLUSHALL" | b"FLUSHDB" | b"SWAPDB" | b"CONFIG" | b"SHUTDOWN"
+        | b"DEBUG" | b"MODULE" | b"ACL" | b"REPLICAOF" | b"SLAVEOF" | b"SAVE" | b"BGSAVE"
+        | b"BGREWRITEAOF" | b"CLIENT" | b"CLUSTER" | b"FAILOVER" | b"FUNCTION" | b"SCRIPT"
+        | b"PUBLISH" | b"SPUBLISH" | b"DBSIZE" | b"INFO" | b"TIME" | b"LASTSAVE" | b"RANDOMKEY"
+        | b"KEYS" | b"SCAN" | b"WAIT" | b"MEMORY" | b"LATENCY" | b"SLOWLOG" | b"COMMAND"
+        | b"READONLY" | b"READWRITE" | b"RESET" | b"QUIT" | b"HELLO" | b"AUTH" => {
+            (KeySpec::None, Split::No)
+        }
+        // Every argument a key.
+        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => (r(1, -1, 1), Split::PerKey),
+        b"WATCH" | b"SINTER" | b"SUNION" | b"SDIFF" | b"PFCOUNT" | b"MGET" => {
+            (r(1, -1, 1), Split::No)
+        }
+        b"PFMERGE" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => (r(1, -1, 1), Split::No),
+        // Key/value pairs.
+        b"MSET" => (r(1, -1, 2), Split::PerKey),
+        b"MSETNX" => (r(1, -1, 2), Split::No),
+        // Two keys up front.
+        b"RENAME" | b"RENAMENX" | b"COPY" | b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH"
+        | b"BRPOPLPUSH" | b"GEOSEARCHSTORE" | b"ZRANGESTORE" | b"LCS" => (r(1, 2, 1), Split::No),
+        // Keys then a trailing timeout.
+        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => (r(1, -2, 1), Split::No),
+        // BITOP <op> <dest> <key>…
+        b"BITOP" => (r(2, -1, 1), Split::No),
+        // numkeys forms.
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
+            (KeySpec::NumKeys { at: 2, extra: Some(1) }, Split::No)
+        }
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            (KeySpec::NumKeys { at: 2, extra: None }, Split::No)
+        }
+        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
+            (KeySpec::NumKeys { at: 1, extra: None }, Split::No)
+        }
+        b"BLMPOP" | b"BZMPOP" => (KeySpec::NumKeys { at: 2, extra: None }, Split::No),
+        _ => (r(1, 1, 1), Split::No),
+    }
+}
+
+/// The argument indexes holding keys, in order. Out-of-range specs (a
+/// command sent with too few arguments) yield the keys that exist.
+pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Vec<usize>) {
+    out.clear();
+    let n = cmd.args().len();
+    match spec {
+        KeySpec::None => {}
+        KeySpec::Range { first, last, step } => {
+            let last = if last < 0 {
+                n as isize + last
+            } else {
+                last
+            };
+            let mut i = first as isize;
+            while i <= last && (i as usize) < n {
+                out.push(i as usize);
+                i += step as isize;
+            }
+        }
+        KeySpec::NumKeys { at, extra } => {
+            if let Some(e) = extra.filter(|&e| e < n) {
+                out.push(e);
+            }
+            let count = cmd
+                .args()
+                .get(at)
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(0);
+            out.extend((at + 1..n).take(count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn cmd(args: &[&str]) -> RedisCommand {
+        RedisCommand::new(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect())
+            .expect("non-empty")
+    }
+
+    fn keys(args: &[&str]) -> Vec<usize> {
+        let c = cmd(args);
+        let mut out = Vec::new();
+        positions(&c, spec(&c).0, &mut out);
+        out
+    }
+
+    #[test]
+    fn key_positions_follow_redis_key_specs() {
+        assert_eq!(keys(&["set", "a", "b"]), vec![1]);
+        assert_eq!(keys(&["MSET", "a", "1", "b", "2"]), vec![1, 3]);
+        assert_eq!(keys(&["del", "a", "b", "c"]), vec![1, 2, 3]);
+        assert_eq!(keys(&["RENAME", "a", "b"]), vec![1, 2]);
+        assert_eq!(keys(&["blpop", "a", "b", "0"]), vec![1, 2]);
+        assert_eq!(keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]), vec![1, 3, 4]);
+        assert_eq!(keys(&["EVAL", "return 1", "1", "k", "arg"]), vec![3]);
+        assert_eq!(keys(&["BITOP", "AND", "d", "a", "b"]), vec![2, 3, 4]);
+        assert_eq!(keys(&["FLUSHALL"]), Vec::<usize>::new());
+        assert_eq!(keys(&["set"]), Vec::<usize>::new());
+        assert_eq!(keys(&["EVAL", "s", "99", "k"]), vec![3]);
+    }
+}

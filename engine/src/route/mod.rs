@@ -1,0 +1,348 @@
+//! The router: asks the compiled rules what to do with an operation and
+//! builds the operation each target receives.
+//!
+//! A Redis command is decided once per key (see [`keys`]). When its keys
+//! agree, the command goes where the rule says, keys rewritten. When they
+//! disagree, a command whose keys stand alone (MSET, DEL, UNLINK, EXISTS,
+//! TOUCH) is split into one command per destination; any other command is
+//! refused whole, never applied in part. A transaction must keep every
+//! routed command on the same targets and db, or it is refused whole.
+//!
+//! **Architecture invariant:** routing does no IO; a refusal is a value
+//! (`Outcome::Refused`) the caller writes to the dead-letter file.
+
+pub mod keys;
+
+use std::fmt;
+
+use bytes::Bytes;
+use syncs_dsl::{
+    Action, Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet, TargetId,
+};
+
+use crate::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use keys::Split;
+
+/// One operation bound for one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub target: TargetId,
+    pub op: Op,
+}
+
+/// Why (part of) an operation is not sent anywhere, by decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub rule: Option<RuleId>,
+    pub reason: DropReason,
+}
+
+/// What the rules made of one operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Send these (possibly none, when everything was dropped by rule);
+    /// `dropped` tells whether some part was dropped and why.
+    Routed {
+        ops: Vec<Routed>,
+        dropped: Option<Dropped>,
+    },
+    /// Refused whole: goes to the dead-letter file with this reason.
+    Refused(String),
+}
+
+impl Outcome {
+    fn dropped(d: Dropped) -> Self {
+        Outcome::Routed {
+            ops: Vec::new(),
+            dropped: Some(d),
+        }
+    }
+}
+
+/// Routes one operation through `rules`.
+pub fn route(rules: &RuleSet, op: &Op) -> Outcome {
+    match op {
+        Op::Redis(r) => route_redis(rules, r),
+        Op::Mongo(m) => route_mongo(rules, m),
+    }
+}
+
+fn route_mongo(rules: &RuleSet, op: &MongoOp) -> Outcome {
+    let q = MongoQuery {
+        db: &op.db,
+        coll: &op.coll,
+        op: mongo_kind(&op.write),
+    };
+    match rules.decide_mongo(&q) {
+        Decision::Drop { rule, reason } => Outcome::dropped(Dropped { rule, reason }),
+        Decision::Route { actions, .. } => Outcome::Routed {
+            ops: actions
+                .iter()
+                .map(|a| {
+                    let (db, coll) = a.mongo_namespace(&op.db, &op.coll);
+                    Routed {
+                        target: a.target,
+                        op: Op::Mongo(MongoOp {
+                            db,
+                            coll,
+                            write: op.write.clone(),
+                        }),
+                    }
+                })
+                .collect(),
+            dropped: None,
+        },
+    }
+}
+
+/// The rules' name for a write.
+pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
+    match w {
+        MongoWrite::InsertOne { .. } => MongoOpKind::InsertOne,
+        MongoWrite::InsertMany { .. } => MongoOpKind::InsertMany,
+        MongoWrite::UpdateOne { .. } => MongoOpKind::UpdateOne,
+        MongoWrite::UpdateMany { .. } => MongoOpKind::UpdateMany,
+        MongoWrite::ReplaceOne { .. } => MongoOpKind::ReplaceOne,
+        MongoWrite::DeleteOne { .. } => MongoOpKind::DeleteOne,
+        MongoWrite::DeleteMany { .. } => MongoOpKind::DeleteMany,
+    }
+}
+
+/// One command's destinations: (target, target db, command as rewritten).
+type Parts = Vec<(TargetId, u32, RedisCommand)>;
+
+fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
+    if !op.is_transaction() {
+        return match route_command(rules, op.port, op.db, &op.commands[0]) {
+            Err(reason) => Outcome::Refused(reason),
+            Ok((parts, dropped)) => Outcome::Routed {
+                ops: parts
+                    .into_iter()
+                    .map(|(target, db, cmd)| Routed {
+                        target,
+                        op: Op::Redis(RedisOp {
+                            port: op.port,
+                            db,
+                            commands: vec![cmd],
+                        }),
+                    })
+                    .collect(),
+                dropped,
+            },
+        };
+    }
+    // A transaction: every routed command must reach the same (target, db)
+    // set, so that each target can apply its share atomically.
+    let mut dests: Option<Vec<(TargetId, u32)>> = None;
+    let mut per_dest: Vec<Vec<RedisCommand>> = Vec::new();
+    let mut dropped = None;
+    for (i, cmd) in op.commands.iter().enumerate() {
+        let (parts, d) = match route_command(rules, op.port, op.db, cmd) {
+            Ok(x) => x,
+            Err(reason) => {
+                return Outcome::Refused(format!("transaction command #{}: {reason}", i + 1))
+            }
+        };
+        dropped = dropped.or(d);
+        if parts.is_empty() {
+            continue;
+        }
+        let mut these: Vec<(TargetId, u32)> = parts.iter().map(|(t, db, _)| (*t, *db)).collect();
+        these.sort_unstable();
+        let duplicate = these.windows(2).any(|w| w[0] == w[1]);
+        match &dests {
+            None if !duplicate => {
+                per_dest = vec![Vec::new(); these.len()];
+                dests = Some(these);
+            }
+            Some(known) if *known == these && !duplicate => {}
+            _ => {
+                return Outcome::Refused(format!(
+                    "transaction command #{} ({}) routes to other targets or dbs than the rest; a transaction must stay whole on each target",
+                    i + 1,
+                    String::from_utf8_lossy(cmd.name())
+                ))
+            }
+        }
+        let known = dests.as_deref().unwrap_or_default();
+        for (t, db, c) in parts {
+            if let Some(slot) = known.iter().position(|k| *k == (t, db)) {
+                per_dest[slot].push(c);
+            }
+        }
+    }
+    let ops = dests
+        .unwrap_or_default()
+        .into_iter()
+        .zip(per_dest)
+        .map(|((target, db), commands)| Routed {
+            target,
+            op: Op::Redis(RedisOp {
+                port: op.port,
+                db,
+                commands,
+            }),
+        })
+        .collect();
+    Outcome::Routed { ops, dropped }
+}
+
+/// Routes one command; `Err` is the reason to refuse it whole.
+fn route_command(
+    rules: &RuleSet,
+    port: u16,
+    db: u32,
+    cmd: &RedisCommand,
+) -> Result<(Parts, Option<Dropped>), String> {
+    let (spec, split) = keys::spec(cmd);
+    let mut positions = Vec::new();
+    keys::positions(cmd, spec, &mut positions);
+    let decide = |key: Option<&[u8]>| {
+        rules.decide_redis(&RedisQuery {
+            port,
+            db,
+            command: cmd.name(),
+            key,
+        })
+    };
+    if positions.is_empty() {
+        return Ok(apply_decision(decide(None), db, cmd, &[]));
+    }
+    let decisions: Vec<Decision<'_>> = positions
+        .iter()
+        .map(|&p| decide(Some(&cmd.args()[p])))
+        .collect();
+    if decisions.iter().all(|d| same(d, &decisions[0])) {
+        return Ok(apply_decision(decisions[0].clone_ref(), db, cmd, &positions));
+    }
+    if split == Split::No {
+        let detail: Vec<String> = positions
+            .iter()
+            .zip(&decisions)
+            .map(|(&p, d)| {
+                format!(
+                    "{} → {}",
+                    String::from_utf8_lossy(&cmd.args()[p]),
+                    describe(rules, d)
+                )
+            })
+            .collect();
+        return Err(format!(
+            "keys of {} route to different places and the command cannot be split: {}",
+            String::from_utf8_lossy(cmd.name()).to_uppercase(),
+            detail.join(", ")
+        ));
+    }
+    // Split: group the keys (with the values after them) by decision, in
+    // order of first appearance.
+    let step = match spec {
+        keys::KeySpec::Range { step, .. } => step,
+        _ => 1,
+    };
+    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    for (i, &p) in positions.iter().enumerate() {
+        let slot = match groups.iter().position(|(d, _)| same(&decisions[*d], &decisions[i])) {
+            Some(s) => s,
+            None => {
+                groups.push((i, vec![cmd.name_bytes()]));
+                groups.len() - 1
+            }
+        };
+        let end = (p + step).min(cmd.args().len());
+        groups[slot].1.extend_from_slice(&cmd.args()[p..end]);
+    }
+    let mut parts = Vec::new();
+    let mut dropped = None;
+    for (d, args) in groups {
+        let Some(sub) = RedisCommand::new(args) else {
+            continue;
+        };
+        let mut sub_positions = Vec::new();
+        keys::positions(&sub, spec, &mut sub_positions);
+        let (p, dr) = apply_decision(decisions[d].clone_ref(), db, &sub, &sub_positions);
+        parts.extend(p);
+        dropped = dropped.or(dr);
+    }
+    Ok((parts, dropped))
+}
+
+fn apply_decision(
+    decision: Decision<'_>,
+    db: u32,
+    cmd: &RedisCommand,
+    positions: &[usize],
+) -> (Parts, Option<Dropped>) {
+    match decision {
+        Decision::Drop { rule, reason } => (Vec::new(), Some(Dropped { rule, reason })),
+        Decision::Route { actions, .. } => (
+            actions
+                .iter()
+                .map(|a| (a.target, a.redis_db(db), rewrite(a, cmd, positions)))
+                .collect(),
+            None,
+        ),
+    }
+}
+
+fn rewrite(action: &Action, cmd: &RedisCommand, positions: &[usize]) -> RedisCommand {
+    let mut out = cmd.clone();
+    if action.rewrites_key() {
+        let args = out.args_mut();
+        for &p in positions {
+            let new = action.rewrite_key(&args[p]).into_owned();
+            args[p] = Bytes::from(new);
+        }
+    }
+    out
+}
+
+/// Two decisions send a key to the same places in the same way.
+fn same(a: &Decision<'_>, b: &Decision<'_>) -> bool {
+    match (a, b) {
+        (Decision::Drop { .. }, Decision::Drop { .. }) => true,
+        (Decision::Route { actions: x, .. }, Decision::Route { actions: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+fn describe(rules: &RuleSet, d: &Decision<'_>) -> String {
+    let rule = |r: &Option<RuleId>| match r {
+        Some(id) => format!("rule {}", rules.rule_name(*id)),
+        None => "the default".to_owned(),
+    };
+    match d {
+        Decision::Drop { rule: r, reason } => format!("dropped by {} ({reason:?})", rule(r)),
+        Decision::Route { rule: r, actions } => {
+            let names: Vec<&str> = actions
+                .iter()
+                .map(|a| rules.target(a.target).name.as_str())
+                .collect();
+            format!("{} by {}", names.join("+"), rule(r))
+        }
+    }
+}
+
+trait CloneRef<'r> {
+    fn clone_ref(&self) -> Decision<'r>;
+}
+
+impl<'r> CloneRef<'r> for Decision<'r> {
+    fn clone_ref(&self) -> Decision<'r> {
+        match self {
+            Decision::Drop { rule, reason } => Decision::Drop {
+                rule: *rule,
+                reason: *reason,
+            },
+            Decision::Route { rule, actions } => Decision::Route {
+                rule: *rule,
+                actions,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.reason)
+    }
+}

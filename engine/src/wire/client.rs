@@ -1,0 +1,340 @@
+//! The library → proxy wire: the seed's format, kept byte for byte.
+//!
+//! A byte stream of frames, each `[u32 length, little-endian][payload]`.
+//! The payload's first byte tells its kind:
+//!
+//! - an ASCII digit: Redis, `"<port>,<db>\x01"` then one or more RESP
+//!   commands (several = one transaction);
+//! - `0x02`: Mongo, `0x02 <db> 0x00 <collection> 0x00 <BSON write description>`;
+//! - `0x03`..`0x1f`: reserved for control frames; refused today.
+//!
+//! The proxy forwards payloads unchanged; the server decodes them with
+//! [`decode_payload`].
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::op::{MongoOp, Op, RedisCommand, RedisOp};
+use crate::wire::mongo::{decode_write, MongoDecodeError};
+use crate::wire::resp::{self, RespError};
+
+/// Bytes in the length prefix.
+pub const LEN_PREFIX: usize = 4;
+/// First payload byte of a Mongo frame.
+pub const MONGO_MARK: u8 = 0x02;
+/// Ends the `<port>,<db>` header of a Redis frame.
+pub const REDIS_HEADER_END: u8 = 0x01;
+/// The default largest payload accepted (64 MiB), configurable in the daemons.
+pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024 * 1024;
+
+/// Commands a frame may not carry: the frame itself says the db and whether
+/// the commands form a transaction, so these would fight the server.
+const REFUSED: [&str; 6] = ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT"];
+
+/// Why a payload is not a valid operation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty payload")]
+    Empty,
+    #[error("bad Redis header: {0} (expected \"<port>,<db>\\x01\")")]
+    RedisHeader(&'static str),
+    #[error("{0}")]
+    Resp(#[from] RespError),
+    #[error("Redis frame has no command after its header")]
+    NoCommand,
+    #[error("command {0} is not allowed in a frame: the frame header sets the db and several commands already form a transaction")]
+    RefusedCommand(String),
+    #[error("bad Mongo header: {0} (expected 0x02 <db> 0x00 <collection> 0x00 <BSON>)")]
+    MongoHeader(&'static str),
+    #[error("{0}")]
+    Mongo(#[from] MongoDecodeError),
+    #[error("unknown payload kind 0x{0:02x} (0x03..0x1f are reserved control frames)")]
+    UnknownKind(u8),
+}
+
+impl FrameError {
+    /// A short stable label for counters (`reason` label of metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Empty => "empty",
+            FrameError::RedisHeader(_) => "redis_header",
+            FrameError::Resp(_) | FrameError::NoCommand => "bad_resp",
+            FrameError::RefusedCommand(_) => "refused_command",
+            FrameError::MongoHeader(_) => "mongo_header",
+            FrameError::Mongo(_) => "bad_bson",
+            FrameError::UnknownKind(_) => "unknown_kind",
+        }
+    }
+}
+
+/// Decodes one payload (without its length prefix). Arguments and documents
+/// are validated completely, so a payload that decodes here can be applied.
+pub fn decode_payload(payload: &Bytes) -> Result<Op, FrameError> {
+    match payload.first() {
+        None => Err(FrameError::Empty),
+        Some(b'0'..=b'9') => decode_redis(payload).map(Op::Redis),
+        Some(&MONGO_MARK) => decode_mongo(payload).map(Op::Mongo),
+        Some(&other) => Err(FrameError::UnknownKind(other)),
+    }
+}
+
+fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
+    let end = payload
+        .iter()
+        .position(|&b| b == REDIS_HEADER_END)
+        .ok_or(FrameError::RedisHeader("no 0x01 after the header"))?;
+    let header = &payload[..end];
+    let comma = header
+        .iter()
+        .position(|&b| b == b',')
+        .ok_or(FrameError::RedisHeader("no comma between port and db"))?;
+    let port = parse_decimal(&header[..comma])
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or(FrameError::RedisHeader("port is not a number in 0..=65535"))?;
+    let db = parse_decimal(&header[comma + 1..])
+        .and_then(|d| u32::try_from(d).ok())
+        .ok_or(FrameError::RedisHeader("db is not a number"))?;
+    let body = payload.slice(end + 1..);
+    if body.is_empty() {
+        return Err(FrameError::NoCommand);
+    }
+    let commands = resp::parse_commands_shared(&body)?
+        .into_iter()
+        .map(|args| RedisCommand::new(args).ok_or(FrameError::Resp(RespError::Empty)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bad) = commands
+        .iter()
+        .find(|c| REFUSED.iter().any(|r| c.is(r)))
+    {
+        return Err(FrameError::RefusedCommand(
+            String::from_utf8_lossy(bad.name()).to_uppercase(),
+        ));
+    }
+    Ok(RedisOp { port, db, commands })
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+fn decode_mongo(payload: &Bytes) -> Result<MongoOp, FrameError> {
+    let rest = &payload[1..];
+    let (db, rest) = take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the db name"))?;
+    let (coll, doc) =
+        take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the collection name"))?;
+    let db = valid_name(db).ok_or(FrameError::MongoHeader("db name is empty or not UTF-8"))?;
+    let coll =
+        valid_name(coll).ok_or(FrameError::MongoHeader("collection name is empty or not UTF-8"))?;
+    let write = decode_write(doc)?;
+    Ok(MongoOp {
+        db: db.to_owned(),
+        coll: coll.to_owned(),
+        write,
+    })
+}
+
+fn take_name(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = input.iter().position(|&b| b == 0)?;
+    Some((&input[..nul], &input[nul + 1..]))
+}
+
+fn valid_name(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name).ok().filter(|s| !s.is_empty())
+}
+
+/// Appends a Redis payload (no prefix) for `commands` to `out`.
+pub fn put_redis_payload<C, A>(out: &mut impl BufMut, port: u16, db: u32, commands: &[C])
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    out.put_slice(format!("{port},{db}").as_bytes());
+    out.put_u8(REDIS_HEADER_END);
+    for cmd in commands {
+        resp::encode_command(out, cmd.as_ref());
+    }
+}
+
+/// A whole Redis frame, length prefix included.
+pub fn redis_frame<C, A>(port: u16, db: u32, commands: &[C]) -> Vec<u8>
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    let mut out = vec![0u8; LEN_PREFIX];
+    put_redis_payload(&mut out, port, db, commands);
+    seal(out)
+}
+
+/// A whole Mongo frame, length prefix included, from an encoded write
+/// description. Names must be non-empty and free of NUL bytes.
+pub fn mongo_frame(db: &str, coll: &str, write_bson: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if db.is_empty() || db.contains('\0') {
+        return Err(FrameError::MongoHeader("db name is empty or contains NUL"));
+    }
+    if coll.is_empty() || coll.contains('\0') {
+        return Err(FrameError::MongoHeader("collection name is empty or contains NUL"));
+    }
+    let mut out = Vec::with_capacity(LEN_PREFIX + 3 + db.len() + coll.len() + write_bson.len());
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    out.push(MONGO_MARK);
+    out.extend_from_slice(db.as_bytes());
+    out.push(0);
+    out.extend_from_slice(coll.as_bytes());
+    out.push(0);
+    out.extend_from_slice(write_bson);
+    Ok(seal(out))
+}
+
+/// Writes the length of `frame[4..]` into its first four bytes.
+fn seal(mut frame: Vec<u8>) -> Vec<u8> {
+    let len = (frame.len() - LEN_PREFIX) as u32;
+    frame[..LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// What the stream decoder found.
+#[derive(Debug, PartialEq)]
+pub enum Framed {
+    /// A complete payload (prefix removed).
+    Frame(Bytes),
+    /// A length prefix above the limit; its payload is being skipped so the
+    /// stream stays in step.
+    Oversize { len: u32 },
+}
+
+/// Cuts a client byte stream into frames. Never buffers more than one frame
+/// of at most `max_frame` bytes; oversized frames are skipped, not read.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame: u32,
+    skip: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame: u32) -> Self {
+        Self { max_frame, skip: 0 }
+    }
+
+    /// Takes the next frame out of `buf`, if one is complete.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Option<Framed> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            buf.advance(n);
+            self.skip -= n;
+            if self.skip > 0 {
+                return None;
+            }
+        }
+        if buf.len() < LEN_PREFIX {
+            return None;
+        }
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if len > self.max_frame {
+            buf.advance(LEN_PREFIX);
+            self.skip = len as usize;
+            let n = self.skip.min(buf.len());
+            buf.advance(n);
+            self.skip -= n;
+            return Some(Framed::Oversize { len });
+        }
+        let total = LEN_PREFIX + len as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return None;
+        }
+        buf.advance(LEN_PREFIX);
+        Some(Framed::Frame(buf.split_to(len as usize).freeze()))
+    }
+
+    /// True when the decoder is between frames (nothing half-read).
+    pub fn is_idle(&self, buf: &BytesMut) -> bool {
+        self.skip == 0 && buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::MongoWrite;
+    use bson::doc;
+
+    const SEED: &[u8] = b"6379,1\x01*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n";
+
+    #[test]
+    fn seed_payload_decodes() {
+        let op = decode_payload(&Bytes::from_static(SEED)).expect("seed payload");
+        let Op::Redis(op) = op else { panic!("not redis") };
+        assert_eq!((op.port, op.db), (6379, 1));
+        assert_eq!(op.commands.len(), 1);
+        assert_eq!(op.commands[0].args(), &[&b"set"[..], b"a", b"b"]);
+    }
+
+    #[test]
+    fn redis_frame_matches_the_seed_bytes() {
+        let frame = redis_frame(6379, 1, &[["set", "a", "b"]]);
+        assert_eq!(&frame[..4], &(SEED.len() as u32).to_le_bytes());
+        assert_eq!(&frame[4..], SEED);
+    }
+
+    #[test]
+    fn transaction_payload_has_several_commands() {
+        let frame = redis_frame(6379, 2, &[vec!["set", "cool", "hello0"], vec!["set", "awesome", "中文你好0"]]);
+        let Ok(Op::Redis(op)) = decode_payload(&Bytes::copy_from_slice(&frame[4..])) else {
+            panic!("decode")
+        };
+        assert!(op.is_transaction());
+        assert_eq!(op.commands[1].args()[2], "中文你好0".as_bytes());
+    }
+
+    #[test]
+    fn bad_headers_are_named() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"6379;1\x01*1\r\n$4\r\nPING\r\n", "redis_header"),
+            (b"99999,1\x01*1\r\n$4\r\nPING\r\n", "redis_header"),
+            (b"6379,1\x01", "bad_resp"),
+            (b"6379,1\x01*1\r\n$5\r\nMULTI\r\n", "refused_command"),
+            (b"\x07junk", "unknown_kind"),
+        ];
+        for (payload, reason) in cases {
+            let err = decode_payload(&Bytes::copy_from_slice(payload)).unwrap_err();
+            assert_eq!(err.reason(), reason, "{payload:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn mongo_frame_round_trips() {
+        let write = MongoWrite::DeleteMany { filter: doc! { "key": "value" } };
+        let frame = mongo_frame("mongo_db_name", "mongo_col_name", &crate::wire::mongo::encode_write(&write))
+            .expect("frame");
+        let Ok(Op::Mongo(op)) = decode_payload(&Bytes::copy_from_slice(&frame[4..])) else {
+            panic!("decode")
+        };
+        assert_eq!((op.db.as_str(), op.coll.as_str()), ("mongo_db_name", "mongo_col_name"));
+        assert_eq!(op.write, write);
+    }
+
+    #[test]
+    fn decoder_handles_split_and_oversize_frames() {
+        let mut dec = FrameDecoder::new(64);
+        let mut buf = BytesMut::new();
+        let good = redis_frame(6379, 0, &[["set", "k", "v"]]);
+        buf.extend_from_slice(&good[..2]);
+        assert_eq!(dec.decode(&mut buf), None);
+        buf.extend_from_slice(&good[2..]);
+        assert!(matches!(dec.decode(&mut buf), Some(Framed::Frame(_))));
+        // An oversized frame arriving in pieces, then a good one.
+        buf.extend_from_slice(&100u32.to_le_bytes());
+        buf.extend_from_slice(&[b'x'; 40]);
+        assert_eq!(dec.decode(&mut buf), Some(Framed::Oversize { len: 100 }));
+        assert_eq!(dec.decode(&mut buf), None);
+        buf.extend_from_slice(&[b'x'; 60]);
+        buf.extend_from_slice(&good);
+        assert!(matches!(dec.decode(&mut buf), Some(Framed::Frame(p)) if p[..] == good[4..]));
+        assert!(dec.is_idle(&buf));
+    }
+}

@@ -1,0 +1,301 @@
+//! The proxy ↔ server protocol over TCP.
+//!
+//! Every message is `[u32 length, LE][u8 kind][body]`; the length counts the
+//! kind byte and the body. All integers are little-endian.
+//!
+//! | kind | name    | body                                                           | from   |
+//! |------|---------|----------------------------------------------------------------|--------|
+//! | 1    | HELLO   | `"SYNCS"`, u16 version, u64 stream id, u16 name length, name   | proxy  |
+//! | 2    | WELCOME | u16 version, u64 last applied sequence of that stream (0: none)| server |
+//! | 3    | BATCH   | u64 first sequence, u32 count, count × (u32 length, payload)   | proxy  |
+//! | 4    | ACK     | u64 sequence: every record up to it is applied                 | server |
+//! | 5    | REFUSE  | u16 code, UTF-8 reason; the sender closes after it             | either |
+//!
+//! Sequences are per stream, start at 1 and have no gaps; a BATCH's records
+//! are numbered `first ..= first + count - 1`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// The magic at the start of HELLO.
+pub const MAGIC: &[u8; 5] = b"SYNCS";
+/// The server's default port.
+pub const DEFAULT_PORT: u16 = 7379;
+
+/// REFUSE codes.
+pub mod refuse {
+    pub const BAD_VERSION: u16 = 1;
+    pub const BAD_MESSAGE: u16 = 2;
+    pub const SEQUENCE_GAP: u16 = 3;
+    pub const SHUTTING_DOWN: u16 = 4;
+}
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Hello {
+        version: u16,
+        stream: u64,
+        name: String,
+    },
+    Welcome {
+        version: u16,
+        last_applied: u64,
+    },
+    Batch {
+        first_seq: u64,
+        records: Vec<Bytes>,
+    },
+    Ack {
+        seq: u64,
+    },
+    Refuse {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A message that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer message of {len} bytes exceeds the {max} byte limit")]
+    TooLarge { len: u64, max: u64 },
+    #[error("malformed peer message: {0}")]
+    Malformed(String),
+    #[error("unknown peer message kind {0}")]
+    UnknownKind(u8),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes and decodes [`Message`]s; refuses messages above `max_len`.
+#[derive(Debug, Clone)]
+pub struct PeerCodec {
+    max_len: u64,
+}
+
+impl PeerCodec {
+    pub fn new(max_len: u64) -> Self {
+        Self { max_len }
+    }
+}
+
+impl Decoder for PeerCodec {
+    type Item = Message;
+    type Error = PeerError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, PeerError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u64::from(u32::from_le_bytes([src[0], src[1], src[2], src[3]]));
+        if len > self.max_len {
+            return Err(PeerError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        if len == 0 {
+            return Err(PeerError::Malformed("zero-length message".into()));
+        }
+        let total = 4 + len as usize;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let mut body = src.split_to(len as usize).freeze();
+        let kind = body.get_u8();
+        parse(kind, &mut body).map(Some)
+    }
+}
+
+fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
+    let msg = match kind {
+        1 => {
+            let magic = take(b, MAGIC.len())?;
+            if &magic[..] != MAGIC {
+                return Err(PeerError::Malformed("HELLO without the SYNCS magic".into()));
+            }
+            let version = u16_le(b)?;
+            let stream = u64_le(b)?;
+            let name_len = u16_le(b)? as usize;
+            let name = utf8(take(b, name_len)?)?;
+            Message::Hello {
+                version,
+                stream,
+                name,
+            }
+        }
+        2 => Message::Welcome {
+            version: u16_le(b)?,
+            last_applied: u64_le(b)?,
+        },
+        3 => {
+            let first_seq = u64_le(b)?;
+            let count = u32_le(b)? as usize;
+            // Each record takes at least its 4-byte length: bound the
+            // allocation by the bytes really present.
+            if count > b.remaining() / 4 {
+                return Err(PeerError::Malformed(format!(
+                    "BATCH claims {count} records in {} bytes",
+                    b.remaining()
+                )));
+            }
+            let mut records = Vec::with_capacity(count);
+            for _ in 0..count {
+                let len = u32_le(b)? as usize;
+                records.push(take(b, len)?);
+            }
+            Message::Batch { first_seq, records }
+        }
+        4 => Message::Ack { seq: u64_le(b)? },
+        5 => Message::Refuse {
+            code: u16_le(b)?,
+            reason: utf8(b.split_to(b.remaining()))?,
+        },
+        other => return Err(PeerError::UnknownKind(other)),
+    };
+    if b.has_remaining() {
+        return Err(PeerError::Malformed(format!(
+            "{} trailing bytes after a kind {kind} message",
+            b.remaining()
+        )));
+    }
+    Ok(msg)
+}
+
+fn take(b: &mut Bytes, n: usize) -> Result<Bytes, PeerError> {
+    if b.remaining() < n {
+        return Err(PeerError::Malformed(format!(
+            "needs {n} bytes, {} left",
+            b.remaining()
+        )));
+    }
+    Ok(b.split_to(n))
+}
+
+fn u16_le(b: &mut Bytes) -> Result<u16, PeerError> {
+    let s = take(b, 2)?;
+    Ok(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_le(b: &mut Bytes) -> Result<u32, PeerError> {
+    let s = take(b, 4)?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_le(b: &mut Bytes) -> Result<u64, PeerError> {
+    let s = take(b, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&s);
+    Ok(u64::from_le_bytes(a))
+}
+
+fn utf8(b: Bytes) -> Result<String, PeerError> {
+    String::from_utf8(b.to_vec()).map_err(|_| PeerError::Malformed("text is not UTF-8".into()))
+}
+
+impl Encoder<Message> for PeerCodec {
+    type Error = PeerError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), PeerError> {
+        let start = dst.len();
+        dst.put_u32_le(0);
+        match msg {
+            Message::Hello {
+                version,
+                stream,
+                name,
+            } => {
+                dst.put_u8(1);
+                dst.put_slice(MAGIC);
+                dst.put_u16_le(version);
+                dst.put_u64_le(stream);
+                let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+                dst.put_u16_le(name.len() as u16);
+                dst.put_slice(name);
+            }
+            Message::Welcome {
+                version,
+                last_applied,
+            } => {
+                dst.put_u8(2);
+                dst.put_u16_le(version);
+                dst.put_u64_le(last_applied);
+            }
+            Message::Batch { first_seq, records } => {
+                dst.put_u8(3);
+                dst.put_u64_le(first_seq);
+                dst.put_u32_le(records.len() as u32);
+                for r in &records {
+                    dst.put_u32_le(r.len() as u32);
+                    dst.put_slice(r);
+                }
+            }
+            Message::Ack { seq } => {
+                dst.put_u8(4);
+                dst.put_u64_le(seq);
+            }
+            Message::Refuse { code, reason } => {
+                dst.put_u8(5);
+                dst.put_u16_le(code);
+                dst.put_slice(reason.as_bytes());
+            }
+        }
+        let len = (dst.len() - start - 4) as u64;
+        if len > self.max_len {
+            dst.truncate(start);
+            return Err(PeerError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(())
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: Message) {
+        let mut codec = PeerCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        codec.encode(msg.clone(), &mut buf).expect("encode");
+        let got = codec.decode(&mut buf).expect("decode").expect("complete");
+        assert_eq!(got, msg);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Message::Hello { version: VERSION, stream: 42, name: "web-1".into() });
+        round_trip(Message::Welcome { version: VERSION, last_applied: 7 });
+        round_trip(Message::Batch {
+            first_seq: 8,
+            records: vec![Bytes::from_static(b"6379,0\x01*1\r\n$4\r\nPING\r\n"), Bytes::new()],
+        });
+        round_trip(Message::Ack { seq: 9 });
+        round_trip(Message::Refuse { code: refuse::BAD_VERSION, reason: "want 1".into() });
+    }
+
+    #[test]
+    fn forged_counts_and_lengths_are_refused() {
+        let mut codec = PeerCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(13);
+        buf.put_u8(3);
+        buf.put_u64_le(1);
+        buf.put_u32_le(u32::MAX);
+        assert!(matches!(codec.decode(&mut buf), Err(PeerError::Malformed(_))));
+
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(u32::MAX);
+        assert!(matches!(codec.decode(&mut buf), Err(PeerError::TooLarge { .. })));
+    }
+}

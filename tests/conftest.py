@@ -1,0 +1,286 @@
+"""Test harness: starts real redis-server, FerretDB, sync_server and proxy.
+
+Nothing here mocks a database. Binaries come from `target/release` (built by
+`scripts/test.sh`). When SYNCS_REQUIRE_ALL=1 (CI), a missing redis-server or
+FerretDB is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("SYNCS_BIN_DIR", ROOT / "target" / "release"))
+REQUIRE_ALL = os.environ.get("SYNCS_REQUIRE_ALL") == "1"
+SEED_SOCKET = "/tmp/us1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value; returns that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def find_tool(name: str, extra: list[str] | None = None) -> str | None:
+    for cand in [shutil.which(name), *(extra or [])]:
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def need(tool: str | None, name: str) -> str:
+    if tool:
+        return tool
+    if REQUIRE_ALL:
+        raise AssertionError(f"{name} is required (SYNCS_REQUIRE_ALL=1) but not installed")
+    pytest.skip(f"{name} not installed")
+
+
+class Proc:
+    """A child process with its log file; stopped at teardown."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        self.args = args
+        self.log = log
+        self.env = env
+        self.p: subprocess.Popen | None = None
+        self.start()
+
+    def start(self):
+        self.fh = open(self.log, "ab")
+        self.p = subprocess.Popen(self.args, stdout=self.fh, stderr=subprocess.STDOUT, env=self.env)
+
+    def alive(self) -> bool:
+        return self.p is not None and self.p.poll() is None
+
+    def signal(self, sig: int):
+        if self.alive():
+            self.p.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.p is None:
+            return None
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.fh.close()
+        code = self.p.returncode
+        self.p = None
+        return code
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Redis:
+    def __init__(self, tmp: Path):
+        exe = need(find_tool("redis-server"), "redis-server")
+        self.port = free_port()
+        self.proc = Proc(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp)],
+            tmp / f"redis-{self.port}.log",
+        )
+        wait_for(lambda: port_open(self.port), what="redis-server")
+        import redis  # redis-py: only the test's eyes on the target
+
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self._redis = redis
+
+    def client(self, db: int = 0):
+        return self._redis.Redis(host="127.0.0.1", port=self.port, db=db)
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Ferret:
+    def __init__(self, tmp: Path):
+        exe = need(find_tool("ferretdb", [str(Path.home() / "go" / "bin" / "ferretdb"),
+                                          "/usr/local/bin/ferretdb"]), "FerretDB")
+        self.port = free_port()
+        data = tmp / f"ferret-{self.port}"
+        data.mkdir()
+        self.proc = Proc(
+            [exe, "--handler=sqlite", f"--sqlite-url=file:{data}/", f"--state-dir={data}",
+             f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable", "--log-level=WARN",
+             "--debug-addr=-"],
+            tmp / f"ferret-{self.port}.log",
+        )
+        wait_for(lambda: port_open(self.port), timeout=20, what="FerretDB")
+        self.url = f"mongodb://127.0.0.1:{self.port}/"
+
+    def client(self):
+        import pymongo
+
+        return pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000)
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Syncs:
+    """A sync_server and a proxy wired to the given rules."""
+
+    def __init__(self, tmp: Path, rules: str, socket_path: str | None = None,
+                 start_server: bool = True, proxy_args: list[str] | None = None):
+        for b in ("sync_server", "proxy"):
+            if not (BIN / b).exists():
+                raise AssertionError(f"{BIN / b} missing: run scripts/test.sh (it builds first)")
+        self.tmp = tmp
+        self.rules_path = tmp / "rules.sync"
+        self.rules_path.write_text(rules)
+        self.dead_letter = tmp / "dead-letter.jsonl"
+        self.server_port = free_port()
+        self.server_metrics = free_port()
+        self.proxy_metrics = free_port()
+        self.config = tmp / "server.ini"
+        self.config.write_text(
+            "[server]\n"
+            f"listen = 127.0.0.1:{self.server_port}\n"
+            f"rules = {self.rules_path}\n"
+            f"dead_letter = {self.dead_letter}\n"
+            f"metrics = 127.0.0.1:{self.server_metrics}\n"
+            "[log]\nlevel = info\n"
+        )
+        self.socket = socket_path or str(tmp / "proxy.sock")
+        self.server: Proc | None = None
+        self.proxy: Proc | None = None
+        if start_server:
+            self.start_server()
+        self.start_proxy(proxy_args or [])
+
+    def start_server(self):
+        self.server = Proc([str(BIN / "sync_server"), str(self.config)], self.tmp / "server.log")
+        wait_for(lambda: port_open(self.server_port) or not self.server.alive(), what="sync_server")
+        assert self.server.alive(), self.server.text()
+
+    def start_proxy(self, extra: list[str]):
+        self.proxy = Proc(
+            [str(BIN / "proxy"), "-u", self.socket, "-d", f"127.0.0.1:{self.server_port}",
+             "--metrics", f"127.0.0.1:{self.proxy_metrics}", *extra],
+            self.tmp / "proxy.log",
+        )
+        wait_for(lambda: os.path.exists(self.socket) or not self.proxy.alive(), what="proxy socket")
+        assert self.proxy.alive(), self.proxy.text()
+
+    @staticmethod
+    def _metrics(port: int) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def server_metric(self, name: str) -> float:
+        return self._metrics(self.server_metrics).get(name, 0.0)
+
+    def proxy_metric(self, name: str) -> float:
+        return self._metrics(self.proxy_metrics).get(name, 0.0)
+
+    def dead_letters(self) -> list[dict]:
+        import json
+
+        if not self.dead_letter.exists():
+            return []
+        return [json.loads(l) for l in self.dead_letter.read_text().splitlines() if l.strip()]
+
+    def logs(self) -> str:
+        parts = []
+        for name, p in (("server", self.server), ("proxy", self.proxy)):
+            if p is not None:
+                parts.append(f"--- {name} log ---\n{p.text()}")
+        return "\n".join(parts)
+
+    def stop(self):
+        for p in (self.proxy, self.server):
+            if p is not None:
+                p.stop()
+
+
+@pytest.fixture
+def redis_target(tmp_path):
+    r = Redis(tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def mongo_target(tmp_path):
+    f = Ferret(tmp_path)
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def syncs_factory(tmp_path, request):
+    made: list[Syncs] = []
+    request.node._syncs = made
+
+    def make(rules: str, **kw) -> Syncs:
+        s = Syncs(tmp_path, rules, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def default_rules(redis_url: str | None, mongo_url: str | None) -> str:
+    """The shipped default rules with the test's own target URLs."""
+    text = (ROOT / "rules" / "default.sync").read_text()
+    if redis_url:
+        text = text.replace("redis://127.0.0.1:6380", redis_url)
+    if mongo_url:
+        text = text.replace("mongodb://127.0.0.1:27017", mongo_url.rstrip("/"))
+    return text
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, print the daemons' logs."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for s in getattr(item, "_syncs", []):
+            rep.sections.append(("syncs logs", s.logs()))
