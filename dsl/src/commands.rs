@@ -120,7 +120,7 @@ impl Group {
             .find(|g| g.name().eq_ignore_ascii_case(name))
     }
 
-    fn bit(self) -> u32 {
+    pub(crate) fn bit(self) -> u32 {
         match self {
             Group::Keyspace => KS,
             Group::Read => R,

@@ -13,8 +13,8 @@ use crate::check::Checked;
 use crate::commands::{self, Group};
 use crate::diagnostic::Diagnostic;
 use crate::matcher::{
-    FxMap, IntervalIndex, MongoMatcher, MongoRule, Outcome, RedisMatcher, RedisRule, RuleId,
-    RuleMeta, RuleSet,
+    FxMap, IntervalIndex, MongoMatcher, MongoRule, Outcome, PrefixTrie, RedisMatcher, RedisRule,
+    RuleId, RuleMeta, RuleSet, TrieNode,
 };
 use crate::pattern::{analyze, Analyzed, ByteMatcher, PatternSrc};
 use crate::ruletest::{Expected, ExpectedOutput, ExpectedRoute, RuleTest, TestInput};
@@ -97,10 +97,19 @@ impl Compiler<'_> {
             }
             if let Some(k) = &a.key {
                 if let Some(template) = self.key_template(fi, &k.node, k.span) {
-                    let patterns = keys
-                        .map(|ks| ks.iter().map(|a| a.regex.clone()).collect())
-                        .unwrap_or_default();
-                    action.key = KeyRewrite::Template { patterns, template };
+                    let mut patterns = Vec::new();
+                    if !template.whole_key_only() {
+                        for a in keys.unwrap_or_default() {
+                            match a.capture_regex() {
+                                Ok(r) => patterns.push(r),
+                                Err(e) => self.error(fi, k.span, e.to_string()),
+                            }
+                        }
+                    }
+                    action.key = KeyRewrite::Template {
+                        patterns: patterns.into(),
+                        template,
+                    };
                 }
             }
             out.push(action);
@@ -321,6 +330,51 @@ fn interval_index<T: Copy + Ord + TryFrom<u64>>(
     }
 }
 
+/// A trie under construction.
+#[derive(Default)]
+struct TrieBuilder {
+    children: std::collections::BTreeMap<u8, usize>,
+    list: Vec<u32>,
+}
+
+fn build_trie(entries: &[(Vec<u8>, u32)]) -> PrefixTrie {
+    let mut nodes: Vec<TrieBuilder> = vec![TrieBuilder::default()];
+    for (prefix, rule) in entries {
+        let mut n = 0;
+        for &b in prefix {
+            n = match nodes[n].children.get(&b) {
+                Some(&c) => c,
+                None => {
+                    nodes.push(TrieBuilder::default());
+                    let c = nodes.len() - 1;
+                    nodes[n].children.insert(b, c);
+                    c
+                }
+            };
+        }
+        if nodes[n].list.last() != Some(rule) {
+            nodes[n].list.push(*rule);
+        }
+    }
+    let mut trie = PrefixTrie::default();
+    for n in &nodes {
+        let count = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
+        trie.nodes.push(TrieNode {
+            edges_start: count(trie.edges.len()),
+            edges_len: count(n.children.len()),
+            list_start: count(trie.lists.len()),
+            list_len: count(n.list.len()),
+        });
+        trie.edges.extend(
+            n.children
+                .iter()
+                .map(|(&b, &c)| (b, u32::try_from(c).unwrap_or(u32::MAX))),
+        );
+        trie.lists.extend_from_slice(&n.list);
+    }
+    trie
+}
+
 fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
     let n = pre.len();
     let words = n.div_ceil(64);
@@ -332,29 +386,35 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
 
     // Command ids: the table, then names only the rules know.
     let mut names: Vec<String> = commands::COMMANDS.iter().map(|(c, _)| c.to_string()).collect();
+    let mut known: std::collections::HashSet<String> = names.iter().cloned().collect();
     for r in &pre {
         if let Some(c) = &r.cmds {
             for name in &c.names {
-                if !names.contains(name) {
+                if known.insert(name.clone()) {
                     names.push(name.clone());
                 }
             }
         }
     }
+    // More than 65535 distinct names cannot be written in a sane file; extra
+    // names fall into the "unknown command" row.
+    names.truncate(usize::from(u16::MAX));
+    let bits: Vec<u32> = names
+        .iter()
+        .map(|n| commands::command_bits(n).unwrap_or(0))
+        .collect();
     let mut cmd_ids: FxMap<Box<[u8]>, u16> = FxMap::default();
     let mut cmd_dangerous = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        // More than 65535 distinct names cannot be written in a sane file;
-        // extra names fall into the "unknown command" row.
-        if let Ok(id) = u16::try_from(i) {
-            cmd_ids.insert(name.as_bytes().into(), id);
-            cmd_dangerous.push(commands::is_dangerous(name.as_bytes()));
-        }
+        cmd_ids.insert(name.as_bytes().into(), u16::try_from(i).unwrap_or(u16::MAX));
+        cmd_dangerous.push(commands::is_dangerous(name.as_bytes()));
     }
-    let ncmd = cmd_dangerous.len();
+    let ncmd = names.len();
+    let dangerous_bit = Group::Dangerous.bit();
     let mut cmd_rows = vec![0u64; (ncmd + 1) * words];
     let mut rules = Vec::with_capacity(n);
     let mut key_rows = vec![0u64; 258 * words];
+    let mut trie_entries: Vec<(Vec<u8>, u32)> = Vec::new();
 
     for (i, r) in pre.into_iter().enumerate() {
         let mut explicit = Vec::new();
@@ -366,14 +426,19 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
             }
             Some(c) => {
                 let all = c.groups.contains(&Group::All);
-                for (id, name) in names.iter().enumerate().take(ncmd) {
-                    let named = c.names.contains(name);
-                    let in_group = c.groups.iter().any(|g| g.contains(name));
-                    if all || named || in_group {
+                let mask = c
+                    .groups
+                    .iter()
+                    .filter(|g| **g != Group::All)
+                    .fold(0u32, |m, g| m | g.bit());
+                let named: std::collections::HashSet<&str> =
+                    c.names.iter().map(String::as_str).collect();
+                for (id, name) in names.iter().enumerate() {
+                    let by_name = named.contains(name.as_str());
+                    if all || by_name || bits[id] & mask != 0 {
                         set_bit(&mut cmd_rows, id, words, i);
                     }
-                    let explicit_hit = named || c.groups.contains(&Group::Dangerous);
-                    if cmd_dangerous[id] && explicit_hit {
+                    if cmd_dangerous[id] && (by_name || mask & dangerous_bit != 0) {
                         explicit.extend(u16::try_from(id).ok());
                     }
                 }
@@ -388,13 +453,17 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
                     set_bit(&mut key_rows, row, words, i);
                 }
             }
+            Some(keys) if keys.iter().all(|k| !k.literal_prefix.is_empty()) => {
+                let idx = u32::try_from(i).unwrap_or(u32::MAX);
+                for k in keys {
+                    trie_entries.push((k.literal_prefix.clone(), idx));
+                }
+            }
             Some(keys) => {
                 for k in keys {
-                    match &k.glob {
-                        Some(g) if !g.prefix.is_empty() => {
-                            set_bit(&mut key_rows, usize::from(g.prefix[0]), words, i)
-                        }
-                        Some(g) if g.exact => set_bit(&mut key_rows, 256, words, i),
+                    match (&k.glob, k.literal_prefix.first()) {
+                        (_, Some(&b)) => set_bit(&mut key_rows, usize::from(b), words, i),
+                        (Some(g), None) if g.exact => set_bit(&mut key_rows, 256, words, i),
                         _ => {
                             for row in 0..257 {
                                 set_bit(&mut key_rows, row, words, i);
@@ -423,6 +492,7 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
         cmd_rows,
         cmd_dangerous,
         key_rows,
+        trie: build_trie(&trie_entries),
         default: None,
     }
 }

@@ -282,6 +282,52 @@ impl<T: Copy + Ord> IntervalIndex<T> {
     }
 }
 
+/// Rules indexed by the literal prefix of their key patterns: a byte trie in
+/// which the node reached by a prefix lists, in order, the rules having a
+/// pattern that starts with it. Walking a key down the trie visits exactly
+/// the rules whose prefixes the key starts with.
+#[derive(Debug, Default)]
+pub(crate) struct PrefixTrie {
+    pub(crate) nodes: Vec<TrieNode>,
+    /// Per node, `(byte, child)` sorted by byte.
+    pub(crate) edges: Vec<(u8, u32)>,
+    /// Per node, rule indexes in increasing order.
+    pub(crate) lists: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TrieNode {
+    pub(crate) edges_start: u32,
+    pub(crate) edges_len: u32,
+    pub(crate) list_start: u32,
+    pub(crate) list_len: u32,
+}
+
+impl PrefixTrie {
+    #[inline]
+    fn child(&self, node: usize, b: u8) -> Option<usize> {
+        let n = self.nodes[node];
+        let start = n.edges_start as usize;
+        let edges = &self.edges[start..start + n.edges_len as usize];
+        let found = if edges.len() <= 8 {
+            edges.iter().find(|(e, _)| *e == b).map(|(_, c)| *c)
+        } else {
+            edges
+                .binary_search_by_key(&b, |(e, _)| *e)
+                .ok()
+                .map(|k| edges[k].1)
+        };
+        found.map(|c| c as usize)
+    }
+
+    #[inline]
+    fn list(&self, node: usize) -> &[u32] {
+        let n = self.nodes[node];
+        let start = n.list_start as usize;
+        &self.lists[start..start + n.list_len as usize]
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RedisMatcher {
     pub(crate) words: usize,
@@ -293,10 +339,32 @@ pub(crate) struct RedisMatcher {
     /// Row per command id, then one row for unknown commands.
     pub(crate) cmd_rows: Vec<u64>,
     pub(crate) cmd_dangerous: Vec<bool>,
-    /// 256 rows by first key byte, then one for the empty key, then one for
-    /// "no key".
+    /// For the rules *not* in `trie`: 256 rows by first key byte, then one
+    /// for the empty key, then one for "no key".
     pub(crate) key_rows: Vec<u64>,
+    /// The rules whose every key pattern has a literal prefix.
+    pub(crate) trie: PrefixTrie,
     pub(crate) default: Option<Box<[Action]>>,
+}
+
+/// Progress of one decision: the first rule that decides, and the first
+/// routing rule passed over because it does not name a dangerous command.
+#[derive(Default)]
+struct Scan {
+    decisive: Option<usize>,
+    passed: Option<usize>,
+}
+
+impl Scan {
+    #[inline]
+    fn before_decisive(&self, i: usize) -> bool {
+        self.decisive.is_none_or(|d| i < d)
+    }
+}
+
+#[inline]
+fn has_bit(row: &[u64], i: usize) -> bool {
+    row[i / 64] >> (i % 64) & 1 == 1
 }
 
 impl RedisMatcher {
@@ -312,60 +380,99 @@ impl RedisMatcher {
         self.cmd_ids.get(&*up).copied()
     }
 
+    /// Rule `i` passed the index filters; run its key patterns and record
+    /// what it does.
+    #[inline]
+    fn consider(&self, i: usize, key: Option<&[u8]>, danger: Option<u16>, scan: &mut Scan) {
+        let rule = &self.rules[i];
+        if let (Some(pats), Some(key)) = (&rule.keys, key) {
+            if !pats.iter().any(|p| p.is_match(key)) {
+                return;
+            }
+        }
+        if let (Outcome::Route(_), Some(c)) = (&rule.outcome, danger) {
+            if rule.explicit_dangerous.binary_search(&c).is_err() {
+                if scan.passed.is_none_or(|p| i < p) {
+                    scan.passed = Some(i);
+                }
+                return;
+            }
+        }
+        scan.decisive = Some(i);
+    }
+
     pub(crate) fn decide(&self, q: &RedisQuery<'_>) -> Decision<'_> {
         let words = self.words;
         let cid = self.command_id(q.command);
-        let (cmd_row, dangerous) = match cid {
-            Some(c) => (usize::from(c), self.cmd_dangerous[usize::from(c)]),
-            None => (self.cmd_dangerous.len(), false),
+        let (cmd_row, danger) = match cid {
+            Some(c) if self.cmd_dangerous[usize::from(c)] => (usize::from(c), Some(c)),
+            Some(c) => (usize::from(c), None),
+            None => (self.cmd_dangerous.len(), None),
         };
         let cmd_row = &self.cmd_rows[cmd_row * words..(cmd_row + 1) * words];
         let port_row = self.ports.row(q.port, words);
         let db_row = self.dbs.row(q.db, words);
+        let mut scan = Scan::default();
+
+        // Rules indexed by key prefix: walk the key down the trie.
+        if let Some(key) = q.key {
+            let mut node = 0;
+            for &b in key {
+                let Some(next) = self.trie.child(node, b) else { break };
+                node = next;
+                for &i in self.trie.list(node) {
+                    let i = i as usize;
+                    if !scan.before_decisive(i) {
+                        break;
+                    }
+                    if has_bit(cmd_row, i) && has_bit(port_row, i) && has_bit(db_row, i) {
+                        self.consider(i, q.key, danger, &mut scan);
+                    }
+                }
+            }
+        }
+
+        // The other rules: bitsets, in order, up to the best found so far.
         let key_row = match q.key {
             Some([first, ..]) => usize::from(*first),
             Some([]) => 256,
             None => 257,
         };
         let key_row = &self.key_rows[key_row * words..(key_row + 1) * words];
-
-        let mut passed_over: Option<RuleId> = None;
-        for w in 0..words {
+        'words: for w in 0..words {
+            if !scan.before_decisive(w * 64) {
+                break;
+            }
             let mut m = cmd_row[w] & port_row[w] & db_row[w] & key_row[w];
             while m != 0 {
                 let i = w * 64 + m.trailing_zeros() as usize;
                 m &= m - 1;
-                let rule = &self.rules[i];
-                if let (Some(pats), Some(key)) = (&rule.keys, q.key) {
-                    if !pats.iter().any(|p| p.is_match(key)) {
-                        continue;
-                    }
+                if !scan.before_decisive(i) {
+                    break 'words;
                 }
-                match &rule.outcome {
-                    Outcome::Drop => {
-                        return Decision::Drop {
-                            rule: Some(rule.id),
-                            reason: DropReason::Rule,
-                        }
-                    }
-                    Outcome::Route(actions) => {
-                        if dangerous
-                            && cid.is_some_and(|c| rule.explicit_dangerous.binary_search(&c).is_err())
-                        {
-                            passed_over.get_or_insert(rule.id);
-                            continue;
-                        }
-                        return Decision::Route {
-                            rule: Some(rule.id),
-                            actions,
-                        };
-                    }
+                self.consider(i, q.key, danger, &mut scan);
+                if scan.decisive == Some(i) {
+                    break 'words;
                 }
             }
         }
-        match (&self.default, dangerous) {
-            (_, true) if passed_over.is_some() => Decision::Drop {
-                rule: passed_over,
+
+        if let Some(i) = scan.decisive {
+            let rule = &self.rules[i];
+            return match &rule.outcome {
+                Outcome::Drop => Decision::Drop {
+                    rule: Some(rule.id),
+                    reason: DropReason::Rule,
+                },
+                Outcome::Route(actions) => Decision::Route {
+                    rule: Some(rule.id),
+                    actions,
+                },
+            };
+        }
+        match (&self.default, danger.is_some()) {
+            (_, true) if scan.passed.is_some() => Decision::Drop {
+                rule: scan.passed.map(|i| self.rules[i].id),
                 reason: DropReason::Dangerous,
             },
             (Some(_), true) => Decision::Drop {

@@ -199,7 +199,9 @@ pub(crate) enum ByteMatcher {
     Prefix(Box<[u8]>),
     Suffix(Box<[u8]>),
     PrefixSuffix(Box<[u8]>, Box<[u8]>),
-    Regex(Regex),
+    /// A regex and a literal prefix every match starts with (maybe empty),
+    /// checked first to reject most strings without running the regex.
+    Regex(Box<[u8]>, Regex),
 }
 
 impl ByteMatcher {
@@ -213,7 +215,7 @@ impl ByteMatcher {
             ByteMatcher::PrefixSuffix(p, x) => {
                 s.len() >= p.len() + x.len() && s.starts_with(p) && s.ends_with(x)
             }
-            ByteMatcher::Regex(r) => r.is_match(s),
+            ByteMatcher::Regex(p, r) => s.starts_with(p) && r.is_match(s),
         }
     }
 }
@@ -222,15 +224,35 @@ impl ByteMatcher {
 #[derive(Clone, Debug)]
 pub(crate) struct Analyzed {
     pub(crate) matcher: ByteMatcher,
-    /// The anchored regex with captures (globs) or the user's regex.
-    pub(crate) regex: CompiledRegex,
+    /// Source of the regex with captures: the translated glob (anchored, one
+    /// group per wildcard) or the user's regex. Compiled on demand by
+    /// [`Analyzed::capture_regex`]: only key templates need it.
+    regex_src: String,
+    case_insensitive: bool,
     /// Number of capture groups, not counting group 0.
     pub(crate) captures: usize,
     /// Named groups (regexes only).
     pub(crate) names: Vec<String>,
-    /// For globs: the literal bytes before the first wildcard, the literal
-    /// bytes after the last one, and whether there is no wildcard at all.
+    /// Bytes every matching string starts with (may be empty).
+    pub(crate) literal_prefix: Vec<u8>,
+    /// For globs: their shape, for the shadowing check.
     pub(crate) glob: Option<GlobShape>,
+}
+
+impl Analyzed {
+    /// The regex whose groups a key template refers to.
+    pub(crate) fn capture_regex(&self) -> Result<CompiledRegex, PatternError> {
+        if let ByteMatcher::Regex(_, r) = &self.matcher {
+            if r.as_str() == self.regex_src {
+                return Ok(CompiledRegex(r.clone()));
+            }
+        }
+        RegexBuilder::new(&self.regex_src)
+            .case_insensitive(self.case_insensitive)
+            .build()
+            .map(CompiledRegex)
+            .map_err(|e| regex_error(&self.regex_src, e))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,12 +282,46 @@ fn regex_error(body: &str, e: regex::Error) -> PatternError {
     }
 }
 
+/// The literal bytes every match of a regex starts with, found
+/// conservatively: only `^` followed by plain characters (or escaped
+/// punctuation), without alternation anywhere and without the `i` flag.
+pub(crate) fn regex_literal_prefix(body: &str, case_insensitive: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Some(rest) = body.strip_prefix('^') else {
+        return out;
+    };
+    if case_insensitive || body.contains('|') {
+        return out;
+    }
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        let lit = match c {
+            '\\' => match chars.next() {
+                Some(e) if e.is_ascii_punctuation() => e,
+                _ => break,
+            },
+            '.' | '[' | ']' | '(' | ')' | '{' | '}' | '|' | '?' | '*' | '+' | '^' | '$' => break,
+            c => c,
+        };
+        let mut buf = [0u8; 4];
+        let enc = lit.encode_utf8(&mut buf).as_bytes();
+        match chars.peek() {
+            Some('?' | '*' | '{') => break,
+            Some('+') => {
+                out.extend_from_slice(enc);
+                break;
+            }
+            _ => out.extend_from_slice(enc),
+        }
+    }
+    out
+}
+
 pub(crate) fn analyze(src: &PatternSrc) -> Result<Analyzed, PatternError> {
     match src {
         PatternSrc::Glob(glob) => {
             let toks = tokenize(glob)?;
-            let re_src = glob_to_regex(&toks);
-            let regex = Regex::new(&re_src).map_err(|e| regex_error(&re_src, e))?;
+            let regex_src = glob_to_regex(&toks);
             let captures = toks.iter().filter(|t| !matches!(t, GlobTok::Lit(_))).count();
             let lits = |it: &mut dyn Iterator<Item = &GlobTok>| -> Vec<u8> {
                 it.map_while(|t| match t {
@@ -292,13 +348,16 @@ pub(crate) fn analyze(src: &PatternSrc) -> Result<Analyzed, PatternError> {
             } else if captures == 1 && stars == 1 {
                 ByteMatcher::PrefixSuffix(prefix.clone().into(), suffix.clone().into())
             } else {
-                ByteMatcher::Regex(regex.clone())
+                let re = Regex::new(&regex_src).map_err(|e| regex_error(&regex_src, e))?;
+                ByteMatcher::Regex(prefix.clone().into(), re)
             };
             Ok(Analyzed {
                 matcher,
-                regex: CompiledRegex(regex),
+                regex_src,
+                case_insensitive: false,
                 captures,
                 names: Vec::new(),
+                literal_prefix: prefix.clone(),
                 glob: Some(GlobShape {
                     prefix,
                     suffix,
@@ -318,11 +377,14 @@ pub(crate) fn analyze(src: &PatternSrc) -> Result<Analyzed, PatternError> {
                 .map_err(|e| regex_error(body, e))?;
             let captures = regex.captures_len().saturating_sub(1);
             let names = regex.capture_names().flatten().map(String::from).collect();
+            let literal_prefix = regex_literal_prefix(body, *case_insensitive);
             Ok(Analyzed {
-                matcher: ByteMatcher::Regex(regex.clone()),
-                regex: CompiledRegex(regex),
+                matcher: ByteMatcher::Regex(literal_prefix.clone().into(), regex),
+                regex_src: body.clone(),
+                case_insensitive: *case_insensitive,
                 captures,
                 names,
+                literal_prefix,
                 glob: None,
             })
         }
@@ -403,6 +465,20 @@ mod tests {
             analyze(&PatternSrc::Glob("[z-a]".into())),
             Err(PatternError::BadRange { .. })
         ));
+    }
+
+    #[test]
+    fn regex_prefixes() {
+        let p = |s: &str| String::from_utf8(regex_literal_prefix(s, false)).unwrap_or_default();
+        assert_eq!(p("^tmp:"), "tmp:");
+        assert_eq!(p("^log1:[0-9]+$"), "log1:");
+        assert_eq!(p("^ab?c"), "a");
+        assert_eq!(p("^ab+c"), "ab");
+        assert_eq!(p("^a\\.b"), "a.b");
+        assert_eq!(p("^a\\db"), "a");
+        assert_eq!(p("^a|b"), "");
+        assert_eq!(p("tmp"), "");
+        assert_eq!(regex_literal_prefix("^abc", true), b"");
     }
 
     #[test]

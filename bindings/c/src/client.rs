@@ -119,7 +119,7 @@ pub(crate) unsafe fn cli_ref<'a>(cli: *const IntcCli) -> Result<&'a IntcCli, Fai
     unsafe { cli.as_ref() }.ok_or_else(|| Failure::arg("`cli` is NULL"))
 }
 
-fn path_arg<'a>(raw: &'a [u8]) -> Result<&'a Path, Failure> {
+fn path_arg(raw: &[u8]) -> Result<&Path, Failure> {
     if raw.is_empty() {
         return Err(Failure::arg("the socket path is empty"));
     }

@@ -20,8 +20,8 @@ use intc_client::ClientError;
 pub enum intc_result {
     /// Success.
     INTC_OK = 0,
-    /// A bad argument: NULL pointer, non-UTF-8 name, empty command, bad
-    /// socket path, zero timeout.
+    /// A bad argument: NULL pointer, non-UTF-8 name, empty command or
+    /// transaction, empty or too long socket path.
     INTC_ERR_ARG = -1,
     /// The proxy is down: connecting to its socket failed. Returned at once;
     /// the next call tries to connect again.
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(n, "f: bad thing".len());
         // SAFETY: intc_last_error NUL-terminated buf.
         let copied = unsafe { CStr::from_ptr(buf.as_ptr()) };
-        assert_eq!(copied.to_bytes(), b"f: bad t");
+        assert_eq!(copied.to_bytes(), b"f: bad ", "7 bytes and the NUL");
         assert_eq!(call("f", || Ok(())), 0);
         // SAFETY: NULL with len 0 only asks for the length.
         assert_eq!(unsafe { intc_last_error(ptr::null_mut(), 0) }, 0);

@@ -303,11 +303,11 @@ mod tests {
 
     #[test]
     fn empty_and_refused_commands_are_errors() {
-        let err = RedisFrameBuilder::new(1, 0).into_frame().unwrap_err();
+        let err = RedisFrameBuilder::new(1, 0).into_frame().expect_err("should fail");
         assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
-        let err = Frame::redis(1, 0, &[[""; 0]]).unwrap_err();
+        let err = Frame::redis(1, 0, &[[""; 0]]).expect_err("should fail");
         assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
-        let err = Frame::redis(1, 0, &[vec!["multi"], vec!["set", "a", "b"]]).unwrap_err();
+        let err = Frame::redis(1, 0, &[vec!["multi"], vec!["set", "a", "b"]]).expect_err("should fail");
         assert!(err.to_string().contains("MULTI"), "{err}");
         assert!(err.is_invalid());
     }
@@ -324,19 +324,19 @@ mod tests {
         assert_eq!(op.write, write);
 
         let unknown_field = rawdoc! { "op": "delete_many", "filter": {}, "upsret": true };
-        let err = Frame::mongo("db", "c", unknown_field.as_bytes()).unwrap_err();
+        let err = Frame::mongo("db", "c", unknown_field.as_bytes()).expect_err("should fail");
         assert!(err.to_string().contains("upsret"), "{err}");
         assert!(err.is_bson());
-        let err = Frame::mongo("", "c", unknown_field.as_bytes()).unwrap_err();
+        let err = Frame::mongo("", "c", unknown_field.as_bytes()).expect_err("should fail");
         assert!(matches!(err, ClientError::Frame(FrameError::MongoHeader(_))), "{err}");
     }
 
     #[test]
     fn raw_payloads_are_checked() {
         assert_eq!(Frame::from_payload(SEED).expect("seed").as_bytes(), seed_wire());
-        let err = Frame::from_payload(b"6379,1\x01*3\r\n$3\r\nset\r\n").unwrap_err();
+        let err = Frame::from_payload(b"6379,1\x01*3\r\n$3\r\nset\r\n").expect_err("should fail");
         assert!(matches!(err, ClientError::Frame(FrameError::Resp(_))), "{err}");
-        let err = Frame::from_payload(b"").unwrap_err();
+        let err = Frame::from_payload(b"").expect_err("should fail");
         assert!(matches!(err, ClientError::Frame(FrameError::Empty)), "{err}");
     }
 
@@ -358,7 +358,7 @@ mod tests {
         // two good frames in one write.
         asm.push(&100u32.to_le_bytes());
         asm.push(&[b'x'; 30]);
-        let err = asm.next_frame().expect("refused").unwrap_err();
+        let err = asm.next_frame().expect("refused").expect_err("should fail");
         assert!(matches!(err, ClientError::TooLarge { len: 100, max: 64 }), "{err}");
         assert!(asm.next_frame().is_none());
         let mut rest = vec![b'x'; 70];
@@ -376,11 +376,11 @@ mod tests {
     fn bson_parts_are_validated_with_context() {
         let ok = rawdoc! { "a": 1 };
         assert_eq!(bson_document("filter", ok.as_bytes()).expect("ok"), doc! { "a": 1 });
-        let err = bson_document("filter", b"\x05\0\0").unwrap_err();
+        let err = bson_document("filter", b"\x05\0\0").expect_err("should fail");
         assert!(err.to_string().contains("bad BSON in filter"), "{err}");
         let mut long = ok.as_bytes().to_vec();
         long.push(0);
-        let err = bson_document("documents[2]", &long).unwrap_err();
+        let err = bson_document("documents[2]", &long).expect_err("should fail");
         assert!(err.to_string().contains("documents[2]"), "{err}");
         // Right length, broken element: a string whose length runs past the end.
         let broken = b"\x0e\0\0\0\x02a\0\x50\0\0\0xy\0\0";

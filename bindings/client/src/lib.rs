@@ -14,7 +14,7 @@
 //!   fork safety, send timeout, counters.
 //! - [`registry`]: [`Registry`], connections by path for the bindings'
 //!   "fetch by path" calls.
-//! - [`error`]: [`ClientError`].
+//! - [`error`]: [`ClientError`], what can go wrong.
 //!
 //! **Architecture invariant:** this crate never re-implements a wire format:
 //! every byte it sends was produced by `syncs_engine::wire` and accepted by

@@ -120,7 +120,7 @@ fn fails_fast_when_nobody_listens() {
 
     // No socket file at all.
     let start = Instant::now();
-    let err = conn.send(&frame).unwrap_err();
+    let err = conn.send(&frame).expect_err("should fail");
     assert!(start.elapsed() < Duration::from_millis(500), "not fail-fast");
     assert!(matches!(err, ClientError::Unavailable { .. }), "{err}");
     assert!(err.is_unavailable());
@@ -129,7 +129,7 @@ fn fails_fast_when_nobody_listens() {
 
     // A socket file left behind by a proxy that is gone.
     drop(UnixListener::bind(&path).expect("bind"));
-    let err = conn.send(&frame).unwrap_err();
+    let err = conn.send(&frame).expect_err("should fail");
     assert!(matches!(&err, ClientError::Unavailable { error, .. } if error.kind() == ErrorKind::ConnectionRefused), "{err}");
 
     let stats = conn.stats();
@@ -149,7 +149,7 @@ fn reconnects_after_the_listener_restarts() {
     drop(first);
     std::fs::remove_file(&path).expect("rm socket");
     drop(peer);
-    let err = conn.send(&set_frame("k", b"2")).unwrap_err();
+    let err = conn.send(&set_frame("k", b"2")).expect_err("should fail");
     assert!(err.is_unavailable(), "{err}");
     assert!(!conn.is_connected());
 
@@ -212,7 +212,7 @@ fn a_stalled_proxy_times_out_and_the_stream_is_dropped() {
     // Accepted but never read: the socket buffer fills up.
     let big = set_frame("k", &vec![b'x'; 4 << 20]);
     let start = Instant::now();
-    let err = conn.send(&big).unwrap_err();
+    let err = conn.send(&big).expect_err("should fail");
     let elapsed = start.elapsed();
     let ClientError::Io {
         written, len, error, ..
@@ -248,7 +248,7 @@ fn frames_above_the_limit_are_refused_before_writing() {
         },
     )
     .expect("conn");
-    let err = conn.send(&set_frame("k", &[b'x'; 100])).unwrap_err();
+    let err = conn.send(&set_frame("k", &[b'x'; 100])).expect_err("should fail");
     assert!(
         matches!(err, ClientError::TooLarge { max: 64, .. }),
         "{err}"
@@ -261,17 +261,17 @@ fn frames_above_the_limit_are_refused_before_writing() {
 
 #[test]
 fn settings_are_checked() {
-    let err = Connection::new("", Config::default()).unwrap_err();
+    let err = Connection::new("", Config::default()).expect_err("should fail");
     assert!(err.to_string().contains("empty"), "{err}");
     let long = Path::new("/tmp").join("x".repeat(200));
-    let err = Connection::new(&long, Config::default()).unwrap_err();
+    let err = Connection::new(&long, Config::default()).expect_err("should fail");
     assert!(err.to_string().contains("unix socket path"), "{err}");
     let zero = Config {
         send_timeout: Some(Duration::ZERO),
         ..Config::default()
     };
     assert!(matches!(
-        Registry::new(zero).unwrap_err(),
+        Registry::new(zero).expect_err("should fail"),
         ClientError::InvalidArgument(_)
     ));
     let conn = Connection::new("/tmp/x.sock", Config::default()).expect("conn");

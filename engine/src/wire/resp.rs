@@ -198,7 +198,7 @@ mod tests {
     fn seed_command_parses() {
         let (args, used) = parse_command(b"*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n").expect("ok");
         assert_eq!(args, vec![&b"set"[..], b"a", b"b"]);
-        assert_eq!(used, 29);
+        assert_eq!(used, 27);
     }
 
     #[test]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what syncs' tests and demo need on a fresh Debian machine:
+# redis-server, Python build/test tools, and FerretDB v1 (a real
+# MongoDB-wire server on SQLite) built from its Go module.
+#
+#   scripts/install-deps.sh            # everything
+#   scripts/install-deps.sh --no-ferretdb
+set -euo pipefail
+
+FERRETDB_VERSION=v1.24.2
+want_ferret=1
+[[ "${1:-}" == "--no-ferretdb" ]] && want_ferret=0
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools build-essential pkg-config >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "pymongo>=4" "redis>=5" "mypy>=1.8"
+
+if ! command -v cbindgen >/dev/null; then
+    cargo install -q --locked cbindgen@0.29.4
+fi
+
+if [[ $want_ferret == 1 ]] && ! command -v ferretdb >/dev/null; then
+    # `go install` of FerretDB leaves its version file empty and the binary
+    # refuses to start, so build from a copy of the module with the file set.
+    command -v go >/dev/null || { echo "Go is needed to build FerretDB" >&2; exit 1; }
+    work=$(mktemp -d)
+    (cd "$work" && go mod init tmp >/dev/null 2>&1 && go mod download -json "github.com/FerretDB/FerretDB@${FERRETDB_VERSION}" >/dev/null)
+    src=$(cd "$work" && go mod download -json "github.com/FerretDB/FerretDB@${FERRETDB_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp -r "$src" "$work/ferretdb" && chmod -R u+w "$work/ferretdb"
+    echo "$FERRETDB_VERSION" > "$work/ferretdb/build/version/version.txt"
+    (cd "$work/ferretdb" && go build -o "$work/ferretdb.bin" ./cmd/ferretdb)
+    as_root install -m 0755 "$work/ferretdb.bin" /usr/local/bin/ferretdb
+    rm -rf "$work"
+fi
+echo "dependencies installed"

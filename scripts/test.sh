@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests, then the end-to-end
+# tests (real redis-server and FerretDB, real daemons, the C and Python
+# libraries as users build them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== build (release)"
+cargo build --release --workspace --exclude intc-python
+echo "== Rust tests"
+cargo test --release --workspace --exclude intc-python
+echo "== Python library (pip install ./bindings/python)"
+python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+echo "== rules shipped in rules/"
+target/release/syncs-check rules/
+target/release/syncs-check rules/examples/
+echo "== end-to-end and binding tests (pytest)"
+python3 -m pytest -q tests bindings/python/tests "$@"
