@@ -206,15 +206,14 @@ fn shadows(a: &Shape, b: &Shape) -> bool {
                 keys: bk,
             },
         ) => {
-            let cmds_covered = ac.all || (!bc.all && bc.names.is_subset(&ac.names));
-            // A routing rule passes over dangerous commands it does not name,
-            // so a later rule naming them still gets them.
-            let dangerous_ok = a.drop || bc.explicit_dangerous.is_subset(&ac.explicit_dangerous);
-            cmds_covered
-                && dangerous_ok
-                && opt_ranges_cover(ap, bp, u64::from(u16::MAX))
+            // Cheapest comparisons first.
+            opt_ranges_cover(ap, bp, u64::from(u16::MAX))
                 && opt_ranges_cover(ad, bd, u64::from(u32::MAX))
                 && pats_cover(ak, bk)
+                && (ac.all || (!bc.all && bc.names.is_subset(&ac.names)))
+                // A routing rule passes over dangerous commands it does not
+                // name, so a later rule naming them still gets them.
+                && (a.drop || bc.explicit_dangerous.is_subset(&ac.explicit_dangerous))
         }
         (
             ShapeKind::Mongo {

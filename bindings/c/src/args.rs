@@ -11,16 +11,24 @@ use crate::error::Failure;
 ///
 /// When non-NULL, `ptr` must point to `len` readable bytes that stay valid
 /// and unmodified for `'a`.
-pub(crate) unsafe fn bytes<'a>(what: &str, ptr: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(
+    what: &str,
+    ptr: *const u8,
+    len: usize,
+) -> Result<&'a [u8], Failure> {
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])
         } else {
-            Err(Failure::arg(format!("`{what}` is NULL but its length is {len}")))
+            Err(Failure::arg(format!(
+                "`{what}` is NULL but its length is {len}"
+            )))
         };
     }
     if len > isize::MAX as usize {
-        return Err(Failure::arg(format!("`{what}` length {len} is not possible")));
+        return Err(Failure::arg(format!(
+            "`{what}` length {len} is not possible"
+        )));
     }
     // SAFETY: non-NULL, length checked against isize::MAX; the caller
     // guarantees `len` readable bytes valid for 'a.
@@ -68,7 +76,9 @@ pub(crate) unsafe fn argv<'a>(
     let count = usize::try_from(argc)
         .ok()
         .filter(|&n| n > 0)
-        .ok_or_else(|| Failure::arg(format!("argc is {argc}: a command needs at least its name")))?;
+        .ok_or_else(|| {
+            Failure::arg(format!("argc is {argc}: a command needs at least its name"))
+        })?;
     // SAFETY: the caller guarantees `argc` pointers at `argv`.
     let pointers = unsafe { slice_of::<*const c_char>("argv", argv, count) }?;
     let lengths = if argvlen.is_null() {
@@ -94,15 +104,26 @@ pub(crate) unsafe fn argv<'a>(
 /// # Safety
 ///
 /// `ptr` must be NULL or point to `count` initialised values valid for `'a`.
-pub(crate) unsafe fn slice_of<'a, T>(what: &str, ptr: *const T, count: usize) -> Result<&'a [T], Failure> {
+pub(crate) unsafe fn slice_of<'a, T>(
+    what: &str,
+    ptr: *const T,
+    count: usize,
+) -> Result<&'a [T], Failure> {
     if ptr.is_null() {
         return Err(Failure::arg(format!("`{what}` is NULL")));
     }
     if !ptr.is_aligned() {
-        return Err(Failure::arg(format!("`{what}` is not aligned for its type")));
+        return Err(Failure::arg(format!(
+            "`{what}` is not aligned for its type"
+        )));
     }
-    if count.checked_mul(std::mem::size_of::<T>()).is_none_or(|n| n > isize::MAX as usize) {
-        return Err(Failure::arg(format!("`{what}` count {count} is not possible")));
+    if count
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|n| n > isize::MAX as usize)
+    {
+        return Err(Failure::arg(format!(
+            "`{what}` count {count} is not possible"
+        )));
     }
     // SAFETY: non-NULL, size checked; the caller guarantees `count` values.
     Ok(unsafe { std::slice::from_raw_parts(ptr, count) })

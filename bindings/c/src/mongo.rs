@@ -123,7 +123,9 @@ pub unsafe extern "C" fn intc_mongo_insert_many(
 ) -> c_int {
     call("intc_mongo_insert_many", || {
         if n == 0 {
-            return Err(Failure::arg("insert_many needs at least one document (n is 0)"));
+            return Err(Failure::arg(
+                "insert_many needs at least one document (n is 0)",
+            ));
         }
         // SAFETY: `n` pointers at `docs`, per this function's contract.
         let docs = unsafe { args::slice_of("docs", docs, n) }?;

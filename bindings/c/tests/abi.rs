@@ -10,9 +10,9 @@ use bson::{doc, rawdoc};
 use bytes::{Bytes, BytesMut};
 use intc::client::*;
 use intc::error::*;
+use intc::intc_result::*;
 use intc::mongo::*;
 use intc::redis::*;
-use intc::intc_result::*;
 use syncs_engine::op::{MongoUpdate, MongoWrite, Op};
 use syncs_engine::wire::client::{decode_payload, FrameDecoder, Framed};
 
@@ -135,7 +135,10 @@ fn handles_are_per_thread() {
     let there = std::thread::spawn(move || {
         // SAFETY: NUL-terminated path.
         let cli = unsafe { intc_fetch(path.as_ptr()) };
-        let rc = send(cli, &[(SEED.len() as u32).to_le_bytes().as_slice(), SEED].concat());
+        let rc = send(
+            cli,
+            &[(SEED.len() as u32).to_le_bytes().as_slice(), SEED].concat(),
+        );
         intc_dispose();
         (cli as usize, rc)
     })
@@ -155,7 +158,11 @@ fn an_oversized_prefix_is_refused_and_skipped() {
     assert!(!cli.is_null());
     let huge: u32 = 100 << 20;
     assert_eq!(send(cli, &huge.to_le_bytes()), INTC_ERR_TOO_LARGE);
-    assert!(last_error().contains("104857600 bytes exceeds the limit"), "{}", last_error());
+    assert!(
+        last_error().contains("104857600 bytes exceeds the limit"),
+        "{}",
+        last_error()
+    );
     // Its payload arrives and is discarded without further errors.
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..100 {
@@ -184,7 +191,11 @@ fn invalid_frames_are_reported_and_dropped() {
     stream.extend_from_slice(&(SEED.len() as u32).to_le_bytes());
     stream.extend_from_slice(SEED);
     assert_eq!(send(cli, &stream), INTC_ERR_FRAME);
-    assert!(last_error().starts_with("intc_send: invalid frame: command MULTI"), "{}", last_error());
+    assert!(
+        last_error().starts_with("intc_send: invalid frame: command MULTI"),
+        "{}",
+        last_error()
+    );
     let junk_bson = b"\x02db\0coll\0\x05\0\0\0\x07";
     let mut stream = (junk_bson.len() as u32).to_le_bytes().to_vec();
     stream.extend_from_slice(junk_bson);
@@ -201,22 +212,45 @@ fn null_and_bad_arguments_are_errors_not_crashes() {
     // SAFETY: every pointer below is NULL or valid; NULLs are the point.
     unsafe {
         assert!(intc_fetch(ptr::null()).is_null());
-        assert!(last_error().contains("`us_path` is NULL"), "{}", last_error());
+        assert!(
+            last_error().contains("`us_path` is NULL"),
+            "{}",
+            last_error()
+        );
         assert!(intc_fetch(c"".as_ptr()).is_null());
-        assert_eq!(code(intc_send(ptr::null_mut(), SEED.as_ptr(), SEED.len())), INTC_ERR_ARG);
+        assert_eq!(
+            code(intc_send(ptr::null_mut(), SEED.as_ptr(), SEED.len())),
+            INTC_ERR_ARG
+        );
         let long = CString::new("/tmp/".to_owned() + &"x".repeat(200)).expect("cstring");
         assert!(intc_cli_new(long.as_ptr()).is_null());
-        assert!(last_error().contains("unix socket path"), "{}", last_error());
+        assert!(
+            last_error().contains("unix socket path"),
+            "{}",
+            last_error()
+        );
 
         let cli = intc_cli_new(c"/nonexistent/dir/us1".as_ptr());
         assert_eq!(code(intc_send(cli, ptr::null(), 4)), INTC_ERR_ARG);
         assert_eq!(code(intc_send(cli, ptr::null(), 0)), INTC_OK);
-        assert_eq!(code(intc_redis_command(cli, 1, 0, 0, ptr::null(), ptr::null())), INTC_ERR_ARG);
+        assert_eq!(
+            code(intc_redis_command(cli, 1, 0, 0, ptr::null(), ptr::null())),
+            INTC_ERR_ARG
+        );
         let argv = [c"SET".as_ptr(), ptr::null()];
-        assert_eq!(code(intc_redis_command(cli, 1, 0, 2, argv.as_ptr(), ptr::null())), INTC_ERR_ARG);
+        assert_eq!(
+            code(intc_redis_command(cli, 1, 0, 2, argv.as_ptr(), ptr::null())),
+            INTC_ERR_ARG
+        );
         assert!(last_error().contains("argv[1]"), "{}", last_error());
         assert_eq!(
-            code(intc_mongo_delete_many(cli, ptr::null(), c"c".as_ptr(), ptr::null(), 0)),
+            code(intc_mongo_delete_many(
+                cli,
+                ptr::null(),
+                c"c".as_ptr(),
+                ptr::null(),
+                0
+            )),
             INTC_ERR_ARG
         );
         let filter = rawdoc! {};
@@ -254,7 +288,10 @@ fn a_missing_proxy_fails_fast() {
     wire.extend_from_slice(SEED);
     assert_eq!(send(cli, &wire), INTC_ERR_UNAVAILABLE);
     let msg = last_error();
-    assert!(msg.contains("intc_send: proxy unavailable") && msg.contains("/nonexistent/dir/us1"), "{msg}");
+    assert!(
+        msg.contains("intc_send: proxy unavailable") && msg.contains("/nonexistent/dir/us1"),
+        "{msg}"
+    );
     let mut stats = IntcStats::default();
     // SAFETY: live handle, valid out pointer.
     unsafe { intc_cli_stats(cli, &mut stats) };
@@ -273,23 +310,56 @@ fn redis_builders_make_commands_and_transactions() {
     unsafe {
         let cli = intc_cli_new(proxy.c_path.as_ptr());
         let argv = [c"set".as_ptr(), c"a".as_ptr(), c"b".as_ptr()];
-        assert_eq!(code(intc_redis_command(cli, 6379, 1, 3, argv.as_ptr(), ptr::null())), INTC_OK);
+        assert_eq!(
+            code(intc_redis_command(
+                cli,
+                6379,
+                1,
+                3,
+                argv.as_ptr(),
+                ptr::null()
+            )),
+            INTC_OK
+        );
 
         let value: &[u8] = b"a\0\r\n\xff";
         let argv = [c"SET".as_ptr(), c"blob".as_ptr(), value.as_ptr().cast()];
         let lens = [3usize, 4, value.len()];
-        assert_eq!(code(intc_redis_command(cli, 6380, 0, 3, argv.as_ptr(), lens.as_ptr())), INTC_OK);
+        assert_eq!(
+            code(intc_redis_command(
+                cli,
+                6380,
+                0,
+                3,
+                argv.as_ptr(),
+                lens.as_ptr()
+            )),
+            INTC_OK
+        );
 
         let tx = intc_tx_new(6379, 2);
-        assert_eq!(code(intc_tx_send(cli, tx)), INTC_ERR_ARG, "empty transaction");
+        assert_eq!(
+            code(intc_tx_send(cli, tx)),
+            INTC_ERR_ARG,
+            "empty transaction"
+        );
         let cool = [c"set".as_ptr(), c"cool".as_ptr(), c"hello0".as_ptr()];
         let awesome = [c"set".as_ptr(), c"awesome".as_ptr(), c"中文你好0".as_ptr()];
-        assert_eq!(code(intc_tx_append(tx, 3, cool.as_ptr(), ptr::null())), INTC_OK);
-        assert_eq!(code(intc_tx_append(tx, 3, awesome.as_ptr(), ptr::null())), INTC_OK);
+        assert_eq!(
+            code(intc_tx_append(tx, 3, cool.as_ptr(), ptr::null())),
+            INTC_OK
+        );
+        assert_eq!(
+            code(intc_tx_append(tx, 3, awesome.as_ptr(), ptr::null())),
+            INTC_OK
+        );
         assert_eq!(intc_tx_count(tx), 2);
         assert_eq!(code(intc_tx_send(cli, tx)), INTC_OK);
         let select = [c"SELECT".as_ptr(), c"3".as_ptr()];
-        assert_eq!(code(intc_tx_append(tx, 2, select.as_ptr(), ptr::null())), INTC_OK);
+        assert_eq!(
+            code(intc_tx_append(tx, 2, select.as_ptr(), ptr::null())),
+            INTC_OK
+        );
         assert_eq!(code(intc_tx_send(cli, tx)), INTC_ERR_FRAME);
         assert!(last_error().contains("SELECT"), "{}", last_error());
         intc_tx_free(tx);
@@ -328,14 +398,33 @@ fn mongo_builders_make_every_write() {
         assert_eq!(code(intc_mongo_insert_one(cli, db, coll, p, l)), INTC_OK);
         let docs = [d1.as_bytes().as_ptr(), d2.as_bytes().as_ptr()];
         let lens = [d1.as_bytes().len(), d2.as_bytes().len()];
-        assert_eq!(code(intc_mongo_insert_many(cli, db, coll, docs.as_ptr(), lens.as_ptr(), 2)), INTC_OK);
+        assert_eq!(
+            code(intc_mongo_insert_many(
+                cli,
+                db,
+                coll,
+                docs.as_ptr(),
+                lens.as_ptr(),
+                2
+            )),
+            INTC_OK
+        );
         let (fp, fl) = b(&filter);
         let (sp, sl) = b(&set);
-        assert_eq!(code(intc_mongo_update_one(cli, db, coll, fp, fl, sp, sl, true)), INTC_OK);
+        assert_eq!(
+            code(intc_mongo_update_one(cli, db, coll, fp, fl, sp, sl, true)),
+            INTC_OK
+        );
         let (pp, pl) = b(&pipeline);
-        assert_eq!(code(intc_mongo_update_many(cli, db, coll, fp, fl, pp, pl, false)), INTC_OK);
+        assert_eq!(
+            code(intc_mongo_update_many(cli, db, coll, fp, fl, pp, pl, false)),
+            INTC_OK
+        );
         let (rp, rl) = b(&replacement);
-        assert_eq!(code(intc_mongo_replace_one(cli, db, coll, fp, fl, rp, rl, false)), INTC_OK);
+        assert_eq!(
+            code(intc_mongo_replace_one(cli, db, coll, fp, fl, rp, rl, false)),
+            INTC_OK
+        );
         assert_eq!(code(intc_mongo_delete_one(cli, db, coll, fp, fl)), INTC_OK);
         assert_eq!(code(intc_mongo_delete_many(cli, db, coll, fp, fl)), INTC_OK);
         let ready = rawdoc! { "op": "delete_many", "filter": { "key": "value" } };
@@ -347,12 +436,26 @@ fn mongo_builders_make_every_write() {
         let broken = [d1.as_bytes().as_ptr(), d2.as_bytes().as_ptr()];
         let short = [d1.as_bytes().len(), d2.as_bytes().len() - 1];
         assert_eq!(
-            code(intc_mongo_insert_many(cli, db, coll, broken.as_ptr(), short.as_ptr(), 2)),
+            code(intc_mongo_insert_many(
+                cli,
+                db,
+                coll,
+                broken.as_ptr(),
+                short.as_ptr(),
+                2
+            )),
             INTC_ERR_BSON
         );
         assert!(last_error().contains("documents[1]"), "{}", last_error());
         assert_eq!(
-            code(intc_mongo_insert_many(cli, db, coll, docs.as_ptr(), lens.as_ptr(), 0)),
+            code(intc_mongo_insert_many(
+                cli,
+                db,
+                coll,
+                docs.as_ptr(),
+                lens.as_ptr(),
+                0
+            )),
             INTC_ERR_ARG
         );
         let typo = rawdoc! { "op": "delete_many", "filter": {}, "upsret": true };
@@ -376,7 +479,10 @@ fn mongo_builders_make_every_write() {
             document: doc! { "_id": 1, "name": "Ada" },
         },
         MongoWrite::InsertMany {
-            documents: vec![doc! { "_id": 1, "name": "Ada" }, doc! { "_id": 2, "tags": ["x", "y"] }],
+            documents: vec![
+                doc! { "_id": 1, "name": "Ada" },
+                doc! { "_id": 2, "tags": ["x", "y"] },
+            ],
         },
         MongoWrite::UpdateOne {
             filter: filter.clone(),

@@ -56,7 +56,10 @@ impl ClientError {
     /// True when the proxy could not be reached or stopped taking bytes:
     /// the frame was not delivered (and retrying later may succeed).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ClientError::Unavailable { .. } | ClientError::Io { .. })
+        matches!(
+            self,
+            ClientError::Unavailable { .. } | ClientError::Io { .. }
+        )
     }
 
     /// True when the frame itself is at fault (retrying cannot help).

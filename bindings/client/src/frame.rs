@@ -290,7 +290,8 @@ mod tests {
         let mut b = RedisFrameBuilder::new(6379, 2);
         assert!(b.is_empty());
         b.push(&["set", "cool", "hello0"]).expect("push");
-        b.push(&[&b"set"[..], b"bin", b"\x00\r\n\xff"]).expect("push");
+        b.push(&[&b"set"[..], b"bin", b"\x00\r\n\xff"])
+            .expect("push");
         assert_eq!(b.len(), 2);
         let first = b.build().expect("frame");
         assert_eq!(first, b.build().expect("again"));
@@ -303,11 +304,14 @@ mod tests {
 
     #[test]
     fn empty_and_refused_commands_are_errors() {
-        let err = RedisFrameBuilder::new(1, 0).into_frame().expect_err("should fail");
+        let err = RedisFrameBuilder::new(1, 0)
+            .into_frame()
+            .expect_err("should fail");
         assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
         let err = Frame::redis(1, 0, &[[""; 0]]).expect_err("should fail");
         assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
-        let err = Frame::redis(1, 0, &[vec!["multi"], vec!["set", "a", "b"]]).expect_err("should fail");
+        let err =
+            Frame::redis(1, 0, &[vec!["multi"], vec!["set", "a", "b"]]).expect_err("should fail");
         assert!(err.to_string().contains("MULTI"), "{err}");
         assert!(err.is_invalid());
     }
@@ -328,16 +332,28 @@ mod tests {
         assert!(err.to_string().contains("upsret"), "{err}");
         assert!(err.is_bson());
         let err = Frame::mongo("", "c", unknown_field.as_bytes()).expect_err("should fail");
-        assert!(matches!(err, ClientError::Frame(FrameError::MongoHeader(_))), "{err}");
+        assert!(
+            matches!(err, ClientError::Frame(FrameError::MongoHeader(_))),
+            "{err}"
+        );
     }
 
     #[test]
     fn raw_payloads_are_checked() {
-        assert_eq!(Frame::from_payload(SEED).expect("seed").as_bytes(), seed_wire());
+        assert_eq!(
+            Frame::from_payload(SEED).expect("seed").as_bytes(),
+            seed_wire()
+        );
         let err = Frame::from_payload(b"6379,1\x01*3\r\n$3\r\nset\r\n").expect_err("should fail");
-        assert!(matches!(err, ClientError::Frame(FrameError::Resp(_))), "{err}");
+        assert!(
+            matches!(err, ClientError::Frame(FrameError::Resp(_))),
+            "{err}"
+        );
         let err = Frame::from_payload(b"").expect_err("should fail");
-        assert!(matches!(err, ClientError::Frame(FrameError::Empty)), "{err}");
+        assert!(
+            matches!(err, ClientError::Frame(FrameError::Empty)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -359,14 +375,20 @@ mod tests {
         asm.push(&100u32.to_le_bytes());
         asm.push(&[b'x'; 30]);
         let err = asm.next_frame().expect("refused").expect_err("should fail");
-        assert!(matches!(err, ClientError::TooLarge { len: 100, max: 64 }), "{err}");
+        assert!(
+            matches!(err, ClientError::TooLarge { len: 100, max: 64 }),
+            "{err}"
+        );
         assert!(asm.next_frame().is_none());
         let mut rest = vec![b'x'; 70];
         rest.extend_from_slice(&wire);
         rest.extend_from_slice(&wire);
         asm.push(&rest);
         for _ in 0..2 {
-            assert_eq!(asm.next_frame().expect("frame").expect("valid").as_bytes(), wire);
+            assert_eq!(
+                asm.next_frame().expect("frame").expect("valid").as_bytes(),
+                wire
+            );
         }
         assert!(asm.next_frame().is_none());
         assert!(asm.is_idle());
@@ -375,7 +397,10 @@ mod tests {
     #[test]
     fn bson_parts_are_validated_with_context() {
         let ok = rawdoc! { "a": 1 };
-        assert_eq!(bson_document("filter", ok.as_bytes()).expect("ok"), doc! { "a": 1 });
+        assert_eq!(
+            bson_document("filter", ok.as_bytes()).expect("ok"),
+            doc! { "a": 1 }
+        );
         let err = bson_document("filter", b"\x05\0\0").expect_err("should fail");
         assert!(err.to_string().contains("bad BSON in filter"), "{err}");
         let mut long = ok.as_bytes().to_vec();

@@ -102,12 +102,18 @@ fn frames_from_many_threads_arrive_whole() {
         let (t, i) = key[1..].split_once(':').expect("key shape");
         let (t, i): (usize, usize) = (t.parse().expect("t"), i.parse().expect("i"));
         assert_eq!(args[2].len(), (i * 997) % 300_000);
-        assert!(args[2].iter().all(|&b| b == b'a' + t as u8), "bytes of another frame");
+        assert!(
+            args[2].iter().all(|&b| b == b'a' + t as u8),
+            "bytes of another frame"
+        );
         seen[t][i] = true;
     }
     assert!(seen.iter().flatten().all(|&s| s));
     assert_eq!(stats.frames, (threads * per_thread) as u64);
-    assert_eq!(stats.bytes, payloads.iter().map(|p| p.len() as u64 + 4).sum::<u64>());
+    assert_eq!(
+        stats.bytes,
+        payloads.iter().map(|p| p.len() as u64 + 4).sum::<u64>()
+    );
     assert_eq!((stats.errors, stats.connects, stats.reconnects), (0, 1, 0));
 }
 
@@ -121,16 +127,25 @@ fn fails_fast_when_nobody_listens() {
     // No socket file at all.
     let start = Instant::now();
     let err = conn.send(&frame).expect_err("should fail");
-    assert!(start.elapsed() < Duration::from_millis(500), "not fail-fast");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "not fail-fast"
+    );
     assert!(matches!(err, ClientError::Unavailable { .. }), "{err}");
     assert!(err.is_unavailable());
     let msg = err.to_string();
-    assert!(msg.contains("proxy unavailable") && msg.contains("proxy.sock"), "{msg}");
+    assert!(
+        msg.contains("proxy unavailable") && msg.contains("proxy.sock"),
+        "{msg}"
+    );
 
     // A socket file left behind by a proxy that is gone.
     drop(UnixListener::bind(&path).expect("bind"));
     let err = conn.send(&frame).expect_err("should fail");
-    assert!(matches!(&err, ClientError::Unavailable { error, .. } if error.kind() == ErrorKind::ConnectionRefused), "{err}");
+    assert!(
+        matches!(&err, ClientError::Unavailable { error, .. } if error.kind() == ErrorKind::ConnectionRefused),
+        "{err}"
+    );
 
     let stats = conn.stats();
     assert_eq!((stats.frames, stats.errors, stats.connects), (0, 2, 0));
@@ -166,7 +181,8 @@ fn reconnects_after_the_listener_restarts() {
     let got = read_payloads_after_close(peer, &conn);
     assert_eq!(got.len(), 1);
     let third = UnixListener::bind(&path).expect("rebind");
-    conn.send(&set_frame("k", b"4")).expect("send 4 after a silent restart");
+    conn.send(&set_frame("k", b"4"))
+        .expect("send 4 after a silent restart");
     let (peer, _) = third.accept().expect("accept");
     conn.disconnect();
     let got = read_payloads(peer);
@@ -215,7 +231,10 @@ fn a_stalled_proxy_times_out_and_the_stream_is_dropped() {
     let err = conn.send(&big).expect_err("should fail");
     let elapsed = start.elapsed();
     let ClientError::Io {
-        written, len, error, ..
+        written,
+        len,
+        error,
+        ..
     } = &err
     else {
         panic!("expected an I/O error, got {err}")
@@ -225,7 +244,10 @@ fn a_stalled_proxy_times_out_and_the_stream_is_dropped() {
     assert!(err.to_string().contains("send timeout"), "{err}");
     assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    assert!(!conn.is_connected(), "a half-written stream must be dropped");
+    assert!(
+        !conn.is_connected(),
+        "a half-written stream must be dropped"
+    );
 
     // What the proxy got ends in a partial frame, then EOF: it can tell.
     let (mut peer, _) = listener.accept().expect("accept");
@@ -248,7 +270,9 @@ fn frames_above_the_limit_are_refused_before_writing() {
         },
     )
     .expect("conn");
-    let err = conn.send(&set_frame("k", &[b'x'; 100])).expect_err("should fail");
+    let err = conn
+        .send(&set_frame("k", &[b'x'; 100]))
+        .expect_err("should fail");
     assert!(
         matches!(err, ClientError::TooLarge { max: 64, .. }),
         "{err}"

@@ -53,7 +53,9 @@ fn a_forked_child_opens_its_own_connection() {
     let conn = Connection::new(&path, Config::default()).expect("conn");
     let registry = Registry::new(Config::default()).expect("registry");
     conn.send(&frame("parent-1")).expect("parent send");
-    registry.send(&path, &frame("parent-registry")).expect("parent registry send");
+    registry
+        .send(&path, &frame("parent-registry"))
+        .expect("parent registry send");
     let (mut parent_conn, _) = listener.accept().expect("accept parent");
     let (mut parent_reg, _) = listener.accept().expect("accept parent registry");
 
@@ -77,10 +79,16 @@ fn a_forked_child_opens_its_own_connection() {
     // SAFETY: `pid` is our child; `status` is a valid out pointer.
     let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
 
-    conn.send(&frame("parent-2")).expect("parent send after fork");
-    registry.send(&path, &frame("parent-registry-2")).expect("parent registry after fork");
+    conn.send(&frame("parent-2"))
+        .expect("parent send after fork");
+    registry
+        .send(&path, &frame("parent-registry-2"))
+        .expect("parent registry after fork");
 
     // The child made two connections of its own, and wrote nothing into ours.
     let (mut child_a, _) = listener.accept().expect("accept child");
@@ -89,7 +97,10 @@ fn a_forked_child_opens_its_own_connection() {
     child_tags.extend(tags(&read_available(&mut child_b)));
     child_tags.sort();
     assert_eq!(child_tags, ["child", "child-registry"]);
-    assert_eq!(tags(&read_available(&mut parent_conn)), ["parent-1", "parent-2"]);
+    assert_eq!(
+        tags(&read_available(&mut parent_conn)),
+        ["parent-1", "parent-2"]
+    );
     assert_eq!(
         tags(&read_available(&mut parent_reg)),
         ["parent-registry", "parent-registry-2"]

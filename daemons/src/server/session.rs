@@ -111,8 +111,11 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
         };
         match msg {
             None => break,
+            Some(Ok(Message::Batch { records, .. })) if records.is_empty() => {
+                framed.send(Message::Ack { seq: state.last_applied }).await?;
+            }
             Some(Ok(Message::Batch { first_seq, records })) => {
-                let last = first_seq + records.len() as u64 - u64::from(!records.is_empty());
+                let last = first_seq + records.len() as u64 - 1;
                 if first_seq > state.last_applied + 1 && state.last_applied != 0 {
                     tracing::error!(
                         %source, first_seq, last_applied = state.last_applied,
@@ -120,7 +123,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
                         state.last_applied + 1, first_seq - 1
                     );
                 }
-                apply_batch(&shared, &source, &mut state, first_seq, &records, &mine).await?;
+                apply_batch(&shared, &source, stream, &mut state, first_seq, &records, &mine).await?;
                 state.last_applied = state.last_applied.max(last);
                 framed
                     .send(Message::Ack {
@@ -159,6 +162,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
 async fn apply_batch(
     shared: &Shared,
     source: &str,
+    stream: u64,
     state: &mut StreamState,
     first_seq: u64,
     records: &[Bytes],
@@ -212,7 +216,7 @@ async fn apply_batch(
         .filter(|(_, items)| !items.is_empty())
         .filter_map(|(t, items)| {
             let target = snap.targets.get(syncs_dsl::TargetId(t as u16))?;
-            Some(apply_with_retry(shared, source, target, items, stop))
+            Some(apply_with_retry(shared, source, stream, target, items, stop))
         });
     let results = futures::future::join_all(jobs).await;
     if results.iter().any(Result::is_err) {
@@ -225,15 +229,16 @@ async fn apply_batch(
 async fn apply_with_retry(
     shared: &Shared,
     source: &str,
+    stream: u64,
     target: &Target,
     items: &[(u64, Op)],
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
-    let ops: Vec<&Op> = items.iter().map(|(_, op)| op).collect();
+    let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
     let mut backoff = Duration::from_millis(50);
     let mut attempts = 0u32;
     let results = loop {
-        match target.apply(&ops).await {
+        match target.apply(stream, &ops).await {
             Ok(r) => break r,
             Err(e) => {
                 attempts += 1;

@@ -65,12 +65,25 @@ impl Target {
         }
     }
 
-    /// Applies `ops` in order; one [`Applied`] per op, in the same order.
-    pub async fn apply(&self, ops: &[&Op]) -> Result<Vec<Applied>, TargetError> {
+    /// Applies `items` (sequence, operation) of one stream in order; one
+    /// [`Applied`] per item, in the same order. Sequences do not decrease;
+    /// several items may share one (the parts of a split command).
+    ///
+    /// Redis targets apply each stream's records exactly once: the last
+    /// applied sequence is stored in the target in the same MULTI/EXEC as
+    /// the data, and items at or below it are skipped. Mongo and file
+    /// targets apply at least once (see docs/reliability.md).
+    pub async fn apply(&self, stream: u64, items: &[(u64, &Op)]) -> Result<Vec<Applied>, TargetError> {
         match self {
-            Target::Redis(t) => t.apply(ops).await,
-            Target::Mongo(t) => t.apply(ops).await,
-            Target::File(t) => t.apply(ops).await,
+            Target::Redis(t) => t.apply(stream, items).await,
+            Target::Mongo(t) => {
+                let ops: Vec<&Op> = items.iter().map(|(_, op)| *op).collect();
+                t.apply(&ops).await
+            }
+            Target::File(t) => {
+                let ops: Vec<&Op> = items.iter().map(|(_, op)| *op).collect();
+                t.apply(&ops).await
+            }
         }
     }
 }

@@ -1,11 +1,20 @@
-//! The Redis applier: one pipeline per run of operations.
+//! The Redis applier: one MULTI/EXEC per run of operations, exactly once.
 //!
-//! Each operation selects its db (a `SELECT` only where the db changes), a
-//! transaction is wrapped in MULTI/EXEC, and the replies are read back one
-//! per operation. A db number is tried alone once per connection before
-//! use, so a `SELECT` that fails can never send commands into another db.
+//! A run of a stream's operations goes as one pipeline: `MULTI`, each
+//! operation's commands (with a `SELECT` only where the db changes; a
+//! transaction's commands simply sit inside the one MULTI), then
+//! `HSET syncs:applied <stream> <last sequence>` in db 0, then `EXEC`. The
+//! data and the stream's marker commit together, so after a crash at any
+//! point the marker says exactly what was applied, and records at or below
+//! it are skipped when they are delivered again: no gap, no duplicate.
+//!
+//! A command Redis refuses at run time (WRONGTYPE) fails alone and is
+//! reported for its operation; one refused while queueing (wrong arity)
+//! aborts the EXEC, so it is taken out and the rest sent again. A db number
+//! is tried alone once per connection before use, so a `SELECT` that fails
+//! can never send commands into another db.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -17,8 +26,8 @@ use super::{Applied, TargetError};
 use crate::op::{Op, RedisCommand, RedisOp};
 
 /// Error codes that say "not now" rather than "never": retried.
-const TRANSIENT: [&str; 7] = [
-    "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS",
+const TRANSIENT: [&str; 8] = [
+    "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "OOM",
 ];
 
 #[derive(Debug)]
@@ -33,15 +42,32 @@ pub struct RedisTarget {
 struct Live {
     conn: MultiplexedConnection,
     good_dbs: HashSet<u32>,
+    /// Last applied sequence per stream, as read from / written to the target.
+    markers: HashMap<u64, u64>,
 }
 
-/// What each reply in the pipeline answers.
+/// What each queued command in the MULTI is.
 enum Slot {
     Select,
-    Single(usize),
-    Multi,
-    Queued,
-    Exec(usize),
+    /// A command of the item at this index.
+    Command(usize),
+    Marker,
+}
+
+/// The hash, in db [`MARKER_DB`] of each Redis target, that holds the last
+/// applied sequence of every stream (field: the stream id in 16 hex digits).
+pub const APPLIED_KEY: &str = "syncs:applied";
+/// The db holding [`APPLIED_KEY`].
+pub const MARKER_DB: u32 = 0;
+/// Records skipped because the target had applied them already.
+pub const ALREADY_APPLIED: &str = "syncs_server_redis_already_applied_total";
+
+fn stream_field(stream: u64) -> String {
+    format!("{stream:016x}")
+}
+
+fn first_word(msg: &str) -> &str {
+    msg.split_whitespace().next().unwrap_or("")
 }
 
 impl RedisTarget {
@@ -70,7 +96,7 @@ impl RedisTarget {
         }
     }
 
-    pub async fn apply(&self, ops: &[&Op]) -> Result<Vec<Applied>, TargetError> {
+    pub async fn apply(&self, stream: u64, items: &[(u64, &Op)]) -> Result<Vec<Applied>, TargetError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let conn = self
@@ -81,43 +107,88 @@ impl RedisTarget {
             *guard = Some(Live {
                 conn,
                 good_dbs: HashSet::new(),
+                markers: HashMap::new(),
             });
         }
         let Some(live) = guard.as_mut() else {
             return Err(self.unavailable("no connection"));
         };
-        match self.apply_on(live, ops).await {
+        match self.apply_on(live, stream, items).await {
             Ok(out) => Ok(out),
             Err(e) => {
-                // Drop the connection: its state after an error is unknown.
+                // Drop the connection and the cached markers: after an error
+                // the connection's state and what the last EXEC did are
+                // unknown, so the markers are read again.
                 *guard = None;
                 Err(e)
             }
         }
     }
 
-    async fn apply_on(&self, live: &mut Live, ops: &[&Op]) -> Result<Vec<Applied>, TargetError> {
-        let mut out = vec![Applied::Ok; ops.len()];
-        let redis_ops: Vec<(usize, &RedisOp)> = ops
-            .iter()
-            .enumerate()
-            .filter_map(|(i, op)| match op {
-                Op::Redis(r) => Some((i, r)),
-                Op::Mongo(_) => {
-                    out[i] = Applied::Refused("a Mongo write cannot go to a Redis target".into());
-                    None
-                }
-            })
-            .collect();
+    /// The last sequence of `stream` applied at this target (0: none).
+    async fn marker(&self, live: &mut Live, stream: u64) -> Result<u64, TargetError> {
+        if let Some(m) = live.markers.get(&stream) {
+            return Ok(*m);
+        }
+        let mut pipe = Pipeline::new();
+        pipe.add_command(Cmd::new().arg("SELECT").arg(MARKER_DB).to_owned());
+        pipe.add_command(Cmd::new().arg("HGET").arg(APPLIED_KEY).arg(stream_field(stream)).to_owned());
+        let replies = live
+            .conn
+            .req_packed_commands(&pipe, 0, 2)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let m = match replies.get(1) {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| self.unavailable(format!("{APPLIED_KEY} holds a non-number for stream {stream:016x}")))?,
+            Some(Value::Nil) => 0,
+            Some(Value::ServerError(e)) => return Err(self.unavailable(format!("reading {APPLIED_KEY}: {e}"))),
+            other => return Err(self.unavailable(format!("unexpected reply to HGET {APPLIED_KEY}: {other:?}"))),
+        };
+        live.markers.insert(stream, m);
+        Ok(m)
+    }
 
-        // Try each new db number alone first.
+    async fn apply_on(
+        &self,
+        live: &mut Live,
+        stream: u64,
+        items: &[(u64, &Op)],
+    ) -> Result<Vec<Applied>, TargetError> {
+        let mut out = vec![Applied::Ok; items.len()];
+        let Some(last_seq) = items.iter().map(|(seq, _)| *seq).max() else {
+            return Ok(out);
+        };
+        let marker = self.marker(live, stream).await?;
+        let mut active: Vec<(usize, &RedisOp)> = Vec::new();
+        let mut skipped = 0u64;
+        for (i, (seq, op)) in items.iter().enumerate() {
+            match op {
+                Op::Mongo(_) => {
+                    out[i] = Applied::Refused("a Mongo write cannot go to a Redis target".into())
+                }
+                Op::Redis(_) if *seq <= marker => skipped += 1,
+                Op::Redis(r) => active.push((i, r)),
+            }
+        }
+        if skipped > 0 {
+            metrics::counter!(ALREADY_APPLIED, "target" => self.name.clone()).increment(skipped);
+            tracing::info!(target = %self.name, skipped, marker, "skipped records this target had already applied");
+        }
+        if last_seq <= marker {
+            return Ok(out);
+        }
+
+        // Try each new db number alone first: a SELECT that fails inside
+        // MULTI would leave the following commands in another db.
         let mut bad_dbs: Vec<(u32, String)> = Vec::new();
-        for &(_, op) in &redis_ops {
+        for &(_, op) in &active {
             if live.good_dbs.contains(&op.db) || bad_dbs.iter().any(|(d, _)| *d == op.db) {
                 continue;
             }
-            let mut select = Cmd::new();
-            select.arg("SELECT").arg(op.db);
+            let select = Cmd::new().arg("SELECT").arg(op.db).to_owned();
             match live.conn.req_packed_command(&select).await {
                 Ok(Value::ServerError(e)) => bad_dbs.push((op.db, e.to_string())),
                 Ok(_) => {
@@ -129,113 +200,113 @@ impl RedisTarget {
                 Err(e) => return Err(self.unavailable(e)),
             }
         }
-
-        let mut pipe = Pipeline::new();
-        let mut slots = Vec::new();
-        let mut current_db = None;
-        for &(i, op) in &redis_ops {
-            if let Some((_, why)) = bad_dbs.iter().find(|(d, _)| *d == op.db) {
+        active.retain(|&(i, op)| match bad_dbs.iter().find(|(d, _)| *d == op.db) {
+            Some((_, why)) => {
                 out[i] = Applied::Refused(format!("target db {} refused: {why}", op.db));
-                continue;
+                false
             }
-            if current_db != Some(op.db) {
-                pipe.add_command({
-                    let mut c = Cmd::new();
-                    c.arg("SELECT").arg(op.db);
-                    c
-                });
-                slots.push(Slot::Select);
-                current_db = Some(op.db);
-            }
-            if op.is_transaction() {
-                pipe.add_command(Cmd::new().arg("MULTI").to_owned());
-                slots.push(Slot::Multi);
+            None => true,
+        });
+
+        // One MULTI/EXEC: the data, then the stream's marker. A command
+        // refused while queueing aborts the EXEC; it is taken out and the
+        // rest sent again.
+        loop {
+            let mut pipe = Pipeline::new();
+            let mut slots: Vec<Slot> = Vec::new();
+            pipe.add_command(Cmd::new().arg("MULTI").to_owned());
+            let mut current_db = None;
+            for &(i, op) in &active {
+                if current_db != Some(op.db) {
+                    pipe.add_command(Cmd::new().arg("SELECT").arg(op.db).to_owned());
+                    slots.push(Slot::Select);
+                    current_db = Some(op.db);
+                }
                 for c in &op.commands {
                     pipe.add_command(to_cmd(c));
-                    slots.push(Slot::Queued);
-                }
-                pipe.add_command(Cmd::new().arg("EXEC").to_owned());
-                slots.push(Slot::Exec(i));
-            } else {
-                pipe.add_command(to_cmd(&op.commands[0]));
-                slots.push(Slot::Single(i));
-            }
-        }
-        if slots.is_empty() {
-            return Ok(out);
-        }
-        let replies = live
-            .conn
-            .req_packed_commands(&pipe, 0, slots.len())
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        if replies.len() != slots.len() {
-            return Err(self.unavailable(format!(
-                "{} replies to {} commands",
-                replies.len(),
-                slots.len()
-            )));
-        }
-        let mut queued_errors: Vec<String> = Vec::new();
-        for (slot, reply) in slots.iter().zip(replies) {
-            match slot {
-                Slot::Select => {
-                    if let Value::ServerError(e) = reply {
-                        // Cannot happen after the probe above unless the
-                        // server changed under us: treat as unavailable.
-                        return Err(self.unavailable(format!("SELECT failed: {e}")));
-                    }
-                }
-                Slot::Multi => queued_errors.clear(),
-                Slot::Queued => {
-                    if let Value::ServerError(e) = reply {
-                        queued_errors.push(e.to_string());
-                    }
-                }
-                Slot::Single(i) => {
-                    if let Value::ServerError(e) = reply {
-                        if is_transient(e.code()) {
-                            return Err(self.unavailable(e));
-                        }
-                        out[*i] = Applied::Refused(e.to_string());
-                    }
-                }
-                Slot::Exec(i) => {
-                    out[*i] = match reply {
-                        Value::Array(results) => {
-                            let errors: Vec<String> = results
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(n, r)| match r {
-                                    Value::ServerError(e) => Some(format!("command #{}: {e}", n + 1)),
-                                    _ => None,
-                                })
-                                .collect();
-                            if errors.is_empty() {
-                                Applied::Ok
-                            } else {
-                                Applied::Refused(format!(
-                                    "transaction ran with errors (Redis does not roll back): {}",
-                                    errors.join("; ")
-                                ))
-                            }
-                        }
-                        Value::ServerError(e) => {
-                            if is_transient(e.code()) && queued_errors.is_empty() {
-                                return Err(self.unavailable(e));
-                            }
-                            Applied::Refused(format!(
-                                "transaction not applied: {e} {}",
-                                queued_errors.join("; ")
-                            ))
-                        }
-                        Value::Nil => Applied::Refused("transaction aborted (EXEC returned nil)".into()),
-                        other => Applied::Refused(format!("unexpected EXEC reply {other:?}")),
-                    };
+                    slots.push(Slot::Command(i));
                 }
             }
+            pipe.add_command(Cmd::new().arg("SELECT").arg(MARKER_DB).to_owned());
+            slots.push(Slot::Select);
+            pipe.add_command(
+                Cmd::new()
+                    .arg("HSET")
+                    .arg(APPLIED_KEY)
+                    .arg(stream_field(stream))
+                    .arg(last_seq)
+                    .to_owned(),
+            );
+            slots.push(Slot::Marker);
+            pipe.add_command(Cmd::new().arg("EXEC").to_owned());
+            let total = slots.len() + 2;
+            let replies = live
+                .conn
+                .req_packed_commands(&pipe, 0, total)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if replies.len() != total {
+                return Err(self.unavailable(format!("{} replies to {total} commands", replies.len())));
+            }
+            if let Some(Value::ServerError(e)) = replies.first() {
+                return Err(self.unavailable(format!("MULTI refused: {e}")));
+            }
+            let queued = &replies[1..total - 1];
+            let exec = &replies[total - 1];
+            match exec {
+                Value::Array(results) if results.len() == slots.len() => {
+                    let mut errors: HashMap<usize, Vec<String>> = HashMap::new();
+                    for (slot, r) in slots.iter().zip(results) {
+                        if let Value::ServerError(e) = r {
+                            match slot {
+                                Slot::Command(i) => errors.entry(*i).or_default().push(e.to_string()),
+                                Slot::Select | Slot::Marker => {
+                                    return Err(self.unavailable(format!("bookkeeping command failed: {e}")))
+                                }
+                            }
+                        }
+                    }
+                    for (i, errs) in errors {
+                        let transaction = matches!(items[i].1, Op::Redis(r) if r.is_transaction());
+                        out[i] = Applied::Refused(if transaction {
+                            format!("transaction ran with errors (Redis does not roll back): {}", errs.join("; "))
+                        } else {
+                            errs.join("; ")
+                        });
+                    }
+                    live.markers.insert(stream, last_seq);
+                    return Ok(out);
+                }
+                Value::ServerError(e) => {
+                    if is_transient(e.code()) {
+                        return Err(self.unavailable(e));
+                    }
+                    // EXECABORT: find the commands refused at queue time.
+                    let mut refused: HashMap<usize, Vec<String>> = HashMap::new();
+                    for (slot, r) in slots.iter().zip(queued) {
+                        if let Value::ServerError(qe) = r {
+                            match slot {
+                                Slot::Command(i) => refused.entry(*i).or_default().push(qe.to_string()),
+                                Slot::Select | Slot::Marker => {
+                                    return Err(self.unavailable(format!("bookkeeping command refused: {qe}")))
+                                }
+                            }
+                        }
+                    }
+                    if refused.is_empty() {
+                        return Err(self.unavailable(format!("EXEC failed: {e}")));
+                    }
+                    if let Some(transient) = refused.values().flatten().find(|m| is_transient(first_word(m))) {
+                        return Err(self.unavailable(transient));
+                    }
+                    for (i, errs) in &refused {
+                        out[*i] = Applied::Refused(format!("refused by Redis: {}", errs.join("; ")));
+                    }
+                    active.retain(|(i, _)| !refused.contains_key(i));
+                }
+                other => return Err(self.unavailable(format!("unexpected EXEC reply {other:?}"))),
+            }
         }
-        Ok(out)
     }
 }
 

@@ -1,0 +1,29 @@
+"""Replicate Redis commands and MongoDB writes through the local syncs proxy.
+
+>>> import intc
+>>> from intc_mg import mg_delete_many
+>>> ic = intc.IncClient()
+>>> ic.redis_one('/tmp/us1', 6379, 1, ("set", "a", "bcd"))
+>>> ic.redis_many('/tmp/us1', 6379, 2, (("set", "cool", "hello"), ("incr", "n")))
+>>> ic.mongo_exec('/tmp/us1', 'db', 'coll', mg_delete_many({'key': 'value'}))
+
+Each call writes one frame to the proxy's unix socket and returns once it is
+written (the proxy does not answer: "sent" is not "applied"). Errors are
+raised at once: `ProxyUnavailable` when the proxy is down, `InvalidOperation`
+for bad arguments, `FrameTooLarge` above the proxy's limit.
+"""
+
+from intc._errors import FrameTooLarge, IntcError, InvalidOperation, ProxyUnavailable
+from intc._native import DEFAULT_SEND_TIMEOUT, MAX_FRAME, IncClient, __version__, stats
+
+__all__ = [
+    "DEFAULT_SEND_TIMEOUT",
+    "MAX_FRAME",
+    "FrameTooLarge",
+    "IncClient",
+    "IntcError",
+    "InvalidOperation",
+    "ProxyUnavailable",
+    "__version__",
+    "stats",
+]

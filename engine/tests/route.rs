@@ -1,0 +1,178 @@
+//! Routing through a real compiled rule set: key rewrites, fan-out, splits,
+//! refusals and transactions.
+
+use bytes::Bytes;
+use syncs_dsl::{DropReason, RuleSet};
+use syncs_engine::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use syncs_engine::route::{route, Outcome, Routed};
+
+const RULES: &str = r#"
+target a = redis "redis://127.0.0.1:1"
+target b = redis "redis://127.0.0.1:2"
+target audit = file "/tmp/audit.jsonl"
+target m = mongo "mongodb://127.0.0.1:3"
+rule tmp: redis key "tmp:*" -> drop
+rule sess: redis key "session:*" -> b db 5 key "s:{1}"
+rule both: redis key "both:*" -> a, audit
+rule users: mongo db "app" coll "users" -> m db "app2" coll "{coll}_copy"
+default redis -> a
+default mongo -> drop
+"#;
+
+fn rules() -> RuleSet {
+    match syncs_dsl::parse_sources(&[("test.sync".into(), RULES.to_owned())]) {
+        Ok(r) => r,
+        Err(e) => panic!("rules: {e:?}"),
+    }
+}
+
+fn cmd(words: &str) -> RedisCommand {
+    RedisCommand::new(words.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect())
+        .expect("non-empty")
+}
+
+fn redis(db: u32, cmds: &[&str]) -> Op {
+    Op::Redis(RedisOp { port: 6379, db, commands: cmds.iter().map(|c| cmd(c)).collect() })
+}
+
+/// (target name, db, commands as words) for each routed op.
+fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<(String, u32, Vec<String>)> {
+    ops.iter()
+        .map(|r| match &r.op {
+            Op::Redis(op) => (
+                rules.target(r.target).name.clone(),
+                op.db,
+                op.commands
+                    .iter()
+                    .map(|c| {
+                        c.args().iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+                    })
+                    .collect(),
+            ),
+            Op::Mongo(_) => panic!("unexpected mongo op"),
+        })
+        .collect()
+}
+
+fn routed(rules: &RuleSet, op: &Op) -> (Vec<(String, u32, Vec<String>)>, Option<DropReason>) {
+    match route(rules, op) {
+        Outcome::Routed { ops, dropped } => (summary(rules, &ops), dropped.map(|d| d.reason)),
+        Outcome::Refused(r) => panic!("refused: {r}"),
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+#[test]
+fn default_keeps_db_and_command() {
+    let r = rules();
+    assert_eq!(routed(&r, &redis(3, &["SET k v"])), (vec![(s("a"), 3, vec![s("SET k v")])], None));
+}
+
+#[test]
+fn key_rewrite_and_target_db() {
+    let r = rules();
+    assert_eq!(
+        routed(&r, &redis(0, &["SET session:7 x"])),
+        (vec![(s("b"), 5, vec![s("SET s:7 x")])], None)
+    );
+}
+
+#[test]
+fn fan_out_sends_to_every_target() {
+    let r = rules();
+    let (ops, _) = routed(&r, &redis(1, &["INCR both:n"]));
+    assert_eq!(ops, vec![(s("a"), 1, vec![s("INCR both:n")]), (s("audit"), 1, vec![s("INCR both:n")])]);
+}
+
+#[test]
+fn mset_splits_by_destination_with_values() {
+    let r = rules();
+    let (ops, dropped) = routed(&r, &redis(0, &["MSET k1 v1 session:1 v2 k2 v3"]));
+    assert_eq!(
+        ops,
+        vec![(s("a"), 0, vec![s("MSET k1 v1 k2 v3")]), (s("b"), 5, vec![s("MSET s:1 v2")])]
+    );
+    assert_eq!(dropped, None);
+}
+
+#[test]
+fn del_splits_and_drops_the_dropped_keys() {
+    let r = rules();
+    assert_eq!(
+        routed(&r, &redis(0, &["DEL x tmp:1 y"])),
+        (vec![(s("a"), 0, vec![s("DEL x y")])], Some(DropReason::Rule))
+    );
+}
+
+#[test]
+fn unsplittable_command_across_destinations_is_refused_whole() {
+    let r = rules();
+    match route(&r, &redis(0, &["RENAME x session:1"])) {
+        Outcome::Refused(reason) => {
+            assert!(reason.contains("RENAME"), "{reason}");
+            assert!(reason.contains("cannot be split"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn transaction_stays_whole_on_one_target() {
+    let r = rules();
+    assert_eq!(
+        routed(&r, &redis(2, &["SET x 1", "INCR n"])),
+        (vec![(s("a"), 2, vec![s("SET x 1"), s("INCR n")])], None)
+    );
+}
+
+#[test]
+fn transaction_across_targets_is_refused_whole() {
+    let r = rules();
+    match route(&r, &redis(0, &["SET x 1", "SET session:1 y"])) {
+        Outcome::Refused(reason) => assert!(reason.contains("transaction"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn transaction_keeps_routed_commands_when_some_are_dropped_by_rule() {
+    let r = rules();
+    assert_eq!(
+        routed(&r, &redis(0, &["SET x 1", "SET tmp:z 2", "INCR n"])),
+        (vec![(s("a"), 0, vec![s("SET x 1"), s("INCR n")])], Some(DropReason::Rule))
+    );
+}
+
+#[test]
+fn dangerous_commands_are_dropped_by_default() {
+    let r = rules();
+    assert_eq!(routed(&r, &redis(0, &["FLUSHALL"])), (vec![], Some(DropReason::Dangerous)));
+}
+
+#[test]
+fn mongo_namespace_is_renamed() {
+    let r = rules();
+    let op = Op::Mongo(MongoOp {
+        db: "app".into(),
+        coll: "users".into(),
+        write: MongoWrite::DeleteOne { filter: bson::doc! { "a": 1 } },
+    });
+    match route(&r, &op) {
+        Outcome::Routed { ops, dropped: None } => {
+            assert_eq!(ops.len(), 1);
+            assert_eq!(r.target(ops[0].target).name, "m");
+            let Op::Mongo(m) = &ops[0].op else { panic!("not mongo") };
+            assert_eq!((m.db.as_str(), m.coll.as_str()), ("app2", "users_copy"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let other = Op::Mongo(MongoOp {
+        db: "x".into(),
+        coll: "y".into(),
+        write: MongoWrite::DeleteOne { filter: bson::doc! {} },
+    });
+    assert!(matches!(route(&r, &other), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty()));
+}
