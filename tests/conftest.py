@@ -82,7 +82,7 @@ class Proc:
     def alive(self) -> bool:
         return self.p is not None and self.p.poll() is None
 
-    def signal(self, sig: int):
+    def send_signal(self, sig: int):
         if self.alive():
             self.p.send_signal(sig)
 

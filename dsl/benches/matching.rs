@@ -15,16 +15,30 @@ use syncs_dsl::{parse_sources, MongoOpKind, MongoQuery, RedisQuery, RuleSet};
 fn redis_rules(n: usize) -> String {
     let mut s = String::new();
     for t in 0..4 {
-        s.push_str(&format!("target t{t} = redis \"redis://127.0.0.1:{}\"\n", 6390 + t));
+        s.push_str(&format!(
+            "target t{t} = redis \"redis://127.0.0.1:{}\"\n",
+            6390 + t
+        ));
     }
     for i in 0..n {
         let t = i % 4;
         let rule = match i % 5 {
-            0 => format!("rule r{i}: redis port {} key \"tenant{i}:*\" -> t{t}", 6379 + i % 8),
-            1 => format!("rule r{i}: redis db {} cmd SET, DEL, EXPIRE key \"cache{i}:*\" -> t{t} db 2", i % 16),
-            2 => format!("rule r{i}: redis cmd @write key \"sess{i}:*\" -> t{t} key \"s{i}:{{1}}\""),
+            0 => format!(
+                "rule r{i}: redis port {} key \"tenant{i}:*\" -> t{t}",
+                6379 + i % 8
+            ),
+            1 => format!(
+                "rule r{i}: redis db {} cmd SET, DEL, EXPIRE key \"cache{i}:*\" -> t{t} db 2",
+                i % 16
+            ),
+            2 => {
+                format!("rule r{i}: redis cmd @write key \"sess{i}:*\" -> t{t} key \"s{i}:{{1}}\"")
+            }
             3 => format!("rule r{i}: redis key /^log{i}:[0-9]+$/ -> drop"),
-            _ => format!("rule r{i}: redis port 7000..7100 key \"q{i}:*\" -> t{t}, t{}", (t + 1) % 4),
+            _ => format!(
+                "rule r{i}: redis port 7000..7100 key \"q{i}:*\" -> t{t}, t{}",
+                (t + 1) % 4
+            ),
         };
         s.push_str(&rule);
         s.push('\n');
@@ -39,8 +53,18 @@ fn redis_queries(n: usize) -> Vec<(u16, u32, &'static [u8], Vec<u8>)> {
     let step = (n / 16).max(1);
     for i in (0..n).step_by(step) {
         let (port, db, cmd, key): (u16, u32, &'static [u8], String) = match i % 5 {
-            0 => ((6379 + i % 8) as u16, 0, b"SET", format!("tenant{i}:user:42")),
-            1 => (6379, (i % 16) as u32, b"del", format!("cache{i}:page:/index")),
+            0 => (
+                (6379 + i % 8) as u16,
+                0,
+                b"SET",
+                format!("tenant{i}:user:42"),
+            ),
+            1 => (
+                6379,
+                (i % 16) as u32,
+                b"del",
+                format!("cache{i}:page:/index"),
+            ),
             2 => (6379, 0, b"hset", format!("sess{i}:abcdef")),
             3 => (6379, 0, b"set", format!("log{i}:12345")),
             _ => (7050, 3, b"lpush", format!("q{i}:jobs")),

@@ -52,6 +52,9 @@ impl<'a> Ctx<'a> {
     fn warning(&mut self, fi: usize, span: Span, message: String) {
         self.push(fi, span, Severity::Warning, message);
     }
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|(_, d)| d.is_error()).count()
+    }
     fn at(&self, fi: usize, span: Span) -> String {
         format!("{}:{}", self.files[fi].path.display(), span.line)
     }
@@ -114,9 +117,25 @@ struct CmdSet {
     names: HashSet<String>,
     /// Dangerous commands named explicitly (by name or `@dangerous`).
     explicit_dangerous: HashSet<String>,
+    /// Dangerous commands matched at all (named, or in a group, or `all`).
+    dangerous: HashSet<String>,
 }
 
 fn cmd_set(cmds: &Option<Vec<Spanned<CmdItem>>>) -> CmdSet {
+    let mut set = cmd_set_names(cmds);
+    set.dangerous = if set.all {
+        Group::Dangerous.commands().map(String::from).collect()
+    } else {
+        set.names
+            .iter()
+            .filter(|n| commands::is_dangerous(n.as_bytes()))
+            .cloned()
+            .collect()
+    };
+    set
+}
+
+fn cmd_set_names(cmds: &Option<Vec<Spanned<CmdItem>>>) -> CmdSet {
     let Some(items) = cmds else {
         return CmdSet {
             all: true,
@@ -171,7 +190,10 @@ enum ShapeKind {
     },
 }
 
-fn pats_cover(a: &Option<Vec<(PatternSrc, Analyzed)>>, b: &Option<Vec<(PatternSrc, Analyzed)>>) -> bool {
+fn pats_cover(
+    a: &Option<Vec<(PatternSrc, Analyzed)>>,
+    b: &Option<Vec<(PatternSrc, Analyzed)>>,
+) -> bool {
     match (a, b) {
         (None, _) => true,
         (Some(_), None) => false,
@@ -212,8 +234,14 @@ fn shadows(a: &Shape, b: &Shape) -> bool {
                 && pats_cover(ak, bk)
                 && (ac.all || (!bc.all && bc.names.is_subset(&ac.names)))
                 // A routing rule passes over dangerous commands it does not
-                // name, so a later rule naming them still gets them.
-                && (a.drop || bc.explicit_dangerous.is_subset(&ac.explicit_dangerous))
+                // name: a later rule that names them, or drops them, still
+                // gets them.
+                && (a.drop
+                    || if b.drop {
+                        bc.dangerous.is_subset(&ac.explicit_dangerous)
+                    } else {
+                        bc.explicit_dangerous.is_subset(&ac.explicit_dangerous)
+                    })
         }
         (
             ShapeKind::Mongo {
@@ -285,7 +313,11 @@ fn check_targets(cx: &mut Ctx<'_>) -> (Vec<Target>, HashMap<String, TargetId>, T
                 continue;
             }
             if name == "drop" {
-                cx.error(fi, t.name.span, "`drop` is a reserved word and cannot name a target".into());
+                cx.error(
+                    fi,
+                    t.name.span,
+                    "`drop` is a reserved word and cannot name a target".into(),
+                );
             }
             let url = &t.url.node;
             let schemes = match t.kind {
@@ -335,7 +367,11 @@ fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
             cx.error(fi, opt.name.span, format!("option `{name}` is given twice"));
             continue;
         }
-        let allowed = if t.kind == TargetKind::File { FILE } else { NET };
+        let allowed = if t.kind == TargetKind::File {
+            FILE
+        } else {
+            NET
+        };
         if !allowed.contains(&name) {
             let known = NET.contains(&name) || FILE.contains(&name);
             let msg = if known {
@@ -358,7 +394,9 @@ fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
             }
             ("pool", _) => cx.error(fi, vspan, "`pool` must be a number from 1 to 1024".into()),
             ("retries", OptionValue::Number(n)) if *n <= 100 => o.retries = u32::try_from(*n).ok(),
-            ("retries", _) => cx.error(fi, vspan, "`retries` must be a number from 0 to 100".into()),
+            ("retries", _) => {
+                cx.error(fi, vspan, "`retries` must be a number from 0 to 100".into())
+            }
             ("timeout", OptionValue::Duration(d)) if !d.is_zero() => o.timeout = Some(*d),
             ("connect_timeout", OptionValue::Duration(d)) if !d.is_zero() => {
                 o.connect_timeout = Some(*d)
@@ -408,7 +446,10 @@ fn check_ranges(
             cx.error(
                 fi,
                 it.span,
-                format!("bad {what} range {}..{}: the start is after the end", r.lo, r.hi),
+                format!(
+                    "bad {what} range {}..{}: the start is after the end",
+                    r.lo, r.hi
+                ),
             );
         } else if r.hi > max {
             let shown = if r.lo == r.hi {
@@ -456,6 +497,7 @@ fn check_rules(
                 names.insert(name.clone(), (fi, r.name.span));
             }
             let drop = matches!(r.outcome.node, OutcomeAst::Drop);
+            let errors_before = cx.error_count();
             let (kind, caps) = match &r.conds {
                 Conditions::Redis(c) => {
                     for rep in &c.repeated {
@@ -501,12 +543,30 @@ fn check_rules(
                             .flat_map(|i| i.node.kinds())
                             .fold(0u8, |m, k| m | k.bit()),
                     };
-                    (ShapeKind::Mongo { dbs, colls, ops }, KeyCaptures { patterns: None })
+                    (
+                        ShapeKind::Mongo { dbs, colls, ops },
+                        KeyCaptures { patterns: None },
+                    )
                 }
             };
             let who = format!("rule `{name}`");
-            check_outcome(cx, fi, &who, r.protocol(), &caps, &r.outcome, targets, ids, used);
+            check_outcome(
+                cx,
+                fi,
+                &who,
+                r.protocol(),
+                &caps,
+                &r.outcome,
+                targets,
+                ids,
+                used,
+            );
 
+            // A rule whose conditions have errors is left out of the
+            // shadowing check: what it matches is not known.
+            if cx.error_count() > errors_before {
+                continue;
+            }
             let shape = Shape {
                 fi,
                 name: name.clone(),
@@ -542,7 +602,10 @@ fn check_cmds(
         match &it.node {
             CmdItem::Group(g) => match Group::from_name(g) {
                 None => {
-                    let known: Vec<String> = Group::ALL.iter().map(|g| format!("@{}", g.name())).collect();
+                    let known: Vec<String> = Group::ALL
+                        .iter()
+                        .map(|g| format!("@{}", g.name()))
+                        .collect();
                     cx.error(
                         fi,
                         it.span,
@@ -640,14 +703,17 @@ fn check_outcome(
             Protocol::Redis => {
                 if let Some(db) = &a.db {
                     match db.node {
-                        DbValue::Number(n) if n > u64::from(u32::MAX) => {
-                            cx.error(fi, db.span, format!("db {n} is out of range (0 to {})", u32::MAX))
-                        }
+                        DbValue::Number(n) if n > u64::from(u32::MAX) => cx.error(
+                            fi,
+                            db.span,
+                            format!("db {n} is out of range (0 to {})", u32::MAX),
+                        ),
                         DbValue::Number(_) => {}
                         DbValue::Name(_) => cx.error(
                             fi,
                             db.span,
-                            "a redis db is a number, e.g. `db 2` (quoted names are for mongo)".into(),
+                            "a redis db is a number, e.g. `db 2` (quoted names are for mongo)"
+                                .into(),
                         ),
                     }
                 }
@@ -667,7 +733,11 @@ fn check_outcome(
             }
             Protocol::Mongo => {
                 if let Some(k) = a.key.as_ref().or(a.prefix.as_ref()) {
-                    cx.error(fi, k.span, "`key` and `prefix` only apply to redis operations".into());
+                    cx.error(
+                        fi,
+                        k.span,
+                        "`key` and `prefix` only apply to redis operations".into(),
+                    );
                 }
                 if let Some(db) = &a.db {
                     match &db.node {
@@ -687,7 +757,13 @@ fn check_outcome(
     }
 }
 
-fn check_key_template(cx: &mut Ctx<'_>, fi: usize, who: &str, caps: &KeyCaptures, t: &Spanned<String>) {
+fn check_key_template(
+    cx: &mut Ctx<'_>,
+    fi: usize,
+    who: &str,
+    caps: &KeyCaptures,
+    t: &Spanned<String>,
+) {
     let pieces = match split(&t.node) {
         Ok(p) => p,
         Err(e) => return cx.error(fi, t.span, e.to_string()),
@@ -724,10 +800,9 @@ fn check_key_template(cx: &mut Ctx<'_>, fi: usize, who: &str, caps: &KeyCaptures
                 }
             }
         } else {
-            let ok = caps
-                .patterns
-                .as_ref()
-                .is_some_and(|pats| !pats.is_empty() && pats.iter().all(|(_, names)| names.contains(&r)));
+            let ok = caps.patterns.as_ref().is_some_and(|pats| {
+                !pats.is_empty() && pats.iter().all(|(_, names)| names.contains(&r))
+            });
             if !ok {
                 cx.error(
                     fi,
@@ -774,13 +849,19 @@ fn check_defaults(
             let p = d.protocol.as_str();
             if let Some((pfi, pspan)) = seen.get(&d.protocol).copied() {
                 let at = cx.at(pfi, pspan);
-                cx.error(fi, d.span, format!("duplicate `default {p}` (first at {at})"));
+                cx.error(
+                    fi,
+                    d.span,
+                    format!("duplicate `default {p}` (first at {at})"),
+                );
             } else {
                 seen.insert(d.protocol, (fi, d.span));
             }
             let who = format!("the {p} default");
             let caps = KeyCaptures { patterns: None };
-            check_outcome(cx, fi, &who, d.protocol, &caps, &d.outcome, targets, ids, used);
+            check_outcome(
+                cx, fi, &who, d.protocol, &caps, &d.outcome, targets, ids, used,
+            );
         }
     }
 }
@@ -792,17 +873,29 @@ fn check_tests(cx: &mut Ctx<'_>, targets: &[Target], ids: &HashMap<String, Targe
             let Item::Test(t) = item else { continue };
             if let Some((pfi, pspan)) = names.get(&t.name).copied() {
                 let at = cx.at(pfi, pspan);
-                cx.warning(fi, t.span, format!("duplicate test name {:?} (first at {at})", t.name));
+                cx.warning(
+                    fi,
+                    t.span,
+                    format!("duplicate test name {:?} (first at {at})", t.name),
+                );
             } else {
                 names.insert(t.name.clone(), (fi, t.span));
             }
             let protocol = match &t.input.node {
                 TestInputAst::Redis { port, db, .. } => {
                     if *port > u64::from(u16::MAX) {
-                        cx.error(fi, t.input.span, format!("port {port} is out of range (0 to 65535)"));
+                        cx.error(
+                            fi,
+                            t.input.span,
+                            format!("port {port} is out of range (0 to 65535)"),
+                        );
                     }
                     if *db > u64::from(u32::MAX) {
-                        cx.error(fi, t.input.span, format!("db {db} is out of range (0 to {})", u32::MAX));
+                        cx.error(
+                            fi,
+                            t.input.span,
+                            format!("db {db} is out of range (0 to {})", u32::MAX),
+                        );
                     }
                     Protocol::Redis
                 }
@@ -871,7 +964,11 @@ fn check_tests(cx: &mut Ctx<'_>, targets: &[Target], ids: &HashMap<String, Targe
                         }
                         if let Some(d) = db {
                             if d.node.parse::<u32>().is_err() {
-                                cx.error(fi, d.span, format!("expected a db number, found `{}`", d.node));
+                                cx.error(
+                                    fi,
+                                    d.span,
+                                    format!("expected a db number, found `{}`", d.node),
+                                );
                             }
                         }
                         if args.as_ref().is_some_and(|a| a.is_empty()) {
@@ -899,7 +996,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("replcia", ["replica", "docs"].into_iter()), " (did you mean `replica`?)");
+        assert_eq!(
+            suggest("replcia", ["replica", "docs"].into_iter()),
+            " (did you mean `replica`?)"
+        );
         assert_eq!(suggest("zzz", ["replica"].into_iter()), "");
     }
 

@@ -55,7 +55,11 @@ impl Compiler<'_> {
         ));
     }
 
-    fn analyze_all(&mut self, fi: usize, pats: &Option<Vec<Spanned<PatternSrc>>>) -> Option<Vec<Analyzed>> {
+    fn analyze_all(
+        &mut self,
+        fi: usize,
+        pats: &Option<Vec<Spanned<PatternSrc>>>,
+    ) -> Option<Vec<Analyzed>> {
         let pats = pats.as_ref()?;
         let mut out = Vec::with_capacity(pats.len());
         for p in pats {
@@ -67,19 +71,18 @@ impl Compiler<'_> {
         Some(out)
     }
 
-    fn outcome(
-        &mut self,
-        fi: usize,
-        outcome: &OutcomeAst,
-        keys: Option<&[Analyzed]>,
-    ) -> Outcome {
+    fn outcome(&mut self, fi: usize, outcome: &OutcomeAst, keys: Option<&[Analyzed]>) -> Outcome {
         let OutcomeAst::Route(actions) = outcome else {
             return Outcome::Drop;
         };
         let mut out = Vec::with_capacity(actions.len());
         for a in actions {
             let Some(&target) = self.target_ids.get(&a.target.node) else {
-                self.error(fi, a.target.span, format!("unknown target `{}`", a.target.node));
+                self.error(
+                    fi,
+                    a.target.span,
+                    format!("unknown target `{}`", a.target.node),
+                );
                 continue;
             };
             let mut action = Action::plain(target);
@@ -385,7 +388,10 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
     let dbs = interval_index::<u32>(&dbs, words);
 
     // Command ids: the table, then names only the rules know.
-    let mut names: Vec<String> = commands::COMMANDS.iter().map(|(c, _)| c.to_string()).collect();
+    let mut names: Vec<String> = commands::COMMANDS
+        .iter()
+        .map(|(c, _)| c.to_string())
+        .collect();
     let mut known: std::collections::HashSet<String> = names.iter().cloned().collect();
     for r in &pre {
         if let Some(c) = &r.cmds {
@@ -476,9 +482,12 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
         explicit.sort_unstable();
         rules.push(RedisRule {
             id: r.id,
-            keys: r
-                .keys
-                .map(|ks| ks.into_iter().map(|a| a.matcher).collect::<Vec<ByteMatcher>>().into()),
+            keys: r.keys.map(|ks| {
+                ks.into_iter()
+                    .map(|a| a.matcher)
+                    .collect::<Vec<ByteMatcher>>()
+                    .into()
+            }),
             outcome: r.outcome,
             explicit_dangerous: explicit.into(),
         });
@@ -497,11 +506,7 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
     }
 }
 
-fn compile_test(
-    file: &File,
-    t: &TestDecl,
-    ids: &HashMap<String, TargetId>,
-) -> Option<RuleTest> {
+fn compile_test(file: &File, t: &TestDecl, ids: &HashMap<String, TargetId>) -> Option<RuleTest> {
     let input = match &t.input.node {
         TestInputAst::Redis { port, db, args } => TestInput::Redis {
             port: u16::try_from(*port).ok()?,
@@ -544,7 +549,9 @@ fn compile_test(
                         coll: in_coll,
                         ..
                     } => ExpectedOutput::Mongo {
-                        db: db.as_ref().map_or_else(|| in_db.clone(), |d| d.node.clone()),
+                        db: db
+                            .as_ref()
+                            .map_or_else(|| in_db.clone(), |d| d.node.clone()),
                         coll: coll
                             .as_ref()
                             .map_or_else(|| in_coll.clone(), |c| c.node.clone()),

@@ -54,9 +54,7 @@ use std::path::{Path, PathBuf};
 
 pub use action::Action;
 pub use diagnostic::{render, Diagnostic, Severity};
-pub use matcher::{
-    Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet,
-};
+pub use matcher::{Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet};
 pub use ruletest::{Expected, ExpectedOutput, ExpectedRoute, RuleTest, TestInput};
 pub use target::{Target, TargetId, TargetKind, TargetOptions};
 
@@ -69,7 +67,13 @@ pub const RULES_EXTENSION: &str = "sync";
 /// On failure, returns every error found in every file, with the warnings.
 pub fn load_path(path: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
     let io_error = |p: &Path, e: std::io::Error| {
-        vec![Diagnostic::error(p, 0, 0, format!("cannot read {}: {e}", p.display()), "")]
+        vec![Diagnostic::error(
+            p,
+            0,
+            0,
+            format!("cannot read {}: {e}", p.display()),
+            "",
+        )]
     };
     let files: Vec<PathBuf> = if path.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| io_error(path, e))?;
@@ -87,7 +91,10 @@ pub fn load_path(path: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
                 path,
                 0,
                 0,
-                format!("no *.{RULES_EXTENSION} files in directory {}", path.display()),
+                format!(
+                    "no *.{RULES_EXTENSION} files in directory {}",
+                    path.display()
+                ),
                 "",
             )]);
         }
@@ -113,8 +120,8 @@ pub fn load_path(path: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
 /// the order given (which is the matching order).
 ///
 /// On failure, returns the syntax errors of every file (the first one of each
-/// file), or, if all files parse, every semantic error; warnings come along
-/// in both cases.
+/// file), or, if all files parse, every semantic error together with the
+/// warnings.
 pub fn parse_sources(sources: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut files = Vec::with_capacity(sources.len());
     let mut errors = Vec::new();

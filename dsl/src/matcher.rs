@@ -152,7 +152,7 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// All targets; the index is [`TargetId::0`].
+    /// All targets; the index is `TargetId.0`.
     pub fn targets(&self) -> &[Target] {
         &self.targets
     }
@@ -418,7 +418,9 @@ impl RedisMatcher {
         if let Some(key) = q.key {
             let mut node = 0;
             for &b in key {
-                let Some(next) = self.trie.child(node, b) else { break };
+                let Some(next) = self.trie.child(node, b) else {
+                    break;
+                };
                 node = next;
                 for &i in self.trie.list(node) {
                     let i = i as usize;

@@ -1,4 +1,4 @@
-//! From text to [`ast::File`]: the pest grammar in `rules.pest` and one
+//! From text to [`crate::ast::File`]: the pest grammar in `rules.pest` and one
 //! `parse_<rule>` function per grammar rule.
 //!
 //! Syntax errors are pest's, with [`describe`] renaming grammar rules into
@@ -155,13 +155,21 @@ pub fn parse_file(path: &Path, text: &str) -> Result<File, Box<Diagnostic>> {
 }
 
 fn syntax_error(path: &Path, e: pest::error::Error<Rule>) -> Diagnostic {
-    let e = e.with_path(&path.display().to_string()).renamed_rules(describe);
+    let e = e
+        .with_path(&path.display().to_string())
+        .renamed_rules(describe);
     let (line, col) = match e.line_col {
         LineColLocation::Pos(p) => p,
         LineColLocation::Span(p, _) => p,
     };
     let message = e.variant.message().into_owned();
-    Diagnostic::error(path, line, col, message, e.line().trim_end_matches(['\r', '\n']))
+    Diagnostic::error(
+        path,
+        line,
+        col,
+        message,
+        e.line().trim_end_matches(['\r', '\n']),
+    )
 }
 
 fn span(pair: &Pair<'_, Rule>) -> Span {

@@ -4,7 +4,8 @@
 //! Glob syntax (as Redis `KEYS`): `*` any run of bytes, `?` one byte,
 //! `[abc]`, `[a-z]`, `[^a]` (or `[!a]`) one byte from / not from a set,
 //! `\x` a literal `x`. Every wildcard (`*`, `?`, `[...]`) is a capture group,
-//! numbered from 1 left to right, for key templates (`"sess:{1}"`). A glob
+//! numbered from 1 left to right, for key templates (`"sess:{1}"`); each `*`
+//! takes as little as it can, so the last one takes the rest. A glob
 //! with no wildcard is an exact match. Globs are anchored and case-sensitive.
 //!
 //! Regexes use the `regex` crate's syntax, are *not* anchored unless written
@@ -36,7 +37,10 @@ pub enum PatternSrc {
     /// `"..."`: a glob (or an exact string when it has no wildcard).
     Glob(String),
     /// `/.../` or `/.../i`.
-    Regex { body: String, case_insensitive: bool },
+    Regex {
+        body: String,
+        case_insensitive: bool,
+    },
 }
 
 impl std::fmt::Display for PatternSrc {
@@ -171,7 +175,7 @@ fn glob_to_regex(toks: &[GlobTok]) -> String {
     for t in toks {
         match t {
             GlobTok::Lit(c) => push_byte(&mut re, *c),
-            GlobTok::Star => re.push_str("(.*)"),
+            GlobTok::Star => re.push_str("(.*?)"),
             GlobTok::One => re.push_str("(.)"),
             GlobTok::Class(neg, items) => {
                 re.push_str(if *neg { "([^" } else { "([" });
@@ -322,7 +326,10 @@ pub(crate) fn analyze(src: &PatternSrc) -> Result<Analyzed, PatternError> {
         PatternSrc::Glob(glob) => {
             let toks = tokenize(glob)?;
             let regex_src = glob_to_regex(&toks);
-            let captures = toks.iter().filter(|t| !matches!(t, GlobTok::Lit(_))).count();
+            let captures = toks
+                .iter()
+                .filter(|t| !matches!(t, GlobTok::Lit(_)))
+                .count();
             let lits = |it: &mut dyn Iterator<Item = &GlobTok>| -> Vec<u8> {
                 it.map_while(|t| match t {
                     GlobTok::Lit(c) => Some(*c),
@@ -447,7 +454,9 @@ mod tests {
         let n = glob("[^a]");
         assert!(n.matcher.is_match(b"b"));
         assert!(!n.matcher.is_match(b"a"));
-        assert!(glob("caf\u{e9}:*").matcher.is_match("caf\u{e9}:1".as_bytes()));
+        assert!(glob("caf\u{e9}:*")
+            .matcher
+            .is_match("caf\u{e9}:1".as_bytes()));
         assert!(glob("x?").matcher.is_match(b"x\xff"));
     }
 

@@ -27,9 +27,17 @@ pub struct RuleTest {
 pub enum TestInput {
     /// `redis PORT DB COMMAND ARG...`, e.g. `redis 6379 1 SET session:7 x`.
     /// `args[0]` is the command name as written.
-    Redis { port: u16, db: u32, args: Vec<Vec<u8>> },
+    Redis {
+        port: u16,
+        db: u32,
+        args: Vec<Vec<u8>>,
+    },
     /// `mongo DB COLL OP`, e.g. `mongo app users insert_one`.
-    Mongo { db: String, coll: String, op: MongoOpKind },
+    Mongo {
+        db: String,
+        coll: String,
+        op: MongoOpKind,
+    },
 }
 
 /// The `expect` lines of a test.

@@ -41,7 +41,10 @@ fn default_sync_loads_without_warnings_and_copies_everything() {
         coll: "users",
         op: MongoOpKind::DeleteMany,
     }) {
-        Decision::Route { rule: None, actions } => {
+        Decision::Route {
+            rule: None,
+            actions,
+        } => {
             assert_eq!(actions.len(), 1);
             assert_eq!(rs.target(actions[0].target).name, "local_mongo");
             assert_eq!(

@@ -38,8 +38,8 @@ typedef enum {
    */
   INTC_OK = 0,
   /**
-   * A bad argument: NULL pointer, non-UTF-8 name, empty command, bad
-   * socket path, zero timeout.
+   * A bad argument: NULL pointer, non-UTF-8 name, empty command or
+   * transaction, empty or too long socket path.
    */
   INTC_ERR_ARG = -1,
   /**
@@ -119,7 +119,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The library version (`"0.1.0"`), a static NUL-terminated string.
+ * The library version (`"0.1.0"`), a static NUL-terminated string (never
+ * free it). Thread-safe.
  */
 const char *intc_version(void);
 

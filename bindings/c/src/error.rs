@@ -151,7 +151,13 @@ pub(crate) fn call_void(name: &str, body: impl FnOnce()) {
 /// free it); an unknown code gives "unknown intc result code". Thread-safe.
 #[no_mangle]
 pub extern "C" fn intc_strerror(code: c_int) -> *const c_char {
-    let text: &'static CStr = match code {
+    catch_unwind(|| strerror(code))
+        .unwrap_or(c"unknown intc result code")
+        .as_ptr()
+}
+
+fn strerror(code: c_int) -> &'static CStr {
+    match code {
         c if c == intc_result::INTC_OK as c_int => c"success",
         c if c == intc_result::INTC_ERR_ARG as c_int => c"invalid argument",
         c if c == intc_result::INTC_ERR_UNAVAILABLE as c_int => {
@@ -165,8 +171,7 @@ pub extern "C" fn intc_strerror(code: c_int) -> *const c_char {
         c if c == intc_result::INTC_ERR_FRAME as c_int => c"invalid frame",
         c if c == intc_result::INTC_ERR_PANIC as c_int => c"internal error (panic) in libintc",
         _ => c"unknown intc result code",
-    };
-    text.as_ptr()
+    }
 }
 
 /// Copies the calling thread's last error message into `buf`.

@@ -34,11 +34,16 @@ pub use client::{IntcCli, IntcStats};
 pub use error::intc_result;
 pub use redis::IntcTx;
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 
-/// The library version (`"0.1.0"`), a static NUL-terminated string.
+/// The library version (`"0.1.0"`), a static NUL-terminated string (never
+/// free it). Thread-safe.
 #[no_mangle]
 pub extern "C" fn intc_version() -> *const c_char {
-    static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    VERSION.as_ptr().cast()
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => panic!("the crate version contains a NUL byte"),
+        };
+    VERSION.as_ptr()
 }

@@ -211,6 +211,10 @@ fn invalid_frames_are_reported_and_dropped() {
 fn null_and_bad_arguments_are_errors_not_crashes() {
     // SAFETY: every pointer below is NULL or valid; NULLs are the point.
     unsafe {
+        assert_eq!(
+            CStr::from_ptr(intc::intc_version()).to_str(),
+            Ok(env!("CARGO_PKG_VERSION"))
+        );
         assert!(intc_fetch(ptr::null()).is_null());
         assert!(
             last_error().contains("`us_path` is NULL"),

@@ -4,7 +4,9 @@
 //! else, `bool` and `None` included, is an `InvalidOperation`.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
 
 use crate::error::invalid;
 
@@ -47,7 +49,9 @@ pub fn command(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<u8>>> {
 pub fn commands(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<Vec<u8>>>> {
     let cmds = items(obj, what)?;
     if cmds.is_empty() {
-        return Err(invalid(format!("{what} is empty: give at least one command")));
+        return Err(invalid(format!(
+            "{what} is empty: give at least one command"
+        )));
     }
     cmds.iter()
         .enumerate()
@@ -59,7 +63,9 @@ pub fn commands(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<Vec<u8>>
 fn argument(arg: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(s) = arg.cast::<PyString>() {
         return s.to_cow().map(|s| s.as_bytes().to_vec()).map_err(|e| {
-            invalid(format!("{what} is a str that cannot be encoded as UTF-8: {e}"))
+            invalid(format!(
+                "{what} is a str that cannot be encoded as UTF-8: {e}"
+            ))
         });
     }
     if let Ok(b) = arg.cast::<PyBytes>() {

@@ -53,8 +53,7 @@ impl IncClient {
         build: impl FnOnce() -> Result<Frame, intc_client::ClientError> + Send,
     ) -> PyResult<()> {
         let registry = self.registry();
-        py.detach(|| registry.send(&path, &build()?))
-            .map_err(to_py)
+        py.detach(|| registry.send(&path, &build()?)).map_err(to_py)
     }
 }
 
@@ -194,7 +193,10 @@ impl IncClient {
                     .unwrap_or_default()
             ))
         })?;
-        self.send(py, path, move || Frame::mongo(&db, &coll, &op))
+        // Borrowed, so that `op` (a Python object) is released with the GIL
+        // held, after the send.
+        let bytes: &[u8] = &op;
+        self.send(py, path, move || Frame::mongo(&db, &coll, bytes))
     }
 
     /// Counters of this client's connections, as a dict: `frames` and

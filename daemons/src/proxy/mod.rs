@@ -5,6 +5,7 @@
 pub mod client;
 pub mod link;
 pub mod queue;
+pub mod spool;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

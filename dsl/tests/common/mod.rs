@@ -31,14 +31,17 @@ pub fn one_error(src: &str) -> Diagnostic {
 
 /// Asserts a diagnostic's position and that its message contains `words`.
 pub fn assert_diag(d: &Diagnostic, line: usize, col: usize, words: &str) {
-    assert_eq!(
-        (d.line, d.col),
-        (line, col),
-        "wrong position for: {d}"
+    assert_eq!((d.line, d.col), (line, col), "wrong position for: {d}");
+    assert!(
+        d.message.contains(words),
+        "message {:?} lacks {words:?}",
+        d.message
     );
-    assert!(d.message.contains(words), "message {:?} lacks {words:?}", d.message);
     let rendered = d.to_string();
-    assert!(rendered.contains(&format!("t.sync:{line}:{col}")), "{rendered}");
+    assert!(
+        rendered.contains(&format!("t.sync:{line}:{col}")),
+        "{rendered}"
+    );
 }
 
 pub fn redis<'a>(port: u16, db: u32, cmd: &'a str, key: Option<&'a str>) -> RedisQuery<'a> {
@@ -58,7 +61,8 @@ pub fn outcome(rs: &RuleSet, d: &Decision<'_>) -> String {
         Decision::Route { rule: None, .. } => "<default>".into(),
         Decision::Drop { rule, reason } => format!(
             "drop({reason:?}{})",
-            rule.map(|r| format!(", {}", rs.rule_name(r))).unwrap_or_default()
+            rule.map(|r| format!(", {}", rs.rule_name(r)))
+                .unwrap_or_default()
         ),
     }
 }
@@ -142,23 +146,25 @@ pub fn run_rule_test(rs: &RuleSet, t: &RuleTest) -> Result<(), String> {
                 }
             }
         }
-        TestInput::Mongo { db, coll, op } => match rs.decide_mongo(&MongoQuery { db, coll, op: *op }) {
-            Decision::Drop { reason, .. } => Expected::Drop(Some(reason)),
-            Decision::Route { actions, .. } => Expected::Routed(
-                actions
-                    .iter()
-                    .map(|a| {
-                        let (db, coll) = a.mongo_namespace(db, coll);
-                        ExpectedRoute {
-                            target: a.target,
-                            target_name: rs.target(a.target).name.clone(),
-                            line: 0,
-                            output: ExpectedOutput::Mongo { db, coll },
-                        }
-                    })
-                    .collect(),
-            ),
-        },
+        TestInput::Mongo { db, coll, op } => {
+            match rs.decide_mongo(&MongoQuery { db, coll, op: *op }) {
+                Decision::Drop { reason, .. } => Expected::Drop(Some(reason)),
+                Decision::Route { actions, .. } => Expected::Routed(
+                    actions
+                        .iter()
+                        .map(|a| {
+                            let (db, coll) = a.mongo_namespace(db, coll);
+                            ExpectedRoute {
+                                target: a.target,
+                                target_name: rs.target(a.target).name.clone(),
+                                line: 0,
+                                output: ExpectedOutput::Mongo { db, coll },
+                            }
+                        })
+                        .collect(),
+                ),
+            }
+        }
     };
     let ok = match (&t.expect, &actual) {
         (Expected::Drop(None), Expected::Drop(_)) => true,

@@ -38,7 +38,7 @@ __all__ = [
 
 #: How values are encoded: pymongo's defaults, and uuid.UUID as the standard
 #: (subtype 4) binary UUID.
-CODEC_OPTIONS: CodecOptions = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+CODEC_OPTIONS: "CodecOptions[Any]" = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 
 Document = Mapping[str, Any]
 Update = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]

@@ -1,0 +1,771 @@
+//! The durable spool: the proxy's records, numbered in order of
+//! acceptance, kept in segment files until every destination has
+//! acknowledged them. It replaces the in-memory [`super::queue::Queue`]
+//! with the same shape, and survives a crash of the proxy.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): [`Spool`], its configuration and errors, and
+//!   the state shared by callers and the writer.
+//! - `format.rs`: the bytes on disk (documented in `docs/spool.md`).
+//! - `segment.rs`: what is kept in memory per segment file (a sparse
+//!   index) and reading records back from a file.
+//! - `writer.rs`: the writer thread. It alone writes, fsyncs, rolls and
+//!   deletes files; pushes queue their records to it and await the
+//!   outcome, so concurrent pushers share one fsync (group commit).
+//! - `recover.rs`: opening a directory left by a previous run.
+//!
+//! **Architecture invariant:** a record becomes readable (and so may be
+//! sent to a server) only once durable per the fsync policy; with
+//! `Always` or `Every`, a crash of the machine cannot lose a record a
+//! server has seen, so a sequence number is never handed out twice.
+//! **Architecture invariant:** memory holds at most `memory_bytes` of
+//! records plus a small index per segment; the backlog grows on disk.
+
+mod format;
+mod recover;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch, Notify};
+
+use format::{now_ms, record_size, LOCK_FILE, MAX_RECORD, RECORD_HEADER, SEGMENT_HEADER};
+use segment::{IndexEntry, ReadPlan, Segment};
+use writer::{Append, Cmd};
+
+/// Bytes of all segment files (gauge).
+pub const SPOOL_BYTES: &str = "syncs_proxy_spool_bytes";
+/// Age of the oldest record not acknowledged by every destination (gauge).
+pub const SPOOL_OLDEST_PENDING_SECONDS: &str = "syncs_proxy_oldest_pending_seconds";
+/// Pushes that found the spool at its disk cap (counter, label `policy`:
+/// block | refuse).
+pub const SPOOL_FULL: &str = "syncs_proxy_spool_full_total";
+/// Fsync calls made by the spool (counter).
+pub const SPOOL_FSYNCS: &str = "syncs_proxy_spool_fsyncs_total";
+
+/// Read positions remembered for readers that go on where they stopped.
+const HINTS: usize = 16;
+/// How long `open` waits for the directory's lock.
+const LOCK_WAIT: Duration = Duration::from_millis(300);
+/// At most one log line per this long for a recurring condition.
+const LOG_EVERY_MS: u64 = 10_000;
+
+/// When the spool fsyncs the records it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// `push` returns once its record is fsynced; concurrent pushes share
+    /// one fsync. Nothing reported pushed is ever lost.
+    Always,
+    /// `push` returns once its record is written (to the OS); the file is
+    /// fsynced at most this long after. Records become readable (are
+    /// sent) only once fsynced.
+    Every(Duration),
+    /// `push` returns once written; the spool fsyncs only when it closes a
+    /// segment, and at shutdown. For tests and data one can lose.
+    Never,
+}
+
+/// What `push` does when the spool is at its disk cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait until acknowledgements free room (back-pressure on clients).
+    Block,
+    /// Return [`SpoolError::Full`] at once.
+    Refuse,
+}
+
+impl WhenFull {
+    fn label(self) -> &'static str {
+        match self {
+            WhenFull::Block => "block",
+            WhenFull::Refuse => "refuse",
+        }
+    }
+}
+
+/// Where and how the spool keeps its records.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Created if missing; one spool per proxy.
+    pub dir: PathBuf,
+    /// Roll to a new segment file past this (default 64 MiB).
+    pub segment_bytes: u64,
+    pub fsync: Fsync,
+    /// Disk cap for all segments (default 10 GiB).
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    /// Records kept in RAM for sending without a disk read (default 32 MiB).
+    pub memory_bytes: usize,
+}
+
+impl SpoolConfig {
+    /// The defaults, in `dir`: 64 MiB segments, `Fsync::Always`, a 10 GiB
+    /// cap that blocks, 32 MiB of records in memory.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            fsync: Fsync::Always,
+            max_bytes: 10 << 30,
+            when_full: WhenFull::Block,
+            memory_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Everything that can go wrong with the spool. Messages name the file,
+/// and the offset where it matters.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{}: {op}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}:{offset}: corrupt spool: {reason}", .path.display())]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("spool full: {used} of {max} bytes on disk are waiting for acknowledgements")]
+    Full { used: u64, max: u64 },
+    #[error("record of {len} bytes refused: the spool takes records of at most {max} bytes (max_bytes and the record limit)")]
+    TooLarge { len: u64, max: u64 },
+    #[error("{}: the spool is in use by another process", .0.display())]
+    Locked(PathBuf),
+    #[error("spool configuration: {0}")]
+    Config(String),
+    #[error("the spool stopped writing after an error: {0}")]
+    Failed(String),
+}
+
+/// The proxy's durable queue of accepted records. See the module docs.
+#[derive(Debug)]
+pub struct Spool {
+    shared: Arc<Shared>,
+    cmds: mpsc::Sender<Cmd>,
+    /// Pushers take turns: one waiting for room keeps its place ahead of
+    /// later ones, so sequences follow the order pushes were made.
+    admit: tokio::sync::Mutex<()>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Holds the directory's lock for the spool's life.
+    _lock: File,
+}
+
+/// The configuration as used (validated, segment size capped).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+    pub memory_bytes: usize,
+    pub fsync: Fsync,
+    pub when_full: WhenFull,
+}
+
+/// What the callers and the writer thread share.
+#[derive(Debug)]
+struct Shared {
+    pub dir: PathBuf,
+    pub stream: u64,
+    pub limits: Limits,
+    state: Mutex<State>,
+    /// The newest readable sequence; destinations wait on it.
+    pub pushed: watch::Sender<u64>,
+    /// Room was freed (or the writer failed): blocked pushers look again.
+    pub room: Notify,
+    pub fsyncs: AtomicU64,
+    /// Tests hold it to keep the writer from committing.
+    #[cfg(test)]
+    pub gate: tokio::sync::Mutex<()>,
+    full_logged: RateLimit,
+    beyond_logged: RateLimit,
+}
+
+#[derive(Debug, Default)]
+struct RateLimit {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// `Some(events suppressed since the last line)` when a line may be
+    /// logged now.
+    fn allow(&self) -> Option<u64> {
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
+            && self.last_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// A record kept in memory.
+#[derive(Debug)]
+struct Cached {
+    pub seq: u64,
+    pub data: Bytes,
+    pub time_ms: u64,
+    /// Spool byte position of the record.
+    pub pos: u64,
+}
+
+/// Where a reader stopped: the next record's place in a segment.
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    segment_base: u64,
+    next: IndexEntry,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The next sequence to hand out.
+    pub next_seq: u64,
+    /// The newest record written to a file.
+    pub written: u64,
+    /// Spool byte position after the newest record written.
+    pub written_pos: u64,
+    /// The newest record readers may see (durable per the policy).
+    pub visible: u64,
+    acked: Vec<u64>,
+    /// Every destination acknowledged up to here.
+    pub floor: u64,
+    /// Oldest first; the last one is being appended to and is never
+    /// deleted (it carries the sequence on across restarts).
+    pub segments: VecDeque<Segment>,
+    /// Bytes of all segment files, including those being deleted.
+    pub disk_bytes: u64,
+    /// Bytes of records handed to the writer, not yet written.
+    pub reserved: u64,
+    /// The newest records, contiguous, at most `memory_bytes`.
+    pub ram: VecDeque<Cached>,
+    pub ram_bytes: usize,
+    hints: VecDeque<Hint>,
+    /// Set when the writer failed: pushes fail from then on.
+    pub failed: Option<String>,
+    /// A push asked the writer to close an acknowledged segment early.
+    pub roll_requested: bool,
+}
+
+impl State {
+    /// Removes the segments (never the newest) every destination has
+    /// acknowledged entirely; the caller has the writer delete them.
+    pub fn take_deletable(&mut self) -> Vec<Segment> {
+        let mut out = Vec::new();
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last <= self.floor) {
+            out.extend(self.segments.pop_front());
+        }
+        out
+    }
+
+    /// Stores a record just written, dropping the oldest ones past the
+    /// memory budget.
+    pub fn cache(&mut self, rec: Cached, memory_bytes: usize) {
+        if rec.data.len() > memory_bytes {
+            // Kept records must stay contiguous.
+            self.ram.clear();
+            self.ram_bytes = 0;
+            return;
+        }
+        self.ram_bytes += rec.data.len();
+        self.ram.push_back(rec);
+        while self.ram_bytes > memory_bytes {
+            match self.ram.pop_front() {
+                Some(old) => self.ram_bytes -= old.data.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn cached(&self, seq: u64) -> Option<&Cached> {
+        let front = self.ram.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(front)?).ok()?;
+        self.ram.get(i)
+    }
+
+    fn segment_index(&self, seq: u64) -> Option<usize> {
+        self.segments.partition_point(|s| s.base <= seq).checked_sub(1)
+    }
+
+    /// The best known place at or before record `seq` in its segment.
+    fn nearest(&self, seg: &Segment, seq: u64) -> IndexEntry {
+        let mut best = seg.nearest(seq);
+        for h in &self.hints {
+            if h.segment_base == seg.base && h.next.seq <= seq && h.next.seq > best.seq {
+                best = h.next;
+            }
+        }
+        best
+    }
+
+    /// Spool byte position and append time of record `seq` (written),
+    /// exact when it is in memory or where a reader stopped, otherwise
+    /// those of the nearest indexed record before it.
+    fn locate(&self, seq: u64) -> Option<(u64, u64)> {
+        if let Some(c) = self.cached(seq) {
+            return Some((c.pos, c.time_ms));
+        }
+        let seg = self.segments.get(self.segment_index(seq)?)?;
+        let e = self.nearest(seg, seq);
+        Some((seg.pos(e.offset), e.time_ms))
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.written.saturating_sub(self.floor)
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        if self.pending() == 0 {
+            return 0;
+        }
+        match self.locate(self.floor + 1) {
+            Some((pos, _)) => self.written_pos.saturating_sub(pos),
+            None => 0,
+        }
+    }
+
+    pub fn oldest_pending_age(&self) -> Option<Duration> {
+        if self.pending() == 0 {
+            return None;
+        }
+        let (_, time_ms) = self.locate(self.floor + 1)?;
+        Some(Duration::from_millis(now_ms().saturating_sub(time_ms)))
+    }
+
+    /// Sets the gauges (a few arithmetic operations and lookups).
+    pub fn publish_gauges(&self) {
+        metrics::gauge!(SPOOL_BYTES).set(self.disk_bytes as f64);
+        metrics::gauge!(syncs_engine::stats::PROXY_PENDING).set(self.pending() as f64);
+        let age = self.oldest_pending_age().map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!(SPOOL_OLDEST_PENDING_SECONDS).set(age);
+    }
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update under this lock is a few assignments that cannot
+        // panic half-way, so a poisoned lock still holds a sound state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes records up to `seq` readable and wakes the readers.
+    pub fn publish(&self, st: &mut State, seq: u64) {
+        if seq > st.visible {
+            st.visible = seq;
+            self.pushed.send_if_modified(|v| {
+                let changed = *v != seq;
+                *v = seq;
+                changed
+            });
+        }
+    }
+}
+
+fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
+    let least = 2 * SEGMENT_HEADER + RECORD_HEADER + 1;
+    if config.max_bytes < least {
+        return Err(SpoolError::Config(format!("max_bytes {} is below the minimum {least}", config.max_bytes)));
+    }
+    if config.segment_bytes <= SEGMENT_HEADER {
+        return Err(SpoolError::Config(format!(
+            "segment_bytes {} must be over the segment header ({SEGMENT_HEADER} bytes)",
+            config.segment_bytes
+        )));
+    }
+    if config.fsync == Fsync::Every(Duration::ZERO) {
+        return Err(SpoolError::Config("fsync every 0 ms: use Fsync::Always".into()));
+    }
+    // Acknowledged segments free room only once closed: keep at least a
+    // few segments under the cap.
+    let segment_bytes = config.segment_bytes.min((config.max_bytes / 4).max(SEGMENT_HEADER + 1));
+    if segment_bytes < config.segment_bytes {
+        tracing::warn!(
+            segment_bytes = config.segment_bytes,
+            max_bytes = config.max_bytes,
+            using = segment_bytes,
+            "spool segment size reduced to a quarter of the disk cap"
+        );
+    }
+    Ok(Limits {
+        segment_bytes,
+        max_bytes: config.max_bytes,
+        memory_bytes: config.memory_bytes,
+        fsync: config.fsync,
+        when_full: config.when_full,
+    })
+}
+
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| SpoolError::Io { path: path.clone(), op: "opening the lock file", source })?;
+    // A lock is briefly held on after its owner closed it when another
+    // thread forks (the child shares the descriptor until it execs):
+    // retry for a moment before calling the directory taken.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(SpoolError::Io { path, op: "locking", source });
+            }
+        }
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool, recovering what a previous run left:
+    /// the stream id, and every record not yet deleted, in order, with
+    /// their original sequence numbers. Records every destination had
+    /// acknowledged (per the `acked` file) are not offered again.
+    pub fn open(config: SpoolConfig, destinations: usize) -> Result<Spool, SpoolError> {
+        let limits = validate(&config)?;
+        let dir = config.dir;
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io { path: dir.clone(), op: "creating", source })?;
+        let lock = lock_dir(&dir)?;
+        let rec = recover::recover(&dir, super::new_stream_id)?;
+        let disk_bytes = rec.segments.iter().map(|s| s.len).sum();
+        let written_pos = rec.segments.back().map_or(0, |s| s.pos(s.len));
+        let pending = rec.last.saturating_sub(rec.floor);
+        tracing::info!(
+            dir = %dir.display(), stream = format!("{:016x}", rec.stream), segments = rec.segments.len(),
+            last = rec.last, pending, disk_bytes, "spool opened"
+        );
+        let state = State {
+            next_seq: rec.last + 1,
+            written: rec.last,
+            written_pos,
+            visible: rec.last,
+            acked: vec![rec.floor; destinations],
+            floor: rec.floor,
+            segments: rec.segments,
+            disk_bytes,
+            reserved: 0,
+            ram: VecDeque::new(),
+            ram_bytes: 0,
+            hints: VecDeque::with_capacity(HINTS),
+            failed: None,
+            roll_requested: false,
+        };
+        let newest = state.segments.back().map(writer::Newest::of).ok_or_else(|| SpoolError::Corrupt {
+            path: dir.clone(),
+            offset: 0,
+            reason: "no segment after recovery".into(),
+        })?;
+        let (pushed, _) = watch::channel(rec.last);
+        let shared = Arc::new(Shared {
+            dir,
+            stream: rec.stream,
+            limits,
+            state: Mutex::new(state),
+            pushed,
+            room: Notify::new(),
+            fsyncs: AtomicU64::new(0),
+            #[cfg(test)]
+            gate: tokio::sync::Mutex::new(()),
+            full_logged: RateLimit::default(),
+            beyond_logged: RateLimit::default(),
+        });
+        shared.lock().publish_gauges();
+        let (cmds, rx) = mpsc::channel();
+        let w = writer::Writer::new(Arc::clone(&shared), rx, newest, rec.floor);
+        let handle = thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || w.run())
+            .map_err(|source| SpoolError::Io { path: shared.dir.clone(), op: "starting the writer thread", source })?;
+        // Segments acknowledged before a crash, not yet deleted.
+        let gone = shared.lock().take_deletable();
+        if !gone.is_empty() {
+            let _ = cmds.send(Cmd::Delete(gone));
+        }
+        Ok(Spool { shared, cmds, admit: tokio::sync::Mutex::new(()), writer: Mutex::new(Some(handle)), _lock: lock })
+    }
+
+    /// Random at creation, kept in every segment header: stable across
+    /// restarts.
+    pub fn stream_id(&self) -> u64 {
+        self.shared.stream
+    }
+
+    /// Appends a record; returns its sequence once it is durable per the
+    /// fsync policy. At the disk cap, waits or fails per `when_full`.
+    /// Concurrent pushes get sequences in the order they were first
+    /// polled, and share fsyncs.
+    pub async fn push(&self, record: Bytes) -> Result<u64, SpoolError> {
+        let limits = self.shared.limits;
+        let size = record_size(record.len());
+        // Room for the record beside the newest segment's header and a new
+        // segment's header.
+        let room = limits.max_bytes - 2 * SEGMENT_HEADER;
+        if record.len() as u64 > MAX_RECORD || size > room {
+            return Err(SpoolError::TooLarge { len: record.len() as u64, max: (room - RECORD_HEADER).min(MAX_RECORD) });
+        }
+        let admit = self.admit.lock().await;
+        let mut counted = false;
+        let mut waited_for_roll = false;
+        let done = loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.shared.lock();
+                if let Some(why) = &st.failed {
+                    return Err(SpoolError::Failed(why.clone()));
+                }
+                let used = st.disk_bytes + st.reserved;
+                if used + size + SEGMENT_HEADER <= limits.max_bytes {
+                    let seq = st.next_seq;
+                    let (tx, rx) = oneshot::channel();
+                    let append = Append { seq, data: record, time_ms: now_ms(), size, done: tx };
+                    // Sent under the lock: the writer gets records in
+                    // sequence order.
+                    if self.cmds.send(Cmd::Append(append)).is_err() {
+                        return Err(SpoolError::Failed("the writer thread is gone".into()));
+                    }
+                    st.next_seq += 1;
+                    st.reserved += size;
+                    break rx;
+                }
+                // Full. If all the newest segment holds is acknowledged,
+                // closing it lets it be deleted.
+                let newest_acked = st.floor >= st.written && st.segments.back().is_some_and(|s| !s.is_empty());
+                if newest_acked && !st.roll_requested && self.cmds.send(Cmd::Roll).is_ok() {
+                    st.roll_requested = true;
+                }
+                match limits.when_full {
+                    // Refuse at once, unless the early close of the newest
+                    // segment is about to free room.
+                    WhenFull::Refuse if waited_for_roll || !st.roll_requested => {
+                        self.full(used);
+                        return Err(SpoolError::Full { used, max: limits.max_bytes });
+                    }
+                    WhenFull::Refuse => {}
+                    WhenFull::Block if !counted => {
+                        counted = true;
+                        self.full(used);
+                    }
+                    WhenFull::Block => {}
+                }
+                waited_for_roll = st.roll_requested;
+            }
+            notified.await;
+        };
+        drop(admit);
+        match done.await {
+            Ok(result) => result,
+            Err(_) => Err(SpoolError::Failed("the writer thread is gone".into())),
+        }
+    }
+
+    fn full(&self, used: u64) {
+        let limits = self.shared.limits;
+        metrics::counter!(SPOOL_FULL, "policy" => limits.when_full.label()).increment(1);
+        if let Some(suppressed) = self.shared.full_logged.allow() {
+            let doing = match limits.when_full {
+                WhenFull::Block => "pushes wait (clients are slowed down)",
+                WhenFull::Refuse => "records are refused",
+            };
+            tracing::warn!(
+                dir = %self.shared.dir.display(), used, max_bytes = limits.max_bytes,
+                more_since_last_line = suppressed,
+                "spool at its disk cap: {doing} until the servers acknowledge"
+            );
+        }
+    }
+
+    /// Up to `max_records` / `max_bytes` records from `from` on (at least
+    /// one when any is there), from memory or from the segment files;
+    /// returns the first sequence, `max(from, oldest unacknowledged)`,
+    /// and the records. Records are readable once durable per the fsync
+    /// policy. A read from disk is blocking file IO of about `max_bytes`.
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<(u64, Vec<Bytes>), SpoolError> {
+        let (first, plan) = {
+            let st = self.shared.lock();
+            let first = from.max(st.floor + 1);
+            if first > st.visible {
+                return Ok((first, Vec::new()));
+            }
+            if let Some(skip) = st.ram.front().and_then(|c| first.checked_sub(c.seq)) {
+                let skip = usize::try_from(skip).unwrap_or(usize::MAX).min(st.ram.len());
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for c in st.ram.range(skip..) {
+                    if c.seq > st.visible
+                        || (!out.is_empty() && (out.len() >= max_records || bytes + c.data.len() > max_bytes))
+                    {
+                        break;
+                    }
+                    bytes += c.data.len();
+                    out.push(c.data.clone());
+                }
+                return Ok((first, out));
+            }
+            let Some(seg) = st.segment_index(first).and_then(|i| st.segments.get(i)) else {
+                return Ok((first, Vec::new()));
+            };
+            let plan = ReadPlan {
+                path: Arc::clone(&seg.path),
+                file: Arc::clone(&seg.file),
+                segment_base: seg.base,
+                start: st.nearest(seg, first),
+                last: seg.last.min(st.visible),
+                len: seg.len,
+            };
+            (first, plan)
+        };
+        let out = segment::read_records(&plan, first, max_records, max_bytes)?;
+        {
+            let mut st = self.shared.lock();
+            if st.hints.len() >= HINTS {
+                st.hints.pop_front();
+            }
+            st.hints.push_back(Hint { segment_base: plan.segment_base, next: out.next });
+        }
+        Ok((first, out.records))
+    }
+
+    /// Fsyncs what is written and waits until acknowledged segments are
+    /// deleted: every record pushed before is then readable, whatever
+    /// the policy. For an orderly shutdown under `Fsync::Every`.
+    pub async fn flush(&self) -> Result<(), SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Flush(tx)).map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?;
+        rx.await.map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?
+    }
+
+    /// The newest readable sequence (0: none ever). With `Fsync::Always`
+    /// and `Never`, the newest pushed; with `Every`, the newest fsynced.
+    pub fn last(&self) -> u64 {
+        *self.shared.pushed.borrow()
+    }
+
+    /// A receiver that changes when records become readable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.pushed.subscribe()
+    }
+
+    /// Destination `dest` has applied everything up to `seq`. Segments
+    /// every destination has acknowledged entirely are deleted (by the
+    /// writer thread; this does no file IO).
+    pub fn ack(&self, dest: usize, seq: u64) {
+        let mut st = self.shared.lock();
+        let seq = if seq > st.visible {
+            if let Some(suppressed) = self.shared.beyond_logged.allow() {
+                tracing::error!(
+                    dest,
+                    acked = seq,
+                    newest = st.visible,
+                    more_since_last_line = suppressed,
+                    "a server acknowledges records this spool never sent (was the spool directory replaced?); \
+                     it will skip the records up to its acknowledgement"
+                );
+            }
+            st.visible
+        } else {
+            seq
+        };
+        let Some(a) = st.acked.get_mut(dest) else { return };
+        if seq <= *a {
+            return;
+        }
+        *a = seq;
+        let floor = st.acked.iter().copied().min().unwrap_or(0);
+        if floor <= st.floor {
+            return;
+        }
+        st.floor = floor;
+        while st.ram.front().is_some_and(|c| c.seq <= floor) {
+            if let Some(c) = st.ram.pop_front() {
+                st.ram_bytes -= c.data.len();
+            }
+        }
+        st.hints.retain(|h| h.next.seq > floor);
+        let gone = st.take_deletable();
+        if !gone.is_empty() {
+            // If the writer is gone the files stay; the next run deletes
+            // them.
+            let _ = self.cmds.send(Cmd::Delete(gone));
+        }
+        st.publish_gauges();
+        drop(st);
+        // A push waiting for room may now close the newest segment.
+        self.shared.room.notify_waiters();
+    }
+
+    /// The highest sequence `dest` has acknowledged.
+    pub fn acked(&self, dest: usize) -> u64 {
+        self.shared.lock().acked.get(dest).copied().unwrap_or(0)
+    }
+
+    /// Records not yet acknowledged by every destination.
+    pub fn pending(&self) -> usize {
+        usize::try_from(self.shared.lock().pending()).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes on disk (headers included) of the records not yet
+    /// acknowledged by every destination; exact to within the index
+    /// spacing (1 MiB) when the oldest of them is no longer in memory.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.lock().pending_bytes()
+    }
+
+    /// Age of the oldest record not acknowledged by every destination
+    /// (its append time; when it is no longer in memory, that of an
+    /// indexed record at most 1 MiB before it).
+    pub fn oldest_pending_age(&self) -> Option<Duration> {
+        self.shared.lock().oldest_pending_age()
+    }
+
+    #[cfg(test)]
+    fn fsyncs(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    fn ram_len(&self) -> usize {
+        self.shared.lock().ram.len()
+    }
+
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        self.shared.lock().segments.len()
+    }
+}
+
+impl Drop for Spool {
+    /// Lets the writer finish what is queued, fsync, and save the
+    /// acknowledged position.
+    fn drop(&mut self) {
+        let _ = self.cmds.send(Cmd::Shutdown);
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the spool writer thread panicked");
+            }
+        }
+    }
+}

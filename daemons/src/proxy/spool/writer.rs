@@ -1,0 +1,424 @@
+//! The writer thread: the only code that writes, fsyncs, rolls and
+//! deletes spool files, so blocking file IO never runs on the async
+//! runtime.
+//!
+//! Group commit: it takes every append queued since its last round,
+//! writes them with one `pwrite` per segment, fsyncs once (per the
+//! policy), and only then completes their futures.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::format::{encode_record, now_ms, Acked, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX};
+use super::recover::{create_segment, sync_dir};
+use super::segment::Segment;
+use super::{Cached, Fsync, Shared, SpoolError, SPOOL_FSYNCS};
+
+/// Appends taken in one round, at most.
+const MAX_BATCH_RECORDS: usize = 4096;
+const MAX_BATCH_BYTES: u64 = 16 << 20;
+/// Housekeeping (acknowledged position, gauges) at most this often.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A request to the writer.
+#[derive(Debug)]
+pub(super) enum Cmd {
+    Append(Append),
+    /// Delete these files (acknowledged by every destination).
+    Delete(Vec<Segment>),
+    /// Close the newest segment if everything in it is acknowledged, so
+    /// it can be deleted (a push is waiting for room).
+    Roll,
+    /// Fsync now, then answer (after this round's deletions).
+    Flush(oneshot::Sender<Result<(), SpoolError>>),
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub(super) struct Append {
+    pub seq: u64,
+    pub data: Bytes,
+    pub time_ms: u64,
+    /// Bytes on disk.
+    pub size: u64,
+    pub done: oneshot::Sender<Result<u64, SpoolError>>,
+}
+
+/// The segment the writer appends to.
+#[derive(Debug)]
+pub(super) struct Newest {
+    pub file: Arc<File>,
+    pub path: Arc<Path>,
+    pub base: u64,
+    pub len: u64,
+}
+
+impl Newest {
+    pub fn of(seg: &Segment) -> Self {
+        Self { file: Arc::clone(&seg.file), path: Arc::clone(&seg.path), base: seg.base, len: seg.len }
+    }
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Cmd>,
+    file: Arc<File>,
+    path: Arc<Path>,
+    base: u64,
+    /// Bytes of the newest segment.
+    len: u64,
+    /// Newest record written, and the spool position after it.
+    written: u64,
+    pos: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+    /// Records in `buf`: (seq, offset, size, time, data).
+    piece: Vec<(u64, u64, u64, u64, Bytes)>,
+    saved_floor: u64,
+    last_tick: Instant,
+    failed: Option<String>,
+    /// Acknowledged segments a roll made deletable, deleted after the
+    /// round's commit.
+    gone: Vec<Segment>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// A writer appending to `newest`, the last of the shared segments.
+    pub fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, newest: Newest, saved_floor: u64) -> Self {
+        let (written, pos) = {
+            let st = shared.lock();
+            (st.written, st.written_pos)
+        };
+        Self {
+            shared,
+            rx,
+            file: newest.file,
+            path: newest.path,
+            base: newest.base,
+            len: newest.len,
+            written,
+            pos,
+            dirty: false,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+            piece: Vec::new(),
+            saved_floor,
+            last_tick: Instant::now(),
+            failed: None,
+            gone: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let first = match self.rx.recv_timeout(self.wait()) {
+                Ok(cmd) => Some(cmd),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Cmd::Shutdown),
+            };
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            let mut gone = Vec::new();
+            let mut roll = false;
+            let mut flushes = Vec::new();
+            let mut shutdown = false;
+            let mut next = first;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Append(a) => {
+                        bytes += a.size;
+                        batch.push(a);
+                    }
+                    Cmd::Delete(segments) => gone.extend(segments),
+                    Cmd::Roll => roll = true,
+                    Cmd::Flush(tx) => flushes.push(tx),
+                    Cmd::Shutdown => {
+                        shutdown = true;
+                        break;
+                    }
+                }
+                if batch.len() >= MAX_BATCH_RECORDS || bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            self.commit(batch);
+            if roll {
+                self.roll_if_acked();
+            }
+            gone.append(&mut self.gone);
+            self.delete(gone);
+            self.housekeeping(shutdown || !flushes.is_empty());
+            for tx in flushes {
+                let outcome = match &self.failed {
+                    None => Ok(()),
+                    Some(why) => Err(SpoolError::Failed(why.clone())),
+                };
+                let _ = tx.send(outcome);
+            }
+            if shutdown {
+                break;
+            }
+        }
+    }
+
+    /// How long to wait for work before the next fsync or tick is due.
+    fn wait(&self) -> Duration {
+        let tick = TICK.saturating_sub(self.last_tick.elapsed());
+        match self.shared.limits.fsync {
+            Fsync::Every(every) if self.dirty => every.saturating_sub(self.last_sync.elapsed()).min(tick),
+            _ => tick,
+        }
+    }
+
+    /// Writes a round of appends, fsyncs per the policy, completes them.
+    fn commit(&mut self, batch: Vec<Append>) {
+        if batch.is_empty() {
+            return;
+        }
+        #[cfg(test)]
+        let shared = Arc::clone(&self.shared);
+        #[cfg(test)]
+        let _gate = shared.gate.blocking_lock();
+        let mut result = self.write(&batch);
+        if result.is_ok() && self.shared.limits.fsync == Fsync::Always {
+            result = self.sync();
+        }
+        if result.is_ok() && self.shared.limits.fsync == Fsync::Never {
+            let mut st = self.shared.lock();
+            self.shared.publish(&mut st, self.written);
+        }
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        let unwritten: u64 = batch.iter().filter(|a| a.seq > self.written).map(|a| a.size).sum();
+        if unwritten > 0 {
+            let mut st = self.shared.lock();
+            st.reserved = st.reserved.saturating_sub(unwritten);
+        }
+        for a in batch {
+            let outcome = match &self.failed {
+                None => Ok(a.seq),
+                Some(why) => Err(SpoolError::Failed(why.clone())),
+            };
+            // The pusher may have gone away; the record stays pushed.
+            let _ = a.done.send(outcome);
+        }
+        if self.failed.is_some() {
+            self.shared.room.notify_waiters();
+        }
+    }
+
+    fn write(&mut self, batch: &[Append]) -> Result<(), SpoolError> {
+        if let Some(why) = &self.failed {
+            return Err(SpoolError::Failed(why.clone()));
+        }
+        let segment_bytes = self.shared.limits.segment_bytes;
+        for a in batch {
+            if a.seq != self.written + self.piece.len() as u64 + 1 {
+                return Err(SpoolError::Failed(format!(
+                    "internal error: record {} reached the writer after {}",
+                    a.seq,
+                    self.written + self.piece.len() as u64
+                )));
+            }
+            let end = self.len + self.buf.len() as u64;
+            if end > SEGMENT_HEADER && end + a.size > segment_bytes {
+                self.flush()?;
+                self.roll()?;
+            }
+            let offset = self.len + self.buf.len() as u64;
+            // A write holds at most MAX_BATCH_RECORDS records.
+            let lead = self.piece.len() as u32;
+            encode_record(&mut self.buf, a.seq, a.time_ms, lead, &a.data);
+            self.piece.push((a.seq, offset, a.size, a.time_ms, a.data.clone()));
+        }
+        self.flush()
+    }
+
+    /// Writes `buf` at the end of the newest segment and records what it
+    /// holds in the shared state (not yet readable).
+    fn flush(&mut self) -> Result<(), SpoolError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_all_at(&self.buf, self.len) {
+            // Best effort: cut what may have been written, so this run's
+            // next writes (none: the spool now fails) and the next run
+            // see a clean tail. Recovery truncates it otherwise.
+            let _ = self.file.set_len(self.len);
+            self.buf.clear();
+            self.piece.clear();
+            return Err(SpoolError::Io { path: self.path.to_path_buf(), op: "writing", source });
+        }
+        self.dirty = true;
+        let memory = self.shared.limits.memory_bytes;
+        let mut st = self.shared.lock();
+        for (seq, offset, size, time_ms, data) in self.piece.drain(..) {
+            if let Some(seg) = st.segments.back_mut().filter(|s| s.base == self.base) {
+                seg.note_append(seq, offset, size, time_ms);
+            }
+            st.cache(Cached { seq, data, time_ms, pos: self.pos }, memory);
+            self.pos += size;
+            self.written = seq;
+            st.written = seq;
+            st.written_pos = self.pos;
+            st.disk_bytes += size;
+            st.reserved = st.reserved.saturating_sub(size);
+        }
+        drop(st);
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Fsyncs the newest segment; what was written is then readable.
+    fn sync(&mut self) -> Result<(), SpoolError> {
+        self.file.sync_data().map_err(|source| SpoolError::Io {
+            path: self.path.to_path_buf(),
+            op: "fsyncing",
+            source,
+        })?;
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(SPOOL_FSYNCS).increment(1);
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        let mut st = self.shared.lock();
+        self.shared.publish(&mut st, self.written);
+        Ok(())
+    }
+
+    /// Closes the newest segment (fsynced whatever the policy) and starts
+    /// the next one.
+    fn roll(&mut self) -> Result<(), SpoolError> {
+        self.sync()?;
+        let header = SegmentHeader { stream: self.shared.stream, base: self.written + 1, created_ms: now_ms() };
+        let (path, file) = create_segment(&self.shared.dir, &header)?;
+        let file = Arc::new(file);
+        let mut seg = Segment::new(header.base, self.pos, path, Arc::clone(&file));
+        seg.first_time_ms = header.created_ms;
+        seg.last_time_ms = header.created_ms;
+        self.path = Arc::clone(&seg.path);
+        self.file = file;
+        self.base = header.base;
+        self.len = SEGMENT_HEADER;
+        let mut st = self.shared.lock();
+        st.segments.push_back(seg);
+        st.disk_bytes += SEGMENT_HEADER;
+        // The segment just closed may be acknowledged already.
+        self.gone.extend(st.take_deletable());
+        Ok(())
+    }
+
+    /// A push waits for room: if the newest segment holds only
+    /// acknowledged records, close it so it can be deleted.
+    fn roll_if_acked(&mut self) {
+        let wanted = {
+            let mut st = self.shared.lock();
+            st.roll_requested = false;
+            st.floor >= self.written && self.len > SEGMENT_HEADER
+        };
+        if wanted && self.failed.is_none() {
+            match self.roll() {
+                // Waiters are woken once the closed segment is deleted.
+                Ok(()) if !self.gone.is_empty() => return,
+                Ok(()) => {}
+                Err(e) => self.fail(&e),
+            }
+        }
+        self.shared.room.notify_waiters();
+    }
+
+    /// Deletes acknowledged segments, oldest first, each removal made
+    /// durable before the next: a crash never leaves a gap in the chain.
+    fn delete(&mut self, gone: Vec<Segment>) {
+        if gone.is_empty() {
+            return;
+        }
+        for seg in gone {
+            match std::fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(path = %seg.path.display(), "cannot delete an acknowledged spool segment: {e}")
+                }
+            }
+            if let Err(e) = sync_dir(&self.shared.dir) {
+                tracing::warn!("{e}");
+            }
+            let mut st = self.shared.lock();
+            st.disk_bytes = st.disk_bytes.saturating_sub(seg.len);
+        }
+        self.shared.lock().publish_gauges();
+        self.shared.room.notify_waiters();
+    }
+
+    /// Periodic work: the `Every` fsync, the acknowledged position, the
+    /// gauges. `now` (shutdown, flush): all of it now, and an fsync
+    /// whatever the policy.
+    fn housekeeping(&mut self, now: bool) {
+        if self.failed.is_none() && self.dirty {
+            let due = match self.shared.limits.fsync {
+                Fsync::Every(every) => self.last_sync.elapsed() >= every,
+                _ => false,
+            };
+            if due || now {
+                if let Err(e) = self.sync() {
+                    self.fail(&e);
+                }
+            }
+        }
+        if now || self.last_tick.elapsed() >= TICK {
+            self.last_tick = Instant::now();
+            let floor = {
+                let st = self.shared.lock();
+                st.publish_gauges();
+                st.floor
+            };
+            if floor != self.saved_floor {
+                self.save_floor(floor);
+            }
+        }
+    }
+
+    /// Saves the acknowledged position, without fsync: an old or missing
+    /// file only means records are offered again after a restart, which
+    /// the server skips.
+    fn save_floor(&mut self, floor: u64) {
+        let path = self.shared.dir.join(ACKED_FILE);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(TMP_SUFFIX);
+        let bytes = Acked { stream: self.shared.stream, floor }.encode();
+        match std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+            Ok(()) => self.saved_floor = floor,
+            Err(e) => tracing::warn!(path = %path.display(), "cannot save the acknowledged position: {e}"),
+        }
+    }
+
+    fn fail(&mut self, e: &SpoolError) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!("spool writer failed, no record is accepted from now on: {e}");
+        let why = e.to_string();
+        self.failed = Some(why.clone());
+        self.shared.lock().failed = Some(why);
+        self.shared.room.notify_waiters();
+    }
+}
