@@ -15,4 +15,4 @@ echo "== rules shipped in rules/"
 target/release/syncs-check rules/
 target/release/syncs-check rules/examples/
 echo "== end-to-end and binding tests (pytest)"
-python3 -m pytest -q tests bindings/python/tests "$@"
+python3 -m pytest -q tests bindings/python/tests bindings/c/tests "$@"

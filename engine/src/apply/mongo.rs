@@ -24,6 +24,10 @@ use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op};
 /// takes up to 100,000 statements and 48 MB per message).
 const MAX_STATEMENTS: usize = 1000;
 const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// Update and delete statements per command. Kept small because FerretDB
+/// v1 holds a SQLite connection per statement until the command ends and
+/// deadlocks past its pool of 100; MongoDB is as fast at this size.
+const MAX_MATCHING_STATEMENTS: usize = 50;
 /// Counted when an insert meets a document already there.
 pub const DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
 /// MongoDB's duplicate key error code.
@@ -142,24 +146,59 @@ impl MongoTarget {
             statements(&op.write, |d| stmts.push((n, d)));
         }
         let mut start = 0;
+        // After a write makes the target drop the connection while the
+        // target still answers a ping, statements go one by one to find it.
+        let mut isolate = false;
+        let mut strikes = 0u32;
         while start < stmts.len() {
             // Cut the command at MAX_COMMAND_BYTES.
             let mut end = start;
             let mut bytes = 0;
-            while end < stmts.len() && (end == start || bytes < MAX_COMMAND_BYTES) {
+            let verb = verb(&run[0].write);
+            let max_statements = match verb {
+                Verb::Insert => MAX_STATEMENTS,
+                Verb::Update | Verb::Delete => MAX_MATCHING_STATEMENTS,
+            };
+            while end < stmts.len()
+                && (end == start || (!isolate && bytes < MAX_COMMAND_BYTES && end - start < max_statements))
+            {
                 bytes += stmts[end].1.to_vec().map(|v| v.len()).unwrap_or(0);
                 end += 1;
             }
             let chunk: Vec<Bson> = stmts[start..end].iter().map(|(_, d)| Bson::Document(d.clone())).collect();
-            let verb = verb(&run[0].write);
             let command = match verb {
                 Verb::Insert => doc! { "insert": coll, "documents": chunk, "ordered": true },
                 Verb::Update => doc! { "update": coll, "updates": chunk, "ordered": true },
                 Verb::Delete => doc! { "delete": coll, "deletes": chunk, "ordered": true },
             };
             let reply = match db.run_command(command).await {
-                Ok(r) => r,
-                Err(e) if is_transient(&e) => return Err(self.unavailable(e)),
+                Ok(r) => {
+                    strikes = 0;
+                    r
+                }
+                Err(e) if is_transient(&e) => {
+                    // Down, or a poison write? A target that answers a ping
+                    // right after is up: the write itself is the trouble.
+                    if db.run_command(doc! { "ping": 1 }).await.is_err() {
+                        return Err(self.unavailable(e));
+                    }
+                    if end - start > 1 {
+                        tracing::warn!(target = %self.name, "the target dropped a write command but answers pings; sending writes one by one to find the culprit");
+                        isolate = true;
+                        continue;
+                    }
+                    strikes += 1;
+                    if strikes < 2 {
+                        continue;
+                    }
+                    let (n, _) = stmts[start];
+                    out[n] = Applied::Refused(format!(
+                        "the target closed the connection on this write twice while answering pings (a value it cannot store?): {e}"
+                    ));
+                    strikes = 0;
+                    start = end;
+                    continue;
+                }
                 Err(e) => {
                     // The command as a whole was refused (bad namespace, …):
                     // every write in this chunk is refused with the reason.
