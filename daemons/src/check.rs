@@ -43,7 +43,10 @@ pub struct Report {
 impl Report {
     /// No error, no failed test, no usage error (warnings are fine).
     pub fn ok(&self) -> bool {
-        !self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        !self
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
             && self.tests.iter().all(|t| t.passed)
             && self.usage_error.is_none()
     }
@@ -80,7 +83,11 @@ impl Report {
                 if let Some(u) = &self.usage_error {
                     out.push_str(&format!("error: {u}\n"));
                 }
-                let errors = self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+                let errors = self
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
                 let warnings = self.diagnostics.len() - errors;
                 let failed = self.tests.iter().filter(|t| !t.passed).count();
                 out.push_str(&format!(
@@ -121,7 +128,9 @@ fn input_op(input: &TestInput) -> Option<Op> {
         TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
             port: *port,
             db: *db,
-            commands: vec![RedisCommand::new(args.iter().map(|a| Bytes::from(a.clone())).collect())?],
+            commands: vec![RedisCommand::new(
+                args.iter().map(|a| Bytes::from(a.clone())).collect(),
+            )?],
         }),
         TestInput::Mongo { db, coll, op } => Op::Mongo(MongoOp {
             db: db.clone(),
@@ -136,7 +145,9 @@ fn sample_write(kind: MongoOpKind) -> MongoWrite {
     let d = bson::Document::new;
     match kind {
         MongoOpKind::InsertOne => MongoWrite::InsertOne { document: d() },
-        MongoOpKind::InsertMany => MongoWrite::InsertMany { documents: vec![d()] },
+        MongoOpKind::InsertMany => MongoWrite::InsertMany {
+            documents: vec![d()],
+        },
         MongoOpKind::UpdateOne => MongoWrite::UpdateOne {
             filter: d(),
             update: syncs_engine::op::MongoUpdate::Document(d()),
@@ -198,7 +209,9 @@ fn describe_outcome(rules: &RuleSet, outcome: &Outcome) -> String {
             Some(d) => format!(
                 "drop ({:?}{})",
                 d.reason,
-                d.rule.map(|r| format!(", rule {}", rules.rule_name(r))).unwrap_or_default()
+                d.rule
+                    .map(|r| format!(", rule {}", rules.rule_name(r)))
+                    .unwrap_or_default()
             ),
             None => "nothing".into(),
         },
@@ -218,7 +231,10 @@ fn describe_outcome(rules: &RuleSet, outcome: &Outcome) -> String {
 fn render_output(o: &ExpectedOutput) -> String {
     match o {
         ExpectedOutput::Redis { db, args } => {
-            let words: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let words: Vec<String> = args
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             format!("db {db}: {}", words.join(" "))
         }
         ExpectedOutput::Mongo { db, coll } => format!("{db}.{coll}"),
@@ -238,9 +254,13 @@ fn run_test(rules: &RuleSet, test: &RuleTest) -> TestResult {
     let outcome = route(rules, &op);
     let passed = match (&test.expect, &outcome) {
         (Expected::DeadLetter, Outcome::Refused(_)) => true,
-        (Expected::Drop(want), Outcome::Routed { ops, dropped: Some(d) }) if ops.is_empty() => {
-            want.is_none_or(|w| w == d.reason)
-        }
+        (
+            Expected::Drop(want),
+            Outcome::Routed {
+                ops,
+                dropped: Some(d),
+            },
+        ) if ops.is_empty() => want.is_none_or(|w| w == d.reason),
         (Expected::Routed(want), Outcome::Routed { ops, .. }) if !ops.is_empty() => {
             let mut want: Vec<(String, ExpectedOutput)> = want
                 .iter()
@@ -265,7 +285,9 @@ pub fn parse_op(text: &str) -> Result<Op, String> {
     let usage = "expected `redis PORT DB COMMAND [ARG...]` or `mongo DB COLLECTION OP`";
     match words.as_slice() {
         ["redis", port, db, args @ ..] if !args.is_empty() => {
-            let port = port.parse().map_err(|_| format!("bad port `{port}`; {usage}"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("bad port `{port}`; {usage}"))?;
             let db = db.parse().map_err(|_| format!("bad db `{db}`; {usage}"))?;
             input_op(&TestInput::Redis {
                 port,
@@ -297,7 +319,9 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
             Decision::Route { rule, .. } => (*rule, "route".to_owned()),
             Decision::Drop { rule, reason } => (*rule, format!("drop ({reason:?})")),
         };
-        let name = rule.map(|r| format!("rule `{}`", rules.rule_name(r))).unwrap_or_else(|| "the default".into());
+        let name = rule
+            .map(|r| format!("rule `{}`", rules.rule_name(r)))
+            .unwrap_or_else(|| "the default".into());
         format!("{what} by {name}")
     };
     match op {
@@ -306,9 +330,17 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
             let (spec, _) = keys::spec(cmd);
             let mut positions = Vec::new();
             keys::positions(cmd, spec, &mut positions);
-            let q = |key| RedisQuery { port: r.port, db: r.db, command: cmd.name(), key };
+            let q = |key| RedisQuery {
+                port: r.port,
+                db: r.db,
+                command: cmd.name(),
+                key,
+            };
             if positions.is_empty() {
-                out.push_str(&format!("(no key): {}\n", rule_of(&rules.decide_redis(&q(None)))));
+                out.push_str(&format!(
+                    "(no key): {}\n",
+                    rule_of(&rules.decide_redis(&q(None)))
+                ));
             }
             for p in positions {
                 let key = &cmd.args()[p];
@@ -325,9 +357,17 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
                 coll: &m.coll,
                 op: syncs_engine::route::mongo_kind(&m.write),
             };
-            out.push_str(&format!("{}.{}: {}\n", m.db, m.coll, rule_of(&rules.decide_mongo(&q))));
+            out.push_str(&format!(
+                "{}.{}: {}\n",
+                m.db,
+                m.coll,
+                rule_of(&rules.decide_mongo(&q))
+            ));
         }
     }
-    out.push_str(&format!("=> {}\n", describe_outcome(rules, &route(rules, op))));
+    out.push_str(&format!(
+        "=> {}\n",
+        describe_outcome(rules, &route(rules, op))
+    ));
     out
 }

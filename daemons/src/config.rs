@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn typos_are_errors() {
         let err = parse("[server]\nrules = r\nlisten_addr = x\n").unwrap_err();
-        assert!(err.to_string().contains("unknown key `listen_addr`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown key `listen_addr`"),
+            "{err}"
+        );
         let err = parse("[sever]\nrules = r\n").unwrap_err();
         assert!(err.to_string().contains("unknown section [sever]"), "{err}");
         let err = parse("[server]\nlisten = 1.2.3.4\nrules = r\n").unwrap_err();

@@ -27,16 +27,28 @@ fn rules() -> RuleSet {
 }
 
 fn cmd(words: &str) -> RedisCommand {
-    RedisCommand::new(words.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect())
-        .expect("non-empty")
+    RedisCommand::new(
+        words
+            .split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect(),
+    )
+    .expect("non-empty")
 }
 
 fn redis(db: u32, cmds: &[&str]) -> Op {
-    Op::Redis(RedisOp { port: 6379, db, commands: cmds.iter().map(|c| cmd(c)).collect() })
+    Op::Redis(RedisOp {
+        port: 6379,
+        db,
+        commands: cmds.iter().map(|c| cmd(c)).collect(),
+    })
 }
 
-/// (target name, db, commands as words) for each routed op.
-fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<(String, u32, Vec<String>)> {
+/// (target name, db, commands as words) of one routed op.
+type Sent = (String, u32, Vec<String>);
+
+/// What each routed op sends where.
+fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<Sent> {
     ops.iter()
         .map(|r| match &r.op {
             Op::Redis(op) => (
@@ -45,7 +57,11 @@ fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<(String, u32, Vec<String>)> {
                 op.commands
                     .iter()
                     .map(|c| {
-                        c.args().iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+                        c.args()
+                            .iter()
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     })
                     .collect(),
             ),
@@ -54,7 +70,7 @@ fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<(String, u32, Vec<String>)> {
         .collect()
 }
 
-fn routed(rules: &RuleSet, op: &Op) -> (Vec<(String, u32, Vec<String>)>, Option<DropReason>) {
+fn routed(rules: &RuleSet, op: &Op) -> (Vec<Sent>, Option<DropReason>) {
     match route(rules, op) {
         Outcome::Routed { ops, dropped } => (summary(rules, &ops), dropped.map(|d| d.reason)),
         Outcome::Refused(r) => panic!("refused: {r}"),
@@ -68,7 +84,10 @@ fn s(v: &str) -> String {
 #[test]
 fn default_keeps_db_and_command() {
     let r = rules();
-    assert_eq!(routed(&r, &redis(3, &["SET k v"])), (vec![(s("a"), 3, vec![s("SET k v")])], None));
+    assert_eq!(
+        routed(&r, &redis(3, &["SET k v"])),
+        (vec![(s("a"), 3, vec![s("SET k v")])], None)
+    );
 }
 
 #[test]
@@ -84,7 +103,13 @@ fn key_rewrite_and_target_db() {
 fn fan_out_sends_to_every_target() {
     let r = rules();
     let (ops, _) = routed(&r, &redis(1, &["INCR both:n"]));
-    assert_eq!(ops, vec![(s("a"), 1, vec![s("INCR both:n")]), (s("audit"), 1, vec![s("INCR both:n")])]);
+    assert_eq!(
+        ops,
+        vec![
+            (s("a"), 1, vec![s("INCR both:n")]),
+            (s("audit"), 1, vec![s("INCR both:n")])
+        ]
+    );
 }
 
 #[test]
@@ -93,7 +118,10 @@ fn mset_splits_by_destination_with_values() {
     let (ops, dropped) = routed(&r, &redis(0, &["MSET k1 v1 session:1 v2 k2 v3"]));
     assert_eq!(
         ops,
-        vec![(s("a"), 0, vec![s("MSET k1 v1 k2 v3")]), (s("b"), 5, vec![s("MSET s:1 v2")])]
+        vec![
+            (s("a"), 0, vec![s("MSET k1 v1 k2 v3")]),
+            (s("b"), 5, vec![s("MSET s:1 v2")])
+        ]
     );
     assert_eq!(dropped, None);
 }
@@ -103,7 +131,10 @@ fn del_splits_and_drops_the_dropped_keys() {
     let r = rules();
     assert_eq!(
         routed(&r, &redis(0, &["DEL x tmp:1 y"])),
-        (vec![(s("a"), 0, vec![s("DEL x y")])], Some(DropReason::Rule))
+        (
+            vec![(s("a"), 0, vec![s("DEL x y")])],
+            Some(DropReason::Rule)
+        )
     );
 }
 
@@ -142,14 +173,20 @@ fn transaction_keeps_routed_commands_when_some_are_dropped_by_rule() {
     let r = rules();
     assert_eq!(
         routed(&r, &redis(0, &["SET x 1", "SET tmp:z 2", "INCR n"])),
-        (vec![(s("a"), 0, vec![s("SET x 1"), s("INCR n")])], Some(DropReason::Rule))
+        (
+            vec![(s("a"), 0, vec![s("SET x 1"), s("INCR n")])],
+            Some(DropReason::Rule)
+        )
     );
 }
 
 #[test]
 fn dangerous_commands_are_dropped_by_default() {
     let r = rules();
-    assert_eq!(routed(&r, &redis(0, &["FLUSHALL"])), (vec![], Some(DropReason::Dangerous)));
+    assert_eq!(
+        routed(&r, &redis(0, &["FLUSHALL"])),
+        (vec![], Some(DropReason::Dangerous))
+    );
 }
 
 #[test]
@@ -158,13 +195,17 @@ fn mongo_namespace_is_renamed() {
     let op = Op::Mongo(MongoOp {
         db: "app".into(),
         coll: "users".into(),
-        write: MongoWrite::DeleteOne { filter: bson::doc! { "a": 1 } },
+        write: MongoWrite::DeleteOne {
+            filter: bson::doc! { "a": 1 },
+        },
     });
     match route(&r, &op) {
         Outcome::Routed { ops, dropped: None } => {
             assert_eq!(ops.len(), 1);
             assert_eq!(r.target(ops[0].target).name, "m");
-            let Op::Mongo(m) = &ops[0].op else { panic!("not mongo") };
+            let Op::Mongo(m) = &ops[0].op else {
+                panic!("not mongo")
+            };
             assert_eq!((m.db.as_str(), m.coll.as_str()), ("app2", "users_copy"));
         }
         other => panic!("unexpected {other:?}"),
@@ -172,7 +213,11 @@ fn mongo_namespace_is_renamed() {
     let other = Op::Mongo(MongoOp {
         db: "x".into(),
         coll: "y".into(),
-        write: MongoWrite::DeleteOne { filter: bson::doc! {} },
+        write: MongoWrite::DeleteOne {
+            filter: bson::doc! {},
+        },
     });
-    assert!(matches!(route(&r, &other), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty()));
+    assert!(
+        matches!(route(&r, &other), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty())
+    );
 }

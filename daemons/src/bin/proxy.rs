@@ -19,7 +19,12 @@ struct Args {
     socket: PathBuf,
     /// A server, host[:port] (port 7379 by default). Repeat to send every
     /// record to several servers.
-    #[arg(short = 'd', long = "dest", value_name = "HOST[:PORT]", required = true)]
+    #[arg(
+        short = 'd',
+        long = "dest",
+        value_name = "HOST[:PORT]",
+        required = true
+    )]
     dest: Vec<String>,
     /// Name of this proxy in the servers' logs and metrics (default: host name).
     #[arg(long)]

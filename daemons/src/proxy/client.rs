@@ -17,7 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::Queue;
 
-pub async fn serve(mut sock: UnixStream, queue: Arc<Queue>, max_frame: u32, stop: CancellationToken) {
+pub async fn serve(
+    mut sock: UnixStream,
+    queue: Arc<Queue>,
+    max_frame: u32,
+    stop: CancellationToken,
+) {
     let peer = peer_pid(&sock);
     metrics::gauge!(stats::PROXY_CLIENTS).increment(1.0);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -31,8 +36,13 @@ pub async fn serve(mut sock: UnixStream, queue: Arc<Queue>, max_frame: u32, stop
         match read {
             Ok(0) => {
                 if !decoder.is_idle(&buf) {
-                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated").increment(1);
-                    tracing::warn!(?peer, bytes = buf.len(), "client closed in the middle of a frame; partial frame discarded");
+                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
+                        .increment(1);
+                    tracing::warn!(
+                        ?peer,
+                        bytes = buf.len(),
+                        "client closed in the middle of a frame; partial frame discarded"
+                    );
                 }
                 break;
             }
@@ -51,11 +61,13 @@ pub async fn serve(mut sock: UnixStream, queue: Arc<Queue>, max_frame: u32, stop
                             Op::Mongo(_) => "mongo",
                         };
                         queue.push(payload).await;
-                        metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind).increment(1);
+                        metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind)
+                            .increment(1);
                     }
                     Err(e) => {
                         refused += 1;
-                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => e.reason()).increment(1);
+                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => e.reason())
+                            .increment(1);
                         if refused.is_power_of_two() {
                             tracing::warn!(?peer, refused, "bad frame refused: {e}");
                         }
@@ -63,8 +75,14 @@ pub async fn serve(mut sock: UnixStream, queue: Arc<Queue>, max_frame: u32, stop
                 },
                 Framed::Oversize { len } => {
                     refused += 1;
-                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "oversize").increment(1);
-                    tracing::warn!(?peer, len, max_frame, "frame larger than max_frame refused; its bytes are skipped");
+                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "oversize")
+                        .increment(1);
+                    tracing::warn!(
+                        ?peer,
+                        len,
+                        max_frame,
+                        "frame larger than max_frame refused; its bytes are skipped"
+                    );
                 }
             }
         }

@@ -120,7 +120,9 @@ impl Link {
                 version,
                 last_applied,
             })) if version == VERSION => last_applied,
-            Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),
+            Some(Ok(Message::Refuse { code, reason })) => {
+                bail!("server refused (code {code}): {reason}")
+            }
             Some(Ok(other)) => bail!("expected WELCOME, got {other:?}"),
             Some(Err(e)) => return Err(e.into()),
             None => bail!("server closed the connection during the handshake"),

@@ -37,7 +37,11 @@ pub struct ProxyOptions {
 /// Adds the default port to a destination without one.
 pub fn with_default_port(dest: &str) -> String {
     let has_port = match dest.rsplit_once(':') {
-        Some((host, port)) => !host.ends_with(':') && port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
+        Some((host, port)) => {
+            !host.ends_with(':')
+                && port.parse::<u16>().is_ok()
+                && (!host.contains(':') || host.ends_with(']'))
+        }
         None => false,
     };
     if has_port {
@@ -93,7 +97,11 @@ pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<
 }
 
 /// Runs on an already bound listener.
-pub async fn serve(listener: UnixListener, opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: UnixListener,
+    opts: ProxyOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let queue = Arc::new(Queue::new(opts.destinations.len(), opts.max_pending_bytes));
     let identity = Identity {
         name: opts.name.clone(),
@@ -139,8 +147,14 @@ pub async fn serve(listener: UnixListener, opts: ProxyOptions, stop: Cancellatio
     let _ = std::fs::remove_file(&opts.socket);
     clients.close();
     clients.wait().await;
-    tracing::info!(pending = queue.pending(), "no longer accepting; waiting for acknowledgements");
-    if tokio::time::timeout(opts.drain_timeout, links.wait()).await.is_err() {
+    tracing::info!(
+        pending = queue.pending(),
+        "no longer accepting; waiting for acknowledgements"
+    );
+    if tokio::time::timeout(opts.drain_timeout, links.wait())
+        .await
+        .is_err()
+    {
         drained.cancel();
         links.wait().await;
         tracing::error!(

@@ -70,7 +70,8 @@ impl Queue {
                     inner.bytes += record.len();
                     inner.records.push_back(record);
                     let seq = inner.base + inner.records.len() as u64 - 1;
-                    metrics::gauge!(syncs_engine::stats::PROXY_PENDING).set(inner.records.len() as f64);
+                    metrics::gauge!(syncs_engine::stats::PROXY_PENDING)
+                        .set(inner.records.len() as f64);
                     self.pushed.send_replace(seq);
                     return seq;
                 }
@@ -163,7 +164,10 @@ mod tests {
         q.ack(1, 3);
         assert_eq!(q.pending(), 2);
         let (first, recs) = q.read(1, 10, 1 << 20);
-        assert_eq!((first, recs), (4, vec![Bytes::from(vec![3u8]), Bytes::from(vec![4u8])]));
+        assert_eq!(
+            (first, recs),
+            (4, vec![Bytes::from(vec![3u8]), Bytes::from(vec![4u8])])
+        );
     }
 
     #[tokio::test]

@@ -80,7 +80,8 @@ impl LiveRules {
                 Reload::Applied { generation }
             }
             Err(errors) => {
-                metrics::counter!(stats::SERVER_RULES_RELOADS, "outcome" => "rejected").increment(1);
+                metrics::counter!(stats::SERVER_RULES_RELOADS, "outcome" => "rejected")
+                    .increment(1);
                 for e in &errors {
                     tracing::error!("rules reload rejected, previous rules stay live:\n{e}");
                 }
@@ -90,7 +91,11 @@ impl LiveRules {
     }
 }
 
-fn build(path: &Path, previous: Option<&TargetSet>, generation: u64) -> Result<Snapshot, Vec<String>> {
+fn build(
+    path: &Path,
+    previous: Option<&TargetSet>,
+    generation: u64,
+) -> Result<Snapshot, Vec<String>> {
     let rules = syncs_dsl::load_path(path)
         .map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let targets = TargetSet::build(&rules, previous).map_err(|e| vec![e])?;
@@ -116,7 +121,8 @@ pub fn watch(
     // beside them must not trigger reloads.
     let relevant = move |p: &Path| {
         if is_dir {
-            p.extension().is_some_and(|x| x == syncs_dsl::RULES_EXTENSION)
+            p.extension()
+                .is_some_and(|x| x == syncs_dsl::RULES_EXTENSION)
         } else {
             p.file_name() == rules_path.file_name()
         }
@@ -163,12 +169,7 @@ pub fn watch(
                 got = rx.recv() => {
                     if got.is_none() { break; }
                     // Debounce: wait for the burst of events to settle.
-                    loop {
-                        match tokio::time::timeout(debounce, rx.recv()).await {
-                            Ok(Some(())) => continue,
-                            _ => break,
-                        }
-                    }
+                    while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
                     let live = Arc::clone(&live);
                     let _ = tokio::task::spawn_blocking(move || live.reload()).await;
                 }

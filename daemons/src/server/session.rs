@@ -61,7 +61,8 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
             name,
         })) => {
             if version != VERSION {
-                let reason = format!("this server speaks protocol version {VERSION}, not {version}");
+                let reason =
+                    format!("this server speaks protocol version {VERSION}, not {version}");
                 let _ = framed
                     .send(Message::Refuse {
                         code: refuse::BAD_VERSION,
@@ -112,7 +113,11 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
         match msg {
             None => break,
             Some(Ok(Message::Batch { records, .. })) if records.is_empty() => {
-                framed.send(Message::Ack { seq: state.last_applied }).await?;
+                framed
+                    .send(Message::Ack {
+                        seq: state.last_applied,
+                    })
+                    .await?;
             }
             Some(Ok(Message::Batch { first_seq, records })) => {
                 let last = first_seq + records.len() as u64 - 1;
@@ -123,7 +128,10 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
                         state.last_applied + 1, first_seq - 1
                     );
                 }
-                apply_batch(&shared, &source, stream, &mut state, first_seq, &records, &mine).await?;
+                apply_batch(
+                    &shared, &source, stream, &mut state, first_seq, &records, &mine,
+                )
+                .await?;
                 state.last_applied = state.last_applied.max(last);
                 framed
                     .send(Message::Ack {
@@ -216,7 +224,9 @@ async fn apply_batch(
         .filter(|(_, items)| !items.is_empty())
         .filter_map(|(t, items)| {
             let target = snap.targets.get(syncs_dsl::TargetId(t as u16))?;
-            Some(apply_with_retry(shared, source, stream, target, items, stop))
+            Some(apply_with_retry(
+                shared, source, stream, target, items, stop,
+            ))
         });
     let results = futures::future::join_all(jobs).await;
     if results.iter().any(Result::is_err) {

@@ -43,7 +43,7 @@ pub struct TargetError {
 /// One live target.
 #[derive(Debug)]
 pub enum Target {
-    Redis(redis::RedisTarget),
+    Redis(Box<redis::RedisTarget>),
     Mongo(mongo::MongoTarget),
     File(file::FileTarget),
 }
@@ -51,7 +51,7 @@ pub enum Target {
 impl Target {
     fn open(def: &TargetDef) -> Result<Self, String> {
         Ok(match def.kind {
-            TargetKind::Redis => Target::Redis(redis::RedisTarget::new(def)?),
+            TargetKind::Redis => Target::Redis(Box::new(redis::RedisTarget::new(def)?)),
             TargetKind::Mongo => Target::Mongo(mongo::MongoTarget::new(def)?),
             TargetKind::File => Target::File(file::FileTarget::new(def)),
         })
@@ -73,7 +73,11 @@ impl Target {
     /// applied sequence is stored in the target in the same MULTI/EXEC as
     /// the data, and items at or below it are skipped. Mongo and file
     /// targets apply at least once (see docs/reliability.md).
-    pub async fn apply(&self, stream: u64, items: &[(u64, &Op)]) -> Result<Vec<Applied>, TargetError> {
+    pub async fn apply(
+        &self,
+        stream: u64,
+        items: &[(u64, &Op)],
+    ) -> Result<Vec<Applied>, TargetError> {
         match self {
             Target::Redis(t) => t.apply(stream, items).await,
             Target::Mongo(t) => {
@@ -107,9 +111,9 @@ impl TargetSet {
             let key = format!("{}|{:?}|{}|{:?}", def.name, def.kind, def.url, def.options);
             let target = match old.get(key.as_str()) {
                 Some(t) => Arc::clone(t),
-                None => Arc::new(
-                    Target::open(def).map_err(|e| format!("target `{}`: {e}", def.name))?,
-                ),
+                None => {
+                    Arc::new(Target::open(def).map_err(|e| format!("target `{}`: {e}", def.name))?)
+                }
             };
             set.targets.push(target);
             set.keys.push(key);

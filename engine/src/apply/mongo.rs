@@ -110,7 +110,11 @@ impl MongoTarget {
             let mut statements = statement_count(&first.write);
             while end < ops.len() && statements < MAX_STATEMENTS {
                 match ops[end] {
-                    Op::Mongo(m) if m.db == first.db && m.coll == first.coll && self::verb(&m.write) == verb => {
+                    Op::Mongo(m)
+                        if m.db == first.db
+                            && m.coll == first.coll
+                            && self::verb(&m.write) == verb =>
+                    {
                         statements += statement_count(&m.write);
                         end += 1;
                     }
@@ -160,12 +164,16 @@ impl MongoTarget {
                 Verb::Update | Verb::Delete => MAX_MATCHING_STATEMENTS,
             };
             while end < stmts.len()
-                && (end == start || (!isolate && bytes < MAX_COMMAND_BYTES && end - start < max_statements))
+                && (end == start
+                    || (!isolate && bytes < MAX_COMMAND_BYTES && end - start < max_statements))
             {
                 bytes += stmts[end].1.to_vec().map(|v| v.len()).unwrap_or(0);
                 end += 1;
             }
-            let chunk: Vec<Bson> = stmts[start..end].iter().map(|(_, d)| Bson::Document(d.clone())).collect();
+            let chunk: Vec<Bson> = stmts[start..end]
+                .iter()
+                .map(|(_, d)| Bson::Document(d.clone()))
+                .collect();
             let command = match verb {
                 Verb::Insert => doc! { "insert": coll, "documents": chunk, "ordered": true },
                 Verb::Update => doc! { "update": coll, "updates": chunk, "ordered": true },
@@ -231,7 +239,8 @@ impl MongoTarget {
                     let at = (start + index).min(end - 1);
                     let (n, _) = stmts[at];
                     if code == DUPLICATE_KEY && verb == Verb::Insert {
-                        metrics::counter!(DUPLICATE_KEYS, "target" => self.name.clone()).increment(1);
+                        metrics::counter!(DUPLICATE_KEYS, "target" => self.name.clone())
+                            .increment(1);
                         tracing::warn!(target = %self.name, "insert met an existing _id (a redelivered write?): {msg}");
                     } else {
                         out[n] = Applied::Refused(format!("code {code}: {msg}"));
@@ -247,9 +256,9 @@ impl MongoTarget {
 fn verb(w: &MongoWrite) -> Verb {
     match w {
         MongoWrite::InsertOne { .. } | MongoWrite::InsertMany { .. } => Verb::Insert,
-        MongoWrite::UpdateOne { .. } | MongoWrite::UpdateMany { .. } | MongoWrite::ReplaceOne { .. } => {
-            Verb::Update
-        }
+        MongoWrite::UpdateOne { .. }
+        | MongoWrite::UpdateMany { .. }
+        | MongoWrite::ReplaceOne { .. } => Verb::Update,
         MongoWrite::DeleteOne { .. } | MongoWrite::DeleteMany { .. } => Verb::Delete,
     }
 }
@@ -270,13 +279,21 @@ fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
     match w {
         MongoWrite::InsertOne { document } => push(document.clone()),
         MongoWrite::InsertMany { documents } => documents.iter().cloned().for_each(push),
-        MongoWrite::UpdateOne { filter, update: u, upsert } => {
-            push(doc! { "q": filter.clone(), "u": update(u), "multi": false, "upsert": *upsert })
-        }
-        MongoWrite::UpdateMany { filter, update: u, upsert } => {
-            push(doc! { "q": filter.clone(), "u": update(u), "multi": true, "upsert": *upsert })
-        }
-        MongoWrite::ReplaceOne { filter, replacement, upsert } => push(
+        MongoWrite::UpdateOne {
+            filter,
+            update: u,
+            upsert,
+        } => push(doc! { "q": filter.clone(), "u": update(u), "multi": false, "upsert": *upsert }),
+        MongoWrite::UpdateMany {
+            filter,
+            update: u,
+            upsert,
+        } => push(doc! { "q": filter.clone(), "u": update(u), "multi": true, "upsert": *upsert }),
+        MongoWrite::ReplaceOne {
+            filter,
+            replacement,
+            upsert,
+        } => push(
             doc! { "q": filter.clone(), "u": replacement.clone(), "multi": false, "upsert": *upsert },
         ),
         MongoWrite::DeleteOne { filter } => push(doc! { "q": filter.clone(), "limit": 1 }),

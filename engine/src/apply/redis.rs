@@ -27,7 +27,14 @@ use crate::op::{Op, RedisCommand, RedisOp};
 
 /// Error codes that say "not now" rather than "never": retried.
 const TRANSIENT: [&str; 8] = [
-    "LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "OOM",
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "READONLY",
+    "NOREPLICAS",
+    "OOM",
 ];
 
 #[derive(Debug)]
@@ -96,7 +103,11 @@ impl RedisTarget {
         }
     }
 
-    pub async fn apply(&self, stream: u64, items: &[(u64, &Op)]) -> Result<Vec<Applied>, TargetError> {
+    pub async fn apply(
+        &self,
+        stream: u64,
+        items: &[(u64, &Op)],
+    ) -> Result<Vec<Applied>, TargetError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let conn = self
@@ -132,7 +143,13 @@ impl RedisTarget {
         }
         let mut pipe = Pipeline::new();
         pipe.add_command(Cmd::new().arg("SELECT").arg(MARKER_DB).to_owned());
-        pipe.add_command(Cmd::new().arg("HGET").arg(APPLIED_KEY).arg(stream_field(stream)).to_owned());
+        pipe.add_command(
+            Cmd::new()
+                .arg("HGET")
+                .arg(APPLIED_KEY)
+                .arg(stream_field(stream))
+                .to_owned(),
+        );
         let replies = live
             .conn
             .req_packed_commands(&pipe, 0, 2)
@@ -142,10 +159,20 @@ impl RedisTarget {
             Some(Value::BulkString(b)) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| self.unavailable(format!("{APPLIED_KEY} holds a non-number for stream {stream:016x}")))?,
+                .ok_or_else(|| {
+                    self.unavailable(format!(
+                        "{APPLIED_KEY} holds a non-number for stream {stream:016x}"
+                    ))
+                })?,
             Some(Value::Nil) => 0,
-            Some(Value::ServerError(e)) => return Err(self.unavailable(format!("reading {APPLIED_KEY}: {e}"))),
-            other => return Err(self.unavailable(format!("unexpected reply to HGET {APPLIED_KEY}: {other:?}"))),
+            Some(Value::ServerError(e)) => {
+                return Err(self.unavailable(format!("reading {APPLIED_KEY}: {e}")))
+            }
+            other => {
+                return Err(
+                    self.unavailable(format!("unexpected reply to HGET {APPLIED_KEY}: {other:?}"))
+                )
+            }
         };
         live.markers.insert(stream, m);
         Ok(m)
@@ -194,7 +221,10 @@ impl RedisTarget {
                 Ok(_) => {
                     live.good_dbs.insert(op.db);
                 }
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                Err(e)
+                    if e.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+                {
                     bad_dbs.push((op.db, e.to_string()))
                 }
                 Err(e) => return Err(self.unavailable(e)),
@@ -246,7 +276,9 @@ impl RedisTarget {
                 .await
                 .map_err(|e| self.unavailable(e))?;
             if replies.len() != total {
-                return Err(self.unavailable(format!("{} replies to {total} commands", replies.len())));
+                return Err(
+                    self.unavailable(format!("{} replies to {total} commands", replies.len()))
+                );
             }
             if let Some(Value::ServerError(e)) = replies.first() {
                 return Err(self.unavailable(format!("MULTI refused: {e}")));
@@ -259,9 +291,12 @@ impl RedisTarget {
                     for (slot, r) in slots.iter().zip(results) {
                         if let Value::ServerError(e) = r {
                             match slot {
-                                Slot::Command(i) => errors.entry(*i).or_default().push(e.to_string()),
+                                Slot::Command(i) => {
+                                    errors.entry(*i).or_default().push(e.to_string())
+                                }
                                 Slot::Select | Slot::Marker => {
-                                    return Err(self.unavailable(format!("bookkeeping command failed: {e}")))
+                                    return Err(self
+                                        .unavailable(format!("bookkeeping command failed: {e}")))
                                 }
                             }
                         }
@@ -269,7 +304,10 @@ impl RedisTarget {
                     for (i, errs) in errors {
                         let transaction = matches!(items[i].1, Op::Redis(r) if r.is_transaction());
                         out[i] = Applied::Refused(if transaction {
-                            format!("transaction ran with errors (Redis does not roll back): {}", errs.join("; "))
+                            format!(
+                                "transaction ran with errors (Redis does not roll back): {}",
+                                errs.join("; ")
+                            )
                         } else {
                             errs.join("; ")
                         });
@@ -286,9 +324,12 @@ impl RedisTarget {
                     for (slot, r) in slots.iter().zip(queued) {
                         if let Value::ServerError(qe) = r {
                             match slot {
-                                Slot::Command(i) => refused.entry(*i).or_default().push(qe.to_string()),
+                                Slot::Command(i) => {
+                                    refused.entry(*i).or_default().push(qe.to_string())
+                                }
                                 Slot::Select | Slot::Marker => {
-                                    return Err(self.unavailable(format!("bookkeeping command refused: {qe}")))
+                                    return Err(self
+                                        .unavailable(format!("bookkeeping command refused: {qe}")))
                                 }
                             }
                         }
@@ -296,11 +337,16 @@ impl RedisTarget {
                     if refused.is_empty() {
                         return Err(self.unavailable(format!("EXEC failed: {e}")));
                     }
-                    if let Some(transient) = refused.values().flatten().find(|m| is_transient(first_word(m))) {
+                    if let Some(transient) = refused
+                        .values()
+                        .flatten()
+                        .find(|m| is_transient(first_word(m)))
+                    {
                         return Err(self.unavailable(transient));
                     }
                     for (i, errs) in &refused {
-                        out[*i] = Applied::Refused(format!("refused by Redis: {}", errs.join("; ")));
+                        out[*i] =
+                            Applied::Refused(format!("refused by Redis: {}", errs.join("; ")));
                     }
                     active.retain(|(i, _)| !refused.contains_key(i));
                 }

@@ -15,7 +15,11 @@ pub enum KeySpec {
     None,
     /// Keys at `first`, `first + step`, … up to `last` (negative counts
     /// from the end: -1 is the last argument).
-    Range { first: usize, last: isize, step: usize },
+    Range {
+        first: usize,
+        last: isize,
+        step: usize,
+    },
     /// `numkeys` at `at`, then that many keys; `extra` is a key before it
     /// (ZUNIONSTORE's destination).
     NumKeys { at: usize, extra: Option<usize> },
@@ -38,7 +42,14 @@ pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
     let mut buf = [0u8; MAX_NAME];
     let name = cmd.name();
     if name.len() > MAX_NAME {
-        return (KeySpec::Range { first: 1, last: 1, step: 1 }, Split::No);
+        return (
+            KeySpec::Range {
+                first: 1,
+                last: 1,
+                step: 1,
+            },
+            Split::No,
+        );
     }
     let upper = &mut buf[..name.len()];
     upper.copy_from_slice(name);
@@ -71,9 +82,13 @@ pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
         // BITOP <op> <dest> <key>…
         b"BITOP" => (r(2, -1, 1), Split::No),
         // numkeys forms.
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
-            (KeySpec::NumKeys { at: 2, extra: Some(1) }, Split::No)
-        }
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => (
+            KeySpec::NumKeys {
+                at: 2,
+                extra: Some(1),
+            },
+            Split::No,
+        ),
         b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
             (KeySpec::NumKeys { at: 2, extra: None }, Split::No)
         }
@@ -93,11 +108,7 @@ pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Vec<usize>) {
     match spec {
         KeySpec::None => {}
         KeySpec::Range { first, last, step } => {
-            let last = if last < 0 {
-                n as isize + last
-            } else {
-                last
-            };
+            let last = if last < 0 { n as isize + last } else { last };
             let mut i = first as isize;
             while i <= last && (i as usize) < n {
                 out.push(i as usize);
@@ -125,8 +136,12 @@ mod tests {
     use bytes::Bytes;
 
     fn cmd(args: &[&str]) -> RedisCommand {
-        RedisCommand::new(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect())
-            .expect("non-empty")
+        RedisCommand::new(
+            args.iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect(),
+        )
+        .expect("non-empty")
     }
 
     fn keys(args: &[&str]) -> Vec<usize> {
@@ -143,7 +158,10 @@ mod tests {
         assert_eq!(keys(&["del", "a", "b", "c"]), vec![1, 2, 3]);
         assert_eq!(keys(&["RENAME", "a", "b"]), vec![1, 2]);
         assert_eq!(keys(&["blpop", "a", "b", "0"]), vec![1, 2]);
-        assert_eq!(keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]), vec![1, 3, 4]);
+        assert_eq!(
+            keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]),
+            vec![1, 3, 4]
+        );
         assert_eq!(keys(&["EVAL", "return 1", "1", "k", "arg"]), vec![3]);
         assert_eq!(keys(&["BITOP", "AND", "d", "a", "b"]), vec![2, 3, 4]);
         assert_eq!(keys(&["FLUSHALL"]), Vec::<usize>::new());

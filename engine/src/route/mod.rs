@@ -213,7 +213,12 @@ fn route_command(
         .map(|&p| decide(Some(&cmd.args()[p])))
         .collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
-        return Ok(apply_decision(decisions[0].clone_ref(), db, cmd, &positions));
+        return Ok(apply_decision(
+            decisions[0].clone_ref(),
+            db,
+            cmd,
+            &positions,
+        ));
     }
     if split == Split::No {
         let detail: Vec<String> = positions
@@ -241,7 +246,10 @@ fn route_command(
     };
     let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
     for (i, &p) in positions.iter().enumerate() {
-        let slot = match groups.iter().position(|(d, _)| same(&decisions[*d], &decisions[i])) {
+        let slot = match groups
+            .iter()
+            .position(|(d, _)| same(&decisions[*d], &decisions[i]))
+        {
             Some(s) => s,
             None => {
                 groups.push((i, vec![cmd.name_bytes()]));

@@ -101,10 +101,7 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
         .into_iter()
         .map(|args| RedisCommand::new(args).ok_or(FrameError::Resp(RespError::Empty)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(bad) = commands
-        .iter()
-        .find(|c| REFUSED.iter().any(|r| c.is(r)))
-    {
+    if let Some(bad) = commands.iter().find(|c| REFUSED.iter().any(|r| c.is(r))) {
         return Err(FrameError::RefusedCommand(
             String::from_utf8_lossy(bad.name()).to_uppercase(),
         ));
@@ -116,9 +113,9 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits
-        .iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn decode_mongo(payload: &Bytes) -> Result<MongoOp, FrameError> {
@@ -127,8 +124,9 @@ fn decode_mongo(payload: &Bytes) -> Result<MongoOp, FrameError> {
     let (coll, doc) =
         take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the collection name"))?;
     let db = valid_name(db).ok_or(FrameError::MongoHeader("db name is empty or not UTF-8"))?;
-    let coll =
-        valid_name(coll).ok_or(FrameError::MongoHeader("collection name is empty or not UTF-8"))?;
+    let coll = valid_name(coll).ok_or(FrameError::MongoHeader(
+        "collection name is empty or not UTF-8",
+    ))?;
     let write = decode_write(doc)?;
     Ok(MongoOp {
         db: db.to_owned(),
@@ -177,7 +175,9 @@ pub fn mongo_frame(db: &str, coll: &str, write_bson: &[u8]) -> Result<Vec<u8>, F
         return Err(FrameError::MongoHeader("db name is empty or contains NUL"));
     }
     if coll.is_empty() || coll.contains('\0') {
-        return Err(FrameError::MongoHeader("collection name is empty or contains NUL"));
+        return Err(FrameError::MongoHeader(
+            "collection name is empty or contains NUL",
+        ));
     }
     let mut out = Vec::with_capacity(LEN_PREFIX + 3 + db.len() + coll.len() + write_bson.len());
     out.extend_from_slice(&[0; LEN_PREFIX]);
@@ -268,7 +268,9 @@ mod tests {
     #[test]
     fn seed_payload_decodes() {
         let op = decode_payload(&Bytes::from_static(SEED)).expect("seed payload");
-        let Op::Redis(op) = op else { panic!("not redis") };
+        let Op::Redis(op) = op else {
+            panic!("not redis")
+        };
         assert_eq!((op.port, op.db), (6379, 1));
         assert_eq!(op.commands.len(), 1);
         assert_eq!(op.commands[0].args(), &[&b"set"[..], b"a", b"b"]);
@@ -283,7 +285,14 @@ mod tests {
 
     #[test]
     fn transaction_payload_has_several_commands() {
-        let frame = redis_frame(6379, 2, &[vec!["set", "cool", "hello0"], vec!["set", "awesome", "中文你好0"]]);
+        let frame = redis_frame(
+            6379,
+            2,
+            &[
+                vec!["set", "cool", "hello0"],
+                vec!["set", "awesome", "中文你好0"],
+            ],
+        );
         let Ok(Op::Redis(op)) = decode_payload(&Bytes::copy_from_slice(&frame[4..])) else {
             panic!("decode")
         };
@@ -308,13 +317,22 @@ mod tests {
 
     #[test]
     fn mongo_frame_round_trips() {
-        let write = MongoWrite::DeleteMany { filter: doc! { "key": "value" } };
-        let frame = mongo_frame("mongo_db_name", "mongo_col_name", &crate::wire::mongo::encode_write(&write))
-            .expect("frame");
+        let write = MongoWrite::DeleteMany {
+            filter: doc! { "key": "value" },
+        };
+        let frame = mongo_frame(
+            "mongo_db_name",
+            "mongo_col_name",
+            &crate::wire::mongo::encode_write(&write),
+        )
+        .expect("frame");
         let Ok(Op::Mongo(op)) = decode_payload(&Bytes::copy_from_slice(&frame[4..])) else {
             panic!("decode")
         };
-        assert_eq!((op.db.as_str(), op.coll.as_str()), ("mongo_db_name", "mongo_col_name"));
+        assert_eq!(
+            (op.db.as_str(), op.coll.as_str()),
+            ("mongo_db_name", "mongo_col_name")
+        );
         assert_eq!(op.write, write);
     }
 

@@ -68,7 +68,11 @@ pub fn to_document(write: &MongoWrite) -> Document {
         MongoWrite::InsertMany { documents } => {
             out.insert(
                 "documents",
-                documents.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
+                documents
+                    .iter()
+                    .cloned()
+                    .map(Bson::Document)
+                    .collect::<Vec<_>>(),
             );
         }
         MongoWrite::UpdateOne {
@@ -105,7 +109,12 @@ pub fn to_document(write: &MongoWrite) -> Document {
 pub fn from_document(mut doc: Document) -> Result<MongoWrite, MongoDecodeError> {
     let op = match doc.remove("op") {
         Some(Bson::String(s)) => s,
-        Some(other) => return Err(shape(format!("`op` must be a string, not {:?}", other.element_type()))),
+        Some(other) => {
+            return Err(shape(format!(
+                "`op` must be a string, not {:?}",
+                other.element_type()
+            )))
+        }
         None => return Err(shape("missing `op`".into())),
     };
     let write = match op.as_str() {

@@ -258,7 +258,6 @@ impl Encoder<Message> for PeerCodec {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,14 +273,27 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        round_trip(Message::Hello { version: VERSION, stream: 42, name: "web-1".into() });
-        round_trip(Message::Welcome { version: VERSION, last_applied: 7 });
+        round_trip(Message::Hello {
+            version: VERSION,
+            stream: 42,
+            name: "web-1".into(),
+        });
+        round_trip(Message::Welcome {
+            version: VERSION,
+            last_applied: 7,
+        });
         round_trip(Message::Batch {
             first_seq: 8,
-            records: vec![Bytes::from_static(b"6379,0\x01*1\r\n$4\r\nPING\r\n"), Bytes::new()],
+            records: vec![
+                Bytes::from_static(b"6379,0\x01*1\r\n$4\r\nPING\r\n"),
+                Bytes::new(),
+            ],
         });
         round_trip(Message::Ack { seq: 9 });
-        round_trip(Message::Refuse { code: refuse::BAD_VERSION, reason: "want 1".into() });
+        round_trip(Message::Refuse {
+            code: refuse::BAD_VERSION,
+            reason: "want 1".into(),
+        });
     }
 
     #[test]
@@ -292,10 +304,16 @@ mod tests {
         buf.put_u8(3);
         buf.put_u64_le(1);
         buf.put_u32_le(u32::MAX);
-        assert!(matches!(codec.decode(&mut buf), Err(PeerError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(PeerError::Malformed(_))
+        ));
 
         let mut buf = BytesMut::new();
         buf.put_u32_le(u32::MAX);
-        assert!(matches!(codec.decode(&mut buf), Err(PeerError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(PeerError::TooLarge { .. })
+        ));
     }
 }

@@ -204,7 +204,16 @@ mod tests {
     #[test]
     fn forged_count_is_refused_before_allocating() {
         let err = parse_command(b"*4000000000\r\n$1\r\na\r\n").unwrap_err();
-        assert!(matches!(err, RespError::TooLong { what: "argument count", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                RespError::TooLong {
+                    what: "argument count",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -212,14 +221,22 @@ mod tests {
         let err = parse_command(b"*1\r\n$99\r\nabc\r\n").unwrap_err();
         assert_eq!(
             err,
-            RespError::TooLong { offset: 9, what: "bulk length", value: 99, limit: 5 }
+            RespError::TooLong {
+                offset: 9,
+                what: "bulk length",
+                value: 99,
+                limit: 5
+            }
         );
     }
 
     #[test]
     fn missing_crlf_after_bulk_reports_offset() {
         let err = parse_command(b"*1\r\n$3\r\nabcX\r\n").unwrap_err();
-        assert!(matches!(err, RespError::Syntax { offset: 11, .. }), "{err:?}");
+        assert!(
+            matches!(err, RespError::Syntax { offset: 11, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

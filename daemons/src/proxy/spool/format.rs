@@ -90,20 +90,29 @@ impl SegmentHeader {
     /// reason, for a message that names the file.
     pub fn decode(b: &[u8]) -> Result<Self, String> {
         if b.len() != SEGMENT_HEADER as usize {
-            return Err(format!("segment header is {} bytes, expected {SEGMENT_HEADER}", b.len()));
+            return Err(format!(
+                "segment header is {} bytes, expected {SEGMENT_HEADER}",
+                b.len()
+            ));
         }
         if b[0..8] != SEGMENT_MAGIC {
             return Err("not a syncs spool segment (bad magic)".into());
         }
         let version = u16_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("segment format version {version}; this build reads version {FORMAT_VERSION}"));
+            return Err(format!(
+                "segment format version {version}; this build reads version {FORMAT_VERSION}"
+            ));
         }
         let crc = u32_at(b, 40);
         if crc != crc32fast::hash(&b[0..40]) {
             return Err("segment header checksum mismatch".into());
         }
-        Ok(Self { stream: u64_at(b, 16), base: u64_at(b, 24), created_ms: u64_at(b, 32) })
+        Ok(Self {
+            stream: u64_at(b, 16),
+            base: u64_at(b, 24),
+            created_ms: u64_at(b, 32),
+        })
     }
 }
 
@@ -120,7 +129,13 @@ pub(super) struct RecordHeader {
 
 impl RecordHeader {
     pub fn decode(b: &[u8; RECORD_HEADER as usize]) -> Self {
-        Self { crc: u32_at(b, 0), len: u32_at(b, 4), seq: u64_at(b, 8), time_ms: u64_at(b, 16), lead: u32_at(b, 24) }
+        Self {
+            crc: u32_at(b, 0),
+            len: u32_at(b, 4),
+            seq: u64_at(b, 8),
+            time_ms: u64_at(b, 16),
+            lead: u32_at(b, 24),
+        }
     }
 
     /// Bytes of header and payload.
@@ -189,12 +204,17 @@ impl Acked {
         }
         let version = u16_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("format version {version}, expected {FORMAT_VERSION}"));
+            return Err(format!(
+                "format version {version}, expected {FORMAT_VERSION}"
+            ));
         }
         if u32_at(b, 32) != crc32fast::hash(&b[0..32]) {
             return Err("checksum mismatch".into());
         }
-        Ok(Self { stream: u64_at(b, 16), floor: u64_at(b, 24) })
+        Ok(Self {
+            stream: u64_at(b, 16),
+            floor: u64_at(b, 24),
+        })
     }
 }
 
@@ -221,12 +241,19 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_reject_damage() {
-        let h = SegmentHeader { stream: 7, base: 42, created_ms: 1000 };
+        let h = SegmentHeader {
+            stream: 7,
+            base: 42,
+            created_ms: 1000,
+        };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         b[30] ^= 1;
         assert!(SegmentHeader::decode(&b).is_err());
-        let a = Acked { stream: 7, floor: 9 };
+        let a = Acked {
+            stream: 7,
+            floor: 9,
+        };
         assert_eq!(Acked::decode(&a.encode()), Ok(a));
     }
 
@@ -237,8 +264,20 @@ mod tests {
             b.iter().map(|x| format!("{x:02x}")).collect()
         }
         let stream = 0x0123_4567_89ab_cdef;
-        let mut seg = SegmentHeader { stream, base: 1, created_ms: 1_700_000_000_000 }.encode().to_vec();
-        encode_record(&mut seg, 1, 1_700_000_000_123, 0, b"6379,1\x01*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n");
+        let mut seg = SegmentHeader {
+            stream,
+            base: 1,
+            created_ms: 1_700_000_000_000,
+        }
+        .encode()
+        .to_vec();
+        encode_record(
+            &mut seg,
+            1,
+            1_700_000_000_123,
+            0,
+            b"6379,1\x01*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n",
+        );
         assert_eq!(
             hex(&seg),
             "53594e43535345470100000000000000efcdab896745230101000000000000000068e5cf8b0100006df1edd100000000\
@@ -246,7 +285,10 @@ mod tests {
              363337392c31012a330d0a24330d0a7365740d0a24310d0a610d0a24310d0a620d0a"
         );
         let acked = Acked { stream, floor: 41 }.encode();
-        assert_eq!(hex(&acked), "53594e435341434b0100000000000000efcdab89674523012900000000000000798c60ec");
+        assert_eq!(
+            hex(&acked),
+            "53594e435341434b0100000000000000efcdab89674523012900000000000000798c60ec"
+        );
     }
 
     #[test]
@@ -257,7 +299,10 @@ mod tests {
         let mut h = [0u8; RECORD_HEADER as usize];
         h.copy_from_slice(&buf[..RECORD_HEADER as usize]);
         let r = RecordHeader::decode(&h);
-        assert_eq!((r.len, r.seq, r.time_ms, r.lead, r.write_start()), (2, 5, 6, 1, Some(4)));
+        assert_eq!(
+            (r.len, r.seq, r.time_ms, r.lead, r.write_start()),
+            (2, 5, 6, 1, Some(4))
+        );
         let mut c = RecordHeader::crc_start(&h);
         c.update(b"hi");
         assert_eq!(c.finalize(), r.crc);

@@ -138,7 +138,11 @@ pub enum SpoolError {
         source: io::Error,
     },
     #[error("{}:{offset}: corrupt spool: {reason}", .path.display())]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("spool full: {used} of {max} bytes on disk are waiting for acknowledgements")]
     Full { used: u64, max: u64 },
     #[error("record of {len} bytes refused: the spool takes records of at most {max} bytes (max_bytes and the record limit)")]
@@ -206,7 +210,10 @@ impl RateLimit {
         let now = now_ms();
         let last = self.last_ms.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
-            && self.last_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             return Some(self.suppressed.swap(0, Ordering::Relaxed));
         }
@@ -267,7 +274,8 @@ impl State {
     /// acknowledged entirely; the caller has the writer delete them.
     pub fn take_deletable(&mut self) -> Vec<Segment> {
         let mut out = Vec::new();
-        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last <= self.floor) {
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last <= self.floor)
+        {
             out.extend(self.segments.pop_front());
         }
         out
@@ -299,7 +307,9 @@ impl State {
     }
 
     fn segment_index(&self, seq: u64) -> Option<usize> {
-        self.segments.partition_point(|s| s.base <= seq).checked_sub(1)
+        self.segments
+            .partition_point(|s| s.base <= seq)
+            .checked_sub(1)
     }
 
     /// The best known place at or before record `seq` in its segment.
@@ -379,7 +389,10 @@ impl Shared {
 fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
     let least = 2 * SEGMENT_HEADER + RECORD_HEADER + 1;
     if config.max_bytes < least {
-        return Err(SpoolError::Config(format!("max_bytes {} is below the minimum {least}", config.max_bytes)));
+        return Err(SpoolError::Config(format!(
+            "max_bytes {} is below the minimum {least}",
+            config.max_bytes
+        )));
     }
     if config.segment_bytes <= SEGMENT_HEADER {
         return Err(SpoolError::Config(format!(
@@ -388,11 +401,15 @@ fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
         )));
     }
     if config.fsync == Fsync::Every(Duration::ZERO) {
-        return Err(SpoolError::Config("fsync every 0 ms: use Fsync::Always".into()));
+        return Err(SpoolError::Config(
+            "fsync every 0 ms: use Fsync::Always".into(),
+        ));
     }
     // Acknowledged segments free room only once closed: keep at least a
     // few segments under the cap.
-    let segment_bytes = config.segment_bytes.min((config.max_bytes / 4).max(SEGMENT_HEADER + 1));
+    let segment_bytes = config
+        .segment_bytes
+        .min((config.max_bytes / 4).max(SEGMENT_HEADER + 1));
     if segment_bytes < config.segment_bytes {
         tracing::warn!(
             segment_bytes = config.segment_bytes,
@@ -418,7 +435,11 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| SpoolError::Io { path: path.clone(), op: "opening the lock file", source })?;
+        .map_err(|source| SpoolError::Io {
+            path: path.clone(),
+            op: "opening the lock file",
+            source,
+        })?;
     // A lock is briefly held on after its owner closed it when another
     // thread forks (the child shares the descriptor until it execs):
     // retry for a moment before calling the directory taken.
@@ -429,9 +450,15 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(5));
             }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked(dir.to_path_buf()))
+            }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(SpoolError::Io { path, op: "locking", source });
+                return Err(SpoolError::Io {
+                    path,
+                    op: "locking",
+                    source,
+                });
             }
         }
     }
@@ -445,7 +472,11 @@ impl Spool {
     pub fn open(config: SpoolConfig, destinations: usize) -> Result<Spool, SpoolError> {
         let limits = validate(&config)?;
         let dir = config.dir;
-        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io { path: dir.clone(), op: "creating", source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io {
+            path: dir.clone(),
+            op: "creating",
+            source,
+        })?;
         let lock = lock_dir(&dir)?;
         let rec = recover::recover(&dir, super::new_stream_id)?;
         let disk_bytes = rec.segments.iter().map(|s| s.len).sum();
@@ -471,11 +502,15 @@ impl Spool {
             failed: None,
             roll_requested: false,
         };
-        let newest = state.segments.back().map(writer::Newest::of).ok_or_else(|| SpoolError::Corrupt {
-            path: dir.clone(),
-            offset: 0,
-            reason: "no segment after recovery".into(),
-        })?;
+        let newest = state
+            .segments
+            .back()
+            .map(writer::Newest::of)
+            .ok_or_else(|| SpoolError::Corrupt {
+                path: dir.clone(),
+                offset: 0,
+                reason: "no segment after recovery".into(),
+            })?;
         let (pushed, _) = watch::channel(rec.last);
         let shared = Arc::new(Shared {
             dir,
@@ -496,13 +531,23 @@ impl Spool {
         let handle = thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || w.run())
-            .map_err(|source| SpoolError::Io { path: shared.dir.clone(), op: "starting the writer thread", source })?;
+            .map_err(|source| SpoolError::Io {
+                path: shared.dir.clone(),
+                op: "starting the writer thread",
+                source,
+            })?;
         // Segments acknowledged before a crash, not yet deleted.
         let gone = shared.lock().take_deletable();
         if !gone.is_empty() {
             let _ = cmds.send(Cmd::Delete(gone));
         }
-        Ok(Spool { shared, cmds, admit: tokio::sync::Mutex::new(()), writer: Mutex::new(Some(handle)), _lock: lock })
+        Ok(Spool {
+            shared,
+            cmds,
+            admit: tokio::sync::Mutex::new(()),
+            writer: Mutex::new(Some(handle)),
+            _lock: lock,
+        })
     }
 
     /// Random at creation, kept in every segment header: stable across
@@ -522,7 +567,10 @@ impl Spool {
         // segment's header.
         let room = limits.max_bytes - 2 * SEGMENT_HEADER;
         if record.len() as u64 > MAX_RECORD || size > room {
-            return Err(SpoolError::TooLarge { len: record.len() as u64, max: (room - RECORD_HEADER).min(MAX_RECORD) });
+            return Err(SpoolError::TooLarge {
+                len: record.len() as u64,
+                max: (room - RECORD_HEADER).min(MAX_RECORD),
+            });
         }
         let admit = self.admit.lock().await;
         let mut counted = false;
@@ -540,7 +588,13 @@ impl Spool {
                 if used + size + SEGMENT_HEADER <= limits.max_bytes {
                     let seq = st.next_seq;
                     let (tx, rx) = oneshot::channel();
-                    let append = Append { seq, data: record, time_ms: now_ms(), size, done: tx };
+                    let append = Append {
+                        seq,
+                        data: record,
+                        time_ms: now_ms(),
+                        size,
+                        done: tx,
+                    };
                     // Sent under the lock: the writer gets records in
                     // sequence order.
                     if self.cmds.send(Cmd::Append(append)).is_err() {
@@ -552,7 +606,8 @@ impl Spool {
                 }
                 // Full. If all the newest segment holds is acknowledged,
                 // closing it lets it be deleted.
-                let newest_acked = st.floor >= st.written && st.segments.back().is_some_and(|s| !s.is_empty());
+                let newest_acked =
+                    st.floor >= st.written && st.segments.back().is_some_and(|s| !s.is_empty());
                 if newest_acked && !st.roll_requested && self.cmds.send(Cmd::Roll).is_ok() {
                     st.roll_requested = true;
                 }
@@ -561,7 +616,10 @@ impl Spool {
                     // segment is about to free room.
                     WhenFull::Refuse if waited_for_roll || !st.roll_requested => {
                         self.full(used);
-                        return Err(SpoolError::Full { used, max: limits.max_bytes });
+                        return Err(SpoolError::Full {
+                            used,
+                            max: limits.max_bytes,
+                        });
                     }
                     WhenFull::Refuse => {}
                     WhenFull::Block if !counted => {
@@ -602,7 +660,12 @@ impl Spool {
     /// returns the first sequence, `max(from, oldest unacknowledged)`,
     /// and the records. Records are readable once durable per the fsync
     /// policy. A read from disk is blocking file IO of about `max_bytes`.
-    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<(u64, Vec<Bytes>), SpoolError> {
+    pub fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<(u64, Vec<Bytes>), SpoolError> {
         let (first, plan) = {
             let st = self.shared.lock();
             let first = from.max(st.floor + 1);
@@ -610,12 +673,15 @@ impl Spool {
                 return Ok((first, Vec::new()));
             }
             if let Some(skip) = st.ram.front().and_then(|c| first.checked_sub(c.seq)) {
-                let skip = usize::try_from(skip).unwrap_or(usize::MAX).min(st.ram.len());
+                let skip = usize::try_from(skip)
+                    .unwrap_or(usize::MAX)
+                    .min(st.ram.len());
                 let mut out = Vec::new();
                 let mut bytes = 0;
                 for c in st.ram.range(skip..) {
                     if c.seq > st.visible
-                        || (!out.is_empty() && (out.len() >= max_records || bytes + c.data.len() > max_bytes))
+                        || (!out.is_empty()
+                            && (out.len() >= max_records || bytes + c.data.len() > max_bytes))
                     {
                         break;
                     }
@@ -643,7 +709,10 @@ impl Spool {
             if st.hints.len() >= HINTS {
                 st.hints.pop_front();
             }
-            st.hints.push_back(Hint { segment_base: plan.segment_base, next: out.next });
+            st.hints.push_back(Hint {
+                segment_base: plan.segment_base,
+                next: out.next,
+            });
         }
         Ok((first, out.records))
     }
@@ -653,8 +722,11 @@ impl Spool {
     /// the policy. For an orderly shutdown under `Fsync::Every`.
     pub async fn flush(&self) -> Result<(), SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Flush(tx)).map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?;
-        rx.await.map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?
+        self.cmds
+            .send(Cmd::Flush(tx))
+            .map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?;
+        rx.await
+            .map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?
     }
 
     /// The newest readable sequence (0: none ever). With `Fsync::Always`
@@ -688,7 +760,9 @@ impl Spool {
         } else {
             seq
         };
-        let Some(a) = st.acked.get_mut(dest) else { return };
+        let Some(a) = st.acked.get_mut(dest) else {
+            return;
+        };
         if seq <= *a {
             return;
         }

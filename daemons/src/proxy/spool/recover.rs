@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    parse_segment_name, segment_path, Acked, SegmentHeader, ACKED_FILE, ACKED_LEN, RECORD_HEADER, SEGMENT_HEADER,
-    TMP_SUFFIX,
+    parse_segment_name, segment_path, Acked, SegmentHeader, ACKED_FILE, ACKED_LEN, RECORD_HEADER,
+    SEGMENT_HEADER, TMP_SUFFIX,
 };
 use super::segment::{check_record, Check, ChunkReader, IndexEntry, Segment};
 use super::SpoolError;
@@ -44,27 +44,44 @@ pub(super) struct Recovered {
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SpoolError + 'a {
-    move |source| SpoolError::Io { path: path.to_path_buf(), op, source }
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> SpoolError {
-    SpoolError::Corrupt { path: path.to_path_buf(), offset, reason: reason.into() }
+    SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
 }
 
 /// Fsyncs a directory, so that names created, renamed or removed in it
 /// survive a crash.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "syncing the directory"))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "syncing the directory"))
 }
 
 pub(super) fn open_segment_file(path: &Path) -> Result<File, SpoolError> {
-    OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path, "opening"))
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "opening"))
 }
 
 /// Creates a segment holding only its header: written to a temporary
 /// name, fsynced, renamed, and the directory fsynced, so a segment file
 /// never exists with a partial header.
-pub(super) fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(PathBuf, File), SpoolError> {
+pub(super) fn create_segment(
+    dir: &Path,
+    header: &SegmentHeader,
+) -> Result<(PathBuf, File), SpoolError> {
     let path = segment_path(dir, header.base);
     let mut tmp = path.clone().into_os_string();
     tmp.push(TMP_SUFFIX);
@@ -76,7 +93,8 @@ pub(super) fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(Path
         .truncate(true)
         .open(&tmp)
         .map_err(io_err(&tmp, "creating"))?;
-    file.write_all_at(&header.encode(), 0).map_err(io_err(&tmp, "writing the header"))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(io_err(&tmp, "writing the header"))?;
     file.sync_all().map_err(io_err(&tmp, "syncing"))?;
     std::fs::rename(&tmp, &path).map_err(io_err(&path, "renaming the new segment"))?;
     sync_dir(dir)?;
@@ -85,18 +103,24 @@ pub(super) fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(Path
 
 /// Opens `dir` as left by a previous run; `new_stream` names a fresh
 /// spool's stream when there is no segment.
-pub(super) fn recover(dir: &Path, new_stream: impl FnOnce() -> u64) -> Result<Recovered, SpoolError> {
+pub(super) fn recover(
+    dir: &Path,
+    new_stream: impl FnOnce() -> u64,
+) -> Result<Recovered, SpoolError> {
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(io_err(dir, "listing"))?;
     for entry in entries {
         let entry = entry.map_err(io_err(dir, "listing"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name.strip_suffix(TMP_SUFFIX).is_some_and(|n| n == ACKED_FILE || parse_segment_name(n).is_some());
+        let ours = name
+            .strip_suffix(TMP_SUFFIX)
+            .is_some_and(|n| n == ACKED_FILE || parse_segment_name(n).is_some());
         if ours {
             // A segment or `acked` file whose rename never happened.
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(io_err(&path, "removing a leftover temporary file"))?;
+            std::fs::remove_file(&path)
+                .map_err(io_err(&path, "removing a leftover temporary file"))?;
             tracing::info!(path = %path.display(), "removed a temporary file left by a crash");
         } else if let Some(base) = parse_segment_name(name) {
             bases.push(base);
@@ -114,10 +138,21 @@ pub(super) fn recover(dir: &Path, new_stream: impl FnOnce() -> u64) -> Result<Re
         let file = open_segment_file(&path)?;
         let header = read_header(&file, &path)?;
         if base == 0 || base > MAX_BASE {
-            return Err(corrupt(&path, 24, format!("implausible base sequence {base}")));
+            return Err(corrupt(
+                &path,
+                24,
+                format!("implausible base sequence {base}"),
+            ));
         }
         if header.base != base {
-            return Err(corrupt(&path, 24, format!("header says base sequence {}, the name says {base}", header.base)));
+            return Err(corrupt(
+                &path,
+                24,
+                format!(
+                    "header says base sequence {}, the name says {base}",
+                    header.base
+                ),
+            ));
         }
         match stream {
             None => stream = Some(header.stream),
@@ -125,7 +160,10 @@ pub(super) fn recover(dir: &Path, new_stream: impl FnOnce() -> u64) -> Result<Re
                 return Err(corrupt(
                     &path,
                     16,
-                    format!("segment of stream {:016x} among segments of stream {s:016x}", header.stream),
+                    format!(
+                        "segment of stream {:016x} among segments of stream {s:016x}",
+                        header.stream
+                    ),
                 ));
             }
             Some(_) => {}
@@ -155,7 +193,11 @@ pub(super) fn recover(dir: &Path, new_stream: impl FnOnce() -> u64) -> Result<Re
         Some(s) => s,
         None => {
             let stream = new_stream();
-            let header = SegmentHeader { stream, base: 1, created_ms: super::format::now_ms() };
+            let header = SegmentHeader {
+                stream,
+                base: 1,
+                created_ms: super::format::now_ms(),
+            };
             let (path, file) = create_segment(dir, &header)?;
             tracing::info!(dir = %dir.display(), stream = format!("{stream:016x}"), "created a new spool");
             segments.push_back(Segment::new(1, 0, path, Arc::new(file)));
@@ -165,21 +207,37 @@ pub(super) fn recover(dir: &Path, new_stream: impl FnOnce() -> u64) -> Result<Re
     // Everything found is made durable now, whatever the previous run's
     // fsync policy: readers may send all of it.
     if let Some(newest) = segments.back() {
-        newest.file.sync_all().map_err(io_err(&newest.path, "syncing"))?;
+        newest
+            .file
+            .sync_all()
+            .map_err(io_err(&newest.path, "syncing"))?;
     }
     let last = segments.back().map_or(0, |s| s.last);
     let oldest = segments.front().map_or(1, |s| s.base);
     let floor = read_acked(dir, stream, last).max(oldest - 1);
-    Ok(Recovered { stream, segments, last, floor })
+    Ok(Recovered {
+        stream,
+        segments,
+        last,
+        floor,
+    })
 }
 
 fn read_header(file: &File, path: &Path) -> Result<SegmentHeader, SpoolError> {
-    let len = file.metadata().map_err(io_err(path, "reading the size of"))?.len();
+    let len = file
+        .metadata()
+        .map_err(io_err(path, "reading the size of"))?
+        .len();
     if len < SEGMENT_HEADER {
-        return Err(corrupt(path, 0, format!("{len} bytes: shorter than a segment header ({SEGMENT_HEADER})")));
+        return Err(corrupt(
+            path,
+            0,
+            format!("{len} bytes: shorter than a segment header ({SEGMENT_HEADER})"),
+        ));
     }
     let mut b = [0u8; SEGMENT_HEADER as usize];
-    file.read_exact_at(&mut b, 0).map_err(io_err(path, "reading"))?;
+    file.read_exact_at(&mut b, 0)
+        .map_err(io_err(path, "reading"))?;
     SegmentHeader::decode(&b).map_err(|reason| corrupt(path, 0, reason))
 }
 
@@ -189,7 +247,10 @@ fn read_header(file: &File, path: &Path) -> Result<SegmentHeader, SpoolError> {
 fn scan(seg: &mut Segment, newest: bool) -> Result<(), SpoolError> {
     let path = Arc::clone(&seg.path);
     let file = Arc::clone(&seg.file);
-    let file_len = file.metadata().map_err(io_err(&path, "reading the size of"))?.len();
+    let file_len = file
+        .metadata()
+        .map_err(io_err(&path, "reading the size of"))?
+        .len();
     let mut r = ChunkReader::new(&file, file_len, SCAN_CHUNK);
     let mut off = SEGMENT_HEADER;
     while off < file_len {
@@ -207,7 +268,9 @@ fn scan(seg: &mut Segment, newest: bool) -> Result<(), SpoolError> {
                         format!("{reason} (not the newest segment: refusing to skip records)"),
                     ));
                 }
-                if let Some(later) = later_write(&mut r, off, expected).map_err(io_err(&path, "reading"))? {
+                if let Some(later) =
+                    later_write(&mut r, off, expected).map_err(io_err(&path, "reading"))?
+                {
                     return Err(corrupt(
                         &path,
                         off,
@@ -236,7 +299,11 @@ fn scan(seg: &mut Segment, newest: bool) -> Result<(), SpoolError> {
 
 /// Looks after damage at `from` (where record `expected` should be) for a
 /// valid record of a later write than the damaged one's.
-fn later_write(r: &mut ChunkReader<'_>, from: u64, expected: u64) -> io::Result<Option<IndexEntry>> {
+fn later_write(
+    r: &mut ChunkReader<'_>,
+    from: u64,
+    expected: u64,
+) -> io::Result<Option<IndexEntry>> {
     let end = r.limit();
     // Records after the damage carry sequences at most this far on.
     let max_seq = expected.saturating_add((end - from) / RECORD_HEADER + 1);
@@ -246,7 +313,11 @@ fn later_write(r: &mut ChunkReader<'_>, from: u64, expected: u64) -> io::Result<
         let mut h = h;
         loop {
             if h.write_start().is_some_and(|s| s > expected) {
-                return Ok(Some(IndexEntry { seq: h.seq, offset: off, time_ms: h.time_ms }));
+                return Ok(Some(IndexEntry {
+                    seq: h.seq,
+                    offset: off,
+                    time_ms: h.time_ms,
+                }));
             }
             off += h.size();
             if off >= end {

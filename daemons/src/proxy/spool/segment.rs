@@ -69,9 +69,16 @@ impl Segment {
         if self.is_empty() {
             self.first_time_ms = time_ms;
         }
-        let due = self.index.last().is_none_or(|e| offset >= e.offset + INDEX_EVERY);
+        let due = self
+            .index
+            .last()
+            .is_none_or(|e| offset >= e.offset + INDEX_EVERY);
         if due {
-            self.index.push(IndexEntry { seq, offset, time_ms });
+            self.index.push(IndexEntry {
+                seq,
+                offset,
+                time_ms,
+            });
         }
         self.last = seq;
         self.len = offset + size;
@@ -84,7 +91,11 @@ impl Segment {
         let i = self.index.partition_point(|e| e.seq <= seq);
         match i.checked_sub(1).and_then(|i| self.index.get(i)) {
             Some(e) => *e,
-            None => IndexEntry { seq: self.base, offset: SEGMENT_HEADER, time_ms: self.first_time_ms },
+            None => IndexEntry {
+                seq: self.base,
+                offset: SEGMENT_HEADER,
+                time_ms: self.first_time_ms,
+            },
         }
     }
 
@@ -107,7 +118,13 @@ pub(super) struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     pub fn new(file: &'a File, limit: u64, chunk: usize) -> Self {
-        Self { file, limit, chunk: chunk.max(RECORD_HEADER as usize), buf: Vec::new(), at: 0 }
+        Self {
+            file,
+            limit,
+            chunk: chunk.max(RECORD_HEADER as usize),
+            buf: Vec::new(),
+            at: 0,
+        }
     }
 
     pub fn limit(&self) -> u64 {
@@ -140,17 +157,25 @@ pub(super) enum Check {
 /// Checks the record at `off`: header within the file, length within
 /// bounds, checksum, and (when given) the expected sequence. Reads the
 /// payload in chunks, so a wrong length allocates nothing.
-pub(super) fn check_record(r: &mut ChunkReader<'_>, off: u64, expected: Option<u64>) -> io::Result<Check> {
+pub(super) fn check_record(
+    r: &mut ChunkReader<'_>,
+    off: u64,
+    expected: Option<u64>,
+) -> io::Result<Check> {
     let left = r.limit().saturating_sub(off);
     if left < RECORD_HEADER {
-        return Ok(Check::Invalid(format!("incomplete record header ({left} of {RECORD_HEADER} bytes)")));
+        return Ok(Check::Invalid(format!(
+            "incomplete record header ({left} of {RECORD_HEADER} bytes)"
+        )));
     }
     let mut hb = [0u8; RECORD_HEADER as usize];
     hb.copy_from_slice(r.get(off, RECORD_HEADER as usize)?);
     let h = RecordHeader::decode(&hb);
     let len = u64::from(h.len);
     if len > MAX_RECORD {
-        return Ok(Check::Invalid(format!("record length {len} is over the maximum {MAX_RECORD}")));
+        return Ok(Check::Invalid(format!(
+            "record length {len} is over the maximum {MAX_RECORD}"
+        )));
     }
     if len > left - RECORD_HEADER {
         return Ok(Check::Invalid(format!(
@@ -169,11 +194,17 @@ pub(super) fn check_record(r: &mut ChunkReader<'_>, off: u64, expected: Option<u
         return Ok(Check::Invalid("record checksum mismatch".into()));
     }
     if h.write_start().is_none() {
-        return Ok(Check::Invalid(format!("record {} says {} records precede it in its write", h.seq, h.lead)));
+        return Ok(Check::Invalid(format!(
+            "record {} says {} records precede it in its write",
+            h.seq, h.lead
+        )));
     }
     if let Some(want) = expected {
         if h.seq != want {
-            return Ok(Check::Invalid(format!("record has sequence {} where {want} was expected", h.seq)));
+            return Ok(Check::Invalid(format!(
+                "record has sequence {} where {want} was expected",
+                h.seq
+            )));
         }
     }
     Ok(Check::Valid(h))
@@ -209,19 +240,29 @@ pub(super) fn read_records(
     max_records: usize,
     max_bytes: usize,
 ) -> Result<ReadOut, SpoolError> {
-    let chunk = (max_bytes as u64).saturating_add(64 << 10).clamp(64 << 10, 8 << 20) as usize;
+    let chunk = (max_bytes as u64)
+        .saturating_add(64 << 10)
+        .clamp(64 << 10, 8 << 20) as usize;
     let mut r = ChunkReader::new(&plan.file, plan.len, chunk);
     let mut seq = plan.start.seq;
     let mut off = plan.start.offset;
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let io_err = |source| SpoolError::Io { path: plan.path.to_path_buf(), op: "reading", source };
+    let io_err = |source| SpoolError::Io {
+        path: plan.path.to_path_buf(),
+        op: "reading",
+        source,
+    };
     let mut time_ms = plan.start.time_ms;
     while seq <= plan.last {
         let h = match check_record(&mut r, off, Some(seq)).map_err(io_err)? {
             Check::Valid(h) => h,
             Check::Invalid(reason) => {
-                return Err(SpoolError::Corrupt { path: plan.path.to_path_buf(), offset: off, reason });
+                return Err(SpoolError::Corrupt {
+                    path: plan.path.to_path_buf(),
+                    offset: off,
+                    reason,
+                });
             }
         };
         if seq >= first {
@@ -237,5 +278,12 @@ pub(super) fn read_records(
         off += h.size();
         seq += 1;
     }
-    Ok(ReadOut { records: out, next: IndexEntry { seq, offset: off, time_ms } })
+    Ok(ReadOut {
+        records: out,
+        next: IndexEntry {
+            seq,
+            offset: off,
+            time_ms,
+        },
+    })
 }

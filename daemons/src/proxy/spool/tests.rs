@@ -65,7 +65,10 @@ fn a_spool_is_shared_across_tasks() {
 async fn push_read_ack_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Spool::open(config(dir.path()), 1).expect("open");
-    assert_eq!((s.last(), s.pending(), s.oldest_pending_age()), (0, 0, None));
+    assert_eq!(
+        (s.last(), s.pending(), s.oldest_pending_age()),
+        (0, 0, None)
+    );
     let mut seen = s.subscribe();
     push_n(&s, 1..=5).await;
     assert!(seen.has_changed().expect("watch"));
@@ -87,7 +90,15 @@ async fn push_read_ack_round_trip() {
     assert_eq!(s.read(6, 10, 1 << 20).expect("read"), (6, vec![]));
     // An acknowledgement beyond the newest record is held to it.
     s.ack(0, 99);
-    assert_eq!((s.acked(0), s.pending(), s.pending_bytes(), s.oldest_pending_age()), (5, 0, 0, None));
+    assert_eq!(
+        (
+            s.acked(0),
+            s.pending(),
+            s.pending_bytes(),
+            s.oldest_pending_age()
+        ),
+        (5, 0, 0, None)
+    );
     // Unknown destinations are ignored.
     s.ack(7, 1);
     assert_eq!(s.acked(7), 0);
@@ -112,7 +123,11 @@ async fn restart_recovers_unacked_records_with_their_sequences_and_the_stream_id
     // Exact to within the index spacing once the oldest pending record
     // is no longer in memory.
     let size = record_size(rec(1).len());
-    assert!((8 * size..=9 * size).contains(&s.pending_bytes()), "{}", s.pending_bytes());
+    assert!(
+        (8 * size..=9 * size).contains(&s.pending_bytes()),
+        "{}",
+        s.pending_bytes()
+    );
     assert!(s.oldest_pending_age().is_some());
     let want: Vec<Bytes> = (5..=12).map(rec).collect();
     assert_eq!(read_all(&s, 1, 3), (5, want));
@@ -170,14 +185,22 @@ async fn segments_roll_and_are_deleted_only_when_every_destination_acked() {
     assert!(files[1].ends_with("00000000000000000003.seg"));
     s.ack(0, 10);
     s.flush().await.expect("flush");
-    assert_eq!(segment_files(dir.path()), files, "destination 1 has acknowledged nothing");
+    assert_eq!(
+        segment_files(dir.path()),
+        files,
+        "destination 1 has acknowledged nothing"
+    );
     s.ack(1, 5);
     s.flush().await.expect("flush");
     // Segments 1-2 and 3-4 are gone; 5-6 holds an unacknowledged record.
     assert_eq!(segment_files(dir.path()), files[2..].to_vec());
     s.ack(1, 10);
     s.flush().await.expect("flush");
-    assert_eq!(segment_files(dir.path()), files[4..].to_vec(), "the newest segment stays");
+    assert_eq!(
+        segment_files(dir.path()),
+        files[4..].to_vec(),
+        "the newest segment stays"
+    );
     assert_eq!(s.segment_count(), 1);
 }
 
@@ -194,13 +217,21 @@ async fn a_slow_destination_does_not_hold_back_another() {
     while next <= 20 {
         let (first, recs) = s.read(next, 3, 1 << 20).expect("read");
         assert_eq!(first, next);
-        assert_eq!(recs, (next..next + recs.len() as u64).map(rec).collect::<Vec<_>>());
+        assert_eq!(
+            recs,
+            (next..next + recs.len() as u64)
+                .map(rec)
+                .collect::<Vec<_>>()
+        );
         next += recs.len() as u64;
         s.ack(0, next - 1);
     }
     assert_eq!((s.acked(0), s.acked(1), s.pending()), (20, 0, 20));
     // Everything is kept for destination 1, which reads it from disk.
-    assert_eq!(read_all(&s, s.acked(1) + 1, 4), (1, (1..=20).map(rec).collect()));
+    assert_eq!(
+        read_all(&s, s.acked(1) + 1, 4),
+        (1, (1..=20).map(rec).collect())
+    );
     s.ack(1, 12);
     assert_eq!((s.pending(), s.acked(0)), (8, 20));
     assert_eq!(read_all(&s, 13, 4), (13, (13..=20).map(rec).collect()));
@@ -214,8 +245,15 @@ async fn reads_after_memory_eviction_return_the_exact_bytes_from_disk() {
     cfg.memory_bytes = 200;
     // Records of varied lengths and binary content, some larger than the
     // memory budget.
-    let records: Vec<Bytes> =
-        (0..60u32).map(|i| Bytes::from((0..(i * 37 % 300)).map(|j| (j * 7 + i) as u8).collect::<Vec<u8>>())).collect();
+    let records: Vec<Bytes> = (0..60u32)
+        .map(|i| {
+            Bytes::from(
+                (0..(i * 37 % 300))
+                    .map(|j| (j * 7 + i) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect();
     {
         let s = Spool::open(cfg.clone(), 1).expect("open");
         for (i, r) in records.iter().enumerate() {
@@ -228,7 +266,10 @@ async fn reads_after_memory_eviction_return_the_exact_bytes_from_disk() {
         for from in [40, 3, 59, 1, 17] {
             let (first, got) = s.read(from, 5, 1 << 20).expect("read");
             assert_eq!(first, from);
-            assert_eq!(got[..], records[from as usize - 1..(from as usize - 1 + got.len())]);
+            assert_eq!(
+                got[..],
+                records[from as usize - 1..(from as usize - 1 + got.len())]
+            );
         }
     }
     let s = Spool::open(cfg, 1).expect("reopen");
@@ -264,7 +305,11 @@ async fn a_torn_tail_at_any_byte_keeps_every_complete_record() {
         assert_eq!(s.last(), 4, "cut at {cut}");
         assert_eq!(read_all(&s, 1, 10), (1, (1..=4).map(rec).collect()));
         drop(s);
-        assert_eq!(std::fs::metadata(&path).expect("stat").len(), last, "truncated to the last complete record");
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            last,
+            "truncated to the last complete record"
+        );
     }
     // Zeros after the last record (a file extended but never written).
     let mut padded = whole.clone();
@@ -290,7 +335,10 @@ async fn a_flipped_byte_in_the_middle_is_an_error_naming_file_and_offset() {
         bad[i as usize] ^= 0x40;
         std::fs::write(&path, &bad).expect("write");
         let err = Spool::open(cfg.clone(), 1).expect_err("corruption in the middle");
-        assert!(matches!(err, SpoolError::Corrupt { offset, .. } if offset == at), "byte {i}: {err}");
+        assert!(
+            matches!(err, SpoolError::Corrupt { offset, .. } if offset == at),
+            "byte {i}: {err}"
+        );
         let msg = err.to_string();
         assert!(msg.contains(&format!("{}:{at}:", path.display())), "{msg}");
         // Nothing was truncated.
@@ -315,11 +363,18 @@ async fn damage_in_an_older_segment_is_an_error_even_at_its_end() {
     std::fs::write(&path, &bad).expect("write");
     let err = Spool::open(cfg.clone(), 1).expect_err("corrupt");
     let at = offsets(1, 2)[1];
-    assert!(err.to_string().contains(&format!("{}:{at}:", path.display())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}:{at}:", path.display())),
+        "{err}"
+    );
     // A truncated older segment is refused as well.
     bad.truncate(n - 3);
     std::fs::write(&path, &bad).expect("write");
-    assert!(matches!(Spool::open(cfg.clone(), 1), Err(SpoolError::Corrupt { .. })));
+    assert!(matches!(
+        Spool::open(cfg.clone(), 1),
+        Err(SpoolError::Corrupt { .. })
+    ));
     // So is a missing one in the middle of the chain.
     std::fs::write(&path, &whole).expect("write");
     let middle = segment_files(dir.path()).remove(1);
@@ -355,7 +410,13 @@ async fn a_flipped_byte_in_the_tail_record_truncates_it() {
 /// together (one `pwrite`, one fsync).
 fn hand_made_segment(dir: &Path, writes: &[&[u64]]) -> (PathBuf, Vec<u64>) {
     use super::format::{encode_record, segment_path, SegmentHeader};
-    let mut bytes = SegmentHeader { stream: 1, base: 1, created_ms: 0 }.encode().to_vec();
+    let mut bytes = SegmentHeader {
+        stream: 1,
+        base: 1,
+        created_ms: 0,
+    }
+    .encode()
+    .to_vec();
     let mut offsets = Vec::new();
     for write in writes {
         for (lead, &seq) in write.iter().enumerate() {
@@ -396,7 +457,11 @@ async fn damage_inside_the_last_write_is_a_torn_tail_but_not_before_it() {
     bytes[at[1] as usize + 30] ^= 1;
     std::fs::write(&path, &bytes).expect("write");
     let err = Spool::open(cfg, 1).expect_err("corrupt");
-    assert!(err.to_string().contains(&format!("{}:{}:", path.display(), at[1])), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}:{}:", path.display(), at[1])),
+        "{err}"
+    );
     assert!(err.to_string().contains("later write"), "{err}");
 }
 
@@ -419,11 +484,17 @@ async fn a_corrupt_length_allocates_nothing_and_is_reported() {
     // Not a valid segment at all.
     std::fs::write(&path, b"garbage").expect("write");
     let err = Spool::open(cfg.clone(), 1).expect_err("corrupt");
-    assert!(err.to_string().contains(&format!("{}:0:", path.display())), "{err}");
+    assert!(
+        err.to_string().contains(&format!("{}:0:", path.display())),
+        "{err}"
+    );
     let mut header = whole[..SEGMENT_HEADER as usize].to_vec();
     header[0] = b'X';
     std::fs::write(&path, &header).expect("write");
-    assert!(Spool::open(cfg, 1).expect_err("magic").to_string().contains("magic"));
+    assert!(Spool::open(cfg, 1)
+        .expect_err("magic")
+        .to_string()
+        .contains("magic"));
 }
 
 #[tokio::test]
@@ -438,7 +509,12 @@ async fn at_the_cap_block_waits_and_resumes_after_acks() {
     push_n(&s, 1..=4).await;
     let s2 = std::sync::Arc::clone(&s);
     let mut blocked = tokio::spawn(async move { s2.push(rec(5)).await });
-    assert!(tokio::time::timeout(Duration::from_millis(50), &mut blocked).await.is_err(), "push waits");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut blocked)
+            .await
+            .is_err(),
+        "push waits"
+    );
     s.ack(0, 2);
     assert_eq!(blocked.await.expect("joined").expect("push"), 5);
     s.ack(0, 5);
@@ -493,8 +569,14 @@ async fn a_record_larger_than_the_cap_is_refused_clearly() {
         cfg.max_bytes = 1000;
         cfg.when_full = when_full;
         let s = Spool::open(cfg, 1).expect("open");
-        let err = s.push(Bytes::from(vec![0u8; 1000])).await.expect_err("too large");
-        assert!(matches!(err, SpoolError::TooLarge { len: 1000, .. }), "{err}");
+        let err = s
+            .push(Bytes::from(vec![0u8; 1000]))
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(err, SpoolError::TooLarge { len: 1000, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("1000 bytes"), "{err}");
         let fits = (1000 - 2 * SEGMENT_HEADER - RECORD_HEADER) as usize;
         assert_eq!(s.push(Bytes::from(vec![1u8; fits])).await.expect("fits"), 1);
@@ -597,7 +679,11 @@ mod prop {
     }
 
     fn payload(seq: u64, len: u16) -> Bytes {
-        Bytes::from((0..len).map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8)).collect::<Vec<u8>>())
+        Bytes::from(
+            (0..len)
+                .map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8))
+                .collect::<Vec<u8>>(),
+        )
     }
 
     proptest! {
@@ -672,8 +758,12 @@ fn crash_payload(k: u64) -> Bytes {
 #[ignore = "run as a child process by a_killed_proxy_loses_nothing_it_reported_durable"]
 fn crash_child() {
     use std::io::Write;
-    let Some(dir) = std::env::var_os("SYNCS_SPOOL_CRASH_DIR") else { return };
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let Some(dir) = std::env::var_os("SYNCS_SPOOL_CRASH_DIR") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut cfg = config(Path::new(&dir));
     cfg.segment_bytes = 4096;
     let s = Spool::open(cfg, 1).expect("open");
@@ -701,7 +791,13 @@ fn a_killed_proxy_loses_nothing_it_reported_durable() {
     let mut reported = 0;
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "proxy::spool::tests::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "proxy::spool::tests::crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("SYNCS_SPOOL_CRASH_DIR", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -719,7 +815,11 @@ fn a_killed_proxy_loses_nothing_it_reported_durable() {
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         let s = Spool::open(config(dir.path()), 1).expect("recover");
-        assert!(s.last() >= reported, "reported {reported}, recovered {}", s.last());
+        assert!(
+            s.last() >= reported,
+            "reported {reported}, recovered {}",
+            s.last()
+        );
         let (first, recs) = read_all(&s, 1, 1000);
         assert_eq!(first, 1);
         for (i, r) in recs.iter().enumerate() {

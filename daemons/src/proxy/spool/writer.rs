@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::format::{encode_record, now_ms, Acked, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX};
+use super::format::{
+    encode_record, now_ms, Acked, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX,
+};
 use super::recover::{create_segment, sync_dir};
 use super::segment::Segment;
 use super::{Cached, Fsync, Shared, SpoolError, SPOOL_FSYNCS};
@@ -63,7 +65,12 @@ pub(super) struct Newest {
 
 impl Newest {
     pub fn of(seg: &Segment) -> Self {
-        Self { file: Arc::clone(&seg.file), path: Arc::clone(&seg.path), base: seg.base, len: seg.len }
+        Self {
+            file: Arc::clone(&seg.file),
+            path: Arc::clone(&seg.path),
+            base: seg.base,
+            len: seg.len,
+        }
     }
 }
 
@@ -94,7 +101,10 @@ pub(super) struct Writer {
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("path", &self.path).field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,7 +192,9 @@ impl Writer {
     fn wait(&self) -> Duration {
         let tick = TICK.saturating_sub(self.last_tick.elapsed());
         match self.shared.limits.fsync {
-            Fsync::Every(every) if self.dirty => every.saturating_sub(self.last_sync.elapsed()).min(tick),
+            Fsync::Every(every) if self.dirty => {
+                every.saturating_sub(self.last_sync.elapsed()).min(tick)
+            }
             _ => tick,
         }
     }
@@ -207,7 +219,11 @@ impl Writer {
         if let Err(e) = &result {
             self.fail(e);
         }
-        let unwritten: u64 = batch.iter().filter(|a| a.seq > self.written).map(|a| a.size).sum();
+        let unwritten: u64 = batch
+            .iter()
+            .filter(|a| a.seq > self.written)
+            .map(|a| a.size)
+            .sum();
         if unwritten > 0 {
             let mut st = self.shared.lock();
             st.reserved = st.reserved.saturating_sub(unwritten);
@@ -247,7 +263,8 @@ impl Writer {
             // A write holds at most MAX_BATCH_RECORDS records.
             let lead = self.piece.len() as u32;
             encode_record(&mut self.buf, a.seq, a.time_ms, lead, &a.data);
-            self.piece.push((a.seq, offset, a.size, a.time_ms, a.data.clone()));
+            self.piece
+                .push((a.seq, offset, a.size, a.time_ms, a.data.clone()));
         }
         self.flush()
     }
@@ -265,7 +282,11 @@ impl Writer {
             let _ = self.file.set_len(self.len);
             self.buf.clear();
             self.piece.clear();
-            return Err(SpoolError::Io { path: self.path.to_path_buf(), op: "writing", source });
+            return Err(SpoolError::Io {
+                path: self.path.to_path_buf(),
+                op: "writing",
+                source,
+            });
         }
         self.dirty = true;
         let memory = self.shared.limits.memory_bytes;
@@ -274,7 +295,15 @@ impl Writer {
             if let Some(seg) = st.segments.back_mut().filter(|s| s.base == self.base) {
                 seg.note_append(seq, offset, size, time_ms);
             }
-            st.cache(Cached { seq, data, time_ms, pos: self.pos }, memory);
+            st.cache(
+                Cached {
+                    seq,
+                    data,
+                    time_ms,
+                    pos: self.pos,
+                },
+                memory,
+            );
             self.pos += size;
             self.written = seq;
             st.written = seq;
@@ -308,7 +337,11 @@ impl Writer {
     /// the next one.
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.sync()?;
-        let header = SegmentHeader { stream: self.shared.stream, base: self.written + 1, created_ms: now_ms() };
+        let header = SegmentHeader {
+            stream: self.shared.stream,
+            base: self.written + 1,
+            created_ms: now_ms(),
+        };
         let (path, file) = create_segment(&self.shared.dir, &header)?;
         let file = Arc::new(file);
         let mut seg = Segment::new(header.base, self.pos, path, Arc::clone(&file));
@@ -404,10 +437,16 @@ impl Writer {
         let path = self.shared.dir.join(ACKED_FILE);
         let mut tmp = path.clone().into_os_string();
         tmp.push(TMP_SUFFIX);
-        let bytes = Acked { stream: self.shared.stream, floor }.encode();
+        let bytes = Acked {
+            stream: self.shared.stream,
+            floor,
+        }
+        .encode();
         match std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
             Ok(()) => self.saved_floor = floor,
-            Err(e) => tracing::warn!(path = %path.display(), "cannot save the acknowledged position: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot save the acknowledged position: {e}")
+            }
         }
     }
 
