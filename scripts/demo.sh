@@ -66,7 +66,7 @@ target/release/syncs-check "$DEMO/demo.sync"
 
 say "starting the proxy first (the server is not up yet: it queues and retries)"
 rm -f "$SOCK"
-target/release/proxy -u "$SOCK" -d "127.0.0.1:$SPORT" --log-level warn 2>"$DEMO/proxy.log" & pids+=($!)
+target/release/proxy -u "$SOCK" -d "127.0.0.1:$SPORT" --spool-dir "$DEMO/spool" --log-level warn 2>"$DEMO/proxy.log" & pids+=($!)
 for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.05; done
 
 say "running the seed's Python example (redis_one, redis_many, mongo_exec)"

@@ -180,10 +180,12 @@ class Syncs:
             "[log]\nlevel = info\n"
         )
         self.socket = socket_path or str(tmp / "proxy.sock")
+        self.spool = tmp / "spool"
         self.server: Proc | None = None
         self.proxy: Proc | None = None
         if start_server:
             self.start_server()
+        self.proxy_args: list[str] = []
         self.start_proxy(proxy_args or [])
 
     def start_server(self):
@@ -191,10 +193,13 @@ class Syncs:
         wait_for(lambda: port_open(self.server_port) or not self.server.alive(), what="sync_server")
         assert self.server.alive(), self.server.text()
 
-    def start_proxy(self, extra: list[str]):
+    def start_proxy(self, extra: list[str] | None = None):
+        if extra is not None:
+            self.proxy_args = extra
         self.proxy = Proc(
             [str(BIN / "proxy"), "-u", self.socket, "-d", f"127.0.0.1:{self.server_port}",
-             "--metrics", f"127.0.0.1:{self.proxy_metrics}", *extra],
+             "--metrics", f"127.0.0.1:{self.proxy_metrics}", "--spool-dir", str(self.spool),
+             *self.proxy_args],
             self.tmp / "proxy.log",
         )
         wait_for(lambda: os.path.exists(self.socket) or not self.proxy.alive(), what="proxy socket")

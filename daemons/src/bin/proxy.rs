@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use syncs_daemons::proxy::spool::{Fsync, SpoolConfig, WhenFull};
 use syncs_daemons::proxy::{self, ProxyOptions};
 use syncs_daemons::{shutdown, telemetry};
 
@@ -32,9 +33,28 @@ struct Args {
     /// Largest frame accepted from a client.
     #[arg(long, default_value = "64MiB", value_parser = parse_frame)]
     max_frame: u32,
-    /// Memory held for records not yet acknowledged; clients wait beyond it.
-    #[arg(long, default_value = "256MiB", value_parser = telemetry::parse_size)]
-    max_pending: u64,
+    /// Directory of the durable spool of records not yet acknowledged
+    /// (default: $STATE_DIRECTORY/<socket name>, or /var/lib/syncs/<socket name>).
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// When spooled records are fsynced: `always` (before a frame counts as
+    /// accepted; concurrent frames share one fsync), a period such as
+    /// `100ms`, or `never` (only on segment close and shutdown).
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    fsync: Fsync,
+    /// Disk cap of the spool.
+    #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
+    spool_max: u64,
+    /// At the disk cap: `block` clients until servers catch up, or `refuse`
+    /// their frames (the client's connection is closed, so it sees an error).
+    #[arg(long, default_value = "block", value_parser = parse_when_full)]
+    when_full: WhenFull,
+    /// Size of one spool segment file.
+    #[arg(long, default_value = "64MiB", value_parser = telemetry::parse_size)]
+    segment_size: u64,
+    /// Records kept in memory for sending without reading the disk.
+    #[arg(long, default_value = "32MiB", value_parser = telemetry::parse_size)]
+    spool_memory: u64,
     /// Permissions of the socket file (octal).
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
@@ -52,6 +72,49 @@ struct Args {
 fn parse_frame(s: &str) -> Result<u32, String> {
     let n = telemetry::parse_size(s)?;
     u32::try_from(n).map_err(|_| "must be below 4GiB".to_owned())
+}
+
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    match s {
+        "always" => Ok(Fsync::Always),
+        "never" => Ok(Fsync::Never),
+        period => {
+            let ms = period
+                .strip_suffix("ms")
+                .and_then(|n| n.parse::<u64>().ok())
+                .or_else(|| {
+                    period
+                        .strip_suffix('s')
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map(|s| s * 1000)
+                })
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| {
+                    format!("`{s}`: expected always, never, or a period like 100ms or 1s")
+                })?;
+            Ok(Fsync::Every(Duration::from_millis(ms)))
+        }
+    }
+}
+
+fn parse_when_full(s: &str) -> Result<WhenFull, String> {
+    match s {
+        "block" => Ok(WhenFull::Block),
+        "refuse" => Ok(WhenFull::Refuse),
+        _ => Err(format!("`{s}`: expected block or refuse")),
+    }
+}
+
+/// The default spool directory for a socket.
+fn default_spool_dir(socket: &std::path::Path) -> PathBuf {
+    let base = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|d| std::env::split_paths(&d).next())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/syncs"));
+    let name = socket
+        .file_name()
+        .map(|n| format!("{}.spool", n.to_string_lossy()))
+        .unwrap_or_else(|| "proxy.spool".to_owned());
+    base.join(name)
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -73,13 +136,24 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.metrics {
         telemetry::serve_metrics(addr)?;
     }
+    let spool = SpoolConfig {
+        dir: args
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| default_spool_dir(&args.socket)),
+        segment_bytes: args.segment_size,
+        fsync: args.fsync,
+        max_bytes: args.spool_max,
+        when_full: args.when_full,
+        memory_bytes: usize::try_from(args.spool_memory)
+            .map_err(|_| anyhow!("--spool-memory is too large"))?,
+    };
     let opts = ProxyOptions {
         socket: args.socket,
         destinations: args.dest,
         name: args.name.unwrap_or_else(host_name),
         max_frame: args.max_frame,
-        max_pending_bytes: usize::try_from(args.max_pending)
-            .map_err(|_| anyhow!("--max-pending is too large"))?,
+        spool,
         socket_mode: args.socket_mode,
         drain_timeout: Duration::from_secs(args.drain_timeout),
     };

@@ -1,13 +1,14 @@
 //! One client library connection on the unix socket.
 //!
-//! Frames are cut from the byte stream, validated with the engine's
-//! decoder and queued; a bad frame is logged and counted and the stream
-//! goes on with the next one. An oversized length prefix is skipped
+//! Frames are cut from the byte stream and validated with the engine's
+//! decoder; the valid ones of each read are appended to the spool together
+//! (one fsync covers them). A bad frame is logged and counted and the
+//! stream goes on with the next one. An oversized length prefix is skipped
 //! without buffering its payload, so the stream stays in step.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use syncs_engine::op::Op;
 use syncs_engine::stats;
 use syncs_engine::wire::client::{decode_payload, FrameDecoder, Framed};
@@ -15,11 +16,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::Queue;
+use super::spool::{Spool, SpoolError};
 
 pub async fn serve(
     mut sock: UnixStream,
-    queue: Arc<Queue>,
+    spool: Arc<Spool>,
     max_frame: u32,
     stop: CancellationToken,
 ) {
@@ -28,6 +29,7 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut decoder = FrameDecoder::new(max_frame);
     let mut refused = 0u64;
+    let mut accepted: Vec<(Bytes, &'static str)> = Vec::new();
     loop {
         let read = tokio::select! {
             _ = stop.cancelled() => break,
@@ -60,9 +62,7 @@ pub async fn serve(
                             Op::Redis(_) => "redis",
                             Op::Mongo(_) => "mongo",
                         };
-                        queue.push(payload).await;
-                        metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind)
-                            .increment(1);
+                        accepted.push((payload, kind));
                     }
                     Err(e) => {
                         refused += 1;
@@ -85,6 +85,38 @@ pub async fn serve(
                     );
                 }
             }
+        }
+        if accepted.is_empty() {
+            continue;
+        }
+        // Pushed together: the spool keeps their order and shares the fsync.
+        let results =
+            futures::future::join_all(accepted.iter().map(|(p, _)| spool.push(p.clone()))).await;
+        let mut close = false;
+        for ((_, kind), result) in accepted.drain(..).zip(results) {
+            match result {
+                Ok(_) => {
+                    metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind).increment(1)
+                }
+                Err(e) => {
+                    let reason = match e {
+                        SpoolError::Full { .. } => "spool_full",
+                        SpoolError::TooLarge { .. } => "spool_too_large",
+                        _ => "spool_failed",
+                    };
+                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::error!(?peer, refused, "frame not accepted: {e}");
+                    }
+                    // The client must learn that its writes are not taken:
+                    // closing the connection makes its next write fail.
+                    close |= !matches!(e, SpoolError::TooLarge { .. });
+                }
+            }
+        }
+        if close {
+            break;
         }
     }
     metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::Queue;
+use super::spool::Spool;
 
 /// Records per BATCH, and bytes per BATCH (a single larger record still
 /// goes alone).
@@ -38,7 +38,7 @@ pub struct Link {
     pub index: usize,
     pub addr: String,
     pub identity: Identity,
-    pub queue: Arc<Queue>,
+    pub spool: Arc<Spool>,
     pub max_message: u64,
 }
 
@@ -88,14 +88,14 @@ impl Link {
         *failures += 1;
         if *failures == 1 || failures.is_power_of_two() {
             tracing::warn!(
-                dest = %self.addr, failures = *failures, pending = self.queue.pending(),
-                "cannot reach server: {why}; records wait in the queue"
+                dest = %self.addr, failures = *failures, pending = self.spool.pending(),
+                "cannot reach server: {why}; records wait in the spool"
             );
         }
     }
 
     fn all_acked(&self) -> bool {
-        self.queue.acked(self.index) >= self.queue.last()
+        self.spool.acked(self.index) >= self.spool.last()
     }
 
     async fn session(
@@ -127,25 +127,32 @@ impl Link {
             Some(Err(e)) => return Err(e.into()),
             None => bail!("server closed the connection during the handshake"),
         };
-        self.queue.ack(self.index, last_applied);
-        let acked_before = self.queue.acked(self.index);
+        self.spool.ack(self.index, last_applied);
+        let acked_before = self.spool.acked(self.index);
         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
         let mut next = acked_before + 1;
-        let mut pushed = self.queue.subscribe();
+        let mut pushed = self.spool.subscribe();
         let (mut sink, mut stream) = framed.split();
         loop {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
             }
-            let acked = self.queue.acked(self.index);
-            let have = next <= self.queue.last();
+            let acked = self.spool.acked(self.index);
+            let have = next <= self.spool.last();
             let room = next - 1 - acked < WINDOW;
             if have && room {
-                let (first, records) = self.queue.read(next, BATCH_RECORDS, BATCH_BYTES);
+                // Records may come from disk: read off the async workers.
+                let spool = Arc::clone(&self.spool);
+                let (first, records) = tokio::task::spawn_blocking(move || {
+                    spool.read(next, BATCH_RECORDS, BATCH_BYTES)
+                })
+                .await
+                .context("spool reader task")?
+                .context("reading the spool")?;
                 if records.is_empty() {
-                    // Trimmed under us: another destination cannot trim
-                    // past our own cursor, so this means a protocol bug.
-                    return Err(anyhow!("queue has no record {next}"));
+                    // Nothing is trimmed past this destination's cursor, so
+                    // an empty read is a bug: say so and reconnect.
+                    return Err(anyhow!("the spool has no record {next}"));
                 }
                 next = first + records.len() as u64;
                 sink.send(Message::Batch {
@@ -163,8 +170,8 @@ impl Link {
                 }
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Ack { seq })) => {
-                        let before = self.queue.acked(self.index);
-                        self.queue.ack(self.index, seq);
+                        let before = self.spool.acked(self.index);
+                        self.spool.ack(self.index, seq);
                         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(seq.saturating_sub(before));
                     }
                     Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),

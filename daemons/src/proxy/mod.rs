@@ -1,10 +1,11 @@
 //! The proxy: the local end. Client libraries write frames to its unix
-//! socket; it validates each frame, queues it with a sequence number, and
-//! forwards it to every destination server (see [`link`]).
+//! socket; it validates each frame, appends it to the durable [`spool`]
+//! (which numbers it), and forwards it to every destination server (see
+//! [`link`]), resending whatever a server has not acknowledged — also
+//! after a crash or restart of the proxy.
 
 pub mod client;
 pub mod link;
-pub mod queue;
 pub mod spool;
 
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use link::{Identity, Link};
-use queue::Queue;
+use spool::{Spool, SpoolConfig};
 
 /// Everything the proxy needs to run.
 #[derive(Debug, Clone)]
@@ -28,9 +29,9 @@ pub struct ProxyOptions {
     pub destinations: Vec<String>,
     pub name: String,
     pub max_frame: u32,
-    pub max_pending_bytes: usize,
+    pub spool: SpoolConfig,
     pub socket_mode: u32,
-    /// How long SIGTERM waits for the servers to acknowledge what is queued.
+    /// How long SIGTERM waits for the servers to acknowledge what is spooled.
     pub drain_timeout: Duration,
 }
 
@@ -49,20 +50,6 @@ pub fn with_default_port(dest: &str) -> String {
     } else {
         format!("{dest}:{}", syncs_engine::wire::peer::DEFAULT_PORT)
     }
-}
-
-/// A stream id unique to this proxy process.
-pub fn new_stream_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish().max(1)
 }
 
 /// Binds the socket, replacing a stale socket file left by a crash but
@@ -87,7 +74,7 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 }
 
 /// Runs the proxy until `stop`; then stops accepting, and waits up to the
-/// drain timeout for every queued record to be acknowledged.
+/// drain timeout for every spooled record to be acknowledged.
 pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<()> {
     if opts.destinations.is_empty() {
         bail!("at least one destination (-d) is needed");
@@ -102,10 +89,25 @@ pub async fn serve(
     opts: ProxyOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let queue = Arc::new(Queue::new(opts.destinations.len(), opts.max_pending_bytes));
+    let spool_dir = opts.spool.dir.clone();
+    let destinations = opts.destinations.len();
+    let opened = tokio::task::spawn_blocking({
+        let config = opts.spool.clone();
+        move || Spool::open(config, destinations)
+    })
+    .await
+    .context("opening the spool")?
+    .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+    let spool = Arc::new(opened);
+    if spool.pending() > 0 {
+        tracing::info!(
+            pending = spool.pending(), spool = %spool_dir.display(),
+            "recovered records not yet acknowledged; they are sent first"
+        );
+    }
     let identity = Identity {
         name: opts.name.clone(),
-        stream: new_stream_id(),
+        stream: spool.stream_id(),
     };
     let drained = CancellationToken::new();
     let links = TaskTracker::new();
@@ -114,7 +116,7 @@ pub async fn serve(
             index,
             addr: with_default_port(dest),
             identity: identity.clone(),
-            queue: Arc::clone(&queue),
+            spool: Arc::clone(&spool),
             max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
         };
         links.spawn(link.run(stop.clone(), drained.clone()));
@@ -133,7 +135,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((sock, _)) => {
                     backoff = Duration::from_millis(10);
-                    clients.spawn(client::serve(sock, Arc::clone(&queue), opts.max_frame, stop.clone()));
+                    clients.spawn(client::serve(sock, Arc::clone(&spool), opts.max_frame, stop.clone()));
                 }
                 Err(e) => {
                     tracing::error!("accept failed: {e}; retrying in {backoff:?}");
@@ -147,8 +149,11 @@ pub async fn serve(
     let _ = std::fs::remove_file(&opts.socket);
     clients.close();
     clients.wait().await;
+    if let Err(e) = spool.flush().await {
+        tracing::error!("flushing the spool at shutdown: {e}");
+    }
     tracing::info!(
-        pending = queue.pending(),
+        pending = spool.pending(),
         "no longer accepting; waiting for acknowledgements"
     );
     if tokio::time::timeout(opts.drain_timeout, links.wait())
@@ -157,9 +162,10 @@ pub async fn serve(
     {
         drained.cancel();
         links.wait().await;
-        tracing::error!(
-            pending = queue.pending(),
-            "drain timed out: these records were not acknowledged and are lost with this in-memory queue"
+        tracing::warn!(
+            pending = spool.pending(),
+            spool = %spool_dir.display(),
+            "drain timed out; the records not yet acknowledged stay in the spool and are sent at the next start"
         );
     }
     tracing::info!("proxy stopped");

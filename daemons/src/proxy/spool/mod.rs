@@ -478,7 +478,7 @@ impl Spool {
             source,
         })?;
         let lock = lock_dir(&dir)?;
-        let rec = recover::recover(&dir, super::new_stream_id)?;
+        let rec = recover::recover(&dir, new_stream_id)?;
         let disk_bytes = rec.segments.iter().map(|s| s.len).sum();
         let written_pos = rec.segments.back().map_or(0, |s| s.pos(s.len));
         let pending = rec.last.saturating_sub(rec.floor);
@@ -842,4 +842,18 @@ impl Drop for Spool {
             }
         }
     }
+}
+
+/// A stream id for a new spool: random, never 0.
+fn new_stream_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
