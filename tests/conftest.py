@@ -109,12 +109,15 @@ class Proc:
 
 
 class Redis:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, persistent: bool = False):
         exe = need(find_tool("redis-server"), "redis-server")
         self.port = free_port()
+        durability = (["--appendonly", "yes", "--appendfsync", "always", "--save", ""] if persistent
+                      else ["--save", "", "--appendonly", "no"])
+        data = tmp / f"redis-{self.port}"
+        data.mkdir()
         self.proc = Proc(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp)],
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", *durability, "--dir", str(data)],
             tmp / f"redis-{self.port}.log",
         )
         wait_for(lambda: port_open(self.port), what="redis-server")
@@ -125,6 +128,12 @@ class Redis:
 
     def client(self, db: int = 0):
         return self._redis.Redis(host="127.0.0.1", port=self.port, db=db)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except Exception:  # noqa: BLE001 - any failure means "not up yet"
+            return False
 
     def stop(self):
         self.proc.stop()
@@ -186,6 +195,7 @@ class Syncs:
         if start_server:
             self.start_server()
         self.proxy_args: list[str] = []
+        self.proxy_dest: int | None = None  # a port in front of the server (fault tests)
         self.start_proxy(proxy_args or [])
 
     def start_server(self):
@@ -197,7 +207,7 @@ class Syncs:
         if extra is not None:
             self.proxy_args = extra
         self.proxy = Proc(
-            [str(BIN / "proxy"), "-u", self.socket, "-d", f"127.0.0.1:{self.server_port}",
+            [str(BIN / "proxy"), "-u", self.socket, "-d", f"127.0.0.1:{self.proxy_dest or self.server_port}",
              "--metrics", f"127.0.0.1:{self.proxy_metrics}", "--spool-dir", str(self.spool),
              *self.proxy_args],
             self.tmp / "proxy.log",

@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
     spool_max: u64,
     /// At the disk cap: `block` clients until servers catch up, or `refuse`
-    /// their frames (the client's connection is closed, so it sees an error).
+    /// their frames (each one counted and logged).
     #[arg(long, default_value = "block", value_parser = parse_when_full)]
     when_full: WhenFull,
     /// Size of one spool segment file.

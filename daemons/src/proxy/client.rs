@@ -92,7 +92,6 @@ pub async fn serve(
         // Pushed together: the spool keeps their order and shares the fsync.
         let results =
             futures::future::join_all(accepted.iter().map(|(p, _)| spool.push(p.clone()))).await;
-        let mut close = false;
         for ((_, kind), result) in accepted.drain(..).zip(results) {
             match result {
                 Ok(_) => {
@@ -109,14 +108,8 @@ pub async fn serve(
                     if refused.is_power_of_two() {
                         tracing::error!(?peer, refused, "frame not accepted: {e}");
                     }
-                    // The client must learn that its writes are not taken:
-                    // closing the connection makes its next write fail.
-                    close |= !matches!(e, SpoolError::TooLarge { .. });
                 }
             }
-        }
-        if close {
-            break;
         }
     }
     metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
