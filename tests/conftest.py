@@ -212,8 +212,17 @@ class Syncs:
              *self.proxy_args],
             self.tmp / "proxy.log",
         )
-        wait_for(lambda: os.path.exists(self.socket) or not self.proxy.alive(), what="proxy socket")
+        wait_for(lambda: self._socket_answers() or not self.proxy.alive(), what="proxy socket")
         assert self.proxy.alive(), self.proxy.text()
+
+    def _socket_answers(self) -> bool:
+        # A stale socket file from a killed proxy exists but refuses.
+        try:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(self.socket)
+            return True
+        except OSError:
+            return False
 
     @staticmethod
     def _metrics(port: int) -> dict[str, float]:

@@ -221,6 +221,24 @@ void intc_cli_free(intc_cli_t *cli);
 int intc_cli_set_send_timeout(intc_cli_t *cli, uint32_t timeout_ms);
 
 /**
+ * Waits until the proxy confirms that every frame sent on `cli` is in its
+ * spool (durable per the proxy's `--fsync`), for at most `timeout_ms`
+ * milliseconds. On INTC_OK, `*refused` (if not NULL) is how many of those
+ * frames the proxy refused (bad frames, spool full); 0 means all were
+ * accepted.
+ *
+ * Errors: INTC_ERR_ARG (NULL `cli`, zero timeout), INTC_ERR_UNAVAILABLE
+ * (proxy not reachable), INTC_ERR_IO (no answer in time, the connection
+ * broke, or frames went out on a connection that broke before they were
+ * confirmed: they may or may not have arrived). Thread-safe.
+ *
+ * # Safety
+ *
+ * `cli` must be NULL or a live handle; `refused` NULL or writable.
+ */
+int intc_sync(intc_cli_t *cli, uint32_t timeout_ms, uint32_t *refused);
+
+/**
  * Copies the counters of `cli` into `*out`.
  *
  * Errors: INTC_ERR_ARG (NULL `cli` or `out`). Thread-safe.

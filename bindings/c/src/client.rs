@@ -273,6 +273,39 @@ pub unsafe extern "C" fn intc_cli_set_send_timeout(cli: *mut IntcCli, timeout_ms
     })
 }
 
+/// Waits until the proxy confirms that every frame sent on `cli` is in its
+/// spool (durable per the proxy's `--fsync`), for at most `timeout_ms`
+/// milliseconds. On INTC_OK, `*refused` (if not NULL) is how many of those
+/// frames the proxy refused (bad frames, spool full); 0 means all were
+/// accepted.
+///
+/// Errors: INTC_ERR_ARG (NULL `cli`, zero timeout), INTC_ERR_UNAVAILABLE
+/// (proxy not reachable), INTC_ERR_IO (no answer in time, the connection
+/// broke, or frames went out on a connection that broke before they were
+/// confirmed: they may or may not have arrived). Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle; `refused` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn intc_sync(cli: *mut IntcCli, timeout_ms: u32, refused: *mut u32) -> c_int {
+    call("intc_sync", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        if timeout_ms == 0 {
+            return Err(Failure::arg("`timeout_ms` must be above zero"));
+        }
+        let n = cli
+            .conn
+            .sync(Duration::from_millis(u64::from(timeout_ms)))?;
+        // SAFETY: NULL or a valid, writable, aligned uint32_t.
+        if let Some(out) = unsafe { refused.as_mut() } {
+            *out = n;
+        }
+        Ok(())
+    })
+}
+
 /// Copies the counters of `cli` into `*out`.
 ///
 /// Errors: INTC_ERR_ARG (NULL `cli` or `out`). Thread-safe.

@@ -61,7 +61,7 @@ impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
         let code = match &error {
             ClientError::Unavailable { .. } => intc_result::INTC_ERR_UNAVAILABLE,
-            ClientError::Io { .. } => intc_result::INTC_ERR_IO,
+            ClientError::Io { .. } | ClientError::Unconfirmed { .. } => intc_result::INTC_ERR_IO,
             ClientError::TooLarge { .. } => intc_result::INTC_ERR_TOO_LARGE,
             e if e.is_bson() => intc_result::INTC_ERR_BSON,
             ClientError::Frame(_) => intc_result::INTC_ERR_FRAME,

@@ -4,7 +4,7 @@
 //! by the next send; never shared across `fork()`; every frame written whole
 //! under the connection's lock, so two frames never interleave.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
-use syncs_engine::wire::client::DEFAULT_MAX_FRAME;
+use syncs_engine::wire::client::{
+    parse_sync_reply, sync_request, DEFAULT_MAX_FRAME, SYNC_REPLY_LEN,
+};
 
 use crate::error::ClientError;
 use crate::frame::Frame;
@@ -117,6 +119,11 @@ pub struct Connection {
 struct State {
     config: Config,
     open: Option<Open>,
+    /// Frames written on connections that broke before a SYNC confirmed
+    /// them: the next SYNC reports them as unconfirmed.
+    lost: u64,
+    /// The next SYNC token.
+    token: u64,
 }
 
 /// An open stream and the process that opened it.
@@ -124,6 +131,15 @@ struct State {
 struct Open {
     stream: UnixStream,
     pid: u32,
+    /// Frames written on this stream since the last confirmed SYNC.
+    unconfirmed: u64,
+}
+
+impl State {
+    /// Drops the stream, remembering frames it carried unconfirmed.
+    fn drop_open(&mut self, open: Open) {
+        self.lost += open.unconfirmed;
+    }
 }
 
 impl Connection {
@@ -145,7 +161,12 @@ impl Connection {
         Ok(Connection {
             path: path.to_owned(),
             addr,
-            state: Mutex::new(State { config, open: None }),
+            state: Mutex::new(State {
+                config,
+                open: None,
+                lost: 0,
+                token: 0,
+            }),
             counters: Counters::default(),
         })
     }
@@ -200,11 +221,13 @@ impl Connection {
             };
             match write_all(&open.stream, wire) {
                 Ok(()) => {
+                    let mut open = open;
+                    open.unconfirmed += 1;
                     state.open = Some(open);
                     return Ok(());
                 }
                 Err((written, error)) => {
-                    drop(open);
+                    state.drop_open(open);
                     if written == 0 && !retried && peer_gone(&error) {
                         retried = true;
                         continue;
@@ -249,7 +272,88 @@ impl Connection {
         Ok(Open {
             stream: UnixStream::from(std::os::fd::OwnedFd::from(socket)),
             pid,
+            unconfirmed: 0,
         })
+    }
+
+    /// Waits until the proxy confirms that every frame sent on this
+    /// connection is in its spool (durable per its `--fsync` policy), and
+    /// returns how many of them it refused (bad frames, spool full).
+    ///
+    /// Errors with [`ClientError::Unconfirmed`] when no answer comes within
+    /// `timeout`, when the connection breaks, or when earlier frames went
+    /// out on a connection that broke before being confirmed; with
+    /// [`ClientError::Unavailable`] when the proxy cannot be reached.
+    pub fn sync(&self, timeout: Duration) -> Result<u32, ClientError> {
+        if timeout.is_zero() {
+            return Err(ClientError::InvalidArgument(
+                "the sync timeout must be above zero".into(),
+            ));
+        }
+        let mut state = self.lock();
+        let unconfirmed = |reason: String| ClientError::Unconfirmed {
+            path: self.path.clone(),
+            reason,
+        };
+        let pid = std::process::id();
+        let lost = std::mem::take(&mut state.lost);
+        let open = match state.open.take() {
+            Some(open) if open.pid == pid => Some(open),
+            _ => None,
+        };
+        if lost > 0 {
+            if let Some(open) = open {
+                state.open = Some(open);
+            }
+            Counters::bump(&self.counters.errors, 1);
+            return Err(unconfirmed(format!(
+                "{lost} frame(s) went out on a connection that broke before they were confirmed; they may or may not be in the spool"
+            )));
+        }
+        let open = match open {
+            Some(open) => open,
+            None => self.connect(&state.config, pid)?,
+        };
+        state.token = state.token.wrapping_add(1);
+        let token = state.token;
+        let result = (|| {
+            write_all(&open.stream, &sync_request(token))
+                .map_err(|(_, e)| unconfirmed(format!("sending the SYNC: {e}")))?;
+            open.stream
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| unconfirmed(format!("setting the read timeout: {e}")))?;
+            let mut reply = [0u8; SYNC_REPLY_LEN];
+            (&open.stream).read_exact(&mut reply).map_err(|e| {
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    unconfirmed(format!("no answer within {timeout:?}"))
+                } else {
+                    unconfirmed(format!("reading the answer: {e}"))
+                }
+            })?;
+            match parse_sync_reply(&reply) {
+                Some((t, refused)) if t == token => Ok(refused),
+                _ => Err(unconfirmed(
+                    "the proxy's answer is not the SYNC reply expected".into(),
+                )),
+            }
+        })();
+        match result {
+            Ok(refused) => {
+                let mut open = open;
+                open.unconfirmed = 0;
+                state.open = Some(open);
+                Ok(refused)
+            }
+            Err(e) => {
+                // The stream's state is unknown: drop it, and the frames it
+                // carried stay unconfirmed.
+                let lost = open.unconfirmed;
+                drop(open);
+                state.lost += lost;
+                Counters::bump(&self.counters.errors, 1);
+                Err(e)
+            }
+        }
     }
 
     /// Connects now rather than on the first send (a no-op when connected).
@@ -271,6 +375,8 @@ impl Connection {
 
     /// Closes the stream, if any; the next send reconnects.
     pub fn disconnect(&self) {
+        // Frames written whole are read by the proxy up to the EOF this
+        // close sends, so they are not counted as lost.
         self.lock().open = None;
     }
 

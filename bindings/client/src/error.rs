@@ -33,6 +33,12 @@ pub enum ClientError {
         error: io::Error,
     },
 
+    /// A SYNC could not confirm the frames sent: no answer in time, the
+    /// connection broke, or frames were written on a connection that broke
+    /// before a SYNC confirmed them (they may or may not be in the spool).
+    #[error("cannot confirm the frames sent to the proxy at {}: {reason}", path.display())]
+    Unconfirmed { path: PathBuf, reason: String },
+
     /// The payload is larger than the limit (the proxy's `--max-frame`,
     /// 64 MiB by default, or the 4 GiB the length prefix can say).
     #[error("frame payload of {len} bytes exceeds the limit of {max} bytes")]

@@ -211,6 +211,25 @@ impl IncClient {
         registry_stats(py, self.registry(), path)
     }
 
+    /// Waits until the proxy at `path` confirms that every frame this
+    /// process sent it is in its spool (durable per the proxy's `--fsync`),
+    /// and returns how many of those frames it refused (bad frames, spool
+    /// full); 0 means all were accepted. Raises `ProxyUnavailable` when the
+    /// proxy cannot be reached, gives no answer within `timeout` seconds, or
+    /// when frames went out on a connection that broke before they were
+    /// confirmed (they may or may not have arrived).
+    #[pyo3(signature = (path, timeout = 5.0))]
+    fn sync(&self, py: Python<'_>, path: &Bound<'_, PyAny>, timeout: f64) -> PyResult<u32> {
+        let path = path_arg(path)?;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(invalid("timeout must be a positive number of seconds"));
+        }
+        let timeout = std::time::Duration::from_secs_f64(timeout);
+        let registry = self.registry();
+        py.detach(|| registry.get(&path)?.sync(timeout))
+            .map_err(to_py)
+    }
+
     /// The send timeout in seconds (`None`: waits forever).
     #[getter]
     fn send_timeout(&self) -> Option<f64> {

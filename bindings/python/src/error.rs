@@ -17,9 +17,9 @@ pyo3::import_exception!(intc._errors, InvalidOperation);
 pub fn to_py(error: ClientError) -> PyErr {
     let message = error.to_string();
     match error {
-        ClientError::Unavailable { .. } | ClientError::Io { .. } => {
-            ProxyUnavailable::new_err(message)
-        }
+        ClientError::Unavailable { .. }
+        | ClientError::Io { .. }
+        | ClientError::Unconfirmed { .. } => ProxyUnavailable::new_err(message),
         ClientError::TooLarge { .. } => FrameTooLarge::new_err(message),
         ClientError::Frame(_) | ClientError::Bson { .. } | ClientError::InvalidArgument(_) => {
             InvalidOperation::new_err(message)

@@ -6,7 +6,11 @@
 //! - an ASCII digit: Redis, `"<port>,<db>\x01"` then one or more RESP
 //!   commands (several = one transaction);
 //! - `0x02`: Mongo, `0x02 <db> 0x00 <collection> 0x00 <BSON write description>`;
-//! - `0x03`..`0x1f`: reserved for control frames; refused today.
+//! - `0x03`: a control frame between a client and its proxy, never
+//!   forwarded: today only SYNC, `0x03 'S' <u64 token>`, which asks the
+//!   proxy to answer once every earlier frame of the connection is in the
+//!   spool (see [`sync_request`]);
+//! - `0x04`..`0x1f`: reserved; refused.
 //!
 //! The proxy forwards payloads unchanged; the server decodes them with
 //! [`decode_payload`].
@@ -21,6 +25,14 @@ use crate::wire::resp::{self, RespError};
 pub const LEN_PREFIX: usize = 4;
 /// First payload byte of a Mongo frame.
 pub const MONGO_MARK: u8 = 0x02;
+/// First payload byte of a control frame (client ↔ proxy only).
+pub const CONTROL_MARK: u8 = 0x03;
+/// Second byte of a SYNC control frame and of its reply.
+pub const SYNC: u8 = b'S';
+/// Bytes of a SYNC request frame, length prefix included.
+pub const SYNC_REQUEST_LEN: usize = LEN_PREFIX + 10;
+/// Bytes of a SYNC reply, length prefix included.
+pub const SYNC_REPLY_LEN: usize = LEN_PREFIX + 14;
 /// Ends the `<port>,<db>` header of a Redis frame.
 pub const REDIS_HEADER_END: u8 = 0x01;
 /// The default largest payload accepted (64 MiB), configurable in the daemons.
@@ -47,7 +59,7 @@ pub enum FrameError {
     MongoHeader(&'static str),
     #[error("{0}")]
     Mongo(#[from] MongoDecodeError),
-    #[error("unknown payload kind 0x{0:02x} (0x03..0x1f are reserved control frames)")]
+    #[error("unknown payload kind 0x{0:02x} (0x03 is a control frame for the proxy, 0x04..0x1f are reserved)")]
     UnknownKind(u8),
 }
 
@@ -197,6 +209,54 @@ fn seal(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
+/// A SYNC request: "answer once every frame I sent before this is in the
+/// spool". `0x03 'S' <u64 LE token>` with its length prefix.
+pub fn sync_request(token: u64) -> [u8; SYNC_REQUEST_LEN] {
+    let mut out = [0u8; SYNC_REQUEST_LEN];
+    out[..4].copy_from_slice(&10u32.to_le_bytes());
+    out[4] = CONTROL_MARK;
+    out[5] = SYNC;
+    out[6..].copy_from_slice(&token.to_le_bytes());
+    out
+}
+
+/// The token of a SYNC request payload (prefix removed), if it is one.
+pub fn parse_sync_request(payload: &[u8]) -> Option<u64> {
+    match payload {
+        [CONTROL_MARK, SYNC, token @ ..] if token.len() == 8 => {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(token);
+            Some(u64::from_le_bytes(t))
+        }
+        _ => None,
+    }
+}
+
+/// The proxy's answer to a SYNC: `0x03 'S' <u64 token> <u32 refused>` with
+/// its length prefix, where `refused` counts the connection's frames
+/// refused since the previous SYNC (bad frames, spool full).
+pub fn sync_reply(token: u64, refused: u32) -> [u8; SYNC_REPLY_LEN] {
+    let mut out = [0u8; SYNC_REPLY_LEN];
+    out[..4].copy_from_slice(&14u32.to_le_bytes());
+    out[4] = CONTROL_MARK;
+    out[5] = SYNC;
+    out[6..14].copy_from_slice(&token.to_le_bytes());
+    out[14..].copy_from_slice(&refused.to_le_bytes());
+    out
+}
+
+/// (token, refused) of a SYNC reply, if `bytes` is one.
+pub fn parse_sync_reply(bytes: &[u8; SYNC_REPLY_LEN]) -> Option<(u64, u32)> {
+    if bytes[..4] != 14u32.to_le_bytes() || bytes[4] != CONTROL_MARK || bytes[5] != SYNC {
+        return None;
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&bytes[6..14]);
+    let mut r = [0u8; 4];
+    r.copy_from_slice(&bytes[14..]);
+    Some((u64::from_le_bytes(t), u32::from_le_bytes(r)))
+}
+
 /// What the stream decoder found.
 #[derive(Debug, PartialEq)]
 pub enum Framed {
@@ -334,6 +394,20 @@ mod tests {
             ("mongo_db_name", "mongo_col_name")
         );
         assert_eq!(op.write, write);
+    }
+
+    #[test]
+    fn sync_frames_round_trip() {
+        let req = sync_request(0x0102_0304_0506_0708);
+        assert_eq!(parse_sync_request(&req[4..]), Some(0x0102_0304_0506_0708));
+        assert_eq!(parse_sync_request(b"\x03S123"), None);
+        let reply = sync_reply(7, 3);
+        assert_eq!(parse_sync_reply(&reply), Some((7, 3)));
+        // A control frame is never an operation.
+        assert_eq!(
+            decode_payload(&Bytes::copy_from_slice(&req[4..])).map_err(|e| e.reason()),
+            Err("unknown_kind")
+        );
     }
 
     #[test]
