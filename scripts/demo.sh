@@ -70,8 +70,8 @@ target/release/proxy -u "$SOCK" -d "127.0.0.1:$SPORT" --spool-dir "$DEMO/spool" 
 for _ in $(seq 100); do [[ -S $SOCK ]] && break; sleep 0.05; done
 
 say "running the seed's Python example (redis_one, redis_many, mongo_exec)"
-sed -n '/^import intc/,$p' tests/e2e/seed_example.py
-python3 tests/e2e/seed_example.py
+sed -n '/^import intc/,$p' bindings/python/tests/seed_example.py
+python3 bindings/python/tests/seed_example.py
 
 say "starting sync_server (configs like configs/rmt.ini)"
 target/release/sync_server "$DEMO/rmt.ini" 2>"$DEMO/server.log" & pids+=($!)

@@ -13,7 +13,9 @@ import pytest
 
 from conftest import ROOT, SEED_SOCKET, default_rules, wait_for
 
-HERE = Path(__file__).resolve().parent
+# The seed's Python example, byte for byte (checked against the seed by
+# bindings/python/tests/test_seed.py).
+SEED_PY = ROOT / "bindings/python/tests/seed_example.py"
 
 
 def frame(payload: bytes) -> bytes:
@@ -49,7 +51,7 @@ def test_seed_python_example_end_to_end(syncs_factory, redis_target, mongo_targe
     coll = mongo_target.client()["mongo_db_name"]["mongo_col_name"]
     coll.insert_many([{"key": "value", "n": 1}, {"key": "value", "n": 2}, {"key": "other"}])
     s = syncs_factory(default_rules(redis_target.url, mongo_target.url), socket_path=seed_socket)
-    out = subprocess.run([sys.executable, str(HERE / "seed_example.py")], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(SEED_PY)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     r1, r2 = redis_target.client(1), redis_target.client(2)
     assert wait_for(lambda: r1.get("a"), what="a in db 1") == b"bcd0"
