@@ -359,7 +359,7 @@ fn check_targets(cx: &mut Ctx<'_>) -> (Vec<Target>, HashMap<String, TargetId>, T
 fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
     let mut o = TargetOptions::default();
     let mut seen = HashSet::new();
-    const NET: &[&str] = &["pool", "timeout", "connect_timeout", "retries"];
+    const NET: &[&str] = &["pool", "timeout", "connect_timeout"];
     const FILE: &[&str] = &["fsync"];
     for opt in &t.options {
         let name = opt.name.node.as_str();
@@ -393,10 +393,6 @@ fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
                 o.pool = u32::try_from(*n).ok();
             }
             ("pool", _) => cx.error(fi, vspan, "`pool` must be a number from 1 to 1024".into()),
-            ("retries", OptionValue::Number(n)) if *n <= 100 => o.retries = u32::try_from(*n).ok(),
-            ("retries", _) => {
-                cx.error(fi, vspan, "`retries` must be a number from 0 to 100".into())
-            }
             ("timeout", OptionValue::Duration(d)) if !d.is_zero() => o.timeout = Some(*d),
             ("connect_timeout", OptionValue::Duration(d)) if !d.is_zero() => {
                 o.connect_timeout = Some(*d)

@@ -53,13 +53,11 @@ pub struct Target {
 /// | `pool`            | redis, mongo  | connections, 1..=1024     |
 /// | `timeout`         | redis, mongo  | duration (`500ms`, `2s`, `1m`) per operation |
 /// | `connect_timeout` | redis, mongo  | duration                  |
-/// | `retries`         | redis, mongo  | attempts after the first, 0..=100 |
 /// | `fsync`           | file          | `true` / `false`: fsync after each batch |
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetOptions {
     pub pool: Option<u32>,
     pub timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
-    pub retries: Option<u32>,
     pub fsync: Option<bool>,
 }

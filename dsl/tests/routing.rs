@@ -550,7 +550,7 @@ fn mongo_renaming() {
 #[test]
 fn targets_and_options() {
     let rs = rules(
-        "target r = redis \"redis://a:1/2\" { pool = 8, timeout = 2s, connect_timeout = 500ms, retries = 3 }\n\
+        "target r = redis \"redis://a:1/2\" { pool = 8, timeout = 2s, connect_timeout = 500ms }\n\
          target m = mongo \"mongodb+srv://x\" {}\n\
          target f = file \"/tmp/a.jsonl\" { fsync = false, }\n\
          default redis -> r, f\ndefault mongo -> m\n",
@@ -567,7 +567,6 @@ fn targets_and_options() {
         t[0].options.connect_timeout,
         Some(std::time::Duration::from_millis(500))
     );
-    assert_eq!(t[0].options.retries, Some(3));
     assert_eq!(t[1].kind, TargetKind::Mongo);
     assert_eq!(t[1].options, TargetOptions::default());
     assert_eq!(

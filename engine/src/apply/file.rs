@@ -17,6 +17,7 @@ use crate::op::Op;
 pub struct FileTarget {
     name: String,
     path: PathBuf,
+    fsync: bool,
     file: Mutex<Option<tokio::fs::File>>,
 }
 
@@ -26,6 +27,7 @@ impl FileTarget {
         Self {
             name: def.name.clone(),
             path: PathBuf::from(path),
+            fsync: def.options.fsync.unwrap_or(false),
             file: Mutex::new(None),
         }
     }
@@ -64,7 +66,11 @@ impl FileTarget {
         };
         if let Err(e) = async {
             file.write_all(&buf).await?;
-            file.flush().await
+            file.flush().await?;
+            if self.fsync {
+                file.sync_data().await?;
+            }
+            Ok::<(), std::io::Error>(())
         }
         .await
         {

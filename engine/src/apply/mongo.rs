@@ -42,6 +42,8 @@ pub struct MongoTarget {
     name: String,
     url: String,
     timeout: Duration,
+    connect_timeout: Duration,
+    pool: Option<u32>,
     client: OnceCell<Client>,
 }
 
@@ -65,6 +67,11 @@ impl MongoTarget {
             name: def.name.clone(),
             url: def.url.clone(),
             timeout: def.options.timeout.unwrap_or(Duration::from_secs(5)),
+            connect_timeout: def
+                .options
+                .connect_timeout
+                .unwrap_or(Duration::from_secs(5)),
+            pool: def.options.pool,
             client: OnceCell::new(),
         })
     }
@@ -87,7 +94,10 @@ impl MongoTarget {
                     .await
                     .map_err(|e| self.unavailable(e))?;
                 opts.server_selection_timeout = Some(self.timeout);
-                opts.connect_timeout = Some(self.timeout);
+                opts.connect_timeout = Some(self.connect_timeout);
+                if let Some(pool) = self.pool {
+                    opts.max_pool_size = Some(pool);
+                }
                 opts.app_name = Some("syncs".into());
                 Client::with_options(opts).map_err(|e| self.unavailable(e))
             })

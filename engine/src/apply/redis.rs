@@ -42,7 +42,9 @@ pub struct RedisTarget {
     name: String,
     client: Client,
     config: AsyncConnectionConfig,
-    conn: Mutex<Option<Live>>,
+    /// `pool` connections; a stream always uses the same one, so its runs
+    /// stay in order while different streams proceed in parallel.
+    conns: Vec<Mutex<Option<Live>>>,
 }
 
 #[derive(Debug)]
@@ -80,15 +82,19 @@ fn first_word(msg: &str) -> &str {
 impl RedisTarget {
     pub fn new(def: &TargetDef) -> Result<Self, String> {
         let client = Client::open(def.url.as_str()).map_err(|e| format!("bad Redis URL: {e}"))?;
-        let timeout = def.options.timeout.unwrap_or(Duration::from_secs(5));
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout.max(Duration::from_secs(1)) * 6));
+            .set_connection_timeout(Some(
+                def.options
+                    .connect_timeout
+                    .unwrap_or(Duration::from_secs(5)),
+            ))
+            .set_response_timeout(Some(def.options.timeout.unwrap_or(Duration::from_secs(30))));
+        let pool = def.options.pool.unwrap_or(1).max(1) as usize;
         Ok(Self {
             name: def.name.clone(),
             client,
             config,
-            conn: Mutex::new(None),
+            conns: (0..pool).map(|_| Mutex::new(None)).collect(),
         })
     }
 
@@ -108,7 +114,8 @@ impl RedisTarget {
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
-        let mut guard = self.conn.lock().await;
+        let slot = (stream % self.conns.len() as u64) as usize;
+        let mut guard = self.conns[slot].lock().await;
         if guard.is_none() {
             let conn = self
                 .client
