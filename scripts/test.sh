@@ -14,5 +14,9 @@ python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-dep
 echo "== rules shipped in rules/"
 target/release/syncs-check rules/
 target/release/syncs-check rules/examples/
-echo "== end-to-end and binding tests (pytest)"
-python3 -m pytest -q tests bindings/python/tests bindings/c/tests "$@"
+# Two pytest runs: each suite has its own conftest.py (imported as
+# `conftest`), and one process can hold only one of them.
+echo "== end-to-end tests (pytest, real redis-server and FerretDB)"
+python3 -m pytest -q tests "$@"
+echo "== binding tests (pytest)"
+python3 -m pytest -q bindings/python/tests bindings/c/tests "$@"
