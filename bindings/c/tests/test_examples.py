@@ -69,12 +69,23 @@ def build(libdir):
     return compile_example
 
 
-def run(libdir, socket_path, command, private_tmp=False):
+def seed_socket_free():
+    """The seed example hard-codes /tmp/us1: skip when a live proxy answers
+    there (never disturb it), remove a stale socket file otherwise."""
+    import socket as so
+
+    if os.path.exists("/tmp/us1"):
+        with so.socket(so.AF_UNIX) as c:
+            try:
+                c.connect("/tmp/us1")
+                pytest.skip("a live listener holds /tmp/us1")
+            except OSError:
+                os.unlink("/tmp/us1")
+
+
+def run(libdir, socket_path, command):
     env = dict(os.environ, LD_LIBRARY_PATH=libdir)
     args = [sys.executable, os.path.join(HERE, "listen_and_run.py"), socket_path, "--", *command]
-    if private_tmp:
-        args = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh",
-                *args]
     out = subprocess.run(args, capture_output=True, env=env, timeout=60, check=True)
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
     result["connections"] = [bytes.fromhex(c) for c in result["connections"]]
@@ -93,10 +104,9 @@ def test_the_seed_example_is_the_seed():
 
 
 def test_the_seed_example_sends_the_seed_frame(build, libdir):
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare(1) to give the seed's /tmp/us1 a private /tmp")
+    seed_socket_free()
     exe = build("seed")
-    result = run(libdir, "/tmp/us1", [exe], private_tmp=True)
+    result = run(libdir, "/tmp/us1", [exe])
     assert result["rc"] == 0, result["stderr"]
     seed = b"6379,1\x01*3\r\n$3\r\nset\r\n$1\r\na\r\n$1\r\nb\r\n"
     assert result["connections"] == [struct.pack("<I", len(seed)) + seed]
@@ -104,14 +114,10 @@ def test_the_seed_example_sends_the_seed_frame(build, libdir):
 
 def test_the_seed_example_without_a_proxy_returns(build, libdir, tmp_path):
     exe = build("seed")
-    # Whatever /tmp/us1 is here, a private /tmp has none: fail fast, exit 0.
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare(1)")
+    # No proxy at /tmp/us1: the example fails fast and exits 0.
+    seed_socket_free()
     env = dict(os.environ, LD_LIBRARY_PATH=libdir)
-    res = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh", exe],
-        env=env, capture_output=True, timeout=10,
-    )
+    res = subprocess.run([exe], env=env, capture_output=True, timeout=10)
     assert res.returncode == 0
 
 
