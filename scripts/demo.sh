@@ -4,6 +4,8 @@
 #   redis-server is installed or installable; otherwise the built-in `file`
 #   target stands in), sync_server and proxy, runs the seed's Python example,
 #   and shows what arrived.
+#
+#   SYNCS_DEMO_TARGET=file scripts/demo.sh   # use the file target even where Redis exists
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,7 +17,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 say "setting up (build tools, Python packages)"
 python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pymongo>=4" "redis>=5"
-if ! command -v redis-server >/dev/null; then
+if ! command -v redis-server >/dev/null && [[ ${SYNCS_DEMO_TARGET:-} != file ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
             || echo "redis-server could not be installed; the demo uses the file target"
@@ -39,7 +41,7 @@ AUDIT=$DEMO/applied.jsonl
     echo "# Demo rules (written by scripts/demo.sh). Reference: docs/rules.md"
     echo "target audit = file \"$AUDIT\""
 } > "$DEMO/demo.sync"
-if command -v redis-server >/dev/null; then
+if command -v redis-server >/dev/null && [[ ${SYNCS_DEMO_TARGET:-} != file ]]; then
     RPORT=$(free_port)
     redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DEMO" \
         --logfile "$DEMO/redis.log" & pids+=($!)

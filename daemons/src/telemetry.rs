@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
-/// Logs to stderr; `RUST_LOG` overrides `default_level`.
+/// Logs to stderr (stdout stays for output); `RUST_LOG` overrides `default_level`.
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -13,6 +13,7 @@ pub fn init_logging(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
