@@ -18,3 +18,17 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// Tells systemd (Type=notify) the daemon is ready; a no-op outside systemd.
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("sd_notify READY: {e}");
+    }
+}
+
+/// Tells systemd the daemon is stopping; a no-op outside systemd.
+pub fn notify_stopping() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
+        tracing::warn!("sd_notify STOPPING: {e}");
+    }
+}

@@ -127,6 +127,7 @@ pub async fn serve(
         name = %identity.name, stream = format!("{:016x}", identity.stream),
         "proxy ready"
     );
+    crate::shutdown::notify_ready();
     let clients = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -145,6 +146,7 @@ pub async fn serve(
             }
         }
     }
+    crate::shutdown::notify_stopping();
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
     clients.close();

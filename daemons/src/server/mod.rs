@@ -50,6 +50,7 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(listen = %config.listen, rules = %config.rules.display(), "sync_server ready");
+    crate::shutdown::notify_ready();
     serve(listener, live, &config, stop).await
 }
 
@@ -92,6 +93,7 @@ pub async fn serve(
             }
         }
     }
+    crate::shutdown::notify_stopping();
     tracker.close();
     tracker.wait().await;
     tracing::info!("sync_server stopped");
