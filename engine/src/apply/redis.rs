@@ -143,6 +143,29 @@ impl RedisTarget {
         }
     }
 
+    /// The error replies among `replies` (one per slot), grouped by the item
+    /// whose command got them. An error on a bookkeeping command (SELECT,
+    /// the marker) makes the run's outcome unknown: unavailable, retry.
+    fn errors_by_item(
+        &self,
+        slots: &[Slot],
+        replies: &[Value],
+        what: &str,
+    ) -> Result<HashMap<usize, Vec<String>>, TargetError> {
+        let mut errors: HashMap<usize, Vec<String>> = HashMap::new();
+        for (slot, reply) in slots.iter().zip(replies) {
+            if let Value::ServerError(e) = reply {
+                match slot {
+                    Slot::Command(i) => errors.entry(*i).or_default().push(e.to_string()),
+                    Slot::Select | Slot::Marker => {
+                        return Err(self.unavailable(format!("bookkeeping command {what}: {e}")))
+                    }
+                }
+            }
+        }
+        Ok(errors)
+    }
+
     /// The last sequence of `stream` applied at this target (0: none).
     async fn marker(&self, live: &mut Live, stream: u64) -> Result<u64, TargetError> {
         if let Some(m) = live.markers.get(&stream) {
@@ -294,20 +317,7 @@ impl RedisTarget {
             let exec = &replies[total - 1];
             match exec {
                 Value::Array(results) if results.len() == slots.len() => {
-                    let mut errors: HashMap<usize, Vec<String>> = HashMap::new();
-                    for (slot, r) in slots.iter().zip(results) {
-                        if let Value::ServerError(e) = r {
-                            match slot {
-                                Slot::Command(i) => {
-                                    errors.entry(*i).or_default().push(e.to_string())
-                                }
-                                Slot::Select | Slot::Marker => {
-                                    return Err(self
-                                        .unavailable(format!("bookkeeping command failed: {e}")))
-                                }
-                            }
-                        }
-                    }
+                    let errors = self.errors_by_item(&slots, results, "failed")?;
                     for (i, errs) in errors {
                         let transaction = matches!(items[i].1, Op::Redis(r) if r.is_transaction());
                         out[i] = Applied::Refused(if transaction {
@@ -327,20 +337,7 @@ impl RedisTarget {
                         return Err(self.unavailable(e));
                     }
                     // EXECABORT: find the commands refused at queue time.
-                    let mut refused: HashMap<usize, Vec<String>> = HashMap::new();
-                    for (slot, r) in slots.iter().zip(queued) {
-                        if let Value::ServerError(qe) = r {
-                            match slot {
-                                Slot::Command(i) => {
-                                    refused.entry(*i).or_default().push(qe.to_string())
-                                }
-                                Slot::Select | Slot::Marker => {
-                                    return Err(self
-                                        .unavailable(format!("bookkeeping command refused: {qe}")))
-                                }
-                            }
-                        }
-                    }
+                    let refused = self.errors_by_item(&slots, queued, "refused")?;
                     if refused.is_empty() {
                         return Err(self.unavailable(format!("EXEC failed: {e}")));
                     }
