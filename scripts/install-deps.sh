@@ -13,9 +13,12 @@ want_ferret=1
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null || ! pkg-config --exists libbson-1.0 2>/dev/null; then
+if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null \
+    || ! pkg-config --exists libbson-1.0 2>/dev/null || ! command -v systemd-analyze >/dev/null; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools build-essential pkg-config libbson-dev >/dev/null
+    # systemd: only for `systemd-analyze verify` of the shipped units.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        redis-server redis-tools build-essential pkg-config libbson-dev systemd >/dev/null
 fi
 
 python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "pymongo>=4" "redis>=5" "mypy>=1.8"
