@@ -11,6 +11,7 @@
 //!   validates and queues their frames, and forwards them to one or more
 //!   servers with sequence numbers, resending what was not acknowledged.
 //! - [`check`]: `syncs-check`, the rules linter and explainer.
+//! - [`status`]: `syncs-status`, health and lag from the metrics endpoints.
 //! - [`config`]: the server's INI file.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
 //! - [`shutdown`]: the signal that tells every task to finish.
@@ -23,4 +24,5 @@ pub mod config;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

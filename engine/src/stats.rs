@@ -16,6 +16,8 @@ pub const PROXY_CONNECTS: &str = "syncs_proxy_connects_total";
 pub const PROXY_PENDING: &str = "syncs_proxy_pending_records";
 /// Client connections open.
 pub const PROXY_CLIENTS: &str = "syncs_proxy_clients";
+/// Destinations with a live session (handshake done).
+pub const PROXY_LINKS_UP: &str = "syncs_proxy_links_up";
 
 /// Records received by the server.
 pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";
@@ -29,7 +31,7 @@ pub const SERVER_APPLIED: &str = "syncs_server_ops_applied_total";
 pub const SERVER_DROPPED: &str = "syncs_server_ops_dropped_total";
 /// Operations written to the dead-letter file (labels `target`, `reason`).
 pub const SERVER_DEAD_LETTERED: &str = "syncs_server_ops_dead_lettered_total";
-/// Mongo operations received while Mongo targets are not implemented.
+/// Retries of a target that was unavailable (label `target`).
 pub const SERVER_TARGET_RETRIES: &str = "syncs_server_target_retries_total";
 /// Rules reloads (label `outcome`: ok | rejected).
 pub const SERVER_RULES_RELOADS: &str = "syncs_server_rules_reloads_total";

@@ -139,3 +139,27 @@ def test_socket_mode_stale_file_and_live_socket(tmp_path):
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     finally:
         p.stop()
+
+
+def test_syncs_status(syncs_factory, redis_target):
+    import intc
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    ic = intc.IncClient()
+    for i in range(10):
+        ic.redis_one(s.socket, 6379, 0, ("set", f"k{i}", "v"))
+    wait_for(lambda: s.server_metric('syncs_server_ops_applied_total{target="local_redis",kind="redis"}') == 10,
+             what="writes applied")
+
+    def status():
+        return subprocess.run([str(BIN / "syncs-status"), "--proxy", f"127.0.0.1:{s.proxy_metrics}",
+                               "--server", f"127.0.0.1:{s.server_metrics}"], capture_output=True, text=True,
+                              timeout=30)
+
+    out = wait_for(lambda: (o := status()).returncode == 0 and o, what="healthy status")
+    assert f"proxy 127.0.0.1:{s.proxy_metrics}: OK" in out.stdout
+    assert "servers connected: 1 of 1" in out.stdout and "applied: 10" in out.stdout, out.stdout
+    s.server.stop()
+    out = wait_for(lambda: (o := status()).returncode != 0 and o, what="unhealthy status")
+    assert "UNHEALTHY" in out.stdout and "1 of 1 servers not connected" in out.stdout, out.stdout
+    assert "UNREACHABLE" in out.stdout and out.returncode == 2  # the server's endpoint is gone too

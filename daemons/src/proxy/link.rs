@@ -128,6 +128,7 @@ impl Link {
             None => bail!("server closed the connection during the handshake"),
         };
         self.spool.ack(self.index, last_applied);
+        let _up = LinkUp::new();
         let acked_before = self.spool.acked(self.index);
         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
         let mut next = acked_before + 1;
@@ -181,5 +182,21 @@ impl Link {
                 },
             }
         }
+    }
+}
+
+/// Counts a live session in `syncs_proxy_links_up` while it exists.
+struct LinkUp;
+
+impl LinkUp {
+    fn new() -> Self {
+        metrics::gauge!(stats::PROXY_LINKS_UP).increment(1.0);
+        LinkUp
+    }
+}
+
+impl Drop for LinkUp {
+    fn drop(&mut self) {
+        metrics::gauge!(stats::PROXY_LINKS_UP).decrement(1.0);
     }
 }
