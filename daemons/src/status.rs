@@ -86,7 +86,7 @@ pub fn fetch(addr: SocketAddr) -> anyhow::Result<Samples> {
     let Some((head, text)) = body.split_once("\r\n\r\n") else {
         bail!("{addr}: not an HTTP answer");
     };
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1).is_none_or(|c| c != "200") {
         bail!(
             "{addr}: {}",
             head.lines().next().unwrap_or("no status line")
