@@ -11,14 +11,28 @@ Each call writes one frame to the proxy's unix socket and returns once it is
 written (the proxy does not answer: "sent" is not "applied"). Errors are
 raised at once: `ProxyUnavailable` when the proxy is down, `InvalidOperation`
 for bad arguments, `FrameTooLarge` above the proxy's limit.
+
+`Client` and `AsyncClient` (asyncio) are bound to one socket path:
+
+>>> with intc.Client('/tmp/us1') as c:
+...     c.redis(6379, 1, "set", "a", "bcd")
+...     c.transaction(6379, 2, [("set", "cool", "hello"), ("incr", "n")])
+...     c.mongo('db', 'coll', mg_delete_many({'key': 'value'}))
+...     c.sync()        # waits until the proxy has spooled them all
+0
+>>> async with intc.AsyncClient('/tmp/us1') as c:
+...     await c.redis(6379, 1, "set", "a", "bcd")
 """
 
+from intc._client import AsyncClient, Client
 from intc._errors import FrameTooLarge, IntcError, InvalidOperation, ProxyUnavailable
 from intc._native import DEFAULT_SEND_TIMEOUT, MAX_FRAME, IncClient, __version__, stats
 
 __all__ = [
     "DEFAULT_SEND_TIMEOUT",
     "MAX_FRAME",
+    "AsyncClient",
+    "Client",
     "FrameTooLarge",
     "IncClient",
     "IntcError",
