@@ -13,7 +13,16 @@ DEMO=${DEMO_DIR:-/tmp/syncs-demo}
 SOCK=/tmp/us1                      # the seed's example hard-codes it
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range: the proxy's retries cannot take it.
+free_port() { python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    p = random.randrange(10000, max(low, 10100))
+    try:
+        socket.socket().bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'; }
 
 say "setting up (build tools, Python packages)"
 python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pymongo>=4" "redis>=5"

@@ -24,10 +24,28 @@ REQUIRE_ALL = os.environ.get("SYNCS_REQUIRE_ALL") == "1"
 SEED_SOCKET = "/tmp/us1"
 
 
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port below the kernel's ephemeral range, so that no
+    outgoing connection (a proxy retrying, a client) can take it between
+    now and the moment the daemon binds it."""
+    import random
+
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(1000):
+        port = random.randrange(10000, max(low, 10100))
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
