@@ -98,7 +98,7 @@ pub struct MongoQuery<'a> {
 }
 
 /// What to do with an operation.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Decision<'r> {
     /// Send to every action's target. `rule` is `None` when the `default`
     /// decided.

@@ -13,8 +13,6 @@
 
 pub mod keys;
 
-use std::fmt;
-
 use bytes::Bytes;
 use syncs_dsl::{
     Action, Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet, TargetId,
@@ -213,12 +211,7 @@ fn route_command(
         .map(|&p| decide(Some(&cmd.args()[p])))
         .collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
-        return Ok(apply_decision(
-            decisions[0].clone_ref(),
-            db,
-            cmd,
-            &positions,
-        ));
+        return Ok(apply_decision(decisions[0], db, cmd, &positions));
     }
     if split == Split::No {
         let detail: Vec<String> = positions
@@ -267,7 +260,7 @@ fn route_command(
         };
         let mut sub_positions = Vec::new();
         keys::positions(&sub, spec, &mut sub_positions);
-        let (p, dr) = apply_decision(decisions[d].clone_ref(), db, &sub, &sub_positions);
+        let (p, dr) = apply_decision(decisions[d], db, &sub, &sub_positions);
         parts.extend(p);
         dropped = dropped.or(dr);
     }
@@ -327,30 +320,5 @@ fn describe(rules: &RuleSet, d: &Decision<'_>) -> String {
                 .collect();
             format!("{} by {}", names.join("+"), rule(r))
         }
-    }
-}
-
-trait CloneRef<'r> {
-    fn clone_ref(&self) -> Decision<'r>;
-}
-
-impl<'r> CloneRef<'r> for Decision<'r> {
-    fn clone_ref(&self) -> Decision<'r> {
-        match self {
-            Decision::Drop { rule, reason } => Decision::Drop {
-                rule: *rule,
-                reason: *reason,
-            },
-            Decision::Route { rule, actions } => Decision::Route {
-                rule: *rule,
-                actions,
-            },
-        }
-    }
-}
-
-impl fmt::Display for Dropped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.reason)
     }
 }
