@@ -1,6 +1,6 @@
 //! The operation model: what one client frame asks syncs to replicate.
 
-use bson::Document;
+use bson::{Bson, Document};
 use bytes::Bytes;
 
 /// One decoded client frame.
@@ -89,6 +89,18 @@ pub struct MongoOp {
 pub enum MongoUpdate {
     Document(Document),
     Pipeline(Vec<Document>),
+}
+
+impl MongoUpdate {
+    /// The value of an `update` field: a document or an array of stages.
+    pub fn to_bson(&self) -> Bson {
+        match self {
+            MongoUpdate::Document(d) => Bson::Document(d.clone()),
+            MongoUpdate::Pipeline(p) => {
+                Bson::Array(p.iter().cloned().map(Bson::Document).collect())
+            }
+        }
+    }
 }
 
 /// One write, as the MongoDB CRUD specification names them.

@@ -18,7 +18,7 @@ use syncs_dsl::Target as TargetDef;
 use tokio::sync::OnceCell;
 
 use super::{Applied, TargetError};
-use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op};
+use crate::op::{MongoOp, MongoWrite, Op};
 
 /// Write statements per command, and encoded bytes per command (MongoDB
 /// takes up to 100,000 statements and 48 MB per message).
@@ -282,10 +282,6 @@ fn statement_count(w: &MongoWrite) -> usize {
 
 /// The wire statements of one write, in order.
 fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
-    let update = |u: &MongoUpdate| match u {
-        MongoUpdate::Document(d) => Bson::Document(d.clone()),
-        MongoUpdate::Pipeline(p) => Bson::Array(p.iter().cloned().map(Bson::Document).collect()),
-    };
     match w {
         MongoWrite::InsertOne { document } => push(document.clone()),
         MongoWrite::InsertMany { documents } => documents.iter().cloned().for_each(push),
@@ -293,12 +289,14 @@ fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
             filter,
             update: u,
             upsert,
-        } => push(doc! { "q": filter.clone(), "u": update(u), "multi": false, "upsert": *upsert }),
+        } => {
+            push(doc! { "q": filter.clone(), "u": u.to_bson(), "multi": false, "upsert": *upsert })
+        }
         MongoWrite::UpdateMany {
             filter,
             update: u,
             upsert,
-        } => push(doc! { "q": filter.clone(), "u": update(u), "multi": true, "upsert": *upsert }),
+        } => push(doc! { "q": filter.clone(), "u": u.to_bson(), "multi": true, "upsert": *upsert }),
         MongoWrite::ReplaceOne {
             filter,
             replacement,

@@ -56,10 +56,6 @@ pub fn encode_write(write: &MongoWrite) -> Vec<u8> {
 
 /// The write description as a document.
 pub fn to_document(write: &MongoWrite) -> Document {
-    let update_bson = |u: &MongoUpdate| match u {
-        MongoUpdate::Document(d) => Bson::Document(d.clone()),
-        MongoUpdate::Pipeline(p) => Bson::Array(p.iter().cloned().map(Bson::Document).collect()),
-    };
     let mut out = doc! { "op": write.name() };
     match write {
         MongoWrite::InsertOne { document } => {
@@ -86,7 +82,7 @@ pub fn to_document(write: &MongoWrite) -> Document {
             upsert,
         } => {
             out.insert("filter", filter.clone());
-            out.insert("update", update_bson(update));
+            out.insert("update", update.to_bson());
             out.insert("upsert", *upsert);
         }
         MongoWrite::ReplaceOne {
