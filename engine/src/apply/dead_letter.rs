@@ -1,13 +1,12 @@
 //! The dead-letter file: operations syncs will not apply, with the reason,
 //! one JSON line each, so nothing accepted disappears without a trace.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
 
+use super::append::AppendFile;
 use super::json::op_json;
 use crate::op::Op;
 
@@ -24,20 +23,18 @@ pub struct Origin<'a> {
 /// An append-only JSON-lines file shared by all streams.
 #[derive(Debug)]
 pub struct DeadLetters {
-    path: PathBuf,
-    file: Mutex<Option<tokio::fs::File>>,
+    file: AppendFile,
 }
 
 impl DeadLetters {
     pub fn new(path: &Path) -> Self {
         Self {
-            path: path.to_owned(),
-            file: Mutex::new(None),
+            file: AppendFile::new(path.to_owned()),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Records `op` (or the raw payload when it could not be decoded).
@@ -65,30 +62,6 @@ impl DeadLetters {
         });
         let mut buf = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
-        let mut guard = self.file.lock().await;
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await?;
-            }
-            *guard = Some(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .await?,
-            );
-        }
-        let Some(file) = guard.as_mut() else {
-            return Err(std::io::Error::other("dead-letter file not open"));
-        };
-        let result = async {
-            file.write_all(&buf).await?;
-            file.sync_data().await
-        }
-        .await;
-        if result.is_err() {
-            *guard = None;
-        }
-        result
+        self.file.append(&buf, true).await
     }
 }

@@ -7,18 +7,16 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use syncs_dsl::Target as TargetDef;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
 
+use super::append::AppendFile;
 use super::{json::op_json, Applied, TargetError};
 use crate::op::Op;
 
 #[derive(Debug)]
 pub struct FileTarget {
     name: String,
-    path: PathBuf,
     fsync: bool,
-    file: Mutex<Option<tokio::fs::File>>,
+    file: AppendFile,
 }
 
 impl FileTarget {
@@ -26,9 +24,8 @@ impl FileTarget {
         let path = def.url.strip_prefix("file://").unwrap_or(&def.url);
         Self {
             name: def.name.clone(),
-            path: PathBuf::from(path),
             fsync: def.options.fsync.unwrap_or(false),
-            file: Mutex::new(None),
+            file: AppendFile::new(PathBuf::from(path)),
         }
     }
 
@@ -44,39 +41,13 @@ impl FileTarget {
             let _ = serde_json::to_writer(&mut buf, &line);
             buf.push(b'\n');
         }
-        let mut guard = self.file.lock().await;
-        let unavailable = |e: std::io::Error| TargetError {
-            target: self.name.clone(),
-            reason: format!("{}: {e}", self.path.display()),
-        };
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await.map_err(unavailable)?;
-            }
-            let f = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .await
-                .map_err(unavailable)?;
-            *guard = Some(f);
-        }
-        let Some(file) = guard.as_mut() else {
-            return Err(unavailable(std::io::Error::other("file not open")));
-        };
-        if let Err(e) = async {
-            file.write_all(&buf).await?;
-            file.flush().await?;
-            if self.fsync {
-                file.sync_data().await?;
-            }
-            Ok::<(), std::io::Error>(())
-        }
-        .await
-        {
-            *guard = None;
-            return Err(unavailable(e));
-        }
+        self.file
+            .append(&buf, self.fsync)
+            .await
+            .map_err(|e| TargetError {
+                target: self.name.clone(),
+                reason: format!("{}: {e}", self.file.path().display()),
+            })?;
         Ok(vec![Applied::Ok; ops.len()])
     }
 }

@@ -11,6 +11,7 @@
 //! error reply, a Mongo validation error) is per operation and final: it is
 //! the caller's to dead-letter.
 
+mod append;
 pub mod dead_letter;
 pub mod file;
 pub mod json;
