@@ -19,7 +19,14 @@ pub fn init_logging(default_level: &str) {
 
 /// Serves Prometheus metrics on `addr` at `/metrics`.
 pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    // Histograms as Prometheus histograms (buckets), not summaries, so
+    // that quantiles can be aggregated across daemons.
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            syncs_engine::stats::LATENCY_BUCKETS,
+        )
+        .context("latency histogram buckets")?
         .with_http_listener(addr)
         .install()
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;

@@ -35,3 +35,24 @@ pub const SERVER_DEAD_LETTERED: &str = "syncs_server_ops_dead_lettered_total";
 pub const SERVER_TARGET_RETRIES: &str = "syncs_server_target_retries_total";
 /// Rules reloads (label `outcome`: ok | rejected).
 pub const SERVER_RULES_RELOADS: &str = "syncs_server_rules_reloads_total";
+/// Operations sent to a target by a rule (labels `rule` — `default` when
+/// no rule matched — and `target`).
+pub const SERVER_ROUTED: &str = "syncs_server_ops_routed_total";
+
+/// Histogram: seconds from a batch's arrival to every record in it being
+/// applied, dead-lettered or dropped (what the ACK waits for).
+pub const SERVER_BATCH_SECONDS: &str = "syncs_server_batch_duration_seconds";
+/// Histogram: seconds one target took to apply its share of a batch,
+/// retries included (label `target`).
+pub const SERVER_APPLY_SECONDS: &str = "syncs_server_apply_duration_seconds";
+/// Histogram: seconds from the proxy accepting a record to every
+/// destination acknowledging it (end-to-end replication latency, as the
+/// proxy sees it). Observed for records still in the spool's memory
+/// window; `syncs_proxy_oldest_pending_seconds` covers a backlog on disk.
+pub const PROXY_REPLICATION_SECONDS: &str = "syncs_proxy_replication_latency_seconds";
+
+/// Buckets (seconds) of every latency histogram: 100 µs to 60 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];

@@ -176,8 +176,11 @@ async fn apply_batch(
     records: &[Bytes],
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
+    let started = std::time::Instant::now();
     let snap = shared.rules.current();
     let mut per_target: Vec<Vec<(u64, Op)>> = (0..snap.targets.len()).map(|_| Vec::new()).collect();
+    // Operations routed per (rule, target), counted once per batch.
+    let mut routed: Vec<((Option<syncs_dsl::RuleId>, syncs_dsl::TargetId), u64)> = Vec::new();
     for (i, payload) in records.iter().enumerate() {
         let seq = first_seq + i as u64;
         if seq <= state.last_applied {
@@ -211,12 +214,23 @@ async fn apply_batch(
                         .increment(1);
                 }
                 for r in ops {
+                    match routed.iter_mut().find(|(k, _)| *k == (r.rule, r.target)) {
+                        Some((_, n)) => *n += 1,
+                        None => routed.push(((r.rule, r.target), 1)),
+                    }
                     if let Some(list) = per_target.get_mut(usize::from(r.target.0)) {
                         list.push((seq, r.op));
                     }
                 }
             }
         }
+    }
+    for ((rule, target), n) in routed {
+        let rule = rule
+            .map_or("default", |id| snap.rules.rule_name(id))
+            .to_owned();
+        let target = snap.rules.target(target).name.clone();
+        metrics::counter!(stats::SERVER_ROUTED, "rule" => rule, "target" => target).increment(n);
     }
     let jobs = per_target
         .iter()
@@ -232,6 +246,7 @@ async fn apply_batch(
     if results.iter().any(Result::is_err) {
         return Err(Interrupted);
     }
+    metrics::histogram!(stats::SERVER_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -245,6 +260,7 @@ async fn apply_with_retry(
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
     let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
+    let started = std::time::Instant::now();
     let mut backoff = Duration::from_millis(50);
     let mut attempts = 0u32;
     let results = loop {
@@ -265,6 +281,8 @@ async fn apply_with_retry(
             }
         }
     };
+    metrics::histogram!(stats::SERVER_APPLY_SECONDS, "target" => target.name().to_owned())
+        .record(started.elapsed().as_secs_f64());
     if attempts > 0 {
         tracing::info!(%source, target = target.name(), attempts, "target back; run applied");
     }

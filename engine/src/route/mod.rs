@@ -26,6 +26,9 @@ use keys::Split;
 pub struct Routed {
     pub target: TargetId,
     pub op: Op,
+    /// The rule that sent it (`None`: the default); for a transaction, the
+    /// rule of its first command bound for this target.
+    pub rule: Option<RuleId>,
 }
 
 /// Why (part of) an operation is not sent anywhere, by decision.
@@ -73,13 +76,14 @@ fn route_mongo(rules: &RuleSet, op: &MongoOp) -> Outcome {
     };
     match rules.decide_mongo(&q) {
         Decision::Drop { rule, reason } => Outcome::dropped(Dropped { rule, reason }),
-        Decision::Route { actions, .. } => Outcome::Routed {
+        Decision::Route { actions, rule } => Outcome::Routed {
             ops: actions
                 .iter()
                 .map(|a| {
                     let (db, coll) = a.mongo_namespace(&op.db, &op.coll);
                     Routed {
                         target: a.target,
+                        rule,
                         op: Op::Mongo(MongoOp {
                             db,
                             coll,
@@ -106,8 +110,9 @@ pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
     }
 }
 
-/// One command's destinations: (target, target db, command as rewritten).
-type Parts = Vec<(TargetId, u32, RedisCommand)>;
+/// One command's destinations: (target, target db, command as rewritten,
+/// the rule that decided).
+type Parts = Vec<(TargetId, u32, RedisCommand, Option<RuleId>)>;
 
 fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
     if !op.is_transaction() {
@@ -116,8 +121,9 @@ fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
             Ok((parts, dropped)) => Outcome::Routed {
                 ops: parts
                     .into_iter()
-                    .map(|(target, db, cmd)| Routed {
+                    .map(|(target, db, cmd, rule)| Routed {
                         target,
+                        rule,
                         op: Op::Redis(RedisOp {
                             port: op.port,
                             db,
@@ -132,7 +138,7 @@ fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
     // A transaction: every routed command must reach the same (target, db)
     // set, so that each target can apply its share atomically.
     let mut dests: Option<Vec<(TargetId, u32)>> = None;
-    let mut per_dest: Vec<Vec<RedisCommand>> = Vec::new();
+    let mut per_dest: Vec<(Vec<RedisCommand>, Option<RuleId>)> = Vec::new();
     let mut dropped = None;
     for (i, cmd) in op.commands.iter().enumerate() {
         let (parts, d) = match route_command(rules, op.port, op.db, cmd) {
@@ -145,12 +151,12 @@ fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
         if parts.is_empty() {
             continue;
         }
-        let mut these: Vec<(TargetId, u32)> = parts.iter().map(|(t, db, _)| (*t, *db)).collect();
+        let mut these: Vec<(TargetId, u32)> = parts.iter().map(|(t, db, _, _)| (*t, *db)).collect();
         these.sort_unstable();
         let duplicate = these.windows(2).any(|w| w[0] == w[1]);
         match &dests {
             None if !duplicate => {
-                per_dest = vec![Vec::new(); these.len()];
+                per_dest = vec![(Vec::new(), None); these.len()];
                 dests = Some(these);
             }
             Some(known) if *known == these && !duplicate => {}
@@ -163,9 +169,13 @@ fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
             }
         }
         let known = dests.as_deref().unwrap_or_default();
-        for (t, db, c) in parts {
+        for (t, db, c, rule) in parts {
             if let Some(slot) = known.iter().position(|k| *k == (t, db)) {
-                per_dest[slot].push(c);
+                let (commands, first_rule) = &mut per_dest[slot];
+                if commands.is_empty() {
+                    *first_rule = rule;
+                }
+                commands.push(c);
             }
         }
     }
@@ -173,8 +183,9 @@ fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
         .unwrap_or_default()
         .into_iter()
         .zip(per_dest)
-        .map(|((target, db), commands)| Routed {
+        .map(|((target, db), (commands, rule))| Routed {
             target,
+            rule,
             op: Op::Redis(RedisOp {
                 port: op.port,
                 db,
@@ -275,10 +286,10 @@ fn apply_decision(
 ) -> (Parts, Option<Dropped>) {
     match decision {
         Decision::Drop { rule, reason } => (Vec::new(), Some(Dropped { rule, reason })),
-        Decision::Route { actions, .. } => (
+        Decision::Route { actions, rule } => (
             actions
                 .iter()
-                .map(|a| (a.target, a.redis_db(db), rewrite(a, cmd, positions)))
+                .map(|a| (a.target, a.redis_db(db), rewrite(a, cmd, positions), rule))
                 .collect(),
             None,
         ),

@@ -772,9 +772,12 @@ impl Spool {
             return;
         }
         st.floor = floor;
+        let now = now_ms();
+        let latency = metrics::histogram!(syncs_engine::stats::PROXY_REPLICATION_SECONDS);
         while st.ram.front().is_some_and(|c| c.seq <= floor) {
             if let Some(c) = st.ram.pop_front() {
                 st.ram_bytes -= c.data.len();
+                latency.record(now.saturating_sub(c.time_ms) as f64 / 1000.0);
             }
         }
         st.hints.retain(|h| h.next.seq > floor);

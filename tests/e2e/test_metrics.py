@@ -1,0 +1,78 @@
+"""Metrics after a known workload: every counter the docs name, with the
+value the workload implies, read from both daemons' /metrics endpoints."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from conftest import wait_for
+
+KEEP, TEMP, OTHER, BAD = 100, 20, 7, 5
+
+
+def rules(redis_url: str) -> str:
+    return f"""
+target local_redis = redis "{redis_url}"
+rule no_temp: redis key "tmp:*" -> drop
+rule keep: redis key "keep:*" -> local_redis prefix "k:"
+default redis -> local_redis
+"""
+
+
+def test_counters_and_histograms_after_a_known_workload(syncs_factory, redis_target):
+    import intc
+
+    s = syncs_factory(rules(redis_target.url))
+    r = redis_target.client(0)
+    r.rpush("wrong", "x")  # an INCR on a list is refused by the target (WRONGTYPE)
+    ic = intc.IncClient()
+    for i in range(KEEP):
+        ic.redis_one(s.socket, 6379, 0, ("set", f"keep:{i}", "v"))
+    for i in range(TEMP):
+        ic.redis_one(s.socket, 6379, 0, ("set", f"tmp:{i}", "v"))
+    for i in range(OTHER):
+        ic.redis_one(s.socket, 6379, 0, ("set", f"other:{i}", "v"))
+    ic.redis_one(s.socket, 6379, 0, ("incr", "wrong"))
+    # Frames the proxy refuses: a Redis frame whose payload is not RESP.
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        for _ in range(BAD):
+            payload = b"6379,0\x01*2\r\n$3\r\nSET\r\n$99\r\nshort\r\n"
+            c.sendall(struct.pack("<I", len(payload)) + payload)
+        # A good frame after the bad ones, on the same connection: it stayed in step.
+        good = b"6379,0\x01*3\r\n$3\r\nSET\r\n$9\r\nkeep:last\r\n$1\r\nv\r\n"
+        c.sendall(struct.pack("<I", len(good)) + good)
+
+    accepted = KEEP + 1 + TEMP + OTHER + 1
+    wait_for(lambda: s.proxy_metric("syncs_proxy_records_acked_total") == accepted, timeout=20,
+             what="every accepted frame acknowledged")
+    assert r.get("k:keep:last") == b"v"
+
+    p = s.proxy_metric
+    assert p('syncs_proxy_frames_accepted_total{kind="redis"}') == accepted
+    assert p('syncs_proxy_frames_refused_total{reason="bad_resp"}') == BAD
+    assert p("syncs_proxy_pending_records") == 0
+    assert p("syncs_proxy_links_up") == 1
+    assert p('syncs_proxy_connects_total{outcome="ok"}') >= 1
+    # Every acknowledged record was observed once in the latency histogram.
+    assert p("syncs_proxy_replication_latency_seconds_count") == accepted
+    assert p('syncs_proxy_replication_latency_seconds_bucket{le="+Inf"}') == accepted
+    assert p("syncs_proxy_replication_latency_seconds_sum") >= 0
+
+    m = s.server_metric
+    assert m("syncs_server_records_received_total") == accepted
+    assert m('syncs_server_ops_routed_total{rule="keep",target="local_redis"}') == KEEP + 1
+    assert m('syncs_server_ops_routed_total{rule="default",target="local_redis"}') == OTHER + 1
+    assert m('syncs_server_ops_dropped_total{rule="no_temp",reason="rule"}') == TEMP
+    assert m('syncs_server_ops_applied_total{target="local_redis",kind="redis"}') == KEEP + 1 + OTHER
+    assert m('syncs_server_ops_dead_lettered_total{target="local_redis"}') == 1
+    batches = m("syncs_server_batch_duration_seconds_count")
+    assert 1 <= batches <= accepted
+    assert m('syncs_server_apply_duration_seconds_count{target="local_redis"}') >= 1
+    assert m('syncs_server_apply_duration_seconds_bucket{target="local_redis",le="+Inf"}') == \
+        m('syncs_server_apply_duration_seconds_count{target="local_redis"}')
+    # The k:… keys, other:…, the list `wrong`, and the exactly-once marker
+    # hash `syncs:applied`; no tmp:… key.
+    assert r.dbsize() == KEEP + 1 + OTHER + 1 + 1
+    assert r.keys("tmp:*") == [] and r.exists("syncs:applied")
