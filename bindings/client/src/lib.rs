@@ -9,9 +9,11 @@
 //!   [`RedisFrameBuilder`] for transactions built one command at a time;
 //!   [`FrameAssembler`] to cut a raw byte stream (the C `intc_send`) into
 //!   frames; helpers that read BSON parts given by callers.
-//! - [`connection`]: [`Connection`], one socket path: lazy connect, whole
-//!   frames under a mutex, drop on error and reconnect on the next send,
-//!   fork safety, send timeout, counters.
+//! - [`connection`]: [`Connection`], one socket path: lazy connect (fail
+//!   fast, or wait for the proxy up to a timeout), whole frames under a
+//!   mutex, optional buffering (several frames per write, flushed by size,
+//!   linger, `flush`, `sync`, drop and [`flush_all`]), drop on error and
+//!   reconnect on the next send, fork safety, send timeout, counters.
 //! - [`registry`]: [`Registry`], connections by path for the bindings'
 //!   "fetch by path" calls.
 //! - [`error`]: [`ClientError`], what can go wrong.
@@ -36,7 +38,10 @@ pub mod error;
 pub mod frame;
 pub mod registry;
 
-pub use connection::{Config, Connection, Stats, DEFAULT_SEND_TIMEOUT};
+pub use connection::{
+    flush_all, Buffering, Config, Connection, Stats, TryBuffer, DEFAULT_BUFFER_SIZE,
+    DEFAULT_LINGER, DEFAULT_SEND_TIMEOUT, MAX_LINGER,
+};
 pub use error::ClientError;
 pub use frame::{bson_document, bson_update, Frame, FrameAssembler, RedisFrameBuilder};
 pub use registry::Registry;

@@ -70,6 +70,23 @@ impl Registry {
         self.get(path)?.send(frame)
     }
 
+    /// Writes the buffered frames of `path`'s connection, or of every
+    /// connection when `path` is `None` (returns the first error; every
+    /// connection is tried).
+    pub fn flush(&self, path: Option<&Path>) -> Result<(), ClientError> {
+        let conns: Vec<_> = match path {
+            Some(path) => self.lock().by_path.get(path).cloned().into_iter().collect(),
+            None => self.lock().by_path.values().cloned().collect(),
+        };
+        let mut first = None;
+        for conn in conns {
+            if let Err(e) = conn.flush() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// The counters of `path`'s connection, if it was ever used.
     pub fn stats_for(&self, path: impl AsRef<Path>) -> Option<Stats> {
         self.lock().by_path.get(path.as_ref()).map(|c| c.stats())
