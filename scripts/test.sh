@@ -14,6 +14,9 @@ python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-dep
 echo "== rules shipped in rules/"
 target/release/syncs-check rules/
 target/release/syncs-check rules/examples/
+# Speed lives in the benchmark suite, never in tests: here it only has to run.
+echo "== benchmark suite, smoke mode (figures: docs/benchmarks.md)"
+python3 tests/bench/suite.py --smoke --out target/bench-smoke
 # Two pytest runs: each suite has its own conftest.py (imported as
 # `conftest`), and one process can hold only one of them.
 echo "== end-to-end tests (pytest, real redis-server and FerretDB)"

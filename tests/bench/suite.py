@@ -1,0 +1,370 @@
+"""The benchmark suite: syncs side by side with what users would otherwise
+run, in one run on one machine (docs/benchmarks.md explains each row).
+
+    python3 tests/bench/suite.py                 # full: N = 1,000,000, 3 runs
+    python3 tests/bench/suite.py --smoke         # CI: tiny N, one run
+    python3 tests/bench/suite.py --out DIR       # results.json + benchmarks.png there
+
+Starts its own redis-server (and FerretDB when installed), sync_server and
+proxy on loopback, from target/release (scripts/test.sh builds them) with
+the installed Python library. Rows:
+
+ 1. redis-benchmark -t set -P 128 -c 1 against the target (the physical limit)
+ 2. redis-py straight to the target, one command at a time and pipelined by 1,000
+ 3. syncs end to end, C library and Python library: N SETs (16-byte keys,
+    64-byte values), first call to a final marker visible in the target
+ 4. latency at a steady rate: client call to the key visible in the target
+ 5. Mongo: inserts in batches of 100 through syncs versus pymongo insert_many
+ 6. client call cost (from row 3: time spent in the calls / N)
+ 7. peak RSS of proxy and server, and of the proxy holding a backlog with the
+    server down
+
+Not a test: figures vary between machines; the ratios to rows 1 and 2 are
+what carries over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from conftest import BIN, ROOT, Ferret, Redis, Syncs, default_rules, find_tool, wait_for  # noqa: E402
+
+WORKERS = [sys.executable, str(HERE / "workers.py")]
+
+
+def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
+    """Runs one client worker; returns its `key=value` line as a dict."""
+    out = subprocess.run([*WORKERS, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {args[0]} failed:\n{out.stderr}")
+    return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def build_c_bench(tmp: Path) -> Path:
+    exe = tmp / "bench_set"
+    subprocess.run(
+        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(HERE / "c" / "bench_set.c"),
+         "-I", str(ROOT / "bindings" / "c" / "include"), "-L", str(BIN), "-lintc",
+         f"-Wl,-rpath,{BIN}", "-o", str(exe)],
+        check=True,
+    )
+    return exe
+
+
+class Rig:
+    """A fresh target Redis plus syncs (server and proxy) for one run."""
+
+    def __init__(self, tmp: Path, proxy_args: list[str] | None = None, start_server: bool = True):
+        self.dir = Path(tempfile.mkdtemp(dir=tmp))
+        self.target = Redis(self.dir)
+        self.syncs = Syncs(self.dir, default_rules(self.target.url, None), start_server=start_server,
+                           proxy_args=proxy_args)
+        self.r = self.target.client(0)
+
+    def wait_marker(self, timeout: float = 1200) -> float:
+        """Polls the target for the final marker; returns when it is seen."""
+        wait_for(lambda: self.r.get("marker") == b"done", timeout=timeout, interval=0.001,
+                 what="the final marker")
+        return time.perf_counter()
+
+    def rss(self) -> dict[str, int]:
+        out = {"proxy": peak_rss(self.syncs.proxy.p.pid)}
+        if self.syncs.server is not None and self.syncs.server.alive():
+            out["server"] = peak_rss(self.syncs.server.p.pid)
+        return out
+
+    def stop(self) -> None:
+        self.syncs.stop()
+        self.target.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def row_redis_benchmark(tmp: Path, n: int) -> float:
+    """Row 1: pipelined SET ingest of one connection (keys `key:` + 12 digits
+    = 16 bytes, 64-byte values)."""
+    exe = find_tool("redis-benchmark")
+    if exe is None:
+        raise RuntimeError("redis-benchmark not found (apt-get install redis-tools)")
+    target = Redis(Path(tempfile.mkdtemp(dir=tmp)))
+    try:
+        out = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(target.port), "-t", "set", "-P", "128",
+                              "-c", "1", "-n", str(n), "-d", "64", "-r", "100000000", "--csv"],
+                             capture_output=True, text=True, check=True, timeout=600).stdout
+    finally:
+        target.stop()
+    for line in out.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells and cells[0] == "SET":
+            return float(cells[1])
+    raise RuntimeError(f"no SET line in redis-benchmark output:\n{out}")
+
+
+def row_redis_py(tmp: Path, n: int, pipeline: int) -> float:
+    """Row 2: redis-py straight to the target."""
+    target = Redis(Path(tempfile.mkdtemp(dir=tmp)))
+    try:
+        got = worker("redis_py", target.port, n, pipeline)
+        return n / (int(got["calls_ns"]) / 1e9)
+    finally:
+        target.stop()
+
+
+def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: list[str]) -> dict:
+    """Row 3 (and 6, 7): N SETs through syncs, first call to the marker."""
+    rig = Rig(tmp, proxy_args)
+    try:
+        t0 = time.perf_counter()
+        if client == "c":
+            out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "c"], capture_output=True,
+                                 text=True, timeout=1800)
+            if out.returncode != 0:
+                raise RuntimeError(f"bench_set failed: {out.stderr}")
+            got = dict(kv.split("=", 1) for kv in out.stdout.split())
+        else:
+            got = worker("py_set", rig.syncs.socket, n, "p", *(["buffered"] if client == "py-buffered" else []))
+        t1 = rig.wait_marker()
+        rss = rig.rss()
+        applied = rig.r.dbsize()
+        # n keys, the marker, the exactly-once marker hash.
+        if applied != n + 2:
+            raise RuntimeError(f"{applied} keys in the target, expected {n + 2}")
+        return {"ops_per_s": n / (t1 - t0), "seconds": t1 - t0,
+                "call_ns": int(got["calls_ns"]) / n, "rss": rss}
+    finally:
+        rig.stop()
+
+
+def row_latency(tmp: Path, rate: int, seconds: float) -> dict:
+    """Row 4: client call to visible in the target, at a steady rate."""
+    rig = Rig(tmp)
+    try:
+        sent_file, seen_file = rig.dir / "sent.json", rig.dir / "seen.json"
+        n = int(rate * seconds)
+        listener = subprocess.Popen([*WORKERS, "latency_listen", str(rig.target.port), str(n), str(seen_file)],
+                                    stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None
+        if listener.stdout.readline().strip() != "ready":
+            raise RuntimeError("the keyspace listener did not start")
+        worker("latency_send", rig.syncs.socket, rate, seconds, sent_file)
+        listener.wait(timeout=180)
+        sent = json.loads(sent_file.read_text())
+        seen = {int(k): v for k, v in json.loads(seen_file.read_text()).items()}
+        lat_ms = sorted((seen[i] - sent[i]) / 1e6 for i in range(n) if i in seen)
+        if len(lat_ms) != n:
+            raise RuntimeError(f"only {len(lat_ms)} of {n} writes were seen in the target")
+
+        def q(p: float) -> float:
+            return lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))]
+
+        return {"rate": rate, "n": n, "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999),
+                "max_ms": lat_ms[-1], "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
+    finally:
+        rig.stop()
+
+
+def row_mongo(tmp: Path, n: int, batch: int) -> dict | None:
+    """Row 5: Mongo inserts through syncs versus pymongo direct."""
+    if find_tool("ferretdb", [str(Path.home() / "go" / "bin" / "ferretdb"), "/usr/local/bin/ferretdb"]) is None:
+        return None
+    d = Path(tempfile.mkdtemp(dir=tmp))
+    ferret = Ferret(d)
+    try:
+        direct = worker("mongo_direct", ferret.url, n, batch)
+        direct_ops = n / (int(direct["calls_ns"]) / 1e9)
+        syncs = Syncs(d, default_rules(None, ferret.url))
+        try:
+            db = ferret.client()["bench"]
+            t0 = time.perf_counter()
+            worker("mongo_syncs", syncs.socket, n, batch)
+            wait_for(lambda: db["marker"].find_one({"_id": "done"}) is not None, timeout=1200,
+                     interval=0.01, what="the Mongo marker")
+            t1 = time.perf_counter()
+            count = db["users"].count_documents({})
+            if count != n:
+                raise RuntimeError(f"{count} documents in the target, expected {n}")
+        finally:
+            syncs.stop()
+        via = n / (t1 - t0)
+        return {"n": n, "batch": batch, "direct_ops_per_s": direct_ops, "syncs_ops_per_s": via,
+                "ratio": via / direct_ops}
+    finally:
+        ferret.stop()
+
+
+def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
+    """Row 7b: the proxy's RSS while it holds N records with the server down."""
+    rig = Rig(tmp, ["--spool-max", "64GiB"], start_server=False)
+    try:
+        t0 = time.perf_counter()
+        out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "b"], capture_output=True, text=True,
+                             timeout=3600)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench_set failed: {out.stderr}")
+        t1 = time.perf_counter()
+        spool = sum(f.stat().st_size for f in rig.syncs.spool.iterdir() if f.is_file())
+        pending = rig.syncs.proxy_metric("syncs_proxy_pending_records")
+        return {"records": n, "pending": pending, "spool_bytes": spool, "proxy_rss": rig.rss()["proxy"],
+                "ingest_ops_per_s": n / (t1 - t0)}
+    finally:
+        rig.stop()
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def chart(results: dict, path: Path) -> None:
+    """Throughput bars and the latency CDF, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["throughput"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [r["name"] for r in rows]
+    values = [r["ops_per_s"] / 1000 for r in rows]
+    colors = ["#888888" if r["kind"] == "baseline" else "#2a7ab9" for r in rows]
+    bars = a.barh(names[::-1], values[::-1], color=colors[::-1])
+    a.bar_label(bars, labels=[f"{v:,.0f}k" for v in values[::-1]], padding=3, fontsize=8)
+    a.set_xlabel("thousand SETs per second (median)")
+    a.set_title(f"Throughput, N = {results['n']:,}")
+    a.margins(x=0.2)
+    lat = results.get("latency")
+    if lat:
+        cdf = lat["cdf_ms"]
+        b.plot(cdf, [i / (len(cdf) - 1) for i in range(len(cdf))], color="#2a7ab9")
+        b.set_xscale("log")
+        b.set_xlabel("ms from the client call to the key visible in the target")
+        b.set_ylabel("fraction of writes")
+        b.set_title(f"Latency at {lat['rate']:,} ops/s: p50 {lat['p50_ms']:.2f} ms, "
+                    f"p99 {lat['p99_ms']:.2f} ms")
+        b.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: dict) -> str:
+    lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call |",
+             "|---|---|---|---|---|"]
+    limit = results["throughput"][0]["ops_per_s"]
+    pipelined = next(r["ops_per_s"] for r in results["throughput"] if r["id"] == "redis-py-p1000")
+    for r in results["throughput"]:
+        call = f"{r['call_ns'] / 1000:.2f}" if r.get("call_ns") else "—"
+        lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
+                     f"{r['ops_per_s'] / pipelined:.2f}× | {call} |")
+    lat = results.get("latency")
+    if lat:
+        lines.append(f"\nlatency at {lat['rate']:,} ops/s ({lat['n']:,} writes): p50 {lat['p50_ms']:.2f} ms, "
+                     f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    m = results.get("mongo")
+    if m:
+        lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
+                     f"through syncs {m['syncs_ops_per_s']:,.0f}/s ({m['ratio']:.0%})")
+    rss = results.get("rss")
+    if rss:
+        lines.append("peak RSS during the end-to-end runs: " + ", ".join(
+            f"{k} {v / 2**20:.1f} MiB" for k, v in rss.items()))
+    bl = results.get("backlog")
+    if bl:
+        lines.append(f"backlog of {bl['records']:,} records, server down: proxy peak RSS "
+                     f"{bl['proxy_rss'] / 2**20:.1f} MiB, spool {bl['spool_bytes'] / 2**20:.0f} MiB on disk, "
+                     f"ingest {bl['ingest_ops_per_s']:,.0f}/s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks that every row runs")
+    ap.add_argument("-n", type=int, help="SETs per end-to-end run (default 1,000,000; smoke 2,000)")
+    ap.add_argument("--runs", type=int, help="runs per throughput row, median quoted (default 3; smoke 1)")
+    ap.add_argument("--backlog", type=int, help="records in the backlog row (default 10,000,000)")
+    ap.add_argument("--rate", type=int, default=10_000, help="latency row: writes per second")
+    ap.add_argument("--seconds", type=float, help="latency row: duration (default 10; smoke 1)")
+    ap.add_argument("--proxy-args", default="", help="extra proxy flags for the syncs rows")
+    ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
+    a = ap.parse_args()
+    n = a.n or (2_000 if a.smoke else 1_000_000)
+    runs = a.runs or (1 if a.smoke else 3)
+    backlog = a.backlog or (20_000 if a.smoke else 10_000_000)
+    seconds = a.seconds or (1.0 if a.smoke else 10.0)
+    rate = 1_000 if a.smoke and a.rate == 10_000 else a.rate
+    proxy_args = a.proxy_args.split()
+    a.out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="syncs-bench-"))
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "n": n,
+                     "runs": runs, "smoke": a.smoke, "proxy_args": proxy_args, "throughput": []}
+    try:
+        c_exe = build_c_bench(tmp)
+
+        def add(id_: str, name: str, kind: str, samples: list[dict]) -> None:
+            row = {"id": id_, "name": name, "kind": kind, "ops_per_s": median_of(samples, "ops_per_s"),
+                   "samples": [s["ops_per_s"] for s in samples]}
+            if "call_ns" in samples[0]:
+                row["call_ns"] = median_of(samples, "call_ns")
+            results["throughput"].append(row)
+            print(f"{name}: {row['ops_per_s']:,.0f} ops/s", flush=True)
+
+        add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline",
+            [{"ops_per_s": row_redis_benchmark(tmp, max(n, 100_000))} for _ in range(runs)])
+        direct_n = min(n, 100_000)
+        add("redis-py-p1", "redis-py, one at a time", "baseline",
+            [{"ops_per_s": row_redis_py(tmp, direct_n, 1)} for _ in range(runs)])
+        add("redis-py-p1000", "redis-py, pipelined by 1,000", "baseline",
+            [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
+        rss: dict[str, int] = {}
+        for client, name in (("c", "syncs, C library"), ("py", "syncs, Python library")):
+            samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
+            for s in samples:
+                for k, v in s["rss"].items():
+                    rss[k] = max(rss.get(k, 0), v)
+            add(f"syncs-{client}", name, "syncs", samples)
+        results["rss"] = rss
+        results["latency"] = row_latency(tmp, rate, seconds)
+        print(f"latency: {results['latency']['p50_ms']:.2f} / {results['latency']['p99_ms']:.2f} ms", flush=True)
+        results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
+        results["backlog"] = row_backlog(tmp, backlog, c_exe)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    text = table(results)
+    (a.out / "results.md").write_text(text + "\n")
+    print(text)
+    try:
+        chart(results, a.out / "benchmarks.png")
+        print(f"wrote {a.out / 'results.json'}, {a.out / 'results.md'}, {a.out / 'benchmarks.png'}")
+    except ImportError:
+        print(f"wrote {a.out / 'results.json'}, {a.out / 'results.md'} (no chart: pip install matplotlib)")
+
+
+if __name__ == "__main__":
+    main()

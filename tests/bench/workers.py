@@ -1,0 +1,152 @@
+"""The client sides of the benchmark suite, each run as its own process so
+that the suite's polling never shares a GIL with the measured loop.
+
+    workers.py py_set <socket> <n> <prefix> [buffered]
+    workers.py redis_py <port> <n> <pipeline>
+    workers.py latency_send <socket> <rate> <seconds> <out.json>
+    workers.py latency_listen <port> <count> <out.json>
+    workers.py mongo_syncs <socket> <n> <batch>
+    workers.py mongo_direct <url> <n> <batch>
+
+Each prints one `key=value ...` line on stdout for the suite to read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+VALUE = "v" * 64
+
+
+def py_set(path: str, n: int, prefix: str, buffered: bool) -> None:
+    """N SETs through the seed-compatible `IncClient.redis_one`."""
+    import intc
+
+    ic = intc.IncClient(**({"buffer": True} if buffered else {}))
+    t0 = time.perf_counter_ns()
+    for i in range(n):
+        ic.redis_one(path, 6379, 0, ("set", "%s%015d" % (prefix, i), VALUE))
+    ic.redis_one(path, 6379, 0, ("set", "marker", "done"))
+    if buffered:
+        ic.flush()
+    t1 = time.perf_counter_ns()
+    print(f"calls_ns={t1 - t0} n={n}")
+
+
+def redis_py(port: int, n: int, pipeline: int) -> None:
+    """What applications do without syncs: redis-py straight to the remote."""
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port)
+    t0 = time.perf_counter_ns()
+    if pipeline <= 1:
+        for i in range(n):
+            r.set("p%015d" % i, VALUE)
+    else:
+        p = r.pipeline(transaction=False)
+        for i in range(n):
+            p.set("p%015d" % i, VALUE)
+            if (i + 1) % pipeline == 0:
+                p.execute()
+        p.execute()
+    t1 = time.perf_counter_ns()
+    print(f"calls_ns={t1 - t0} n={n}")
+
+
+def latency_send(path: str, rate: int, seconds: float, out: str) -> None:
+    """SET lat:<i> at a steady rate; records each call's wall-clock start."""
+    import intc
+
+    ic = intc.IncClient()
+    n = int(rate * seconds)
+    sent = [0] * n
+    period = 1.0 / rate
+    start = time.perf_counter() + 0.05
+    for i in range(n):
+        due = start + i * period
+        while time.perf_counter() < due:
+            pass
+        sent[i] = time.time_ns()
+        ic.redis_one(path, 6379, 0, ("set", "lat:%d" % i, VALUE))
+    with open(out, "w") as f:
+        json.dump(sent, f)
+    print(f"n={n}")
+
+
+def latency_listen(port: int, count: int, out: str) -> None:
+    """Keyspace notifications of the target: the moment each lat:<i> is set."""
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port)
+    r.config_set("notify-keyspace-events", "K$")
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.psubscribe("__keyspace@0__:lat:*")
+    print("ready", flush=True)
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 120
+    while len(seen) < count and time.monotonic() < deadline:
+        m = ps.get_message(timeout=1.0)
+        if m is None:
+            continue
+        now = time.time_ns()
+        i = int(m["channel"].rsplit(b":", 1)[1])
+        seen.setdefault(i, now)
+    with open(out, "w") as f:
+        json.dump(seen, f)
+    print(f"seen={len(seen)}")
+
+
+def _docs(start: int, n: int) -> list[dict]:
+    return [{"_id": start + i, "name": "user%d" % (start + i), "score": i % 100, "tags": ["a", "b"]}
+            for i in range(n)]
+
+
+def mongo_syncs(path: str, n: int, batch: int) -> None:
+    """insert_many in batches through syncs (the seed's `mongo_exec` with
+    `intc_mg` write descriptions)."""
+    import intc
+    from intc_mg import mg_insert_many, mg_insert_one
+
+    ic = intc.IncClient()
+    t0 = time.perf_counter_ns()
+    for start in range(0, n, batch):
+        ic.mongo_exec(path, "bench", "users", mg_insert_many(_docs(start, min(batch, n - start))))
+    ic.mongo_exec(path, "bench", "marker", mg_insert_one({"_id": "done"}))
+    t1 = time.perf_counter_ns()
+    print(f"calls_ns={t1 - t0} n={n}")
+
+
+def mongo_direct(url: str, n: int, batch: int) -> None:
+    """pymongo insert_many straight to the Mongo-wire server."""
+    import pymongo
+
+    coll = pymongo.MongoClient(url)["direct"]["users"]
+    t0 = time.perf_counter_ns()
+    for start in range(0, n, batch):
+        coll.insert_many(_docs(start, min(batch, n - start)))
+    t1 = time.perf_counter_ns()
+    print(f"calls_ns={t1 - t0} n={n}")
+
+
+def main(argv: list[str]) -> None:
+    cmd, args = argv[1], argv[2:]
+    if cmd == "py_set":
+        py_set(args[0], int(args[1]), args[2], len(args) > 3 and args[3] == "buffered")
+    elif cmd == "redis_py":
+        redis_py(int(args[0]), int(args[1]), int(args[2]))
+    elif cmd == "latency_send":
+        latency_send(args[0], int(args[1]), float(args[2]), args[3])
+    elif cmd == "latency_listen":
+        latency_listen(int(args[0]), int(args[1]), args[2])
+    elif cmd == "mongo_syncs":
+        mongo_syncs(args[0], int(args[1]), int(args[2]))
+    elif cmd == "mongo_direct":
+        mongo_direct(args[0], int(args[1]), int(args[2]))
+    else:
+        raise SystemExit(f"unknown worker {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
