@@ -186,7 +186,8 @@ class Syncs:
     """A sync_server and a proxy wired to the given rules."""
 
     def __init__(self, tmp: Path, rules: str, socket_path: str | None = None,
-                 start_server: bool = True, proxy_args: list[str] | None = None):
+                 start_server: bool = True, proxy_args: list[str] | None = None,
+                 server_ini: str = ""):
         for b in ("sync_server", "proxy"):
             if not (BIN / b).exists():
                 raise AssertionError(f"{BIN / b} missing: run scripts/test.sh (it builds first)")
@@ -204,6 +205,7 @@ class Syncs:
             f"rules = {self.rules_path}\n"
             f"dead_letter = {self.dead_letter}\n"
             f"metrics = 127.0.0.1:{self.server_metrics}\n"
+            f"{server_ini}"  # more [server] keys, then sections such as [tls]
             "[log]\nlevel = info\n"
         )
         self.socket = socket_path or str(tmp / "proxy.sock")

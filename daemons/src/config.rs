@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use ini::Ini;
 
+use crate::security::server::{ServerSecuritySettings, AUTH_KEYS, TLS_KEYS};
 use crate::telemetry::parse_size;
 
 /// The validated server configuration.
@@ -31,9 +32,24 @@ pub struct ServerConfig {
     pub max_frame: u32,
     pub metrics: Option<SocketAddr>,
     pub log_level: String,
+    /// `[tls]`, `[auth]` and `[server] plaintext` (see `security::server`).
+    pub security: ServerSecuritySettings,
+    /// Proxy connections at once (`[server] max_connections`).
+    pub max_connections: usize,
 }
 
-const SERVER_KEYS: [&str; 5] = ["listen", "rules", "dead_letter", "max_frame", "metrics"];
+/// Proxy connections at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+const SERVER_KEYS: [&str; 7] = [
+    "listen",
+    "rules",
+    "dead_letter",
+    "max_frame",
+    "metrics",
+    "plaintext",
+    "max_connections",
+];
 const LOG_KEYS: [&str; 1] = ["level"];
 
 impl ServerConfig {
@@ -49,8 +65,12 @@ impl ServerConfig {
             let allowed: &[&str] = match section {
                 Some("server") => &SERVER_KEYS,
                 Some("log") => &LOG_KEYS,
+                Some("tls") => &TLS_KEYS,
+                Some("auth") => &AUTH_KEYS,
                 None if props.is_empty() => &[],
-                Some(other) => bail!("unknown section [{other}] (expected [server] or [log])"),
+                Some(other) => {
+                    bail!("unknown section [{other}] (expected [server], [log], [tls] or [auth])")
+                }
                 None => bail!("settings must sit in a [server] or [log] section"),
             };
             for (key, _) in props.iter() {
@@ -91,6 +111,15 @@ impl ServerConfig {
         let metrics = get("metrics")
             .map(|v| v.parse().context("`metrics` must be host:port"))
             .transpose()?;
+        let security = ServerSecuritySettings::from_ini(ini, listen, &resolve)?;
+        let max_connections = match get("max_connections") {
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| anyhow!("`max_connections` must be a number above 0"))?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
         let log_level = ini
             .section(Some("log"))
             .and_then(|s| s.get("level"))
@@ -103,6 +132,8 @@ impl ServerConfig {
             max_frame,
             metrics,
             log_level,
+            security,
+            max_connections,
         })
     }
 }
@@ -119,7 +150,7 @@ mod tests {
     #[test]
     fn full_config_resolves_relative_paths() {
         let c = parse(
-            "[server]\nlisten = 0.0.0.0:7000\nrules = rules\ndead_letter = /var/lib/dl.jsonl\nmax_frame = 1MiB\nmetrics = 127.0.0.1:9740\n[log]\nlevel = debug\n",
+            "[server]\nlisten = 0.0.0.0:7000\nplaintext = yes\nrules = rules\ndead_letter = /var/lib/dl.jsonl\nmax_frame = 1MiB\nmetrics = 127.0.0.1:9740\n[log]\nlevel = debug\n",
         )
         .expect("valid");
         assert_eq!(c.listen.port(), 7000);
@@ -140,5 +171,27 @@ mod tests {
         assert!(err.to_string().contains("unknown section [sever]"), "{err}");
         let err = parse("[server]\nlisten = 1.2.3.4\nrules = r\n").unwrap_err();
         assert!(format!("{err:#}").contains("host:port"), "{err:#}");
+    }
+
+    #[test]
+    fn security_sections_and_limits() {
+        let c = parse("[server]\nrules = r\n").expect("seed config");
+        assert!(c.security.tls.is_none() && c.security.token_file.is_none());
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let c = parse(
+            "[server]\nlisten = 0.0.0.0:7379\nrules = r\nmax_connections = 10\n[tls]\ncert = tls/s.pem\nkey = tls/s.key\n[auth]\ntoken_file = token\n",
+        )
+        .expect("tls config");
+        assert_eq!(c.max_connections, 10);
+        let tls = c.security.tls.expect("tls");
+        assert_eq!(tls.cert, Path::new("/etc/syncs/tls/s.pem"));
+        assert_eq!(
+            c.security.token_file.as_deref(),
+            Some(Path::new("/etc/syncs/token"))
+        );
+        let err = parse("[server]\nlisten = 0.0.0.0:7379\nrules = r\n").unwrap_err();
+        assert!(format!("{err:#}").contains("plaintext = yes"), "{err:#}");
+        assert!(parse("[server]\nrules = r\nmax_connections = 0\n").is_err());
+        assert!(parse("[server]\nrules = r\n[tls]\ncertificate = x\n").is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! - [`check`]: `syncs-check`, the rules linter and explainer.
 //! - [`status`]: `syncs-status`, health and lag from the metrics endpoints.
 //! - [`config`]: the server's INI file.
+//! - [`security`]: TLS, the shared token, the plaintext rule, connection limits.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
 //! - [`shutdown`]: the signal that tells every task to finish.
 //!
@@ -22,6 +23,7 @@
 pub mod check;
 pub mod config;
 pub mod proxy;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod status;

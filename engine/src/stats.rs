@@ -56,3 +56,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
+
+/// Proxies refused before their session started (label `reason`: `tls` —
+/// a failed TLS handshake —, `no_client_cert`, `bad_client_cert`,
+/// `plaintext` — a plaintext proxy on a TLS server —, `unexpected_tls` —
+/// a TLS proxy on a plaintext server —, `no_token`, `bad_token`, `timeout`).
+pub const SERVER_AUTH_FAILURES: &str = "syncs_server_auth_failures_total";
+/// Proxy connections closed at once because `max_connections` were open
+/// (label `reason`: `max_connections`).
+pub const SERVER_CONNECTIONS_REFUSED: &str = "syncs_server_connections_refused_total";
+/// Client connections closed at once because `--max-clients` were open
+/// (label `reason`: `max_clients`).
+pub const PROXY_CLIENTS_REFUSED: &str = "syncs_proxy_clients_refused_total";

@@ -67,6 +67,8 @@ struct Args {
     /// Log level (RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    security: syncs_daemons::security::proxy::ProxyFlags,
 }
 
 fn parse_frame(s: &str) -> Result<u32, String> {
@@ -133,6 +135,12 @@ fn host_name() -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init_logging(&args.log_level);
+    // TLS, token and the plaintext rule: checked before anything connects.
+    let security = {
+        use syncs_daemons::security::proxy::{ProxySettings, SecurityOptions};
+        let settings = ProxySettings::resolve(&args.security)?;
+        SecurityOptions::load(&settings, &args.dest)?
+    };
     if let Some(addr) = args.metrics {
         telemetry::serve_metrics(addr)?;
     }
@@ -156,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         spool,
         socket_mode: args.socket_mode,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        security,
     };
     let stop = shutdown::on_signals().context("installing signal handlers")?;
     proxy::run(opts, stop).await

@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use futures::{SinkExt, StreamExt};
 use syncs_engine::stats;
-use syncs_engine::wire::peer::{Message, PeerCodec, VERSION};
+use syncs_engine::wire::peer::{Message, PeerCodec, Secret, VERSION};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::spool::Spool;
+use crate::security::proxy::ProxySecurity;
+use crate::security::BoxIo;
 
 /// Records per BATCH, and bytes per BATCH (a single larger record still
 /// goes alone).
@@ -40,6 +42,8 @@ pub struct Link {
     pub identity: Identity,
     pub spool: Arc<Spool>,
     pub max_message: u64,
+    /// TLS and token towards this server.
+    pub security: Arc<ProxySecurity>,
 }
 
 impl Link {
@@ -59,16 +63,29 @@ impl Link {
             };
             match result {
                 Ok(Ok(sock)) => {
-                    metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "ok").increment(1);
                     let _ = sock.set_nodelay(true);
-                    if failures > 0 {
-                        tracing::info!(dest = %self.addr, failures, "connected to server");
-                    }
-                    failures = 0;
-                    backoff = Duration::from_millis(100);
-                    match self.session(sock, &stop, &drained).await {
-                        Ok(()) => return,
-                        Err(e) => tracing::warn!(dest = %self.addr, "link lost: {e:#}"),
+                    // TLS, HELLO, AUTH, WELCOME: a failure here (a bad
+                    // certificate, a refused token) backs off like a
+                    // connection that failed.
+                    let handshake = tokio::select! {
+                        _ = drained.cancelled() => return,
+                        h = self.handshake(sock) => h,
+                    };
+                    match handshake {
+                        Ok((framed, last_applied)) => {
+                            metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "ok")
+                                .increment(1);
+                            if failures > 0 {
+                                tracing::info!(dest = %self.addr, failures, "connected to server");
+                            }
+                            failures = 0;
+                            backoff = Duration::from_millis(100);
+                            match self.session(framed, last_applied, &stop, &drained).await {
+                                Ok(()) => return,
+                                Err(e) => tracing::warn!(dest = %self.addr, "link lost: {e:#}"),
+                            }
+                        }
+                        Err(e) => self.failed(&mut failures, &format!("{e:#}")),
                     }
                 }
                 Ok(Err(e)) => self.failed(&mut failures, &e.to_string()),
@@ -98,18 +115,21 @@ impl Link {
         self.spool.acked(self.index) >= self.spool.last()
     }
 
-    async fn session(
-        &self,
-        sock: TcpStream,
-        stop: &CancellationToken,
-        drained: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut framed = Framed::new(sock, PeerCodec::new(self.max_message));
+    /// TLS when configured, then HELLO and AUTH (one write), then WELCOME:
+    /// returns the framed connection and the server's last applied record.
+    async fn handshake(&self, sock: TcpStream) -> anyhow::Result<(Framed<BoxIo, PeerCodec>, u64)> {
+        let io = self.security.secure(sock, &self.addr).await?;
+        let mut framed = Framed::new(io, PeerCodec::new(self.max_message));
         framed
-            .send(Message::Hello {
+            .feed(Message::Hello {
                 version: VERSION,
                 stream: self.identity.stream,
                 name: self.identity.name.clone(),
+            })
+            .await?;
+        framed
+            .send(Message::Auth {
+                token: Secret(self.security.token()),
             })
             .await?;
         let welcome = tokio::time::timeout(WELCOME_TIMEOUT, framed.next())
@@ -124,9 +144,21 @@ impl Link {
                 bail!("server refused (code {code}): {reason}")
             }
             Some(Ok(other)) => bail!("expected WELCOME, got {other:?}"),
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => {
+                return Err(anyhow::Error::new(e).context("reading the server's WELCOME"))
+            }
             None => bail!("server closed the connection during the handshake"),
         };
+        Ok((framed, last_applied))
+    }
+
+    async fn session(
+        &self,
+        framed: Framed<BoxIo, PeerCodec>,
+        last_applied: u64,
+        stop: &CancellationToken,
+        drained: &CancellationToken,
+    ) -> anyhow::Result<()> {
         self.spool.ack(self.index, last_applied);
         let _up = LinkUp::new();
         let acked_before = self.spool.acked(self.index);

@@ -33,6 +33,8 @@ pub struct ProxyOptions {
     pub socket_mode: u32,
     /// How long SIGTERM waits for the servers to acknowledge what is spooled.
     pub drain_timeout: Duration,
+    /// TLS and token towards the servers, socket group, client limit.
+    pub security: crate::security::proxy::SecurityOptions,
 }
 
 /// Adds the default port to a destination without one.
@@ -80,6 +82,9 @@ pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<
         bail!("at least one destination (-d) is needed");
     }
     let listener = bind(&opts.socket, opts.socket_mode)?;
+    if let Some(gid) = opts.security.socket_group {
+        crate::security::proxy::chown_socket(&opts.socket, gid)?;
+    }
     serve(listener, opts, stop).await
 }
 
@@ -118,6 +123,7 @@ pub async fn serve(
             identity: identity.clone(),
             spool: Arc::clone(&spool),
             max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
+            security: Arc::clone(&opts.security.security),
         };
         links.spawn(link.run(stop.clone(), drained.clone()));
     }
@@ -129,14 +135,25 @@ pub async fn serve(
     );
     crate::shutdown::notify_ready();
     let clients = TaskTracker::new();
+    let admission = crate::security::limits::Admission::new(
+        opts.security.max_clients,
+        syncs_engine::stats::PROXY_CLIENTS_REFUSED,
+        "max_clients",
+    );
     let mut backoff = Duration::from_millis(10);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((sock, _)) => {
+                Ok((sock, addr)) => {
                     backoff = Duration::from_millis(10);
-                    clients.spawn(client::serve(sock, Arc::clone(&spool), opts.max_frame, stop.clone()));
+                    // Over --max-clients: `sock` is dropped, i.e. closed.
+                    let Some(slot) = admission.admit(&addr) else { continue };
+                    let client = client::serve(sock, Arc::clone(&spool), opts.max_frame, stop.clone());
+                    clients.spawn(async move {
+                        client.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::error!("accept failed: {e}; retrying in {backoff:?}");

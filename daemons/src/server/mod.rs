@@ -31,6 +31,8 @@ pub struct Shared {
     /// that owns the stream now.
     pub streams: Mutex<HashMap<u64, Arc<session::StreamSlot>>>,
     pub stop: CancellationToken,
+    /// TLS acceptor and token (`[tls]`, `[auth]`).
+    pub security: crate::security::server::ServerSecurity,
 }
 
 /// Runs the server until `stop` is cancelled, then lets every session finish
@@ -44,14 +46,21 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
         )
     })?;
     let live = Arc::new(live);
+    // Certificates and token are read before listening: a bad file stops
+    // the start, naming the file.
+    let security = crate::security::server::ServerSecurity::load(&config.security)
+        .context("loading the [tls] / [auth] settings")?;
     rules::watch(Arc::clone(&live), Duration::from_millis(300), stop.clone())
         .context("watching the rules")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, rules = %config.rules.display(), "sync_server ready");
+    tracing::info!(
+        listen = %config.listen, rules = %config.rules.display(),
+        security = security.describe(), "sync_server ready"
+    );
     crate::shutdown::notify_ready();
-    serve(listener, live, &config, stop).await
+    serve(listener, live, &config, security, stop).await
 }
 
 /// Accept loop on an already bound listener (tests bind port 0).
@@ -59,6 +68,7 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<LiveRules>,
     config: &ServerConfig,
+    security: crate::security::server::ServerSecurity,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
@@ -67,7 +77,13 @@ pub async fn serve(
         max_frame: config.max_frame,
         streams: Mutex::new(HashMap::new()),
         stop: stop.clone(),
+        security,
     });
+    let admission = crate::security::limits::Admission::new(
+        config.max_connections,
+        syncs_engine::stats::SERVER_CONNECTIONS_REFUSED,
+        "max_connections",
+    );
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -76,12 +92,18 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     backoff = Duration::from_millis(10);
+                    // Over max_connections: `socket` is dropped, i.e. closed.
+                    let Some(slot) = admission.admit(&peer) else { continue };
                     let _ = socket.set_nodelay(true);
                     let shared = Arc::clone(&shared);
                     tracker.spawn(async move {
-                        if let Err(e) = session::run(socket, peer, shared).await {
-                            tracing::warn!(%peer, "session ended: {e:#}");
+                        // TLS handshake (refusals are logged and counted there).
+                        if let Ok(io) = shared.security.accept(socket, peer).await {
+                            if let Err(e) = session::run(io, peer, shared).await {
+                                tracing::warn!(%peer, "session ended: {e:#}");
+                            }
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

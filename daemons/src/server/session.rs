@@ -19,8 +19,7 @@ use syncs_engine::op::Op;
 use syncs_engine::route::{route, Outcome};
 use syncs_engine::stats;
 use syncs_engine::wire::client::decode_payload;
-use syncs_engine::wire::peer::{refuse, Message, PeerCodec, VERSION};
-use tokio::net::TcpStream;
+use syncs_engine::wire::peer::{refuse, Message, PeerCodec, MIN_VERSION, VERSION};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -48,21 +47,28 @@ struct StreamState {
 #[error("interrupted before the batch was applied; not acknowledged")]
 struct Interrupted;
 
-pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
+/// Runs one session on a connection whose transport (TLS or plaintext) is
+/// set up: HELLO, then AUTH and the token check, then WELCOME and batches.
+pub async fn run(
+    socket: crate::security::BoxIo,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
     let max = u64::from(shared.max_frame) * 2 + PEER_SLACK;
     let mut framed = Framed::new(socket, PeerCodec::new(max));
     let hello = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
         .await
         .context("no HELLO in time")?;
-    let (stream, name) = match hello {
+    let (stream, name, version) = match hello {
         Some(Ok(Message::Hello {
             version,
             stream,
             name,
         })) => {
-            if version != VERSION {
-                let reason =
-                    format!("this server speaks protocol version {VERSION}, not {version}");
+            if !(MIN_VERSION..=VERSION).contains(&version) {
+                let reason = format!(
+                    "this server speaks protocol versions {MIN_VERSION} to {VERSION}, not {version}"
+                );
                 let _ = framed
                     .send(Message::Refuse {
                         code: refuse::BAD_VERSION,
@@ -71,7 +77,12 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
                     .await;
                 bail!("{peer}: {reason}");
             }
-            (stream, name)
+            // Refused here (REFUSE sent, counted) before any BATCH is read.
+            shared
+                .security
+                .authenticate(&mut framed, version, peer)
+                .await?;
+            (stream, name, version)
         }
         Some(Ok(other)) => {
             let _ = framed
@@ -99,7 +110,8 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> an
     let mut state = slot.state.lock().await;
     framed
         .send(Message::Welcome {
-            version: VERSION,
+            // The proxy's own version: a version 1 proxy expects 1.
+            version,
             last_applied: state.last_applied,
         })
         .await?;

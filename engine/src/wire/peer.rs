@@ -10,15 +10,25 @@
 //! | 3    | BATCH   | u64 first sequence, u32 count, count × (u32 length, payload)   | proxy  |
 //! | 4    | ACK     | u64 sequence: every record up to it is applied                 | server |
 //! | 5    | REFUSE  | u16 code, UTF-8 reason; the sender closes after it             | either |
+//! | 6    | AUTH    | the shared token (0..=4096 bytes; empty: none)                 | proxy  |
+//!
+//! A version 2 proxy sends AUTH right after HELLO, before WELCOME; a
+//! version 1 HELLO has no AUTH after it (and so no token).
 //!
 //! Sequences are per stream, start at 1 and have no gaps; a BATCH's records
 //! are numbered `first ..= first + count - 1`.
 
+use std::fmt;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this build speaks: 2 adds AUTH after HELLO.
+pub const VERSION: u16 = 2;
+/// The oldest version a server still accepts (no AUTH, so no token).
+pub const MIN_VERSION: u16 = 1;
+/// The longest token AUTH may carry.
+pub const MAX_TOKEN: usize = 4096;
 /// The magic at the start of HELLO.
 pub const MAGIC: &[u8; 5] = b"SYNCS";
 /// The server's default port.
@@ -30,6 +40,33 @@ pub mod refuse {
     pub const BAD_MESSAGE: u16 = 2;
     pub const SEQUENCE_GAP: u16 = 3;
     pub const SHUTTING_DOWN: u16 = 4;
+    /// The server needs a token and the proxy sent none.
+    pub const TOKEN_REQUIRED: u16 = 5;
+    /// The token does not match the server's.
+    pub const BAD_TOKEN: u16 = 6;
+    /// The server speaks TLS only; sent in plaintext to a plaintext peer.
+    pub const TLS_REQUIRED: u16 = 7;
+}
+
+/// A shared secret on the wire. Its `Debug` form never shows the bytes,
+/// so a logged message cannot leak it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Bytes);
+
+impl Secret {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
 }
 
 /// One protocol message.
@@ -54,6 +91,9 @@ pub enum Message {
     Refuse {
         code: u16,
         reason: String,
+    },
+    Auth {
+        token: Secret,
     },
 }
 
@@ -156,6 +196,17 @@ fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
             code: u16_le(b)?,
             reason: utf8(b.split_to(b.remaining()))?,
         },
+        6 => {
+            if b.remaining() > MAX_TOKEN {
+                return Err(PeerError::Malformed(format!(
+                    "AUTH token of {} bytes (at most {MAX_TOKEN})",
+                    b.remaining()
+                )));
+            }
+            Message::Auth {
+                token: Secret(b.split_to(b.remaining())),
+            }
+        }
         other => return Err(PeerError::UnknownKind(other)),
     };
     if b.has_remaining() {
@@ -244,6 +295,10 @@ impl Encoder<Message> for PeerCodec {
                 dst.put_u16_le(code);
                 dst.put_slice(reason.as_bytes());
             }
+            Message::Auth { token } => {
+                dst.put_u8(6);
+                dst.put_slice(token.as_bytes());
+            }
         }
         let len = (dst.len() - start - 4) as u64;
         if len > self.max_len {
@@ -294,6 +349,32 @@ mod tests {
             code: refuse::BAD_VERSION,
             reason: "want 1".into(),
         });
+        round_trip(Message::Auth {
+            token: Secret(Bytes::from_static(b"s3cret-token-0123456789")),
+        });
+        round_trip(Message::Auth {
+            token: Secret::default(),
+        });
+    }
+
+    #[test]
+    fn auth_never_shows_its_token_and_is_bounded() {
+        let msg = Message::Auth {
+            token: Secret(Bytes::from_static(b"hunter2-hunter2")),
+        };
+        let shown = format!("{msg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("15 bytes"), "{shown}");
+
+        let mut codec = PeerCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(1 + MAX_TOKEN as u32 + 1);
+        buf.put_u8(6);
+        buf.put_slice(&vec![b'x'; MAX_TOKEN + 1]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(PeerError::Malformed(_))
+        ));
     }
 
     #[test]
