@@ -162,11 +162,28 @@ where
     C: AsRef<[A]>,
     A: AsRef<[u8]>,
 {
-    out.put_slice(format!("{port},{db}").as_bytes());
+    put_decimal(out, u32::from(port));
+    out.put_u8(b',');
+    put_decimal(out, db);
     out.put_u8(REDIS_HEADER_END);
     for cmd in commands {
         resp::encode_command(out, cmd.as_ref());
     }
+}
+
+/// Appends `n` in decimal, without allocating (the client's hot path).
+fn put_decimal(out: &mut impl BufMut, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[start..]);
 }
 
 /// A whole Redis frame, length prefix included.
@@ -334,6 +351,18 @@ mod tests {
         assert_eq!((op.port, op.db), (6379, 1));
         assert_eq!(op.commands.len(), 1);
         assert_eq!(op.commands[0].args(), &[&b"set"[..], b"a", b"b"]);
+    }
+
+    #[test]
+    fn redis_headers_carry_every_port_and_db_in_decimal() {
+        for (port, db, header) in [
+            (0u16, 0u32, &b"0,0\x01"[..]),
+            (65535, 4_294_967_295, b"65535,4294967295\x01"),
+            (6379, 10, b"6379,10\x01"),
+        ] {
+            let frame = redis_frame(port, db, &[["ping"]]);
+            assert!(frame[4..].starts_with(header), "{port},{db}");
+        }
     }
 
     #[test]
