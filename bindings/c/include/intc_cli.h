@@ -6,14 +6,21 @@
  *
  * Frames go to the local proxy over its unix socket:
  * [uint32 little-endian length][payload]. The proxy never answers, so
- * INTC_OK means "written to the socket", not "applied at the target".
+ * INTC_OK means "written to the socket" (or, with intc_cli_set_buffering,
+ * "buffered": call intc_flush / intc_cli_free before exit, or
+ * intc_atexit_flush once), not "applied at the target"; intc_sync
+ * confirms frames are in the proxy's durable spool.
+ *
+ * Connect policy: fail fast by default (INTC_ERR_UNAVAILABLE at once when
+ * the proxy is down); intc_cli_set_connect_timeout waits for it instead.
  *
  * Threads: intc_fetch() handles are cached per thread and belong to the
  * thread that fetched them; intc_cli_new() handles may be shared. Every
  * function is safe to call from any thread on its own arguments; the last
  * error message (intc_last_error) is per thread.
- * fork(): a child never writes into a socket its parent opened; its first
- * send opens its own connection.
+ * fork(): a child never writes into a socket its parent opened, nor the
+ * frames its parent buffered (it drops them); its first send opens its own
+ * connection.
  *
  * Build: cc app.c -I<syncs>/bindings/c/include -L<syncs>/target/release -lintc
  */
@@ -24,6 +31,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * The buffer size `intc_cli_set_buffering` suggests (64 KiB).
+ */
+#define INTC_DEFAULT_BUFFER_SIZE 65536
+
+/**
+ * The linger `intc_cli_set_buffering` suggests, in microseconds (1 ms).
+ */
+#define INTC_DEFAULT_LINGER_US 1000
 
 /**
  * Result codes of the intc functions that return `int`.
@@ -112,6 +129,23 @@ typedef struct {
    * Successful connects after the first one.
    */
   uint64_t reconnects;
+  /**
+   * Frames that went into the buffer (buffering on): written later
+   * (then counted in `frames` too) or dropped.
+   */
+  uint64_t buffered;
+  /**
+   * Frames in the buffer now, not written yet.
+   */
+  uint64_t pending;
+  /**
+   * Writes of the buffer, each carrying one or more frames.
+   */
+  uint64_t flushes;
+  /**
+   * Buffered frames never written whole because a write failed.
+   */
+  uint64_t dropped;
 } intc_stats_t;
 
 #ifdef __cplusplus
@@ -174,7 +208,9 @@ int intc_send(intc_cli_t *cli, const uint8_t *buf, size_t len);
 
 /**
  * Frees every client `intc_fetch` made on the calling thread and closes
- * their sockets; a frame half given to `intc_send` is discarded. Handles
+ * their sockets, writing what they buffered first (its errors are lost:
+ * call `intc_flush` before to see them); a frame half given to
+ * `intc_send` is discarded. Handles
  * fetched on this thread must not be used afterwards (fetch again). Clients
  * of other threads and those of `intc_cli_new` are not touched.
  */
@@ -195,8 +231,9 @@ void intc_dispose(void);
 intc_cli_t *intc_cli_new(const char *us_path);
 
 /**
- * Frees a client made by `intc_cli_new` and closes its socket. NULL is
- * ignored; so is a handle from `intc_fetch` (those belong to the cache:
+ * Frees a client made by `intc_cli_new` and closes its socket, writing
+ * what it buffered first (its errors are lost: call `intc_flush` before
+ * to see them). NULL is ignored; so is a handle from `intc_fetch` (those belong to the cache:
  * see `intc_dispose`).
  *
  * # Safety
@@ -248,6 +285,89 @@ int intc_sync(intc_cli_t *cli, uint32_t timeout_ms, uint32_t *refused);
  * `cli` must be NULL or a live handle; `out` NULL or writable.
  */
 int intc_cli_stats(const intc_cli_t *cli, intc_stats_t *out);
+
+/**
+ * Sets how `cli` connects when it has no connection: `timeout_ms` 0 (the
+ * default) fails fast, INTC_ERR_UNAVAILABLE at once when the proxy's
+ * socket is missing or refuses; above 0, the call retries (2 ms backoff
+ * doubling to 100 ms) until the proxy is up or `timeout_ms` have passed,
+ * then returns INTC_ERR_UNAVAILABLE. Never waits longer. While it waits,
+ * other threads' calls on the same handle wait too.
+ *
+ * Errors: INTC_ERR_ARG (NULL `cli`). Thread-safe.
+ *
+ * # Safety
+ *
+ * `cli` must be NULL or a live handle.
+ */
+int intc_cli_set_connect_timeout(intc_cli_t *cli, uint32_t timeout_ms);
+
+/**
+ * Turns buffering on for `cli` (`size` > 0) or off (`size` 0): frames are
+ * gathered and written several per write(2), so a send returns INTC_OK
+ * once its frame is **buffered**, not written. The buffer is written when
+ * it reaches `size` bytes (a frame of `size` bytes or more is written
+ * directly, after it), when its oldest frame has waited `linger_us`
+ * microseconds (a background thread of the library sees to it), by
+ * `intc_flush`, before `intc_sync`, by `intc_cli_free` / `intc_dispose`,
+ * and by `intc_flush_all` (see `intc_atexit_flush`). Frames are never
+ * split or interleaved. Suggested: `INTC_DEFAULT_BUFFER_SIZE`,
+ * `INTC_DEFAULT_LINGER_US`.
+ *
+ * Buffered frames are lost if the process dies first (crash, `_exit`,
+ * a signal) and are not sent by a child after fork() (the child drops its
+ * parent's buffer). A write that fails drops the buffer: the call that
+ * made it returns the error; for the background thread, the next
+ * `intc_flush` returns INTC_ERR_IO and the next `intc_sync` fails.
+ *
+ * Turning buffering off, or changing it, writes what is buffered first
+ * (its error is returned; the new setting is in force anyway).
+ *
+ * Errors: INTC_ERR_ARG (NULL `cli`, `linger_us` 0 or above 10 s with
+ * `size` > 0), INTC_ERR_UNAVAILABLE / INTC_ERR_IO (writing what was
+ * buffered failed). Thread-safe.
+ *
+ * # Safety
+ *
+ * `cli` must be NULL or a live handle.
+ */
+int intc_cli_set_buffering(intc_cli_t *cli, size_t size, uint32_t linger_us);
+
+/**
+ * Writes the frames buffered on `cli` now (INTC_OK at once when nothing is
+ * buffered, or buffering is off).
+ *
+ * Errors: INTC_ERR_ARG (NULL `cli`), INTC_ERR_UNAVAILABLE / INTC_ERR_IO
+ * (the write failed: those frames are dropped), INTC_ERR_IO also when the
+ * background thread's write failed since the last call (reported once).
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `cli` must be NULL or a live handle.
+ */
+int intc_flush(intc_cli_t *cli);
+
+/**
+ * Writes the buffered frames of every handle of the process that buffers
+ * (those of `intc_cli_new` and every thread's `intc_fetch` handles).
+ * Frames a parent process buffered before fork() are never written by the
+ * child. Returns the first error after trying every handle. Thread-safe.
+ */
+int intc_flush_all(void);
+
+/**
+ * Registers `intc_flush_all` with atexit(3), once per process (later
+ * calls do nothing): buffered frames are then written when the program
+ * returns from main() or calls exit(). Not on `_exit`, a crash or a fatal
+ * signal. Do not use it in a library that may be dlclose()d before exit.
+ * Without it, call `intc_flush` / `intc_cli_free` / `intc_dispose` before
+ * exiting; `intc_fetch` handles of the thread that calls exit() are
+ * flushed anyway when its thread-locals are destroyed.
+ *
+ * Errors: INTC_ERR_IO (atexit refused, out of memory). Thread-safe.
+ */
+int intc_atexit_flush(void);
 
 /**
  * A short, static description of a result code.

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use intc_client::{ClientError, Config, Connection, Frame, FrameAssembler};
+use intc_client::{
+    Buffering, ClientError, Config, Connection, Frame, FrameAssembler, DEFAULT_BUFFER_SIZE,
+    DEFAULT_LINGER,
+};
 
 use crate::args;
 use crate::error::{call, call_ptr, call_void, Failure};
@@ -44,7 +47,25 @@ pub struct IntcStats {
     pub connects: u64,
     /// Successful connects after the first one.
     pub reconnects: u64,
+    /// Frames that went into the buffer (buffering on): written later
+    /// (then counted in `frames` too) or dropped.
+    pub buffered: u64,
+    /// Frames in the buffer now, not written yet.
+    pub pending: u64,
+    /// Writes of the buffer, each carrying one or more frames.
+    pub flushes: u64,
+    /// Buffered frames never written whole because a write failed.
+    pub dropped: u64,
 }
+
+/// The buffer size `intc_cli_set_buffering` suggests (64 KiB).
+pub const INTC_DEFAULT_BUFFER_SIZE: usize = 65536;
+/// The linger `intc_cli_set_buffering` suggests, in microseconds (1 ms).
+pub const INTC_DEFAULT_LINGER_US: u32 = 1000;
+
+// Literals for cbindgen, kept equal to the client's defaults.
+const _: () = assert!(INTC_DEFAULT_BUFFER_SIZE == DEFAULT_BUFFER_SIZE);
+const _: () = assert!(INTC_DEFAULT_LINGER_US as u128 == DEFAULT_LINGER.as_micros());
 
 impl IntcCli {
     fn new(path: &Path, owned: bool) -> Result<Self, Failure> {
@@ -199,7 +220,9 @@ pub unsafe extern "C" fn intc_send(cli: *mut IntcCli, buf: *const u8, len: usize
 }
 
 /// Frees every client `intc_fetch` made on the calling thread and closes
-/// their sockets; a frame half given to `intc_send` is discarded. Handles
+/// their sockets, writing what they buffered first (its errors are lost:
+/// call `intc_flush` before to see them); a frame half given to
+/// `intc_send` is discarded. Handles
 /// fetched on this thread must not be used afterwards (fetch again). Clients
 /// of other threads and those of `intc_cli_new` are not touched.
 #[no_mangle]
@@ -232,8 +255,9 @@ pub unsafe extern "C" fn intc_cli_new(us_path: *const c_char) -> *mut IntcCli {
     })
 }
 
-/// Frees a client made by `intc_cli_new` and closes its socket. NULL is
-/// ignored; so is a handle from `intc_fetch` (those belong to the cache:
+/// Frees a client made by `intc_cli_new` and closes its socket, writing
+/// what it buffered first (its errors are lost: call `intc_flush` before
+/// to see them). NULL is ignored; so is a handle from `intc_fetch` (those belong to the cache:
 /// see `intc_dispose`).
 ///
 /// # Safety
@@ -327,7 +351,137 @@ pub unsafe extern "C" fn intc_cli_stats(cli: *const IntcCli, out: *mut IntcStats
             errors: s.errors,
             connects: s.connects,
             reconnects: s.reconnects,
+            buffered: s.buffered,
+            pending: s.pending,
+            flushes: s.flushes,
+            dropped: s.dropped,
         };
+        Ok(())
+    })
+}
+
+/// Sets how `cli` connects when it has no connection: `timeout_ms` 0 (the
+/// default) fails fast, INTC_ERR_UNAVAILABLE at once when the proxy's
+/// socket is missing or refuses; above 0, the call retries (2 ms backoff
+/// doubling to 100 ms) until the proxy is up or `timeout_ms` have passed,
+/// then returns INTC_ERR_UNAVAILABLE. Never waits longer. While it waits,
+/// other threads' calls on the same handle wait too.
+///
+/// Errors: INTC_ERR_ARG (NULL `cli`). Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_set_connect_timeout(cli: *mut IntcCli, timeout_ms: u32) -> c_int {
+    call("intc_cli_set_connect_timeout", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
+        Ok(cli.conn.set_connect_timeout(timeout)?)
+    })
+}
+
+/// Turns buffering on for `cli` (`size` > 0) or off (`size` 0): frames are
+/// gathered and written several per write(2), so a send returns INTC_OK
+/// once its frame is **buffered**, not written. The buffer is written when
+/// it reaches `size` bytes (a frame of `size` bytes or more is written
+/// directly, after it), when its oldest frame has waited `linger_us`
+/// microseconds (a background thread of the library sees to it), by
+/// `intc_flush`, before `intc_sync`, by `intc_cli_free` / `intc_dispose`,
+/// and by `intc_flush_all` (see `intc_atexit_flush`). Frames are never
+/// split or interleaved. Suggested: `INTC_DEFAULT_BUFFER_SIZE`,
+/// `INTC_DEFAULT_LINGER_US`.
+///
+/// Buffered frames are lost if the process dies first (crash, `_exit`,
+/// a signal) and are not sent by a child after fork() (the child drops its
+/// parent's buffer). A write that fails drops the buffer: the call that
+/// made it returns the error; for the background thread, the next
+/// `intc_flush` returns INTC_ERR_IO and the next `intc_sync` fails.
+///
+/// Turning buffering off, or changing it, writes what is buffered first
+/// (its error is returned; the new setting is in force anyway).
+///
+/// Errors: INTC_ERR_ARG (NULL `cli`, `linger_us` 0 or above 10 s with
+/// `size` > 0), INTC_ERR_UNAVAILABLE / INTC_ERR_IO (writing what was
+/// buffered failed). Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn intc_cli_set_buffering(
+    cli: *mut IntcCli,
+    size: usize,
+    linger_us: u32,
+) -> c_int {
+    call("intc_cli_set_buffering", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        let buffering = (size > 0).then(|| Buffering {
+            size,
+            linger: Duration::from_micros(u64::from(linger_us)),
+        });
+        Ok(cli.conn.set_buffering(buffering)?)
+    })
+}
+
+/// Writes the frames buffered on `cli` now (INTC_OK at once when nothing is
+/// buffered, or buffering is off).
+///
+/// Errors: INTC_ERR_ARG (NULL `cli`), INTC_ERR_UNAVAILABLE / INTC_ERR_IO
+/// (the write failed: those frames are dropped), INTC_ERR_IO also when the
+/// background thread's write failed since the last call (reported once).
+/// Thread-safe.
+///
+/// # Safety
+///
+/// `cli` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn intc_flush(cli: *mut IntcCli) -> c_int {
+    call("intc_flush", || {
+        // SAFETY: live handle or NULL, per this function's contract.
+        let cli = unsafe { cli_ref(cli) }?;
+        Ok(cli.conn.flush()?)
+    })
+}
+
+/// Writes the buffered frames of every handle of the process that buffers
+/// (those of `intc_cli_new` and every thread's `intc_fetch` handles).
+/// Frames a parent process buffered before fork() are never written by the
+/// child. Returns the first error after trying every handle. Thread-safe.
+#[no_mangle]
+pub extern "C" fn intc_flush_all() -> c_int {
+    call("intc_flush_all", || Ok(intc_client::flush_all()?))
+}
+
+extern "C" fn flush_at_exit() {
+    intc_flush_all();
+}
+
+/// Registers `intc_flush_all` with atexit(3), once per process (later
+/// calls do nothing): buffered frames are then written when the program
+/// returns from main() or calls exit(). Not on `_exit`, a crash or a fatal
+/// signal. Do not use it in a library that may be dlclose()d before exit.
+/// Without it, call `intc_flush` / `intc_cli_free` / `intc_dispose` before
+/// exiting; `intc_fetch` handles of the thread that calls exit() are
+/// flushed anyway when its thread-locals are destroyed.
+///
+/// Errors: INTC_ERR_IO (atexit refused, out of memory). Thread-safe.
+#[no_mangle]
+pub extern "C" fn intc_atexit_flush() -> c_int {
+    static REGISTERED: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+    call("intc_atexit_flush", || {
+        // SAFETY: `flush_at_exit` is an `extern "C" fn()` that lives as long
+        // as the library, catches panics (`call`) and takes no locks at the
+        // time of registration; atexit only records the pointer.
+        let rc = *REGISTERED.get_or_init(|| unsafe { libc::atexit(flush_at_exit) });
+        if rc != 0 {
+            return Err(Failure {
+                code: crate::error::intc_result::INTC_ERR_IO,
+                message: "atexit() refused to register the flush".into(),
+            });
+        }
         Ok(())
     })
 }

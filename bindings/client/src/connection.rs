@@ -285,7 +285,7 @@ pub fn flush_all() -> Result<(), ClientError> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         list.iter().filter_map(Weak::upgrade).collect()
     };
-    let pid = std::process::id();
+    let pid = crate::pid::current();
     let mut first = None;
     for inner in all {
         if inner.owner.load(Ordering::Relaxed) != pid {
@@ -397,7 +397,7 @@ impl Connection {
         let Some(buffering) = state.config.buffering else {
             return TryBuffer::NeedsSend;
         };
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         let wire = frame.as_bytes();
         let fits = state.buf.len() + wire.len() < buffering.size;
         let ready = state.flusher_pid == pid
@@ -444,7 +444,7 @@ impl Connection {
             path: inner.path.clone(),
             reason,
         };
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         let lost = std::mem::take(&mut state.lost);
         let open = state.take_own_open(pid);
         if lost > 0 {
@@ -507,7 +507,7 @@ impl Connection {
     pub fn connect_now(&self) -> Result<(), ClientError> {
         let inner = &*self.inner;
         let mut state = inner.lock();
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         let open = match state.take_own_open(pid) {
             Some(open) => open,
             None => inner.connect(&state.config, pid)?,
@@ -518,7 +518,7 @@ impl Connection {
 
     /// True when a stream opened by this process is held.
     pub fn is_connected(&self) -> bool {
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         self.inner
             .lock()
             .open
@@ -615,7 +615,7 @@ impl Drop for Connection {
     /// without touching its lock.
     fn drop(&mut self) {
         let inner = &*self.inner;
-        if inner.owner.load(Ordering::Relaxed) == std::process::id() {
+        if inner.owner.load(Ordering::Relaxed) == crate::pid::current() {
             let mut state = inner.lock();
             let _ = inner.flush_locked(&mut state);
             inner.closed.store(true, Ordering::Relaxed);
@@ -643,7 +643,7 @@ impl Inner {
     /// Writes `wire` (`frames` whole frames) on this process's stream,
     /// connecting first if needed, and counts them.
     fn write_locked(&self, state: &mut State, wire: &[u8], frames: u64) -> Result<(), ClientError> {
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         let mut retried = false;
         loop {
             let open = match state.take_own_open(pid) {
@@ -702,7 +702,7 @@ impl Inner {
                 max: u64::from(max),
             });
         }
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         self.adopt_buffer(state, pid);
         // Fail fast (or wait, per the connect policy) as without buffering:
         // a frame is only buffered on a connection that is open.
@@ -769,7 +769,7 @@ impl Inner {
     /// Writes the buffer. On failure its frames are dropped (counted in
     /// `dropped`; the next SYNC reports them) and the error returned.
     fn flush_locked(&self, state: &mut State) -> Result<(), ClientError> {
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         self.adopt_buffer(state, pid);
         if state.buf.is_empty() {
             return Ok(());

@@ -36,6 +36,7 @@
 pub mod connection;
 pub mod error;
 pub mod frame;
+mod pid;
 pub mod registry;
 
 pub use connection::{

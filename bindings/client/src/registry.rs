@@ -116,7 +116,7 @@ impl Registry {
             self.conns.clear_poison();
             poisoned.into_inner()
         });
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         if conns.pid != pid {
             conns.pid = pid;
             conns.by_path.clear();
