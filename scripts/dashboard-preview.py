@@ -5,10 +5,10 @@ Grafana is not needed. The script starts redis-server, sync_server and
 proxy (with tests/conftest.py's classes, binaries from target/release) and
 a Prometheus scraping both daemons every second; runs a varied workload
 through the Python library `intc` (steady writes, keys dropped by a rule,
-WRONGTYPE dead letters, bad frames, rules reloads, the server stopped for
-10 s while a burst fills the spool, the target Redis restarted); then, for
-every panel of docs/grafana/syncs-dashboard.json, evaluates the panel's
-PromQL through Prometheus' /api/v1/query_range (`$__rate_interval` = 5s,
+WRONGTYPE dead letters, bad frames, rules reloads, TLS handshakes the
+plaintext server refuses, the server stopped for 10 s while a burst fills
+the spool, the target Redis restarted); then, for every panel of
+docs/grafana/syncs-dashboard.json, evaluates the panel's PromQL through Prometheus' /api/v1/query_range (`$__rate_interval` = 5s,
 `$job` and `$instance` = `.*`, the dashboard's "All") and draws the panels
 in the dashboard's grid layout, in the colours of Grafana's dark theme.
 The result is a rendering of the dashboard's queries, not a Grafana
@@ -29,6 +29,7 @@ import json
 import math
 import shutil
 import socket
+import ssl
 import struct
 import sys
 import tempfile
@@ -135,6 +136,19 @@ def truncated_frames(s: Syncs, n: int):
         raw_frames(s.socket, [struct.pack("<I", 100) + b"6379,0\x01*1"])
 
 
+def tls_hellos(s: Syncs, n: int):
+    """`n` TLS handshakes with the plaintext server: refused (auth failure
+    `unexpected_tls`), as a proxy configured for TLS would be."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", s.server_port), timeout=2) as raw:
+            try:
+                ctx.wrap_socket(raw).close()
+            except (ssl.SSLError, OSError):
+                pass
+
+
 class Workload:
     """Steady writes with scheduled events; every call is bounded in time."""
 
@@ -219,11 +233,14 @@ def run_workload(s: Syncs, redis: Redis, seconds: float):
         (0.40, "bad rules edit (rejected)", edit('rule sessions: redis key "session:*" -> local_redis db')),
         (0.44, "dead letters", lambda: w.wrongtype(2)),
         (0.46, "rules edit fixed", edit('rule sessions: redis key "session:*" -> local_redis db 2')),
+        (0.50, "first TLS hello on the plaintext server", lambda: tls_hellos(s, 1)),
         (0.52, "truncated frames", lambda: truncated_frames(s, 2)),
+        (0.56, "TLS hellos", lambda: tls_hellos(s, 3)),
         (0.60, "dead letters", lambda: w.wrongtype(3)),
         (0.66, "target Redis stopped", w.stop_redis),
         (0.71, "target Redis started", w.start_redis),
         (0.77, "truncated and bad frames", lambda: (truncated_frames(s, 2), bad_frames(s, 2))),
+        (0.80, "TLS hellos", lambda: tls_hellos(s, 2)),
         (0.84, "dead letter", lambda: w.wrongtype(1)),
     ]
     start = last = time.monotonic()

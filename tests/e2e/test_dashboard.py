@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import struct
 import urllib.request
 
@@ -30,8 +31,6 @@ FAULT_ONLY = {
     "syncs_server_target_retries_total": "engine/src/stats.rs",
     # the spool at its --spool-max cap
     "syncs_proxy_spool_full_total": "daemons/src/proxy/spool/mod.rs",
-    # a proxy refused by TLS or token authentication
-    "syncs_server_auth_failures_total": "engine/src/stats.rs",
 }
 
 
@@ -65,6 +64,18 @@ def exported(port: int) -> set[str]:
         text = r.read().decode()
     return {re.split(r"[{ ]", line, maxsplit=1)[0]
             for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def tls_hello(port: int):
+    """A TLS ClientHello on the plaintext server: refused (auth failure
+    `unexpected_tls`)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+        try:
+            ctx.wrap_socket(raw).close()
+        except (ssl.SSLError, OSError):
+            pass
 
 
 def test_dashboard_is_importable_and_every_panel_queries():
@@ -113,9 +124,12 @@ default mongo -> drop
         payload = b"6379,0\x01*2\r\n$3\r\nSET\r\n$99\r\nshort\r\n"
         c.sendall(struct.pack("<I", len(payload)) + payload)
     s.server.send_signal(signal.SIGHUP)  # a rules reload
+    tls_hello(s.server_port)  # an auth failure
     wait_for(lambda: s.proxy_metric("syncs_proxy_records_acked_total") == 8, what="8 records acknowledged")
     wait_for(lambda: s.server_metric('syncs_server_rules_reloads_total{outcome="ok"}') == 1,
              what="the SIGHUP reload")
+    wait_for(lambda: s.server_metric('syncs_server_auth_failures_total{reason="unexpected_tls"}') == 1,
+             what="the TLS hello refused")
 
     have = exported(s.proxy_metrics) | exported(s.server_metrics)
     used = used_names(load())
