@@ -89,7 +89,41 @@ pub fn decode_payload(payload: &Bytes) -> Result<Op, FrameError> {
     }
 }
 
-fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
+/// Checks a payload exactly as [`decode_payload`] does (the same payloads
+/// accepted, the same errors) without building the operation: a Redis
+/// payload is checked in place, without copying or sharing its arguments
+/// (the client libraries check every frame they send with it).
+pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
+    match payload.first() {
+        None => Err(FrameError::Empty),
+        Some(b'0'..=b'9') => {
+            let (_, _, end) = redis_header(payload)?;
+            let body = &payload[end + 1..];
+            if body.is_empty() {
+                return Err(FrameError::NoCommand);
+            }
+            let commands = resp::parse_commands(body)?;
+            if commands.iter().any(|c| c.is_empty()) {
+                return Err(FrameError::Resp(RespError::Empty));
+            }
+            if let Some(bad) = commands.iter().filter_map(|c| c.first()).find(|n| {
+                REFUSED
+                    .iter()
+                    .any(|r| n.eq_ignore_ascii_case(r.as_bytes()))
+            }) {
+                return Err(FrameError::RefusedCommand(
+                    String::from_utf8_lossy(bad).to_uppercase(),
+                ));
+            }
+            Ok(())
+        }
+        Some(&MONGO_MARK) => decode_mongo(&Bytes::copy_from_slice(payload)).map(|_| ()),
+        Some(&other) => Err(FrameError::UnknownKind(other)),
+    }
+}
+
+/// The port, the db and the position of the `0x01` ending the header.
+fn redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     let end = payload
         .iter()
         .position(|&b| b == REDIS_HEADER_END)
@@ -105,6 +139,11 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let db = parse_decimal(&header[comma + 1..])
         .and_then(|d| u32::try_from(d).ok())
         .ok_or(FrameError::RedisHeader("db is not a number"))?;
+    Ok((port, db, end))
+}
+
+fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
+    let (port, db, end) = redis_header(payload)?;
     let body = payload.slice(end + 1..);
     if body.is_empty() {
         return Err(FrameError::NoCommand);
@@ -351,6 +390,38 @@ mod tests {
         assert_eq!((op.port, op.db), (6379, 1));
         assert_eq!(op.commands.len(), 1);
         assert_eq!(op.commands[0].args(), &[&b"set"[..], b"a", b"b"]);
+    }
+
+    #[test]
+    fn check_payload_agrees_with_decode_payload() {
+        let mongo = mongo_frame(
+            "db",
+            "c",
+            &crate::wire::mongo::encode_write(&MongoWrite::DeleteMany {
+                filter: doc! { "k": 1 },
+            }),
+        )
+        .expect("mongo");
+        let cases: Vec<Vec<u8>> = vec![
+            SEED.to_vec(),
+            b"6379,1\x01*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nincr\r\n$1\r\nn\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$5\r\nmUlTi\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$6\r\nselect\r\n*1\r\n$3\r\nbad".to_vec(),
+            b"6379,1\x01*0\r\n".to_vec(),
+            b"6379,1\x01".to_vec(),
+            b"6379,1*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"70000,1\x01*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"6379,x\x01*1\r\n$4\r\nPING\r\n".to_vec(),
+            b"6379,1\x01*2\r\n$3\r\nset\r\n$9\r\nk\r\n".to_vec(),
+            b"".to_vec(),
+            b"\x05abc".to_vec(),
+            mongo[LEN_PREFIX..].to_vec(),
+            mongo[LEN_PREFIX..mongo.len() - 1].to_vec(),
+        ];
+        for payload in cases {
+            let decoded = decode_payload(&Bytes::from(payload.clone())).map(|_| ());
+            assert_eq!(check_payload(&payload), decoded, "{payload:?}");
+        }
     }
 
     #[test]
