@@ -10,7 +10,8 @@ use bson::{Bson, Document, RawDocument};
 use bytes::{Bytes, BytesMut};
 use syncs_engine::op::{MongoUpdate, MongoWrite, Op};
 use syncs_engine::wire::client::{
-    decode_payload, mongo_frame, put_redis_payload, FrameDecoder, FrameError, Framed, LEN_PREFIX,
+    check_payload, decode_payload, mongo_frame, put_redis_payload, FrameDecoder, FrameError,
+    Framed, LEN_PREFIX,
 };
 use syncs_engine::wire::mongo::encode_write;
 use syncs_engine::wire::resp::{encode_command, encoded_len};
@@ -37,6 +38,12 @@ impl Frame {
         A: AsRef<[u8]>,
     {
         let mut builder = RedisFrameBuilder::new(port, db);
+        builder.wire.reserve_exact(
+            commands
+                .iter()
+                .map(|c| encoded_len(c.as_ref()))
+                .fold(0usize, usize::saturating_add),
+        );
         for command in commands {
             builder.push(command.as_ref())?;
         }
@@ -77,11 +84,11 @@ impl Frame {
         Frame::checked(Bytes::from(wire))
     }
 
-    /// Checks a complete wire frame (prefix included).
+    /// Checks a complete wire frame (prefix included) with the engine's
+    /// `check_payload`, which accepts exactly what `decode_payload` does.
     fn checked(wire: Bytes) -> Result<Frame, ClientError> {
-        let frame = Frame { wire };
-        frame.decode()?;
-        Ok(frame)
+        check_payload(&wire[LEN_PREFIX..])?;
+        Ok(Frame { wire })
     }
 
     /// The bytes to write: prefix then payload.
@@ -116,7 +123,9 @@ pub struct RedisFrameBuilder {
 impl RedisFrameBuilder {
     /// An empty frame for `port` and `db`.
     pub fn new(port: u16, db: u32) -> Self {
-        let mut wire = vec![0u8; LEN_PREFIX];
+        // Prefix, "65535,4294967295", 0x01, and room for a small command.
+        let mut wire = Vec::with_capacity(64);
+        wire.extend_from_slice(&[0u8; LEN_PREFIX]);
         put_redis_payload(&mut wire, port, db, &[] as &[&[&[u8]]]);
         RedisFrameBuilder { wire, commands: 0 }
     }

@@ -31,8 +31,25 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// One argument's bytes: borrowed from a Python `bytes` object (a `str`
+/// is encoded to one) or, for the rest, owned.
+#[derive(Debug)]
+pub enum Arg<'py> {
+    Py(Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Arg<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Arg::Py(b) => b.as_bytes(),
+            Arg::Owned(v) => v,
+        }
+    }
+}
+
 /// One command: `("set", "a", b"v", 1)`.
-pub fn command(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<u8>>> {
+pub fn command<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Arg<'py>>> {
     let args = items(obj, what)?;
     if args.is_empty() {
         return Err(invalid(format!(
@@ -41,12 +58,12 @@ pub fn command(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<u8>>> {
     }
     args.iter()
         .enumerate()
-        .map(|(i, arg)| argument(arg, &format!("{what}[{i}]")))
+        .map(|(i, arg)| argument(arg).map_err(|e| e.context(what, i)))
         .collect()
 }
 
 /// Several commands: `(("set", "a", "1"), ("incr", "b"))`.
-pub fn commands(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<Vec<u8>>>> {
+pub fn commands<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Vec<Arg<'py>>>> {
     let cmds = items(obj, what)?;
     if cmds.is_empty() {
         return Err(invalid(format!(
@@ -59,50 +76,71 @@ pub fn commands(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<Vec<Vec<u8>>
         .collect()
 }
 
+/// Why an argument was refused, named once its position is known (no
+/// string is formatted for arguments that convert fine).
+enum ArgError {
+    Py(PyErr),
+    Message(&'static str, String),
+}
+
+impl From<PyErr> for ArgError {
+    fn from(e: PyErr) -> Self {
+        ArgError::Py(e)
+    }
+}
+
+impl ArgError {
+    fn context(self, what: &str, i: usize) -> PyErr {
+        match self {
+            ArgError::Py(e) => e,
+            ArgError::Message(before, after) => invalid(format!("{what}[{i}] {before}{after}")),
+        }
+    }
+}
+
 /// One argument's bytes.
-fn argument(arg: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+fn argument<'py>(arg: &Bound<'py, PyAny>) -> Result<Arg<'py>, ArgError> {
+    if let Ok(b) = arg.cast::<PyBytes>() {
+        return Ok(Arg::Py(b.clone()));
+    }
     if let Ok(s) = arg.cast::<PyString>() {
-        return s.to_cow().map(|s| s.as_bytes().to_vec()).map_err(|e| {
-            invalid(format!(
-                "{what} is a str that cannot be encoded as UTF-8: {e}"
-            ))
+        return s.encode_utf8().map(Arg::Py).map_err(|e| {
+            ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
         });
     }
-    if let Ok(b) = arg.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
-    }
     if let Ok(b) = arg.cast::<PyByteArray>() {
-        return Ok(b.to_vec());
+        return Ok(Arg::Owned(b.to_vec()));
     }
     if arg.is_instance_of::<PyMemoryView>() {
         let bytes = arg.call_method0("tobytes")?;
-        return Ok(bytes.cast::<PyBytes>()?.as_bytes().to_vec());
+        return Ok(Arg::Py(bytes.cast_into::<PyBytes>().map_err(PyErr::from)?));
     }
     // bool is an int subclass; sending True as "1" hides bugs (redis-py
     // refuses it too).
     if arg.is_instance_of::<PyBool>() {
-        return Err(invalid(format!(
-            "{what} is a bool; convert it to str, bytes, int or float first"
-        )));
+        return Err(ArgError::Message(
+            "is a bool; convert it to str, bytes, int or float first",
+            String::new(),
+        ));
     }
     if arg.is_instance_of::<PyInt>() {
         if let Ok(n) = arg.extract::<i64>() {
-            return Ok(n.to_string().into_bytes());
+            return Ok(Arg::Owned(n.to_string().into_bytes()));
         }
         // Larger than 64 bits, or an int subclass: the plain int's text.
         let index = arg.call_method0("__index__")?;
-        return Ok(index.repr()?.to_cow()?.as_bytes().to_vec());
+        return Ok(Arg::Owned(index.repr()?.to_cow()?.as_bytes().to_vec()));
     }
     if arg.is_instance_of::<PyFloat>() {
         let value: f64 = arg.extract()?;
         // Python's repr: the shortest text that reads back the same float.
         let text = PyFloat::new(arg.py(), value).repr()?;
-        return Ok(text.to_cow()?.as_bytes().to_vec());
+        return Ok(Arg::Owned(text.to_cow()?.as_bytes().to_vec()));
     }
-    Err(invalid(format!(
-        "{what} has type {}; expected str, bytes, int or float",
-        type_name(arg)
-    )))
+    Err(ArgError::Message(
+        "has type ",
+        format!("{}; expected str, bytes, int or float", type_name(arg)),
+    ))
 }
 
 /// A Redis port (0..=65535).

@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use intc_client::{Config, Frame, Registry, Stats, DEFAULT_SEND_TIMEOUT};
+use intc_client::{
+    Buffering, Config, Frame, Registry, Stats, TryBuffer, DEFAULT_BUFFER_SIZE, DEFAULT_LINGER,
+    DEFAULT_SEND_TIMEOUT,
+};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict, PyInt};
 
 use crate::args;
 use crate::error::{invalid, to_py};
@@ -29,12 +32,26 @@ enum Connections {
 ///
 /// `send_timeout` (seconds, default 1.0): a call fails with
 /// `ProxyUnavailable` when the proxy takes no bytes for that long; `None`
-/// waits forever. Clients with the default timeout share the process-wide
-/// connections; any other value gives the client connections of its own.
+/// waits forever.
+///
+/// `connect_timeout` (seconds, default `None`): `None` fails fast when the
+/// proxy is down; a number waits up to that long for it to come up
+/// (retrying with a short backoff), then raises `ProxyUnavailable`.
+///
+/// `buffer` (default `False`): `True` (64 KiB) or a size in bytes gathers
+/// frames and writes several at once: when the buffer is full, when its
+/// oldest frame has waited `linger` seconds (default 0.001), on `flush()`,
+/// before `sync()`, and at interpreter exit. A call then returns once its
+/// frame is buffered.
+///
+/// Clients with the default settings share the process-wide connections;
+/// any other settings give the client connections of its own.
 #[pyclass(module = "intc", name = "IncClient", frozen)]
 #[derive(Debug)]
 pub struct IncClient {
     connections: Connections,
+    /// Buffering on: try the buffer with the GIL held first.
+    buffering: bool,
 }
 
 impl IncClient {
@@ -45,15 +62,29 @@ impl IncClient {
         }
     }
 
-    /// Sends a frame built from owned arguments, without the GIL.
+    /// Sends a frame built with the GIL held (arguments are borrowed from
+    /// their Python objects). Unbuffered: written without the GIL.
+    /// Buffered: copied into the buffer with the GIL held when that needs
+    /// no I/O and no waiting; the GIL is released only when the call must
+    /// write or connect.
     fn send(
         &self,
         py: Python<'_>,
         path: PathBuf,
-        build: impl FnOnce() -> Result<Frame, intc_client::ClientError> + Send,
+        frame: Result<Frame, intc_client::ClientError>,
     ) -> PyResult<()> {
+        let frame = frame.map_err(to_py)?;
         let registry = self.registry();
-        py.detach(|| registry.send(&path, &build()?)).map_err(to_py)
+        if !self.buffering {
+            return py
+                .detach(|| registry.send(&path, &frame))
+                .map_err(to_py);
+        }
+        let conn = registry.get(&path).map_err(to_py)?;
+        match conn.try_buffer(&frame) {
+            TryBuffer::Buffered => Ok(()),
+            TryBuffer::NeedsSend => py.detach(|| conn.send(&frame)).map_err(to_py),
+        }
     }
 }
 
@@ -81,7 +112,38 @@ fn stats_dict<'py>(py: Python<'py>, stats: Stats) -> PyResult<Bound<'py, PyDict>
     dict.set_item("errors", stats.errors)?;
     dict.set_item("connects", stats.connects)?;
     dict.set_item("reconnects", stats.reconnects)?;
+    dict.set_item("buffered", stats.buffered)?;
+    dict.set_item("pending", stats.pending)?;
+    dict.set_item("flushes", stats.flushes)?;
+    dict.set_item("dropped", stats.dropped)?;
     Ok(dict)
+}
+
+/// Seconds as a positive duration; `what` names the argument in errors.
+fn seconds(secs: f64, what: &str, none: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what} must be a positive number of seconds{none}, not {secs}"
+            ))
+        })
+}
+
+/// `buffer=`: False/0 off, True the default size, an int that size.
+fn buffer_size(buffer: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(flag) = buffer.cast::<PyBool>() {
+        return Ok(if flag.is_true() { DEFAULT_BUFFER_SIZE } else { 0 });
+    }
+    if buffer.is_instance_of::<PyInt>() {
+        if let Ok(size) = buffer.extract::<usize>() {
+            return Ok(size);
+        }
+    }
+    Err(invalid(format!(
+        "buffer must be a bool or a size in bytes (an int >= 0), not {buffer}"
+    )))
 }
 
 fn registry_stats<'py>(
@@ -99,31 +161,44 @@ fn registry_stats<'py>(
 #[pymethods]
 impl IncClient {
     #[new]
-    #[pyo3(signature = (send_timeout = Some(DEFAULT_SEND_TIMEOUT.as_secs_f64())))]
-    fn new(send_timeout: Option<f64>) -> PyResult<Self> {
-        let timeout = match send_timeout {
-            None => None,
-            Some(secs) => Some(
-                Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "send_timeout must be a positive number of seconds or None, not {secs}"
-                        ))
-                    })?,
-            ),
+    #[pyo3(signature = (
+        send_timeout = Some(DEFAULT_SEND_TIMEOUT.as_secs_f64()),
+        *,
+        connect_timeout = None,
+        buffer = None,
+        linger = DEFAULT_LINGER.as_secs_f64(),
+    ))]
+    fn new(
+        send_timeout: Option<f64>,
+        connect_timeout: Option<f64>,
+        buffer: Option<&Bound<'_, PyAny>>,
+        linger: f64,
+    ) -> PyResult<Self> {
+        let send_timeout = send_timeout
+            .map(|s| seconds(s, "send_timeout", " or None"))
+            .transpose()?;
+        let connect_timeout = connect_timeout
+            .map(|s| seconds(s, "connect_timeout", " or None"))
+            .transpose()?;
+        let linger = seconds(linger, "linger", "")?;
+        let size = buffer.map(buffer_size).transpose()?.unwrap_or(0);
+        let config = Config {
+            send_timeout,
+            connect_timeout,
+            buffering: (size > 0).then_some(Buffering { size, linger }),
+            ..Config::default()
         };
-        let connections = if timeout == Some(DEFAULT_SEND_TIMEOUT) {
+        config.validate().map_err(to_py)?;
+        let buffering = config.buffering.is_some();
+        let connections = if config == Config::default() {
             Connections::Shared
         } else {
-            let config = Config {
-                send_timeout: timeout,
-                ..Config::default()
-            };
             Connections::Own(Registry::new(config).map_err(to_py)?)
         };
-        Ok(IncClient { connections })
+        Ok(IncClient {
+            connections,
+            buffering,
+        })
     }
 
     /// Sends one Redis command run on the Redis server at `port`, db `db`.
@@ -146,7 +221,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmd = args::command(cmd, "cmd")?;
-        self.send(py, path, move || Frame::redis(port, db, &[cmd]))
+        self.send(py, path, Frame::redis(port, db, &[cmd]))
     }
 
     /// Sends several Redis commands as one transaction (applied with
@@ -164,7 +239,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmds = args::commands(cmds, "cmds")?;
-        self.send(py, path, move || Frame::redis(port, db, &cmds))
+        self.send(py, path, Frame::redis(port, db, &cmds))
     }
 
     /// Sends a MongoDB write on collection `coll` of database `db`; `op` is
@@ -193,15 +268,27 @@ impl IncClient {
                     .unwrap_or_default()
             ))
         })?;
-        // Borrowed, so that `op` (a Python object) is released with the GIL
-        // held, after the send.
-        let bytes: &[u8] = &op;
-        self.send(py, path, move || Frame::mongo(&db, &coll, bytes))
+        self.send(py, path, Frame::mongo(&db, &coll, &op))
+    }
+
+    /// Writes the frames buffered for `path` now (every path of this
+    /// client when `path` is None); a no-op without buffering. Raises
+    /// `ProxyUnavailable` when the write fails (those frames are dropped),
+    /// or when a background flush failed since the last call.
+    #[pyo3(signature = (path = None))]
+    fn flush(&self, py: Python<'_>, path: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let path = path.map(path_arg).transpose()?;
+        let registry = self.registry();
+        py.detach(|| registry.flush(path.as_deref()))
+            .map_err(to_py)
     }
 
     /// Counters of this client's connections, as a dict: `frames` and
-    /// `bytes` written, `errors`, `connects`, `reconnects`. With `path`,
-    /// those of that socket only (zeros if never used).
+    /// `bytes` written, `errors`, `connects`, `reconnects`, and for
+    /// buffering `buffered` (frames that went into the buffer), `pending`
+    /// (in it now), `flushes` (writes of the buffer), `dropped` (buffered
+    /// frames lost to a failed write). With `path`, those of that socket
+    /// only (zeros if never used).
     #[pyo3(signature = (path = None))]
     fn stats<'py>(
         &self,
@@ -239,16 +326,54 @@ impl IncClient {
             .map(|d| d.as_secs_f64())
     }
 
+    /// The connect timeout in seconds (`None`: fail fast).
+    #[getter]
+    fn connect_timeout(&self) -> Option<f64> {
+        self.registry()
+            .config()
+            .connect_timeout
+            .map(|d| d.as_secs_f64())
+    }
+
+    /// The buffer size in bytes (0: no buffering).
+    #[getter]
+    fn buffer(&self) -> usize {
+        self.registry().config().buffering.map_or(0, |b| b.size)
+    }
+
+    /// The linger in seconds (`None`: no buffering).
+    #[getter]
+    fn linger(&self) -> Option<f64> {
+        self.registry()
+            .config()
+            .buffering
+            .map(|b| b.linger.as_secs_f64())
+    }
+
     fn __repr__(&self) -> String {
-        match self.send_timeout() {
-            Some(secs) => format!("IncClient(send_timeout={secs:?})"),
-            None => "IncClient(send_timeout=None)".to_owned(),
+        let secs = |s: Option<f64>| s.map_or_else(|| "None".to_owned(), |s| format!("{s:?}"));
+        let mut out = format!("IncClient(send_timeout={}", secs(self.send_timeout()));
+        if let Some(t) = self.connect_timeout() {
+            out += &format!(", connect_timeout={t:?}");
         }
+        if let Some(linger) = self.linger() {
+            out += &format!(", buffer={}, linger={linger:?}", self.buffer());
+        }
+        out + ")"
     }
 }
 
+/// Writes the buffered frames of every buffering client of this process
+/// (registered with `atexit` by `intc`). Frames a parent process buffered
+/// before `os.fork()` are never written by the child. Raises the first
+/// error after trying every connection.
+#[pyfunction]
+pub fn flush_all(py: Python<'_>) -> PyResult<()> {
+    py.detach(intc_client::flush_all).map_err(to_py)
+}
+
 /// Counters of the process-wide connections (those of every `IncClient`
-/// with the default send timeout), as `IncClient.stats`.
+/// with the default settings), as `IncClient.stats`.
 #[pyfunction]
 #[pyo3(signature = (path = None))]
 pub fn stats<'py>(

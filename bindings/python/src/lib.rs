@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`client`]: `IncClient` (`redis_one`, `redis_many`, `mongo_exec`,
-//!   `stats`) and the module-level `stats()`.
+//!   `sync`, `flush`, `stats`) and the module-level `stats()` and
+//!   `flush_all()` (run at exit).
 //! - [`args`]: Python arguments to Redis arguments, ports and db numbers.
 //! - [`error`]: client errors to the exceptions of `intc/_errors.py`.
 //!
@@ -23,6 +24,9 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::IncClient>()?;
     m.add_function(wrap_pyfunction!(client::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(client::flush_all, m)?)?;
+    m.add("DEFAULT_BUFFER_SIZE", intc_client::DEFAULT_BUFFER_SIZE)?;
+    m.add("DEFAULT_LINGER", intc_client::DEFAULT_LINGER.as_secs_f64())?;
     m.add(
         "DEFAULT_SEND_TIMEOUT",
         intc_client::DEFAULT_SEND_TIMEOUT.as_secs_f64(),

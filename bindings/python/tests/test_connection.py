@@ -38,6 +38,7 @@ def test_no_proxy_raises_proxy_unavailable_at_once(tmp_path, client):
         client.redis_one(path, 6379, 0, ("ping",))
     assert client.stats(path) == {
         "frames": 0, "bytes": 0, "errors": 3, "connects": 0, "reconnects": 0,
+        "buffered": 0, "pending": 0, "flushes": 0, "dropped": 0,
     }
 
 
@@ -144,7 +145,7 @@ def test_a_forked_child_uses_its_own_connection(proxy, client):
 
 
 def test_stats_has_the_counters(proxy, client):
-    assert set(intc.stats()) == {"frames", "bytes", "errors", "connects", "reconnects"}
-    assert client.stats(str(proxy.path) + ".unused") == dict.fromkeys(
-        ["frames", "bytes", "errors", "connects", "reconnects"], 0
-    )
+    keys = ["frames", "bytes", "errors", "connects", "reconnects",
+            "buffered", "pending", "flushes", "dropped"]
+    assert set(intc.stats()) == set(keys)
+    assert client.stats(str(proxy.path) + ".unused") == dict.fromkeys(keys, 0)

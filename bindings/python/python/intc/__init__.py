@@ -12,6 +12,12 @@ written (the proxy does not answer: "sent" is not "applied"). Errors are
 raised at once: `ProxyUnavailable` when the proxy is down, `InvalidOperation`
 for bad arguments, `FrameTooLarge` above the proxy's limit.
 
+Options (keyword arguments of `IncClient`, `Client`, `AsyncClient`):
+``buffer=True`` gathers frames and writes several at once (flushed when
+full, after ``linger`` seconds, by ``flush()``, before ``sync()`` and at
+interpreter exit); ``connect_timeout=5.0`` waits up to that long for a proxy
+that is not up yet instead of failing at once.
+
 `Client` and `AsyncClient` (asyncio) are bound to one socket path:
 
 >>> with intc.Client('/tmp/us1') as c:
@@ -24,11 +30,37 @@ for bad arguments, `FrameTooLarge` above the proxy's limit.
 ...     await c.redis(6379, 1, "set", "a", "bcd")
 """
 
+import atexit
+
 from intc._client import AsyncClient, Client
 from intc._errors import FrameTooLarge, IntcError, InvalidOperation, ProxyUnavailable
-from intc._native import DEFAULT_SEND_TIMEOUT, MAX_FRAME, IncClient, __version__, stats
+from intc._native import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_LINGER,
+    DEFAULT_SEND_TIMEOUT,
+    MAX_FRAME,
+    IncClient,
+    __version__,
+    flush_all,
+    stats,
+)
+
+
+def _flush_at_exit() -> None:
+    # Buffered frames are written when the interpreter exits normally
+    # (not after os._exit() or a crash). An error cannot be raised to
+    # anyone any more: the frames are dropped, as a failed write drops them.
+    try:
+        flush_all()
+    except IntcError:
+        pass
+
+
+atexit.register(_flush_at_exit)
 
 __all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_LINGER",
     "DEFAULT_SEND_TIMEOUT",
     "MAX_FRAME",
     "AsyncClient",
@@ -39,5 +71,6 @@ __all__ = [
     "InvalidOperation",
     "ProxyUnavailable",
     "__version__",
+    "flush_all",
     "stats",
 ]

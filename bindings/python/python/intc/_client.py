@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 from intc._errors import InvalidOperation
-from intc._native import DEFAULT_SEND_TIMEOUT, IncClient
+from intc._native import DEFAULT_LINGER, DEFAULT_SEND_TIMEOUT, IncClient
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -50,15 +50,31 @@ class Client:
 
     Each call writes one whole frame and returns once it is written; errors
     are raised at once as ``ProxyUnavailable``, ``InvalidOperation`` or
-    ``FrameTooLarge`` (all ``IntcError``). ``send_timeout`` (seconds, or
-    ``None`` to wait forever) is as for ``IncClient``. Thread-safe: frames
-    from several threads are never interleaved. After ``close()`` (or the
-    ``with`` block) every call raises ``InvalidOperation``.
+    ``FrameTooLarge`` (all ``IntcError``). Thread-safe: frames from several
+    threads are never interleaved. After ``close()`` (or the ``with`` block)
+    every call raises ``InvalidOperation``.
+
+    Options, as for ``IncClient``: ``send_timeout`` (seconds, or ``None`` to
+    wait forever); ``connect_timeout`` (``None``: fail fast when the proxy
+    is down; seconds: wait up to that long for it); ``buffer`` (``True`` or
+    a size in bytes: several frames per write, a call returns once its
+    frame is buffered) and ``linger`` (the longest a buffered frame waits,
+    seconds). ``close()`` and the end of the ``with`` block flush.
     """
 
-    def __init__(self, path: Path, send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT) -> None:
+    def __init__(
+        self,
+        path: Path,
+        send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
+        *,
+        connect_timeout: Optional[float] = None,
+        buffer: Union[bool, int] = False,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
         self._path = _fspath(path)
-        self._native: Optional[IncClient] = IncClient(send_timeout)
+        self._native: Optional[IncClient] = IncClient(
+            send_timeout, connect_timeout=connect_timeout, buffer=buffer, linger=linger
+        )
 
     @property
     def path(self) -> str:
@@ -69,6 +85,22 @@ class Client:
     def send_timeout(self) -> Optional[float]:
         """The send timeout in seconds (``None``: waits forever)."""
         return self._client().send_timeout
+
+    @property
+    def connect_timeout(self) -> Optional[float]:
+        """Seconds to wait for the proxy to come up (``None``: fail fast)."""
+        return self._client().connect_timeout
+
+    @property
+    def buffer(self) -> int:
+        """The buffer size in bytes (0: every call writes its frame)."""
+        return self._client().buffer
+
+    @property
+    def linger(self) -> Optional[float]:
+        """The longest a buffered frame waits, in seconds (``None``: no
+        buffering)."""
+        return self._client().linger
 
     @property
     def closed(self) -> bool:
@@ -100,14 +132,24 @@ class Client:
         Raises ``ProxyUnavailable`` as ``IncClient.sync``."""
         return self._client().sync(self._path, timeout)
 
+    def flush(self) -> None:
+        """Writes the buffered frames now (a no-op without buffering).
+        Raises ``ProxyUnavailable`` when the write fails (those frames are
+        dropped) or when a background flush failed since the last call."""
+        self._client().flush(self._path)
+
     def stats(self) -> Dict[str, int]:
         """Counters of this socket's connection (see ``IncClient.stats``)."""
         return self._client().stats(self._path)
 
     def close(self) -> None:
-        """Stops using the client (idempotent). Frames already returned
-        from are written; use ``sync()`` first to know they are spooled."""
-        self._native = None
+        """Flushes, then stops using the client (idempotent). Frames
+        already returned from are written; use ``sync()`` first to know
+        they are spooled. Raises as ``flush()`` (the client is closed
+        anyway)."""
+        native, self._native = self._native, None
+        if native is not None and native.buffer:
+            native.flush(self._path)
 
     def __enter__(self: _C) -> _C:
         self._client()
@@ -142,8 +184,18 @@ class AsyncClient:
     are the ``intc`` exceptions, raised from the ``await``.
     """
 
-    def __init__(self, path: Path, send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT) -> None:
-        self._sync = Client(path, send_timeout)
+    def __init__(
+        self,
+        path: Path,
+        send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
+        *,
+        connect_timeout: Optional[float] = None,
+        buffer: Union[bool, int] = False,
+        linger: float = DEFAULT_LINGER,
+    ) -> None:
+        self._sync = Client(
+            path, send_timeout, connect_timeout=connect_timeout, buffer=buffer, linger=linger
+        )
         self._lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -156,6 +208,21 @@ class AsyncClient:
     def send_timeout(self) -> Optional[float]:
         """The send timeout in seconds (``None``: waits forever)."""
         return self._sync.send_timeout
+
+    @property
+    def connect_timeout(self) -> Optional[float]:
+        """As ``Client.connect_timeout``."""
+        return self._sync.connect_timeout
+
+    @property
+    def buffer(self) -> int:
+        """As ``Client.buffer``."""
+        return self._sync.buffer
+
+    @property
+    def linger(self) -> Optional[float]:
+        """As ``Client.linger``."""
+        return self._sync.linger
 
     @property
     def closed(self) -> bool:
@@ -200,15 +267,28 @@ class AsyncClient:
         """As ``Client.sync``, after every earlier call of this client."""
         return await self._run(self._sync.sync, timeout)
 
+    async def flush(self) -> None:
+        """As ``Client.flush``, after every earlier call of this client."""
+        await self._run(self._sync.flush)
+
     async def stats(self) -> Dict[str, int]:
         """As ``Client.stats`` (counted after every earlier call)."""
         return await self._run(self._sync.stats)
 
     async def close(self) -> None:
-        """Waits for the calls in progress, then closes the client."""
+        """Waits for the calls in progress, then flushes (in the executor)
+        and closes the client."""
+        if self._sync.closed:
+            return
         if self._lock is not None:
             async with self._lock:
-                self._sync.close()
+                await self._close_in_executor()
+        else:
+            await self._close_in_executor()
+
+    async def _close_in_executor(self) -> None:
+        if self._sync.buffer:
+            await asyncio.get_running_loop().run_in_executor(None, self._sync.close)
         else:
             self._sync.close()
 
