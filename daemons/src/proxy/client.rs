@@ -13,6 +13,8 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use syncs_engine::op::Op;
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
@@ -24,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::spool::{Spool, SpoolError};
 
+/// Bytes asked of the socket per read, at least.
+const READ_CHUNK: usize = 64 * 1024;
+
 pub async fn serve(
     mut sock: UnixStream,
     spool: Arc<Spool>,
@@ -32,14 +37,30 @@ pub async fn serve(
 ) {
     let peer = peer_pid(&sock);
     metrics::gauge!(stats::PROXY_CLIENTS).increment(1.0);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut conn = Conn {
+        spool,
+        peer,
+        refused: 0,
+        refused_since_sync: 0,
+        accepted: Vec::new(),
+        inflight: FuturesOrdered::new(),
+    };
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = FrameDecoder::new(max_frame);
-    let mut refused = 0u64;
-    let mut refused_since_sync = 0u32;
-    let mut accepted: Vec<(Bytes, &'static str)> = Vec::new();
     loop {
+        // Frames are split off the front of `buf`, which leaves it less
+        // room each time: make room for a full-size read again (reuses
+        // the allocation once the split-off frames are released).
+        buf.reserve(READ_CHUNK);
+        if conn.inflight.len() >= MAX_INFLIGHT {
+            conn.settle_one().await;
+        }
         let read = tokio::select! {
             _ = stop.cancelled() => break,
+            Some(done) = conn.inflight.next(), if !conn.inflight.is_empty() => {
+                conn.account(done);
+                continue;
+            }
             r = sock.read_buf(&mut buf) => r,
         };
         match read {
@@ -65,20 +86,20 @@ pub async fn serve(
             match item {
                 Framed::Frame(payload) if payload.first() == Some(&CONTROL_MARK) => {
                     let Some(token) = parse_sync_request(&payload) else {
-                        refused += 1;
-                        refused_since_sync = refused_since_sync.saturating_add(1);
-                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "bad_control")
-                            .increment(1);
+                        conn.refuse("bad_control");
                         tracing::warn!(?peer, "unknown control frame refused");
                         continue;
                     };
-                    refused_since_sync = refused_since_sync
-                        .saturating_add(push_all(&spool, &mut accepted, peer, &mut refused).await);
-                    let reply = sync_reply(token, refused_since_sync);
-                    refused_since_sync = 0;
+                    // Everything before the SYNC must be in the spool.
+                    conn.admit().await;
+                    conn.settle_all().await;
+                    let reply = sync_reply(token, conn.refused_since_sync);
+                    conn.refused_since_sync = 0;
                     if let Err(e) = sock.write_all(&reply).await {
                         tracing::warn!(?peer, "cannot answer a SYNC: {e}");
-                        break;
+                        conn.settle_all().await;
+                        metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
+                        return;
                     }
                 }
                 Framed::Frame(payload) => match decode_payload(&payload) {
@@ -87,23 +108,17 @@ pub async fn serve(
                             Op::Redis(_) => "redis",
                             Op::Mongo(_) => "mongo",
                         };
-                        accepted.push((payload, kind));
+                        conn.accepted.push((payload, kind));
                     }
                     Err(e) => {
-                        refused += 1;
-                        refused_since_sync = refused_since_sync.saturating_add(1);
-                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => e.reason())
-                            .increment(1);
-                        if refused.is_power_of_two() {
-                            tracing::warn!(?peer, refused, "bad frame refused: {e}");
+                        conn.refuse(e.reason());
+                        if conn.refused.is_power_of_two() {
+                            tracing::warn!(?peer, refused = conn.refused, "bad frame refused: {e}");
                         }
                     }
                 },
                 Framed::Oversize { len } => {
-                    refused += 1;
-                    refused_since_sync = refused_since_sync.saturating_add(1);
-                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "oversize")
-                        .increment(1);
+                    conn.refuse("oversize");
                     tracing::warn!(
                         ?peer,
                         len,
@@ -113,45 +128,84 @@ pub async fn serve(
                 }
             }
         }
-        refused_since_sync = refused_since_sync
-            .saturating_add(push_all(&spool, &mut accepted, peer, &mut refused).await);
+        conn.admit().await;
     }
+    // What was admitted is in the writer's hands whatever happens to this
+    // client; wait for the outcomes so that the counters are right.
+    conn.settle_all().await;
     metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
 }
 
-/// Appends `accepted` to the spool together (the spool keeps their order
-/// and one fsync covers them all); returns how many it refused.
-async fn push_all(
-    spool: &Spool,
-    accepted: &mut Vec<(Bytes, &'static str)>,
+/// Batches of one connection admitted to the spool, not yet durable, at
+/// most: past this the connection stops reading until the oldest is.
+const MAX_INFLIGHT: usize = 64;
+
+type Settled = (Vec<Result<u64, SpoolError>>, Vec<&'static str>);
+
+/// One client connection's bookkeeping.
+struct Conn {
+    spool: Arc<Spool>,
     peer: Option<i32>,
-    refused: &mut u64,
-) -> u32 {
-    if accepted.is_empty() {
-        return 0;
+    refused: u64,
+    refused_since_sync: u32,
+    /// Valid frames of the current read, not yet admitted.
+    accepted: Vec<(Bytes, &'static str)>,
+    /// Admitted batches waiting to be durable, oldest first.
+    inflight: FuturesOrdered<BoxFuture<'static, Settled>>,
+}
+
+impl Conn {
+    fn refuse(&mut self, reason: &'static str) {
+        self.refused += 1;
+        self.refused_since_sync = self.refused_since_sync.saturating_add(1);
+        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
     }
-    let results =
-        futures::future::join_all(accepted.iter().map(|(p, _)| spool.push(p.clone()))).await;
-    let mut failed = 0u32;
-    for ((_, kind), result) in accepted.drain(..).zip(results) {
-        match result {
-            Ok(_) => metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind).increment(1),
-            Err(e) => {
-                let reason = match e {
-                    SpoolError::Full { .. } => "spool_full",
-                    SpoolError::TooLarge { .. } => "spool_too_large",
-                    _ => "spool_failed",
-                };
-                metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
-                *refused += 1;
-                failed = failed.saturating_add(1);
-                if refused.is_power_of_two() {
-                    tracing::error!(?peer, refused = *refused, "frame not accepted: {e}");
+
+    /// Hands the accepted frames to the spool (they get their sequences
+    /// now, in order) without waiting for them to be durable.
+    async fn admit(&mut self) {
+        if self.accepted.is_empty() {
+            return;
+        }
+        let (records, kinds): (Vec<Bytes>, Vec<&'static str>) = self.accepted.drain(..).unzip();
+        let receipt = self.spool.admit_batch(records).await;
+        self.inflight
+            .push_back(Box::pin(async move { (receipt.wait().await, kinds) }));
+    }
+
+    async fn settle_one(&mut self) {
+        if let Some(done) = self.inflight.next().await {
+            self.account(done);
+        }
+    }
+
+    async fn settle_all(&mut self) {
+        while let Some(done) = self.inflight.next().await {
+            self.account(done);
+        }
+    }
+
+    /// Counts a settled batch: accepted, or refused by the spool.
+    fn account(&mut self, (results, kinds): Settled) {
+        for (kind, result) in kinds.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    metrics::counter!(stats::PROXY_FRAMES_ACCEPTED, "kind" => kind).increment(1)
+                }
+                Err(e) => {
+                    let reason = match e {
+                        SpoolError::Full { .. } => "spool_full",
+                        SpoolError::TooLarge { .. } => "spool_too_large",
+                        _ => "spool_failed",
+                    };
+                    self.refuse(reason);
+                    if self.refused.is_power_of_two() {
+                        tracing::error!(peer = ?self.peer, refused = self.refused, "frame not accepted: {e}");
+                    }
                 }
             }
         }
     }
-    failed
 }
 
 /// The client's pid, for log lines (Linux peer credentials).

@@ -33,7 +33,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// A request to the writer.
 #[derive(Debug)]
 pub(super) enum Cmd {
-    Append(Append),
+    /// Records in sequence order, with one answer for all of them: `Ok`
+    /// once they are written (and fsynced under `Fsync::Always`).
+    Append(Vec<Append>, oneshot::Sender<Result<(), String>>),
     /// Delete these files (acknowledged by every destination).
     Delete(Vec<Segment>),
     /// Close the newest segment if everything in it is acknowledged, so
@@ -51,7 +53,6 @@ pub(super) struct Append {
     pub time_ms: u64,
     /// Bytes on disk.
     pub size: u64,
-    pub done: oneshot::Sender<Result<u64, SpoolError>>,
 }
 
 /// The segment the writer appends to.
@@ -143,6 +144,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => Some(Cmd::Shutdown),
             };
             let mut batch = Vec::new();
+            let mut dones = Vec::new();
             let mut bytes = 0u64;
             let mut gone = Vec::new();
             let mut roll = false;
@@ -151,9 +153,10 @@ impl Writer {
             let mut next = first;
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Cmd::Append(a) => {
-                        bytes += a.size;
-                        batch.push(a);
+                    Cmd::Append(records, done) => {
+                        bytes += records.iter().map(|a| a.size).sum::<u64>();
+                        batch.extend(records);
+                        dones.push(done);
                     }
                     Cmd::Delete(segments) => gone.extend(segments),
                     Cmd::Roll => roll = true,
@@ -168,7 +171,7 @@ impl Writer {
                 }
                 next = self.rx.try_recv().ok();
             }
-            self.commit(batch);
+            self.commit(batch, dones);
             if roll {
                 self.roll_if_acked();
             }
@@ -200,8 +203,11 @@ impl Writer {
     }
 
     /// Writes a round of appends, fsyncs per the policy, completes them.
-    fn commit(&mut self, batch: Vec<Append>) {
+    fn commit(&mut self, batch: Vec<Append>, dones: Vec<oneshot::Sender<Result<(), String>>>) {
         if batch.is_empty() {
+            for done in dones {
+                let _ = done.send(Ok(()));
+            }
             return;
         }
         #[cfg(test)]
@@ -228,13 +234,13 @@ impl Writer {
             let mut st = self.shared.lock();
             st.reserved = st.reserved.saturating_sub(unwritten);
         }
-        for a in batch {
+        for done in dones {
             let outcome = match &self.failed {
-                None => Ok(a.seq),
-                Some(why) => Err(SpoolError::Failed(why.clone())),
+                None => Ok(()),
+                Some(why) => Err(why.clone()),
             };
-            // The pusher may have gone away; the record stays pushed.
-            let _ = a.done.send(outcome);
+            // The pusher may have gone away; the records stay pushed.
+            let _ = done.send(outcome);
         }
         if self.failed.is_some() {
             self.shared.room.notify_waiters();
