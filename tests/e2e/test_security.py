@@ -296,3 +296,71 @@ def test_server_max_connections(syncs_factory, redis_target):
     assert s.server_metric('syncs_server_connections_refused_total{reason="max_connections"}') == 1
     write_one(s, "still-served")
     wait_for(lambda: redis_target.client().get("still-served") == b"v", what="the proxy still served")
+
+
+def test_proxy_config_file_with_relative_paths(syncs_factory, redis_target, pki, tmp_path):
+    # What /etc/syncs/proxy.ini would hold; paths relative to the file.
+    ini = pki / "proxy-test.ini"
+    ini.write_text("[proxy]\nmax_clients = 16\n"
+                   "[tls]\nca = ca.pem\ncert = proxy.pem\nkey = proxy.key\nserver_name = localhost\n"
+                   "[auth]\ntoken_file = token\n")
+    s = syncs_factory(default_rules(redis_target.url, None),
+                      server_ini=server_tls(pki, client_ca=True, token=True),
+                      proxy_args=["--config", str(ini)])
+    write_one(s, "from-ini")
+    wait_for(lambda: redis_target.client().get("from-ini") == b"v", what="the write at the target")
+
+
+def test_optional_client_certificate(syncs_factory, redis_target, pki):
+    s = syncs_factory(default_rules(redis_target.url, None),
+                      server_ini=server_tls(pki, client_ca=True) + "require_client_cert = no\n",
+                      proxy_args=["--tls-ca", f"{pki}/ca.pem"])
+    write_one(s, "no-cert-needed")
+    wait_for(lambda: redis_target.client().get("no-cert-needed") == b"v", what="the write at the target")
+
+
+def peer_message(kind: int, body: bytes) -> bytes:
+    return struct.pack("<IB", len(body) + 1, kind) + body
+
+
+def read_message(c: socket.socket) -> tuple[int, bytes]:
+    head = b""
+    while len(head) < 5:
+        chunk = c.recv(5 - len(head))
+        assert chunk, "closed before a reply"
+        head += chunk
+    length, kind = struct.unpack("<IB", head)
+    body = b""
+    while len(body) < length - 1:
+        chunk = c.recv(length - 1 - len(body))
+        assert chunk, "closed mid-message"
+        body += chunk
+    return kind, body
+
+
+def hello_v1(stream: int) -> bytes:
+    name = b"old-proxy"
+    return peer_message(1, b"SYNCS" + struct.pack("<HQH", 1, stream, len(name)) + name)
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["no-token", "token"])
+def test_version_1_proxies(syncs_factory, redis_target, pki, token):
+    """A version 1 HELLO (no AUTH) is welcome with version 1 where no token
+    is needed, and refused with code 5 where one is."""
+    s = syncs_factory(default_rules(redis_target.url, None),
+                      server_ini=f"[auth]\ntoken_file = {pki}/token\n" if token else "",
+                      proxy_args=["--token-file", f"{pki}/token"] if token else [])
+    wait_for(lambda: s.proxy_metric("syncs_proxy_links_up") == 1, what="the harness proxy's session")
+    with socket.create_connection(("127.0.0.1", s.server_port), timeout=5) as c:
+        c.sendall(hello_v1(0x5EED))
+        kind, body = read_message(c)
+        if token:
+            assert kind == 5 and struct.unpack("<H", body[:2])[0] == 5, (kind, body)
+            assert b"requires a token" in body[2:]
+        else:
+            assert kind == 2, (kind, body)
+            assert struct.unpack("<HQ", body) == (1, 0)
+    if token:
+        assert auth_failures(s, "no_token") == 1
+    else:
+        assert not [k for k in s._metrics(s.server_metrics) if k.startswith(AUTH)]
