@@ -97,10 +97,19 @@ impl Token {
         &self.0
     }
 
-    /// Compares in constant time (for a given length): how many leading
-    /// bytes match never shows in the time taken.
+    /// Compares in constant time: neither how many leading bytes match nor
+    /// the token's length shows in the time taken (both sides are padded
+    /// to the longest token allowed before comparing).
     pub fn matches(&self, offered: &[u8]) -> bool {
-        bool::from(self.0.as_slice().ct_eq(offered))
+        if offered.len() > MAX_TOKEN || self.0.len() > MAX_TOKEN {
+            return false;
+        }
+        let mut mine = [0u8; MAX_TOKEN];
+        let mut theirs = [0u8; MAX_TOKEN];
+        mine[..self.0.len()].copy_from_slice(&self.0);
+        theirs[..offered.len()].copy_from_slice(offered);
+        let same_len = (self.0.len() as u64).ct_eq(&(offered.len() as u64));
+        bool::from(mine.ct_eq(&theirs) & same_len)
     }
 }
 
@@ -176,6 +185,11 @@ mod tests {
         assert!(!t.matches(b"0123456789abcdef0124"));
         assert!(!t.matches(b"0123456789abcdef012"));
         assert!(!t.matches(b""));
+        assert!(
+            !t.matches(b"0123456789abcdef0123\0"),
+            "padding does not match"
+        );
+        assert!(!t.matches(&[b'x'; MAX_TOKEN + 1]));
         assert!(!format!("{t:?}").contains("0123"));
 
         std::fs::write(&path, "short\n").expect("write");

@@ -413,6 +413,12 @@ impl SecurityOptions {
     pub fn load(settings: &ProxySettings, destinations: &[String]) -> anyhow::Result<Self> {
         settings.check_destinations(destinations)?;
         let security = ProxySecurity::load(settings)?;
+        tracing::info!(
+            security = security.describe(),
+            config = ?settings.file,
+            max_clients = settings.max_clients,
+            "towards the servers"
+        );
         let socket_group = settings
             .socket_group
             .as_deref()
