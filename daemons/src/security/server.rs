@@ -356,6 +356,22 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let c = crate::config::ServerConfig::load(&root.join("configs/rmt.ini"))
+            .expect("configs/rmt.ini is valid");
+        assert!(c.listen.ip().is_loopback() && c.security.tls.is_none());
+        let flags = crate::security::proxy::ProxyFlags {
+            config: Some(root.join("configs/proxy.ini")),
+            ..Default::default()
+        };
+        let p = crate::security::proxy::ProxySettings::resolve(&flags)
+            .expect("configs/proxy.ini is valid");
+        assert!(p.tls.is_none() && !p.plaintext);
+        assert_eq!(p.max_clients, 1024);
+    }
+
+    #[test]
     fn loopback_plaintext_is_the_default() {
         let s = parse("[server]\nlisten = 127.0.0.1:7379\n").expect("valid");
         assert_eq!(s, ServerSecuritySettings::default());
