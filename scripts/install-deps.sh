@@ -15,12 +15,13 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null \
     || ! pkg-config --exists libbson-1.0 2>/dev/null || ! command -v systemd-analyze >/dev/null \
-    || ! command -v openssl >/dev/null; then
+    || ! command -v openssl >/dev/null || ! command -v nats-server >/dev/null; then
     as_root apt-get update -qq
     # systemd: only for `systemd-analyze verify` of the shipped units.
     # openssl: test_security.py makes its certificates with the CLI.
+    # nats-server: the NATS JetStream transport's tests (test_nats.py).
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        redis-server redis-tools build-essential pkg-config libbson-dev systemd openssl >/dev/null
+        redis-server redis-tools build-essential pkg-config libbson-dev systemd openssl nats-server >/dev/null
 fi
 
 python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "pymongo>=4" "redis>=5" "mypy>=1.8" "matplotlib>=3.7"

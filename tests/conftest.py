@@ -182,6 +182,29 @@ class Ferret:
         self.proc.stop()
 
 
+class Nats:
+    """A nats-server with JetStream (file storage in the test's directory)."""
+
+    def __init__(self, tmp: Path):
+        exe = need(find_tool("nats-server"), "nats-server")
+        self.port = free_port()
+        data = tmp / f"nats-{self.port}"
+        data.mkdir()
+        self.proc = Proc(
+            [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(data)],
+            tmp / f"nats-{self.port}.log",
+        )
+        wait_for(lambda: port_open(self.port), what="nats-server")
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM):
+        self.proc.stop(sig)
+
+    def start(self):
+        self.proc.start()
+        wait_for(lambda: port_open(self.port), what="nats-server restarted")
+
+
 class Syncs:
     """A sync_server and a proxy wired to the given rules."""
 

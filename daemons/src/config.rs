@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_frame: u32,
     pub metrics: Option<SocketAddr>,
     pub log_level: String,
+    /// `[transport]`: direct TCP (default) or NATS JetStream.
+    pub transport: crate::nats::Transport,
     /// `[tls]`, `[auth]` and `[server] plaintext` (see `security::server`).
     pub security: ServerSecuritySettings,
     /// Proxy connections at once (`[server] max_connections`).
@@ -65,6 +67,7 @@ impl ServerConfig {
             let allowed: &[&str] = match section {
                 Some("server") => &SERVER_KEYS,
                 Some("log") => &LOG_KEYS,
+                Some("transport") => &crate::nats::TRANSPORT_KEYS,
                 Some("tls") => &TLS_KEYS,
                 Some("auth") => &AUTH_KEYS,
                 None if props.is_empty() => &[],
@@ -120,6 +123,8 @@ impl ServerConfig {
                 .ok_or_else(|| anyhow!("`max_connections` must be a number above 0"))?,
             None => DEFAULT_MAX_CONNECTIONS,
         };
+        let transport = crate::nats::parse_transport(ini.section(Some("transport")))
+            .context("in [transport]")?;
         let log_level = ini
             .section(Some("log"))
             .and_then(|s| s.get("level"))
@@ -132,6 +137,7 @@ impl ServerConfig {
             max_frame,
             metrics,
             log_level,
+            transport,
             security,
             max_connections,
         })

@@ -22,6 +22,7 @@
 
 pub mod check;
 pub mod config;
+pub mod nats;
 pub mod proxy;
 pub mod security;
 pub mod server;

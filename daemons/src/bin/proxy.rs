@@ -24,9 +24,31 @@ struct Args {
         short = 'd',
         long = "dest",
         value_name = "HOST[:PORT]",
-        required = true
+        required_unless_present = "nats"
     )]
     dest: Vec<String>,
+    /// Publish every record to NATS JetStream instead of (or beside) the
+    /// direct links: server URLs of one NATS cluster, repeat or comma-separate.
+    #[arg(long, value_name = "URL")]
+    nats: Vec<String>,
+    /// JetStream stream the records go to (created if absent).
+    #[arg(long, default_value = "SYNCS", value_name = "NAME")]
+    nats_stream: String,
+    /// Subject prefix: records go to <prefix>.<partition>.<stream id hex>.
+    #[arg(long, default_value = "syncs", value_name = "PREFIX")]
+    nats_prefix: String,
+    /// Partitions, when this proxy creates the stream (else the stream's own).
+    #[arg(long, default_value_t = 16)]
+    nats_partitions: u16,
+    /// Stream size limit, when this proxy creates the stream.
+    #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
+    nats_max_bytes: u64,
+    /// Stream age limit, when this proxy creates the stream (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = syncs_daemons::nats::parse_duration)]
+    nats_max_age: Duration,
+    /// Stream replicas, when this proxy creates the stream.
+    #[arg(long, default_value_t = 1)]
+    nats_replicas: usize,
     /// Name of this proxy in the servers' logs and metrics (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -156,6 +178,23 @@ async fn main() -> anyhow::Result<()> {
         memory_bytes: usize::try_from(args.spool_memory)
             .map_err(|_| anyhow!("--spool-memory is too large"))?,
     };
+    let nats = if args.nats.is_empty() {
+        None
+    } else {
+        let settings = syncs_daemons::nats::NatsSettings {
+            urls: syncs_daemons::nats::parse_urls(&args.nats),
+            stream: args.nats_stream,
+            prefix: args.nats_prefix,
+            partitions: args.nats_partitions,
+            max_bytes: i64::try_from(args.nats_max_bytes)
+                .map_err(|_| anyhow!("--nats-max-bytes is too large"))?,
+            max_age: args.nats_max_age,
+            replicas: args.nats_replicas,
+            ..Default::default()
+        };
+        settings.validate().context("--nats settings")?;
+        Some(settings)
+    };
     let opts = ProxyOptions {
         socket: args.socket,
         destinations: args.dest,
@@ -164,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
         spool,
         socket_mode: args.socket_mode,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        nats,
         security,
     };
     let stop = shutdown::on_signals().context("installing signal handlers")?;

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod link;
+pub mod nats;
 pub mod spool;
 
 use std::os::unix::fs::PermissionsExt;
@@ -35,6 +36,8 @@ pub struct ProxyOptions {
     pub drain_timeout: Duration,
     /// TLS and token towards the servers, socket group, client limit.
     pub security: crate::security::proxy::SecurityOptions,
+    /// Also publish every record to NATS JetStream (`--nats`).
+    pub nats: Option<crate::nats::NatsSettings>,
 }
 
 /// Adds the default port to a destination without one.
@@ -78,8 +81,8 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 /// Runs the proxy until `stop`; then stops accepting, and waits up to the
 /// drain timeout for every spooled record to be acknowledged.
 pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<()> {
-    if opts.destinations.is_empty() {
-        bail!("at least one destination (-d) is needed");
+    if opts.destinations.is_empty() && opts.nats.is_none() {
+        bail!("at least one destination (-d or --nats) is needed");
     }
     let listener = bind(&opts.socket, opts.socket_mode)?;
     if let Some(gid) = opts.security.socket_group {
@@ -95,7 +98,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let spool_dir = opts.spool.dir.clone();
-    let destinations = opts.destinations.len();
+    let destinations = opts.destinations.len() + usize::from(opts.nats.is_some());
     let opened = tokio::task::spawn_blocking({
         let config = opts.spool.clone();
         move || Spool::open(config, destinations)
@@ -124,6 +127,15 @@ pub async fn serve(
             spool: Arc::clone(&spool),
             max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
             security: Arc::clone(&opts.security.security),
+        };
+        links.spawn(link.run(stop.clone(), drained.clone()));
+    }
+    if let Some(settings) = &opts.nats {
+        let link = nats::NatsLink {
+            index: opts.destinations.len(),
+            settings: settings.clone(),
+            identity: identity.clone(),
+            spool: Arc::clone(&spool),
         };
         links.spawn(link.run(stop.clone(), drained.clone()));
     }

@@ -4,6 +4,7 @@
 //! process, named by the id in its HELLO) are independent: each applies its
 //! records in sequence order; different streams run concurrently.
 
+pub mod nats;
 pub mod rules;
 pub mod session;
 
@@ -52,6 +53,17 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
         .context("loading the [tls] / [auth] settings")?;
     rules::watch(Arc::clone(&live), Duration::from_millis(300), stop.clone())
         .context("watching the rules")?;
+    if let crate::nats::Transport::Nats(conf) = &config.transport {
+        let shared = Arc::new(Shared {
+            rules: live,
+            dead_letters: DeadLetters::new(&config.dead_letter),
+            max_frame: config.max_frame,
+            streams: Mutex::new(HashMap::new()),
+            stop: stop.clone(),
+            security,
+        });
+        return nats::run(shared, (**conf).clone(), stop).await;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

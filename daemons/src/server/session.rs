@@ -38,14 +38,14 @@ pub struct StreamSlot {
 }
 
 #[derive(Debug, Default)]
-struct StreamState {
-    last_applied: u64,
+pub(crate) struct StreamState {
+    pub(crate) last_applied: u64,
 }
 
 /// The batch could not be finished (shutdown while a target was down).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted before the batch was applied; not acknowledged")]
-struct Interrupted;
+pub(crate) struct Interrupted;
 
 /// Runs one session on a connection whose transport (TLS or plaintext) is
 /// set up: HELLO, then AUTH and the token check, then WELCOME and batches.
@@ -179,7 +179,7 @@ pub async fn run(
 
 /// Decodes, routes and applies one batch. Returns only when every record
 /// is applied, dead-lettered or dropped by rule — or with `Interrupted`.
-async fn apply_batch(
+pub(crate) async fn apply_batch(
     shared: &Shared,
     source: &str,
     stream: u64,

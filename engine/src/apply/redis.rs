@@ -15,6 +15,7 @@
 //! can never send commands into another db.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -70,6 +71,30 @@ pub const APPLIED_KEY: &str = "syncs:applied";
 pub const MARKER_DB: u32 = 0;
 /// Records skipped because the target had applied them already.
 pub const ALREADY_APPLIED: &str = "syncs_server_redis_already_applied_total";
+/// Runs planned again because another server moved the marker hash under
+/// WATCH (shared streams only).
+pub const MARKER_CONFLICTS: &str = "syncs_server_redis_marker_conflicts_total";
+
+/// Whether several servers may apply the same stream (the NATS transport:
+/// a partition changes hands when a server dies). Then the marker is never
+/// taken from the cache: it is read under `WATCH syncs:applied` before each
+/// run, and a run whose EXEC finds the hash changed by another server is
+/// aborted by Redis and planned again from the new marker. Exactly once
+/// holds even while two servers briefly both believe they own a stream.
+static SHARED_STREAMS: AtomicBool = AtomicBool::new(false);
+
+/// Turns on [`SHARED_STREAMS`] for this process (the NATS server mode).
+pub fn set_shared_streams(on: bool) {
+    SHARED_STREAMS.store(on, Ordering::Relaxed);
+}
+
+fn shared_streams() -> bool {
+    SHARED_STREAMS.load(Ordering::Relaxed)
+}
+
+/// Runs planned again after another server changed the marker hash between
+/// our WATCH and EXEC, before the target counts as unavailable.
+const WATCH_RETRIES: u32 = 64;
 
 fn stream_field(stream: u64) -> String {
     format!("{stream:016x}")
@@ -131,8 +156,21 @@ impl RedisTarget {
         let Some(live) = guard.as_mut() else {
             return Err(self.unavailable("no connection"));
         };
-        match self.apply_on(live, stream, items).await {
-            Ok(out) => Ok(out),
+        let mut result = self.apply_on(live, stream, items).await;
+        let mut conflicts = 0;
+        while matches!(result, Ok(None)) && conflicts < WATCH_RETRIES {
+            conflicts += 1;
+            metrics::counter!(MARKER_CONFLICTS, "target" => self.name.clone()).increment(1);
+            result = self.apply_on(live, stream, items).await;
+        }
+        match result {
+            Ok(Some(out)) => Ok(out),
+            Ok(None) => {
+                *guard = None;
+                Err(self.unavailable(format!(
+                    "{APPLIED_KEY} changed under WATCH {WATCH_RETRIES} times in a row"
+                )))
+            }
             Err(e) => {
                 // Drop the connection and the cached markers: after an error
                 // the connection's state and what the last EXEC did are
@@ -168,11 +206,15 @@ impl RedisTarget {
 
     /// The last sequence of `stream` applied at this target (0: none).
     async fn marker(&self, live: &mut Live, stream: u64) -> Result<u64, TargetError> {
-        if let Some(m) = live.markers.get(&stream) {
+        let shared = shared_streams();
+        if let (false, Some(m)) = (shared, live.markers.get(&stream)) {
             return Ok(*m);
         }
         let mut pipe = Pipeline::new();
         pipe.add_command(Cmd::new().arg("SELECT").arg(MARKER_DB).to_owned());
+        if shared {
+            pipe.add_command(Cmd::new().arg("WATCH").arg(APPLIED_KEY).to_owned());
+        }
         pipe.add_command(
             Cmd::new()
                 .arg("HGET")
@@ -180,12 +222,16 @@ impl RedisTarget {
                 .arg(stream_field(stream))
                 .to_owned(),
         );
+        let n = if shared { 3 } else { 2 };
         let replies = live
             .conn
-            .req_packed_commands(&pipe, 0, 2)
+            .req_packed_commands(&pipe, 0, n)
             .await
             .map_err(|e| self.unavailable(e))?;
-        let m = match replies.get(1) {
+        if let Some(Value::ServerError(e)) = replies.get(1).filter(|_| shared) {
+            return Err(self.unavailable(format!("WATCH {APPLIED_KEY}: {e}")));
+        }
+        let m = match replies.get(n - 1) {
             Some(Value::BulkString(b)) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -204,19 +250,23 @@ impl RedisTarget {
                 )
             }
         };
-        live.markers.insert(stream, m);
+        if !shared {
+            live.markers.insert(stream, m);
+        }
         Ok(m)
     }
 
+    /// `Ok(None)`: another server changed the marker hash since it was
+    /// read (shared streams only); nothing was applied, plan again.
     async fn apply_on(
         &self,
         live: &mut Live,
         stream: u64,
         items: &[(u64, &Op)],
-    ) -> Result<Vec<Applied>, TargetError> {
+    ) -> Result<Option<Vec<Applied>>, TargetError> {
         let mut out = vec![Applied::Ok; items.len()];
         let Some(last_seq) = items.iter().map(|(seq, _)| *seq).max() else {
-            return Ok(out);
+            return Ok(Some(out));
         };
         let marker = self.marker(live, stream).await?;
         let mut active: Vec<(usize, &RedisOp)> = Vec::new();
@@ -235,7 +285,14 @@ impl RedisTarget {
             tracing::info!(target = %self.name, skipped, marker, "skipped records this target had already applied");
         }
         if last_seq <= marker {
-            return Ok(out);
+            if shared_streams() {
+                let unwatch = Cmd::new().arg("UNWATCH").to_owned();
+                live.conn
+                    .req_packed_command(&unwatch)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+            }
+            return Ok(Some(out));
         }
 
         // Try each new db number alone first: a SELECT that fails inside
@@ -271,7 +328,14 @@ impl RedisTarget {
         // One MULTI/EXEC: the data, then the stream's marker. A command
         // refused while queueing aborts the EXEC; it is taken out and the
         // rest sent again.
+        let mut first_round = true;
         loop {
+            // An aborted EXEC ends the WATCH: watch again, and plan again
+            // if the marker moved meanwhile.
+            if !first_round && shared_streams() && self.marker(live, stream).await? != marker {
+                return Ok(None);
+            }
+            first_round = false;
             let mut pipe = Pipeline::new();
             let mut slots: Vec<Slot> = Vec::new();
             pipe.add_command(Cmd::new().arg("MULTI").to_owned());
@@ -329,9 +393,12 @@ impl RedisTarget {
                             errs.join("; ")
                         });
                     }
-                    live.markers.insert(stream, last_seq);
-                    return Ok(out);
+                    if !shared_streams() {
+                        live.markers.insert(stream, last_seq);
+                    }
+                    return Ok(Some(out));
                 }
+                Value::Nil if shared_streams() => return Ok(None),
                 Value::ServerError(e) => {
                     if is_transient(e.code()) {
                         return Err(self.unavailable(e));

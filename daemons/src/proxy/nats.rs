@@ -1,0 +1,218 @@
+//! The NATS JetStream destination: instead of a TCP link to one server, the
+//! proxy publishes every spool record to the JetStream stream, subject
+//! `<prefix>.<partition>.<stream id hex>`, and advances this destination's
+//! cursor in the spool as the stream's PubAcks come back, in order.
+//!
+//! Publishes are pipelined (up to [`WINDOW`] in flight). Each carries
+//! `Nats-Msg-Id: <stream hex>:<seq>`, so after any failure the link simply
+//! resends from the last acknowledged record: the broker drops what it
+//! already stored (within the stream's duplicate window), and the servers
+//! skip what they already applied. The spool stays in front: while the
+//! broker is unreachable, records wait on disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use async_nats::jetstream::{self, context::PublishError};
+use async_nats::HeaderMap;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use syncs_engine::stats;
+use tokio_util::sync::CancellationToken;
+
+use super::link::Identity;
+use super::spool::Spool;
+use crate::nats::{self as common, NatsSettings};
+
+/// Records published but not yet acknowledged by the stream, at most.
+const WINDOW: usize = 4096;
+/// Records read from the spool at a time.
+const READ_RECORDS: usize = 512;
+const READ_BYTES: usize = 1 << 20;
+
+/// The NATS destination of one proxy.
+#[derive(Debug)]
+pub struct NatsLink {
+    /// This destination's index in the spool (after the TCP ones).
+    pub index: usize,
+    pub settings: NatsSettings,
+    pub identity: Identity,
+    pub spool: Arc<Spool>,
+}
+
+impl NatsLink {
+    fn all_acked(&self) -> bool {
+        self.spool.acked(self.index) >= self.spool.last()
+    }
+
+    /// Runs until `stop` and every record is stored in the stream (or
+    /// `drained` fires after `stop`).
+    pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
+        let name = format!("syncs-proxy {}", self.identity.name);
+        let client = match common::connect(&self.settings, &name).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "{e:#}; the NATS destination is disabled, records stay in the spool"
+                );
+                return;
+            }
+        };
+        let js = jetstream::new(client.clone());
+        let mut partitions: Option<u16> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            if drained.is_cancelled() || (stop.is_cancelled() && self.all_acked()) {
+                return;
+            }
+            let result = async {
+                let p = match partitions {
+                    Some(p) => p,
+                    None => {
+                        let (_, p) = common::ensure_stream(&js, &self.settings).await?;
+                        let max_payload = client.server_info().max_payload;
+                        tracing::info!(
+                            stream = %self.settings.stream, partitions = p, max_payload,
+                            subject = %common::subject(&self.settings.prefix, p, self.identity.stream),
+                            "publishing to NATS JetStream"
+                        );
+                        partitions = Some(p);
+                        p
+                    }
+                };
+                self.session(&js, p, &stop, &drained, &mut failures).await
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "error").increment(1);
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(
+                            failures,
+                            pending = self.spool.pending(),
+                            "NATS destination: {e:#}; resending from the last stored record"
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                _ = drained.cancelled() => return,
+                _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn headers(&self, seq: u64) -> HeaderMap {
+        let stream = format!("{:016x}", self.identity.stream);
+        let mut h = HeaderMap::new();
+        h.insert(common::HDR_MSG_ID, format!("{stream}:{seq}").as_str());
+        h.insert(common::HDR_STREAM, stream.as_str());
+        h.insert(common::HDR_SEQ, seq.to_string().as_str());
+        h.insert(common::HDR_NAME, self.identity.name.as_str());
+        h
+    }
+
+    /// Publishes from this destination's cursor on; returns on `stop` once
+    /// everything is stored, or with the first error.
+    async fn session(
+        &self,
+        js: &jetstream::Context,
+        partitions: u16,
+        stop: &CancellationToken,
+        drained: &CancellationToken,
+        failures: &mut u32,
+    ) -> anyhow::Result<()> {
+        let subject = common::subject(&self.settings.prefix, partitions, self.identity.stream);
+        let mut next = self.spool.acked(self.index) + 1;
+        let mut pushed = self.spool.subscribe();
+        let mut inflight = FuturesOrdered::new();
+        let mut up: Option<LinkUp> = None;
+        loop {
+            if stop.is_cancelled() && self.all_acked() {
+                return Ok(());
+            }
+            let have = next <= self.spool.last();
+            if have && inflight.len() < WINDOW {
+                let spool = Arc::clone(&self.spool);
+                let want = READ_RECORDS.min(WINDOW - inflight.len());
+                let (first, records) =
+                    tokio::task::spawn_blocking(move || spool.read(next, want, READ_BYTES))
+                        .await
+                        .context("spool reader task")?
+                        .context("reading the spool")?;
+                if records.is_empty() {
+                    if first > self.spool.last() {
+                        // Not yet readable (fsync pending): wait for a push.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    return Err(anyhow!("the spool has no record {next}"));
+                }
+                let count = records.len() as u64;
+                for (i, payload) in records.into_iter().enumerate() {
+                    let seq = first + i as u64;
+                    let ack = js
+                        .publish_with_headers(subject.clone(), self.headers(seq), payload)
+                        .await
+                        .map_err(|e| anyhow!("publishing record {seq}: {e}"))?;
+                    inflight.push_back(async move { (seq, ack.await) });
+                }
+                next = first + count;
+                continue;
+            }
+            tokio::select! {
+                _ = drained.cancelled() => return Ok(()),
+                _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                changed = pushed.changed(), if !have => {
+                    if changed.is_err() { return Ok(()); }
+                }
+                done = inflight.next(), if !inflight.is_empty() => {
+                    let Some((seq, result)) = done else { continue };
+                    match result {
+                        Ok(_ack) => {
+                            if up.is_none() {
+                                up = Some(LinkUp::new());
+                                if *failures > 0 {
+                                    tracing::info!(failures = *failures, "NATS destination storing again");
+                                }
+                                *failures = 0;
+                            }
+                            let before = self.spool.acked(self.index);
+                            self.spool.ack(self.index, seq);
+                            metrics::counter!(stats::PROXY_RECORDS_ACKED)
+                                .increment(seq.saturating_sub(before));
+                        }
+                        Err(e) => return Err(describe(seq, e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn describe(seq: u64, e: PublishError) -> anyhow::Error {
+    anyhow!("the stream did not confirm record {seq}: {e}")
+}
+
+/// Counts a storing NATS destination in `syncs_proxy_links_up` while it
+/// exists.
+struct LinkUp;
+
+impl LinkUp {
+    fn new() -> Self {
+        metrics::gauge!(stats::PROXY_LINKS_UP).increment(1.0);
+        LinkUp
+    }
+}
+
+impl Drop for LinkUp {
+    fn drop(&mut self) {
+        metrics::gauge!(stats::PROXY_LINKS_UP).decrement(1.0);
+    }
+}
