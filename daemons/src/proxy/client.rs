@@ -15,10 +15,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
-use syncs_engine::op::Op;
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
-    decode_payload, parse_sync_request, sync_reply, FrameDecoder, Framed, CONTROL_MARK,
+    check_payload, decode_payload, parse_sync_request, sync_reply, FrameDecoder, FrameError,
+    Framed, CONTROL_MARK, MONGO_MARK,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -102,14 +102,8 @@ pub async fn serve(
                         return;
                     }
                 }
-                Framed::Frame(payload) => match decode_payload(&payload) {
-                    Ok(op) => {
-                        let kind = match op {
-                            Op::Redis(_) => "redis",
-                            Op::Mongo(_) => "mongo",
-                        };
-                        conn.accepted.push((payload, kind));
-                    }
+                Framed::Frame(payload) => match validate(&payload) {
+                    Ok(kind) => conn.accepted.push((payload, kind)),
                     Err(e) => {
                         conn.refuse(e.reason());
                         if conn.refused.is_power_of_two() {
@@ -134,6 +128,17 @@ pub async fn serve(
     // client; wait for the outcomes so that the counters are right.
     conn.settle_all().await;
     metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
+}
+
+/// Checks a payload as the server will decode it (the same payloads
+/// accepted, the same errors); returns its kind for the metrics. A Redis
+/// payload is checked in place, without building the operation.
+fn validate(payload: &Bytes) -> Result<&'static str, FrameError> {
+    if payload.first() == Some(&MONGO_MARK) {
+        decode_payload(payload).map(|_| "mongo")
+    } else {
+        check_payload(payload).map(|()| "redis")
+    }
 }
 
 /// Batches of one connection admitted to the spool, not yet durable, at
