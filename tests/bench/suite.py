@@ -11,8 +11,10 @@ the installed Python library. Rows:
 
  1. redis-benchmark -t set -P 128 -c 1 against the target (the physical limit)
  2. redis-py straight to the target, one command at a time and pipelined by 1,000
- 3. syncs end to end, C library and Python library: N SETs (16-byte keys,
-    64-byte values), first call to a final marker visible in the target
+ 3. syncs end to end, C library and Python library, each unbuffered (one
+    write per call, as the seed's examples) and buffered (64 KiB, 1 ms
+    linger): N SETs (16-byte keys, 64-byte values), first call to a final
+    marker visible in the target
  4. latency at a steady rate: client call to the key visible in the target
  5. Mongo: inserts in batches of 100 through syncs versus pymongo insert_many
  6. client call cost (from row 3: time spent in the calls / N)
@@ -135,8 +137,9 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
     rig = Rig(tmp, proxy_args)
     try:
         t0 = time.perf_counter()
-        if client == "c":
-            out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "c"], capture_output=True,
+        if client.startswith("c"):
+            mode = ["buffered"] if client == "c-buffered" else []
+            out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "c", *mode], capture_output=True,
                                  text=True, timeout=1800)
             if out.returncode != 0:
                 raise RuntimeError(f"bench_set failed: {out.stderr}")
@@ -155,9 +158,9 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
         rig.stop()
 
 
-def row_latency(tmp: Path, rate: int, seconds: float) -> dict:
+def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str]) -> dict:
     """Row 4: client call to visible in the target, at a steady rate."""
-    rig = Rig(tmp)
+    rig = Rig(tmp, proxy_args)
     try:
         sent_file, seen_file = rig.dir / "sent.json", rig.dir / "seen.json"
         n = int(rate * seconds)
@@ -177,7 +180,7 @@ def row_latency(tmp: Path, rate: int, seconds: float) -> dict:
         def q(p: float) -> float:
             return lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))]
 
-        return {"rate": rate, "n": n, "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999),
+        return {"rate": rate, "n": n, "proxy_args": proxy_args, "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999),
                 "max_ms": lat_ms[-1], "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
     finally:
         rig.stop()
@@ -258,16 +261,19 @@ def chart(results: dict, path: Path) -> None:
     a.set_xlabel("thousand SETs per second (median)")
     a.set_title(f"Throughput, N = {results['n']:,}")
     a.margins(x=0.2)
-    lat = results.get("latency")
-    if lat:
-        cdf = lat["cdf_ms"]
-        b.plot(cdf, [i / (len(cdf) - 1) for i in range(len(cdf))], color="#2a7ab9")
-        b.set_xscale("log")
-        b.set_xlabel("ms from the client call to the key visible in the target")
-        b.set_ylabel("fraction of writes")
-        b.set_title(f"Latency at {lat['rate']:,} ops/s: p50 {lat['p50_ms']:.2f} ms, "
-                    f"p99 {lat['p99_ms']:.2f} ms")
-        b.grid(True, which="both", alpha=0.3)
+    for key, label, color in (("latency", "fsync always (default)", "#2a7ab9"),
+                              ("latency_no_fsync", "--fsync never", "#e08a1e")):
+        lat = results.get(key)
+        if lat:
+            cdf = lat["cdf_ms"]
+            b.plot(cdf, [i / (len(cdf) - 1) for i in range(len(cdf))], color=color,
+                   label=f"{label}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+            b.set_title(f"Latency at {lat['rate']:,} ops/s, call to visible in the target")
+    b.set_xscale("log")
+    b.set_xlabel("milliseconds")
+    b.set_ylabel("fraction of writes")
+    b.grid(True, which="both", alpha=0.3)
+    b.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -282,10 +288,11 @@ def table(results: dict) -> str:
         call = f"{r['call_ns'] / 1000:.2f}" if r.get("call_ns") else "—"
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
                      f"{r['ops_per_s'] / pipelined:.2f}× | {call} |")
-    lat = results.get("latency")
-    if lat:
-        lines.append(f"\nlatency at {lat['rate']:,} ops/s ({lat['n']:,} writes): p50 {lat['p50_ms']:.2f} ms, "
-                     f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never")):
+        lat = results.get(key)
+        if lat:
+            lines.append(f"latency at {lat['rate']:,} ops/s ({lat['n']:,} writes), {what}: p50 {lat['p50_ms']:.2f} ms, "
+                         f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
     m = results.get("mongo")
     if m:
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
@@ -342,15 +349,21 @@ def main() -> None:
         add("redis-py-p1000", "redis-py, pipelined by 1,000", "baseline",
             [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
         rss: dict[str, int] = {}
-        for client, name in (("c", "syncs, C library"), ("py", "syncs, Python library")):
+        for client, name in (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
+                             ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered")):
             samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
             for s in samples:
                 for k, v in s["rss"].items():
                     rss[k] = max(rss.get(k, 0), v)
             add(f"syncs-{client}", name, "syncs", samples)
         results["rss"] = rss
-        results["latency"] = row_latency(tmp, rate, seconds)
-        print(f"latency: {results['latency']['p50_ms']:.2f} / {results['latency']['p99_ms']:.2f} ms", flush=True)
+        # Durable (the default, fsync always: a record is sent once on
+        # disk) and without fsync (what the pipeline itself adds).
+        results["latency"] = row_latency(tmp, rate, seconds, proxy_args)
+        results["latency_no_fsync"] = row_latency(tmp, rate, seconds, [*proxy_args, "--fsync", "never"])
+        for key in ("latency", "latency_no_fsync"):
+            lat = results[key]
+            print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms", flush=True)
         results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
         results["backlog"] = row_backlog(tmp, backlog, c_exe)
     finally:
