@@ -5,7 +5,8 @@
 //!
 //! Layout (docs/protocol.md, section 4):
 //!
-//! - stream `<stream>` (default `SYNCS`), subjects `<prefix>.>`; one message
+//! - stream `<stream>` (default `SYNCS`, work-queue retention: a record
+//!   leaves the stream once a server acknowledged it), subjects `<prefix>.>`; one message
 //!   per spool record, subject `<prefix>.<partition>.<stream id hex>`;
 //! - KV bucket `<stream>_leases`: `p<partition>` = id of the server that
 //!   consumes that partition now, `member.<server id>` = a live server;
@@ -197,7 +198,7 @@ pub async fn ensure_stream(
         subjects: vec![format!("{}.>", settings.prefix)],
         description: Some(description(settings.partitions)),
         storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
+        retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
         max_bytes: settings.max_bytes,
         max_age: settings.max_age,
