@@ -90,11 +90,21 @@ pub(crate) unsafe fn argv<'a>(
     pointers
         .iter()
         .enumerate()
-        .map(|(i, &arg)| match lengths {
-            // SAFETY: the caller guarantees argv[i] has argvlen[i] bytes.
-            Some(lengths) => unsafe { bytes(&format!("argv[{i}]"), arg.cast::<u8>(), lengths[i]) },
-            // SAFETY: without argvlen, argv[i] is a NUL-terminated string.
-            None => unsafe { c_bytes(&format!("argv[{i}]"), arg) },
+        .map(|(i, &arg)| {
+            let arg = match lengths {
+                // SAFETY: the caller guarantees argv[i] has argvlen[i] bytes.
+                Some(lengths) => unsafe { bytes("argv[]", arg.cast::<u8>(), lengths[i]) },
+                // SAFETY: without argvlen, argv[i] is a NUL-terminated string.
+                None => unsafe { c_bytes("argv[]", arg) },
+            };
+            // The index goes into the message only on failure: no string is
+            // formatted per argument on the hot path.
+            arg.map_err(|mut failure| {
+                failure.message = failure
+                    .message
+                    .replacen("`argv[]`", &format!("`argv[{i}]`"), 1);
+                failure
+            })
         })
         .collect()
 }

@@ -25,7 +25,9 @@ const PREFIX_MAX: u64 = u32::MAX as u64;
 /// the payload, contiguous, ready for a single write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    wire: Bytes,
+    /// A plain `Vec`: turning it into `Bytes` costs an allocation when its
+    /// capacity is above its length, and frames are rarely cloned.
+    wire: Vec<u8>,
 }
 
 impl Frame {
@@ -60,7 +62,7 @@ impl Frame {
                 max: PREFIX_MAX,
             });
         }
-        Frame::checked(Bytes::from(mongo_frame(db, coll, write_bson)?))
+        Frame::checked(mongo_frame(db, coll, write_bson)?)
     }
 
     /// A Mongo frame from a write, encoded with the engine's `encode_write`.
@@ -81,12 +83,12 @@ impl Frame {
         let mut wire = Vec::with_capacity(LEN_PREFIX + payload.len());
         wire.extend_from_slice(&(len as u32).to_le_bytes());
         wire.extend_from_slice(payload);
-        Frame::checked(Bytes::from(wire))
+        Frame::checked(wire)
     }
 
     /// Checks a complete wire frame (prefix included) with the engine's
     /// `check_payload`, which accepts exactly what `decode_payload` does.
-    fn checked(wire: Bytes) -> Result<Frame, ClientError> {
+    fn checked(wire: Vec<u8>) -> Result<Frame, ClientError> {
         check_payload(&wire[LEN_PREFIX..])?;
         Ok(Frame { wire })
     }
@@ -108,7 +110,7 @@ impl Frame {
 
     /// Decodes the payload again, as the server will.
     pub fn decode(&self) -> Result<Op, FrameError> {
-        decode_payload(&self.wire.slice(LEN_PREFIX..))
+        decode_payload(&Bytes::copy_from_slice(self.payload()))
     }
 }
 
@@ -175,7 +177,7 @@ impl RedisFrameBuilder {
         }
         let len = (self.wire.len() - LEN_PREFIX) as u32;
         self.wire[..LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
-        Frame::checked(Bytes::from(self.wire))
+        Frame::checked(self.wire)
     }
 }
 

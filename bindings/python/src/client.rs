@@ -76,9 +76,7 @@ impl IncClient {
         let frame = frame.map_err(to_py)?;
         let registry = self.registry();
         if !self.buffering {
-            return py
-                .detach(|| registry.send(&path, &frame))
-                .map_err(to_py);
+            return py.detach(|| registry.send(&path, &frame)).map_err(to_py);
         }
         let conn = registry.get(&path).map_err(to_py)?;
         match conn.try_buffer(&frame) {
@@ -134,7 +132,11 @@ fn seconds(secs: f64, what: &str, none: &str) -> PyResult<Duration> {
 /// `buffer=`: False/0 off, True the default size, an int that size.
 fn buffer_size(buffer: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(flag) = buffer.cast::<PyBool>() {
-        return Ok(if flag.is_true() { DEFAULT_BUFFER_SIZE } else { 0 });
+        return Ok(if flag.is_true() {
+            DEFAULT_BUFFER_SIZE
+        } else {
+            0
+        });
     }
     if buffer.is_instance_of::<PyInt>() {
         if let Ok(size) = buffer.extract::<usize>() {
@@ -279,8 +281,7 @@ impl IncClient {
     fn flush(&self, py: Python<'_>, path: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let path = path.map(path_arg).transpose()?;
         let registry = self.registry();
-        py.detach(|| registry.flush(path.as_deref()))
-            .map_err(to_py)
+        py.detach(|| registry.flush(path.as_deref())).map_err(to_py)
     }
 
     /// Counters of this client's connections, as a dict: `frames` and
