@@ -267,3 +267,40 @@ def test_nats_down_then_up_while_proxy_spools(tmp_path, redis_target):
         raise
     finally:
         c.stop()
+
+
+def test_marker_changed_under_watch_is_replanned(tmp_path, redis_target):
+    """Another server writing its own stream's marker in `syncs:applied`
+    between this server's WATCH and EXEC aborts the EXEC; the run is
+    planned again from a fresh marker and still applied exactly once."""
+    c = Cluster(tmp_path, redis_target.url)
+    try:
+        s1 = c.server("s1")
+        c.proxy("p1")
+        r = redis_target.client(0)
+        done = threading.Event()
+
+        def other_server():
+            other = redis_target.client(0)
+            deadline = time.monotonic() + 120
+            i = 0
+            while not done.is_set() and time.monotonic() < deadline:
+                i += 1
+                other.hset("syncs:applied", "ffffffffffffffff", i)
+
+        t = threading.Thread(target=other_server, daemon=True)
+        t.start()
+        for w in run_writers(c, ["a"], N):
+            w.join(120)
+        wait_all(r, ["a"], N)
+        done.set()
+        t.join(10)
+        assert_exactly_once(r, ["a"], N, "nats: marker moved under WATCH")
+        conflicts = s1.metric("syncs_server_redis_marker_conflicts_total")
+        print(f"\nNATS marker conflicts re-planned: {conflicts}")
+        assert conflicts > 0
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
