@@ -136,6 +136,7 @@ pub async fn serve(
             settings: settings.clone(),
             identity: identity.clone(),
             spool: Arc::clone(&spool),
+            max_frame: opts.max_frame,
         };
         links.spawn(link.run(stop.clone(), drained.clone()));
     }

@@ -25,6 +25,8 @@ use super::link::Identity;
 use super::spool::Spool;
 use crate::nats::{self as common, NatsSettings};
 
+/// Room for the subject and headers above a record in one NATS message.
+const HEADER_ROOM: u64 = 1024;
 /// Records published but not yet acknowledged by the stream, at most.
 const WINDOW: usize = 4096;
 /// Records read from the spool at a time.
@@ -39,6 +41,8 @@ pub struct NatsLink {
     pub settings: NatsSettings,
     pub identity: Identity,
     pub spool: Arc<Spool>,
+    /// The proxy's `--max-frame`, checked against the broker's `max_payload`.
+    pub max_frame: u32,
 }
 
 impl NatsLink {
@@ -73,6 +77,12 @@ impl NatsLink {
                     None => {
                         let (_, p) = common::ensure_stream(&js, &self.settings).await?;
                         let max_payload = client.server_info().max_payload;
+                        if u64::from(self.max_frame) + HEADER_ROOM > max_payload as u64 {
+                            tracing::warn!(
+                                max_frame = self.max_frame, max_payload,
+                                "--max-frame is above the NATS servers' max_payload: a record that large would wait in the spool until max_payload is raised"
+                            );
+                        }
                         tracing::info!(
                             stream = %self.settings.stream, partitions = p, max_payload,
                             subject = %common::subject(&self.settings.prefix, p, self.identity.stream),
@@ -114,7 +124,14 @@ impl NatsLink {
         h.insert(common::HDR_MSG_ID, format!("{stream}:{seq}").as_str());
         h.insert(common::HDR_STREAM, stream.as_str());
         h.insert(common::HDR_SEQ, seq.to_string().as_str());
-        h.insert(common::HDR_NAME, self.identity.name.as_str());
+        // A header value cannot hold a line break: the name is only a label.
+        let name: String = self
+            .identity
+            .name
+            .chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect();
+        h.insert(common::HDR_NAME, name.as_str());
         h
     }
 
