@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use futures::future::{BoxFuture, OptionFuture};
 use futures::{SinkExt, StreamExt};
 use syncs_engine::apply::dead_letter::Origin;
 use syncs_engine::apply::{Applied, Target};
@@ -23,6 +24,7 @@ use syncs_engine::wire::peer::{refuse, Message, PeerCodec, MIN_VERSION, VERSION}
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use super::rules::Snapshot;
 use super::Shared;
 
 /// Protocol overhead allowed above the largest record in one message.
@@ -117,10 +119,36 @@ pub async fn run(
         .await?;
     tracing::info!(%peer, %source, last_applied = state.last_applied, "proxy connected");
 
+    // Two stages: while one batch is applied (mostly waiting for the
+    // targets), the next is decoded and routed. Batches are applied and
+    // acknowledged strictly in order.
+    let mut running: Option<BoxFuture<'static, (Result<(), Interrupted>, u64)>> = None;
+    let mut queued: Option<Prepared> = None;
+    let mut prepared_upto = state.last_applied;
+    let source: Arc<str> = source.into();
+    let start = |prepared: Prepared| -> BoxFuture<'static, (Result<(), Interrupted>, u64)> {
+        let (shared, source, stop) = (Arc::clone(&shared), Arc::clone(&source), mine.clone());
+        Box::pin(async move {
+            let result = execute_batch(&shared, &source, stream, &prepared, &stop).await;
+            (result, prepared.last)
+        })
+    };
     loop {
         let msg = tokio::select! {
-            _ = mine.cancelled() => break,
-            m = framed.next() => m,
+            // A stop lets the batch in hand finish and be acknowledged.
+            _ = mine.cancelled(), if running.is_none() => break,
+            Some((result, last)) = OptionFuture::from(running.as_mut()) => {
+                running = queued.take().map(&start);
+                result?;
+                state.last_applied = state.last_applied.max(last);
+                framed
+                    .send(Message::Ack {
+                        seq: state.last_applied,
+                    })
+                    .await?;
+                continue;
+            }
+            m = framed.next(), if queued.is_none() && !mine.is_cancelled() => m,
         };
         match msg {
             None => break,
@@ -132,24 +160,21 @@ pub async fn run(
                     .await?;
             }
             Some(Ok(Message::Batch { first_seq, records })) => {
-                let last = first_seq + records.len() as u64 - 1;
-                if first_seq > state.last_applied + 1 && state.last_applied != 0 {
+                if first_seq > prepared_upto + 1 && prepared_upto != 0 {
                     tracing::error!(
-                        %source, first_seq, last_applied = state.last_applied,
+                        %source, first_seq, last_applied = prepared_upto,
                         "sequence gap: records {}..{} never arrived",
-                        state.last_applied + 1, first_seq - 1
+                        prepared_upto + 1, first_seq - 1
                     );
                 }
-                apply_batch(
-                    &shared, &source, stream, &mut state, first_seq, &records, &mine,
-                )
-                .await?;
-                state.last_applied = state.last_applied.max(last);
-                framed
-                    .send(Message::Ack {
-                        seq: state.last_applied,
-                    })
-                    .await?;
+                let prepared =
+                    prepare_batch(&shared, &source, prepared_upto, first_seq, &records).await;
+                prepared_upto = prepared_upto.max(prepared.last);
+                if running.is_none() {
+                    running = Some(start(prepared));
+                } else {
+                    queued = Some(prepared);
+                }
             }
             Some(Ok(other)) => {
                 let _ = framed
@@ -173,6 +198,17 @@ pub async fn run(
             }
         }
     }
+    // The proxy is gone (or the session stops): finish the batches in
+    // hand, the prepared one too (its dead letters are already written:
+    // preparing it again after a resend would write them twice). Without
+    // a connection there is no ACK; WELCOME tells the proxy next time.
+    for batch in [running, queued.map(&start)].into_iter().flatten() {
+        let (result, last) = batch.await;
+        if result.is_err() {
+            break;
+        }
+        state.last_applied = state.last_applied.max(last);
+    }
     tracing::info!(%source, last_applied = state.last_applied, "proxy session closed");
     Ok(())
 }
@@ -188,6 +224,30 @@ pub(crate) async fn apply_batch(
     records: &[Bytes],
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
+    let prepared = prepare_batch(shared, source, state.last_applied, first_seq, records).await;
+    execute_batch(shared, source, stream, &prepared, stop).await
+}
+
+/// A batch decoded and routed, ready to apply: the operations each target
+/// receives, with the rules snapshot that routed them.
+pub(crate) struct Prepared {
+    snap: Arc<Snapshot>,
+    per_target: Vec<Vec<(u64, Op)>>,
+    /// The batch's last sequence.
+    last: u64,
+    started: std::time::Instant,
+}
+
+/// The first half of a batch: decodes and routes every record after
+/// `applied`; undecodable and refused records go to the dead-letter
+/// file here, drops are counted here.
+pub(crate) async fn prepare_batch(
+    shared: &Shared,
+    source: &str,
+    applied: u64,
+    first_seq: u64,
+    records: &[Bytes],
+) -> Prepared {
     let started = std::time::Instant::now();
     let snap = shared.rules.current();
     let mut per_target: Vec<Vec<(u64, Op)>> = (0..snap.targets.len()).map(|_| Vec::new()).collect();
@@ -195,7 +255,7 @@ pub(crate) async fn apply_batch(
     let mut routed: Vec<((Option<syncs_dsl::RuleId>, syncs_dsl::TargetId), u64)> = Vec::new();
     for (i, payload) in records.iter().enumerate() {
         let seq = first_seq + i as u64;
-        if seq <= state.last_applied {
+        if seq <= applied {
             metrics::counter!(stats::SERVER_DUPLICATES).increment(1);
             continue;
         }
@@ -244,6 +304,30 @@ pub(crate) async fn apply_batch(
         let target = snap.rules.target(target).name.clone();
         metrics::counter!(stats::SERVER_ROUTED, "rule" => rule, "target" => target).increment(n);
     }
+    Prepared {
+        snap,
+        per_target,
+        last: first_seq + (records.len() as u64).saturating_sub(1),
+        started,
+    }
+}
+
+/// The second half of a batch: applies each target's share (targets in
+/// parallel). Returns only when every operation is applied or
+/// dead-lettered — or with `Interrupted`.
+pub(crate) async fn execute_batch(
+    shared: &Shared,
+    source: &str,
+    stream: u64,
+    prepared: &Prepared,
+    stop: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let Prepared {
+        snap,
+        per_target,
+        started,
+        ..
+    } = prepared;
     let jobs = per_target
         .iter()
         .enumerate()
