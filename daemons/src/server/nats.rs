@@ -330,8 +330,9 @@ struct Source {
     applied: u64,
     /// The checkpoint's KV revision (None: no key yet).
     revision: Option<u64>,
-    /// Records above `applied + 1`'s hole or not yet applied, by sequence;
-    /// every delivery of a record is kept to be acknowledged.
+    /// Records received and not yet applied, by sequence (those after a
+    /// missing one wait here); every delivery of a record is kept, to be
+    /// acknowledged once the record is applied.
     held: BTreeMap<u64, (Bytes, Vec<jetstream::Message>)>,
     /// Since when the next record is missing while later ones wait.
     gap_since: Option<Instant>,
