@@ -106,11 +106,11 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
             if commands.iter().any(|c| c.is_empty()) {
                 return Err(FrameError::Resp(RespError::Empty));
             }
-            if let Some(bad) = commands.iter().filter_map(|c| c.first()).find(|n| {
-                REFUSED
-                    .iter()
-                    .any(|r| n.eq_ignore_ascii_case(r.as_bytes()))
-            }) {
+            if let Some(bad) = commands
+                .iter()
+                .filter_map(|c| c.first())
+                .find(|n| REFUSED.iter().any(|r| n.eq_ignore_ascii_case(r.as_bytes())))
+            {
                 return Err(FrameError::RefusedCommand(
                     String::from_utf8_lossy(bad).to_uppercase(),
                 ));
