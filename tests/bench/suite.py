@@ -220,8 +220,8 @@ def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
     rig = Rig(tmp, ["--spool-max", "64GiB"], start_server=False)
     try:
         t0 = time.perf_counter()
-        out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "b"], capture_output=True, text=True,
-                             timeout=3600)
+        out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "b", "buffered"], capture_output=True,
+                             text=True, timeout=3600)
         if out.returncode != 0:
             raise RuntimeError(f"bench_set failed: {out.stderr}")
         t1 = time.perf_counter()
