@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use futures::future::{BoxFuture, OptionFuture};
+use futures::future::{BoxFuture, FutureExt, OptionFuture};
 use futures::{SinkExt, StreamExt};
 use syncs_engine::apply::dead_letter::Origin;
 use syncs_engine::apply::{Applied, Target};
@@ -29,6 +29,9 @@ use super::Shared;
 
 /// Protocol overhead allowed above the largest record in one message.
 const PEER_SLACK: u64 = 1 << 20;
+/// Records gathered into one run from batches already received, at most.
+const GATHER_RECORDS: usize = 8192;
+
 /// How long a new connection has to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,8 +136,13 @@ pub async fn run(
             (result, prepared.last)
         })
     };
+    // A message read while gathering batches, to handle next.
+    let mut held = None;
     loop {
-        let msg = tokio::select! {
+        let msg = if held.is_some() && queued.is_none() && !mine.is_cancelled() {
+            held.take().flatten()
+        } else {
+            tokio::select! {
             // A stop lets the batch in hand finish and be acknowledged.
             _ = mine.cancelled(), if running.is_none() => break,
             Some((result, last)) = OptionFuture::from(running.as_mut()) => {
@@ -148,7 +156,8 @@ pub async fn run(
                     .await?;
                 continue;
             }
-            m = framed.next(), if queued.is_none() && !mine.is_cancelled() => m,
+            m = framed.next(), if held.is_none() && queued.is_none() && !mine.is_cancelled() => m,
+            }
         };
         match msg {
             None => break,
@@ -159,7 +168,27 @@ pub async fn run(
                     })
                     .await?;
             }
-            Some(Ok(Message::Batch { first_seq, records })) => {
+            Some(Ok(Message::Batch {
+                first_seq,
+                mut records,
+            })) => {
+                // Batches already waiting join this one (in sequence), so a
+                // busy server applies fewer, larger runs.
+                while records.len() < GATHER_RECORDS {
+                    match framed.next().now_or_never() {
+                        None => break,
+                        Some(Some(Ok(Message::Batch {
+                            first_seq: next,
+                            records: more,
+                        }))) if !more.is_empty() && next == first_seq + records.len() as u64 => {
+                            records.extend(more)
+                        }
+                        Some(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                    }
+                }
                 if first_seq > prepared_upto + 1 && prepared_upto != 0 {
                     tracing::error!(
                         %source, first_seq, last_applied = prepared_upto,
