@@ -76,23 +76,45 @@ def latency_send(path: str, rate: int, seconds: float, out: str) -> None:
 
 
 def latency_listen(port: int, count: int, out: str) -> None:
-    """Keyspace notifications of the target: the moment each lat:<i> is set."""
+    """Keyspace notifications of the target: the moment each lat:<i> is set.
+
+    Reads the raw socket and stamps each read, then parses: a client
+    library parsing message by message would stamp the last messages of a
+    burst (one MULTI/EXEC sets hundreds of keys) late by its own parsing
+    time, and charge that to syncs."""
+    import re
+    import socket
+
     import redis
 
-    r = redis.Redis(host="127.0.0.1", port=port)
-    r.config_set("notify-keyspace-events", "K$")
-    ps = r.pubsub(ignore_subscribe_messages=True)
-    ps.psubscribe("__keyspace@0__:lat:*")
+    redis.Redis(host="127.0.0.1", port=port).config_set("notify-keyspace-events", "K$")
+    sock = socket.create_connection(("127.0.0.1", port))
+    pattern = b"__keyspace@0__:lat:*"
+    sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(pattern), pattern))
+    reply = b""
+    while b"psubscribe" not in reply:
+        reply += sock.recv(4096)
     print("ready", flush=True)
+    sock.settimeout(1.0)
+    key = re.compile(rb"__keyspace@0__:lat:(\d+)\r\n")
     seen: dict[int, int] = {}
+    tail = b""
     deadline = time.monotonic() + 120
     while len(seen) < count and time.monotonic() < deadline:
-        m = ps.get_message(timeout=1.0)
-        if m is None:
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
             continue
         now = time.time_ns()
-        i = int(m["channel"].rsplit(b":", 1)[1])
-        seen.setdefault(i, now)
+        if not chunk:
+            break
+        data = tail + chunk
+        last = 0
+        for m in key.finditer(data):
+            seen.setdefault(int(m.group(1)), now)
+            last = m.end()
+        # Keep what may hold the start of a key split across reads.
+        tail = data[max(last, len(data) - 64):]
     with open(out, "w") as f:
         json.dump(seen, f)
     print(f"seen={len(seen)}")
