@@ -217,11 +217,12 @@ impl Link {
     }
 }
 
-/// Counts a live session in `syncs_proxy_links_up` while it exists.
-struct LinkUp;
+/// Counts a live destination (a TCP session, or a NATS stream that
+/// stores) in `syncs_proxy_links_up` while it exists.
+pub(super) struct LinkUp;
 
 impl LinkUp {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         metrics::gauge!(stats::PROXY_LINKS_UP).increment(1.0);
         LinkUp
     }

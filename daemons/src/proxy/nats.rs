@@ -21,7 +21,7 @@ use futures::StreamExt;
 use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
 
-use super::link::Identity;
+use super::link::{Identity, LinkUp};
 use super::spool::Spool;
 use crate::nats::{self as common, NatsSettings};
 
@@ -215,21 +215,4 @@ impl NatsLink {
 
 fn describe(seq: u64, e: PublishError) -> anyhow::Error {
     anyhow!("the stream did not confirm record {seq}: {e}")
-}
-
-/// Counts a storing NATS destination in `syncs_proxy_links_up` while it
-/// exists.
-struct LinkUp;
-
-impl LinkUp {
-    fn new() -> Self {
-        metrics::gauge!(stats::PROXY_LINKS_UP).increment(1.0);
-        LinkUp
-    }
-}
-
-impl Drop for LinkUp {
-    fn drop(&mut self) {
-        metrics::gauge!(stats::PROXY_LINKS_UP).decrement(1.0);
-    }
 }

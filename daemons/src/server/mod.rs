@@ -36,6 +36,24 @@ pub struct Shared {
     pub security: crate::security::server::ServerSecurity,
 }
 
+impl Shared {
+    pub fn new(
+        rules: Arc<LiveRules>,
+        config: &ServerConfig,
+        security: crate::security::server::ServerSecurity,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            rules,
+            dead_letters: DeadLetters::new(&config.dead_letter),
+            max_frame: config.max_frame,
+            streams: Mutex::new(HashMap::new()),
+            stop,
+            security,
+        })
+    }
+}
+
 /// Runs the server until `stop` is cancelled, then lets every session finish
 /// the batch in hand.
 pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Result<()> {
@@ -54,14 +72,7 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
     rules::watch(Arc::clone(&live), Duration::from_millis(300), stop.clone())
         .context("watching the rules")?;
     if let crate::nats::Transport::Nats(conf) = &config.transport {
-        let shared = Arc::new(Shared {
-            rules: live,
-            dead_letters: DeadLetters::new(&config.dead_letter),
-            max_frame: config.max_frame,
-            streams: Mutex::new(HashMap::new()),
-            stop: stop.clone(),
-            security,
-        });
+        let shared = Shared::new(live, &config, security, stop.clone());
         return nats::run(shared, (**conf).clone(), stop).await;
     }
     let listener = TcpListener::bind(config.listen)
@@ -83,14 +94,7 @@ pub async fn serve(
     security: crate::security::server::ServerSecurity,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared {
-        rules: live,
-        dead_letters: DeadLetters::new(&config.dead_letter),
-        max_frame: config.max_frame,
-        streams: Mutex::new(HashMap::new()),
-        stop: stop.clone(),
-        security,
-    });
+    let shared = Shared::new(live, config, security, stop.clone());
     let admission = crate::security::limits::Admission::new(
         config.max_connections,
         syncs_engine::stats::SERVER_CONNECTIONS_REFUSED,
