@@ -54,6 +54,38 @@ const SERVER_KEYS: [&str; 7] = [
 ];
 const LOG_KEYS: [&str; 1] = ["level"];
 
+/// Refuses sections and keys an INI file may not have: `sections` lists
+/// each known section with its keys; `expected` names the sections in the
+/// error about an unknown one, `outside` is the error for keys before any
+/// section.
+pub(crate) fn check_keys(
+    ini: &Ini,
+    sections: &[(&str, &[&str])],
+    expected: &str,
+    outside: &str,
+) -> anyhow::Result<()> {
+    for (section, props) in ini.iter() {
+        let allowed: &[&str] = match section {
+            Some(name) => match sections.iter().find(|(s, _)| *s == name) {
+                Some((_, keys)) => keys,
+                None => bail!("unknown section [{name}] (expected {expected})"),
+            },
+            None if props.is_empty() => &[],
+            None => bail!("{outside}"),
+        };
+        for (key, _) in props.iter() {
+            if !allowed.contains(&key) {
+                bail!(
+                    "unknown key `{key}` in [{}] (expected one of: {})",
+                    section.unwrap_or(""),
+                    allowed.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ServerConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let ini = Ini::load_from_file(path)
@@ -63,29 +95,18 @@ impl ServerConfig {
     }
 
     fn from_ini(ini: &Ini, base: &Path) -> anyhow::Result<Self> {
-        for (section, props) in ini.iter() {
-            let allowed: &[&str] = match section {
-                Some("server") => &SERVER_KEYS,
-                Some("log") => &LOG_KEYS,
-                Some("transport") => &crate::nats::TRANSPORT_KEYS,
-                Some("tls") => &TLS_KEYS,
-                Some("auth") => &AUTH_KEYS,
-                None if props.is_empty() => &[],
-                Some(other) => {
-                    bail!("unknown section [{other}] (expected [server], [log], [tls] or [auth])")
-                }
-                None => bail!("settings must sit in a [server] or [log] section"),
-            };
-            for (key, _) in props.iter() {
-                if !allowed.contains(&key) {
-                    bail!(
-                        "unknown key `{key}` in [{}] (expected one of: {})",
-                        section.unwrap_or(""),
-                        allowed.join(", ")
-                    );
-                }
-            }
-        }
+        check_keys(
+            ini,
+            &[
+                ("server", &SERVER_KEYS),
+                ("log", &LOG_KEYS),
+                ("transport", &crate::nats::TRANSPORT_KEYS),
+                ("tls", &TLS_KEYS),
+                ("auth", &AUTH_KEYS),
+            ],
+            "[server], [log], [tls] or [auth]",
+            "settings must sit in a [server] or [log] section",
+        )?;
         let server = ini
             .section(Some("server"))
             .ok_or_else(|| anyhow!("missing [server] section"))?;

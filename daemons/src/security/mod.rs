@@ -144,6 +144,17 @@ pub fn parse_bool(key: &str, value: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// How a link is secured, for log lines: `tls`, `plaintext`, either with
+/// `+token`.
+pub fn mode(tls: bool, token: bool) -> &'static str {
+    match (tls, token) {
+        (true, true) => "tls+token",
+        (true, false) => "tls",
+        (false, true) => "plaintext+token",
+        (false, false) => "plaintext",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,26 +274,16 @@ impl ProxySettings {
 }
 
 fn check_keys(ini: &Ini) -> anyhow::Result<()> {
-    for (section, props) in ini.iter() {
-        let allowed: &[&str] = match section {
-            Some("proxy") => &PROXY_KEYS,
-            Some("tls") => &TLS_KEYS,
-            Some("auth") => &AUTH_KEYS,
-            None if props.is_empty() => &[],
-            Some(other) => bail!("unknown section [{other}] (expected [proxy], [tls] or [auth])"),
-            None => bail!("settings must sit in a [proxy], [tls] or [auth] section"),
-        };
-        for (key, _) in props.iter() {
-            if !allowed.contains(&key) {
-                bail!(
-                    "unknown key `{key}` in [{}] (expected one of: {})",
-                    section.unwrap_or(""),
-                    allowed.join(", ")
-                );
-            }
-        }
-    }
-    Ok(())
+    crate::config::check_keys(
+        ini,
+        &[
+            ("proxy", &PROXY_KEYS),
+            ("tls", &TLS_KEYS),
+            ("auth", &AUTH_KEYS),
+        ],
+        "[proxy], [tls] or [auth]",
+        "settings must sit in a [proxy], [tls] or [auth] section",
+    )
 }
 
 /// The loaded security of a proxy: its TLS connector and token.
@@ -344,12 +334,7 @@ impl ProxySecurity {
     }
 
     pub fn describe(&self) -> &'static str {
-        match (self.tls.is_some(), self.token.is_some()) {
-            (true, true) => "tls+token",
-            (true, false) => "tls",
-            (false, true) => "plaintext+token",
-            (false, false) => "plaintext",
-        }
+        super::mode(self.tls.is_some(), self.token.is_some())
     }
 
     /// The token for AUTH (empty: none).

@@ -172,12 +172,7 @@ impl ServerSecurity {
     }
 
     pub fn describe(&self) -> &'static str {
-        match (self.tls.is_some(), self.token.is_some()) {
-            (true, true) => "tls+token",
-            (true, false) => "tls",
-            (false, true) => "plaintext+token",
-            (false, false) => "plaintext",
-        }
+        super::mode(self.tls.is_some(), self.token.is_some())
     }
 
     /// Sets up the transport of a new connection: the TLS handshake, or
