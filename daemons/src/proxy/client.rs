@@ -47,7 +47,7 @@ pub async fn serve(
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = FrameDecoder::new(max_frame);
-    loop {
+    'read: loop {
         // Frames are split off the front of `buf`, which leaves it less
         // room each time: make room for a full-size read again (reuses
         // the allocation once the split-off frames are released).
@@ -97,9 +97,7 @@ pub async fn serve(
                     conn.refused_since_sync = 0;
                     if let Err(e) = sock.write_all(&reply).await {
                         tracing::warn!(?peer, "cannot answer a SYNC: {e}");
-                        conn.settle_all().await;
-                        metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
-                        return;
+                        break 'read;
                     }
                 }
                 Framed::Frame(payload) => match validate(&payload) {
