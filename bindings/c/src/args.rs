@@ -59,20 +59,26 @@ pub(crate) unsafe fn c_str<'a>(what: &str, ptr: *const c_char) -> Result<&'a str
     std::str::from_utf8(raw).map_err(|e| Failure::arg(format!("`{what}` is not UTF-8: {e}")))
 }
 
-/// The arguments of one Redis command in hiredis `redisCommandArgv` style:
-/// `argc` pointers in `argv`, lengths in `argvlen` (NULL: each argument is a
-/// NUL-terminated string).
+/// Arguments held on the stack up to this many (a heap vector beyond).
+const INLINE_ARGS: usize = 8;
+
+/// Calls `body` with the arguments of one Redis command in hiredis
+/// `redisCommandArgv` style: `argc` pointers in `argv`, lengths in
+/// `argvlen` (NULL: each argument is a NUL-terminated string). Up to
+/// [`INLINE_ARGS`] argument slices are held on the stack: no allocation per
+/// call for the usual commands.
 ///
 /// # Safety
 ///
 /// `argv` must point to `argc` pointers; each to `argvlen[i]` readable bytes
 /// (or a NUL-terminated string when `argvlen` is NULL); `argvlen`, when not
-/// NULL, to `argc` lengths; all valid for `'a`.
-pub(crate) unsafe fn argv<'a>(
+/// NULL, to `argc` lengths; all valid for the duration of the call.
+pub(crate) unsafe fn with_argv<R>(
     argc: c_int,
     argv: *const *const c_char,
     argvlen: *const usize,
-) -> Result<Vec<&'a [u8]>, Failure> {
+    body: impl FnOnce(&[&[u8]]) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     let count = usize::try_from(argc)
         .ok()
         .filter(|&n| n > 0)
@@ -87,26 +93,36 @@ pub(crate) unsafe fn argv<'a>(
         // SAFETY: the caller guarantees `argc` lengths at `argvlen`.
         Some(unsafe { slice_of::<usize>("argvlen", argvlen, count) }?)
     };
-    pointers
-        .iter()
-        .enumerate()
-        .map(|(i, &arg)| {
-            let arg = match lengths {
-                // SAFETY: the caller guarantees argv[i] has argvlen[i] bytes.
-                Some(lengths) => unsafe { bytes("argv[]", arg.cast::<u8>(), lengths[i]) },
-                // SAFETY: without argvlen, argv[i] is a NUL-terminated string.
-                None => unsafe { c_bytes("argv[]", arg) },
-            };
-            // The index goes into the message only on failure: no string is
-            // formatted per argument on the hot path.
-            arg.map_err(|mut failure| {
-                failure.message = failure
-                    .message
-                    .replacen("`argv[]`", &format!("`argv[{i}]`"), 1);
-                failure
-            })
+    let arg = |i: usize, ptr: *const c_char| {
+        let arg = match lengths.and_then(|l| l.get(i)) {
+            // SAFETY: the caller guarantees argv[i] has argvlen[i] bytes.
+            Some(&len) => unsafe { bytes("argv[]", ptr.cast::<u8>(), len) },
+            // SAFETY: without argvlen, argv[i] is a NUL-terminated string.
+            None => unsafe { c_bytes("argv[]", ptr) },
+        };
+        // The index goes into the message only on failure: no string is
+        // formatted per argument on the hot path.
+        arg.map_err(|mut failure| {
+            failure.message = failure
+                .message
+                .replacen("`argv[]`", &format!("`argv[{i}]`"), 1);
+            failure
         })
-        .collect()
+    };
+    if count <= INLINE_ARGS {
+        let mut inline: [&[u8]; INLINE_ARGS] = [&[]; INLINE_ARGS];
+        for ((i, &ptr), slot) in pointers.iter().enumerate().zip(inline.iter_mut()) {
+            *slot = arg(i, ptr)?;
+        }
+        body(inline.get(..count).unwrap_or_default())
+    } else {
+        let args = pointers
+            .iter()
+            .enumerate()
+            .map(|(i, &ptr)| arg(i, ptr))
+            .collect::<Result<Vec<_>, _>>()?;
+        body(&args)
+    }
 }
 
 /// `count` values of `T` at `ptr` (not NULL, aligned).

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use intc_client::{
-    Buffering, ClientError, Config, Connection, Frame, FrameAssembler, DEFAULT_BUFFER_SIZE,
+    Buffering, ClientError, Config, Connection, Encode, Frame, FrameAssembler, DEFAULT_BUFFER_SIZE,
     DEFAULT_LINGER,
 };
 
@@ -81,6 +81,14 @@ impl IntcCli {
     /// Sends a frame built by one of the builders.
     pub(crate) fn send(&self, frame: Result<Frame, ClientError>) -> Result<(), Failure> {
         Ok(self.conn.send(&frame?)?)
+    }
+
+    /// Sends a frame not encoded yet (see `Connection::send_encoded`).
+    pub(crate) fn send_encoded(
+        &self,
+        frame: Result<impl Encode, ClientError>,
+    ) -> Result<(), Failure> {
+        Ok(self.conn.send_encoded(&frame?)?)
     }
 
     /// The raw stream write: frames are reassembled from pieces of any size

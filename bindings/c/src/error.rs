@@ -88,8 +88,15 @@ fn set_last_error(message: String) {
     });
 }
 
+/// Runs on every call: only touches the slot when it holds a message.
 fn clear_last_error() {
-    set_last_error(String::new());
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            if !slot.is_empty() {
+                *slot = String::new();
+            }
+        }
+    });
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {

@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use intc_client::{Frame, RedisFrameBuilder};
+use intc_client::{RedisFrame, RedisFrameBuilder};
 
 use crate::args;
 use crate::client::{cli_ref, IntcCli};
@@ -46,8 +46,12 @@ pub unsafe extern "C" fn intc_redis_command(
         // SAFETY: live handle or NULL, per this function's contract.
         let cli = unsafe { cli_ref(cli) }?;
         // SAFETY: argv/argvlen as this function's contract says.
-        let args = unsafe { args::argv(argc, argv, argvlen) }?;
-        cli.send(Frame::redis(port, db, &[args]))
+        unsafe {
+            args::with_argv(argc, argv, argvlen, |args| {
+                // Encoded straight into the handle's buffer when it buffers.
+                cli.send_encoded(RedisFrame::new(port, db, &[args]))
+            })
+        }
     })
 }
 
@@ -85,8 +89,7 @@ pub unsafe extern "C" fn intc_tx_append(
         // SAFETY: NULL or a live transaction used by this thread only.
         let tx = unsafe { tx.as_mut() }.ok_or_else(|| Failure::arg("`tx` is NULL"))?;
         // SAFETY: argv/argvlen as this function's contract says.
-        let args = unsafe { args::argv(argc, argv, argvlen) }?;
-        Ok(tx.builder.push(&args)?)
+        unsafe { args::with_argv(argc, argv, argvlen, |args| Ok(tx.builder.push(args)?)) }
     })
 }
 

@@ -515,3 +515,72 @@ fn mongo_builders_make_every_write() {
     // The builder and the ready description give the same bytes.
     assert_eq!(payloads[6], payloads[7]);
 }
+
+#[test]
+fn buffered_commands_are_encoded_in_place_and_checked() {
+    let proxy = Proxy::new();
+    // Arguments past the ones held on the stack, and one binary.
+    let many: Vec<CString> = (0..12)
+        .map(|i| CString::new(format!("f{i}")).expect("cstring"))
+        .collect();
+    let mut hset: Vec<*const c_char> = vec![c"HSET".as_ptr(), c"h".as_ptr()];
+    hset.extend(many.iter().map(|s| s.as_ptr()));
+    // SAFETY: all pointers valid for the calls; the handle is freed once.
+    unsafe {
+        let cli = intc_cli_new(proxy.c_path.as_ptr());
+        assert_eq!(
+            code(intc_cli_set_buffering(cli, 1 << 16, 1_000_000)),
+            INTC_OK
+        );
+        let seed = [c"set".as_ptr(), c"a".as_ptr(), c"b".as_ptr()];
+        let set = |argc: c_int, argv: &[*const c_char], lens: *const usize| {
+            code(intc_redis_command(cli, 6379, 1, argc, argv.as_ptr(), lens))
+        };
+        // The first connects (and starts the flusher); the others go
+        // straight into the buffer.
+        assert_eq!(set(3, &seed, ptr::null()), INTC_OK);
+        assert_eq!(set(hset.len() as c_int, &hset, ptr::null()), INTC_OK);
+        let value: &[u8] = b"\0\r\n";
+        let blob = [c"SET".as_ptr(), c"blob".as_ptr(), value.as_ptr().cast()];
+        let lens = [3usize, 4, value.len()];
+        assert_eq!(set(3, &blob, lens.as_ptr()), INTC_OK);
+
+        for refused in [c"multi", c"EXEC", c"Select", c"unwatch"] {
+            let argv = [refused.as_ptr()];
+            assert_eq!(set(1, &argv, ptr::null()), INTC_ERR_FRAME);
+            let upper = refused.to_str().expect("ascii").to_uppercase();
+            assert!(
+                last_error().contains(&format!("command {upper} is not allowed")),
+                "{}",
+                last_error()
+            );
+        }
+        let mut null_at_9 = hset.clone();
+        null_at_9[9] = ptr::null();
+        assert_eq!(
+            set(null_at_9.len() as c_int, &null_at_9, ptr::null()),
+            INTC_ERR_ARG
+        );
+        assert!(last_error().contains("`argv[9]`"), "{}", last_error());
+        assert_eq!(set(3, &seed, ptr::null()), INTC_OK);
+        assert!(last_error().is_empty(), "a success clears the last error");
+
+        let mut stats = IntcStats::default();
+        assert_eq!(code(intc_cli_stats(cli, &mut stats)), INTC_OK);
+        assert_eq!((stats.buffered, stats.pending, stats.errors), (4, 4, 0));
+        intc_cli_free(cli);
+    }
+    let payloads = proxy.payloads();
+    assert_eq!(payloads.len(), 4, "refused commands leave nothing behind");
+    assert_eq!(&payloads[0][..], SEED);
+    assert_eq!(&payloads[3][..], SEED);
+    let Ok(Op::Redis(op)) = decode_payload(&payloads[1]) else {
+        panic!("redis")
+    };
+    assert_eq!(op.commands[0].args().len(), 14);
+    assert_eq!(&op.commands[0].args()[13][..], b"f11");
+    let Ok(Op::Redis(op)) = decode_payload(&payloads[2]) else {
+        panic!("redis")
+    };
+    assert_eq!(&op.commands[0].args()[2][..], b"\0\r\n");
+}

@@ -27,7 +27,7 @@ use syncs_engine::wire::client::{
 };
 
 use crate::error::ClientError;
-use crate::frame::Frame;
+use crate::frame::{Encode, Frame};
 
 /// How long a send may wait for the proxy to take bytes (default 1 s).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -188,6 +188,12 @@ struct Counters {
 impl Counters {
     fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// `+1` for a counter only ever changed with the state lock held
+    /// (readers without the lock see the old or the new value).
+    fn bump_locked(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     fn bump_and_get(counter: &AtomicU64) -> u64 {
@@ -408,6 +414,44 @@ impl Connection {
         }
         inner.append(&mut state, wire, pid);
         TryBuffer::Buffered
+    }
+
+    /// Sends the frame `source` encodes, as [`Self::send`] sends a
+    /// [`Frame`] (the same bytes, the same errors, in the same order).
+    ///
+    /// With buffering on and nothing to write, connect or wait for, the
+    /// frame is encoded straight into the buffer and checked there; a
+    /// frame that fails the check is cut off again and its error returned,
+    /// as [`Frame::encoded`] would have. Otherwise the frame is built
+    /// first and sent.
+    pub fn send_encoded<E: Encode + ?Sized>(&self, source: &E) -> Result<(), ClientError> {
+        {
+            let mut state = self.inner.lock();
+            if let Some(done) = self.inner.encode_into_buffer(&mut state, source) {
+                return done;
+            }
+        }
+        self.send(&Frame::encoded(source)?)
+    }
+
+    /// [`Self::try_buffer`] for a frame not built yet: encodes it straight
+    /// into the buffer when that needs no I/O and no waiting. `Err` when it
+    /// fails its check (or is over `max_frame`); [`TryBuffer::NeedsSend`]
+    /// when nothing was done.
+    pub fn try_buffer_encoded<E: Encode + ?Sized>(
+        &self,
+        source: &E,
+    ) -> Result<TryBuffer, ClientError> {
+        let mut state = match self.inner.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => {
+                return Ok(TryBuffer::NeedsSend)
+            }
+        };
+        match self.inner.encode_into_buffer(&mut state, source) {
+            None => Ok(TryBuffer::NeedsSend),
+            Some(done) => done.map(|()| TryBuffer::Buffered),
+        }
     }
 
     /// Writes the buffered frames now (a no-op when nothing is buffered).
@@ -687,6 +731,51 @@ impl Inner {
         }
     }
 
+    /// The buffered send without I/O: when buffering is on, this process
+    /// owns the open stream, the flusher and the buffer, and the frame fits
+    /// with room to spare (so neither a flush before nor one after would be
+    /// due: the cases [`Self::buffer_frame`] handles), `source` is encoded
+    /// at the end of the buffer and checked there. `None`: nothing done.
+    fn encode_into_buffer<E: Encode + ?Sized>(
+        &self,
+        state: &mut State,
+        source: &E,
+    ) -> Option<Result<(), ClientError>> {
+        let buffering = state.config.buffering?;
+        let pid = crate::pid::current();
+        let len = source.wire_len();
+        let fits = state.buf.len().saturating_add(len) < buffering.size;
+        let ready = state.flusher_pid == pid
+            && state.open.as_ref().is_some_and(|o| o.pid == pid)
+            && (state.buf.is_empty() || state.buf_pid == pid);
+        if !fits || !ready {
+            return None;
+        }
+        let start = state.buf.len();
+        if start == 0 && state.buf.capacity() == 0 {
+            state.buf.reserve(buffering.size);
+        }
+        // Cuts a partial frame off again if encoding panics, so the buffer
+        // never holds less than whole frames.
+        let mut guard = Truncate {
+            buf: &mut state.buf,
+            len: start,
+        };
+        if let Err(e) = source.encode_checked(guard.buf) {
+            return Some(Err(e));
+        }
+        let payload = (len - LEN_PREFIX) as u64;
+        let max = u64::from(state.config.max_frame);
+        if payload > max {
+            Counters::bump(&self.counters.errors, 1);
+            return Some(Err(ClientError::TooLarge { len: payload, max }));
+        }
+        guard.len = guard.buf.len();
+        drop(guard);
+        self.appended(state, start == 0, pid);
+        Some(Ok(()))
+    }
+
     /// The buffered send.
     fn buffer_frame(
         &self,
@@ -732,22 +821,30 @@ impl Inner {
     /// Appends a whole frame to the buffer (which holds only this
     /// process's frames).
     fn append(&self, state: &mut State, wire: &[u8], pid: u32) {
-        if state.buf.is_empty() {
+        let first = state.buf.is_empty();
+        if first && state.buf.capacity() == 0 {
+            let size = state.config.buffering.map_or(0, |b| b.size);
+            state.buf.reserve(size.max(wire.len()));
+        }
+        state.buf.extend_from_slice(wire);
+        self.appended(state, first, pid);
+    }
+
+    /// Counts a whole frame just added to the buffer; `first`: the buffer
+    /// was empty before it.
+    fn appended(&self, state: &mut State, first: bool, pid: u32) {
+        if first {
             state.buf_pid = pid;
             state.oldest = Some(Instant::now());
-            if state.buf.capacity() == 0 {
-                let size = state.config.buffering.map_or(0, |b| b.size);
-                state.buf.reserve(size.max(wire.len()));
-            }
-            state.buf.extend_from_slice(wire);
             state.buf_frames = 1;
             self.wake.notify_one();
         } else {
-            state.buf.extend_from_slice(wire);
             state.buf_frames += 1;
         }
-        Counters::bump(&self.counters.buffered, 1);
-        Counters::bump(&self.counters.pending, 1);
+        // Only ever changed with the state lock held (here, and stored by
+        // flushes): a plain load and store, no atomic read-modify-write.
+        Counters::bump_locked(&self.counters.buffered);
+        Counters::bump_locked(&self.counters.pending);
     }
 
     /// Drops a buffer that a parent process filled before `fork()`.
@@ -932,6 +1029,18 @@ impl Inner {
             state.open = None;
             state
         })
+    }
+}
+
+/// Cuts `buf` back to `len` bytes when dropped.
+struct Truncate<'a> {
+    buf: &'a mut Vec<u8>,
+    len: usize,
+}
+
+impl Drop for Truncate<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.len);
     }
 }
 

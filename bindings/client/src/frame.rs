@@ -6,12 +6,14 @@
 //! will accept: a bad hand-built RESP expression or write description is
 //! reported to the caller that made it, not dropped silently far away.
 
+use std::marker::PhantomData;
+
 use bson::{Bson, Document, RawDocument};
 use bytes::{Bytes, BytesMut};
 use syncs_engine::op::{MongoUpdate, MongoWrite, Op};
 use syncs_engine::wire::client::{
-    check_payload, decode_payload, mongo_frame, put_redis_payload, FrameDecoder, FrameError,
-    Framed, LEN_PREFIX,
+    check_payload, decode_payload, mongo_frame, put_redis_payload, redis_header_len, FrameDecoder,
+    FrameError, Framed, LEN_PREFIX,
 };
 use syncs_engine::wire::mongo::encode_write;
 use syncs_engine::wire::resp::{encode_command, encoded_len};
@@ -39,17 +41,14 @@ impl Frame {
         C: AsRef<[A]>,
         A: AsRef<[u8]>,
     {
-        let mut builder = RedisFrameBuilder::new(port, db);
-        builder.wire.reserve_exact(
-            commands
-                .iter()
-                .map(|c| encoded_len(c.as_ref()))
-                .fold(0usize, usize::saturating_add),
-        );
-        for command in commands {
-            builder.push(command.as_ref())?;
-        }
-        builder.into_frame()
+        Frame::encoded(&RedisFrame::new(port, db, commands)?)
+    }
+
+    /// The frame `source` encodes, checked.
+    pub fn encoded<E: Encode + ?Sized>(source: &E) -> Result<Frame, ClientError> {
+        let mut wire = Vec::with_capacity(source.wire_len());
+        source.encode_checked(&mut wire)?;
+        Ok(Frame { wire })
     }
 
     /// A Mongo frame from an encoded write description (see
@@ -114,6 +113,114 @@ impl Frame {
     }
 }
 
+/// Something that encodes one whole frame (prefix included) and checks it
+/// with the engine's decoder where it was written: a connection with
+/// buffering on encodes it straight into its buffer ([`Frame`] itself is
+/// one, copied as it is).
+pub trait Encode {
+    /// The exact bytes [`Self::encode_checked`] appends.
+    fn wire_len(&self) -> usize;
+
+    /// Appends the frame to `out` and checks it there (the engine's
+    /// `check_payload`, as [`Frame`]'s constructors do). On an error `out`
+    /// may end with part of the frame: the caller cuts it off.
+    fn encode_checked(&self, out: &mut Vec<u8>) -> Result<(), ClientError>;
+}
+
+impl Encode for Frame {
+    fn wire_len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Checked when it was made: only copied.
+    fn encode_checked(&self, out: &mut Vec<u8>) -> Result<(), ClientError> {
+        out.extend_from_slice(&self.wire);
+        Ok(())
+    }
+}
+
+/// A Redis frame whose arguments are checked and whose size is known but
+/// which is not encoded yet: [`Frame::encoded`] makes it a [`Frame`], and a
+/// buffering [`crate::Connection::send_encoded`] encodes it straight into
+/// its buffer (no allocation, no copy). The same frames and the same errors
+/// as [`Frame::redis`].
+#[derive(Debug)]
+pub struct RedisFrame<'a, C, A> {
+    port: u16,
+    db: u32,
+    commands: &'a [C],
+    /// Payload bytes (at most `u32::MAX`).
+    payload_len: u32,
+    /// The argument type `C` holds.
+    args: PhantomData<fn(&A)>,
+}
+
+impl<'a, C, A> RedisFrame<'a, C, A>
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    /// Checks what can be checked before encoding: at least one command,
+    /// each with its name, the payload within what a length prefix can
+    /// say. Refused commands (MULTI, SELECT...) are found by the check of
+    /// the encoded frame.
+    pub fn new(port: u16, db: u32, commands: &'a [C]) -> Result<Self, ClientError> {
+        let mut payload_len = redis_header_len(port, db) as u64;
+        for command in commands {
+            let args = command.as_ref();
+            if args.is_empty() {
+                return Err(empty_command());
+            }
+            payload_len += encoded_len(args) as u64;
+            if payload_len > PREFIX_MAX {
+                return Err(ClientError::TooLarge {
+                    len: payload_len,
+                    max: PREFIX_MAX,
+                });
+            }
+        }
+        if commands.is_empty() {
+            return Err(no_command());
+        }
+        Ok(RedisFrame {
+            port,
+            db,
+            commands,
+            // At most PREFIX_MAX, checked above.
+            payload_len: payload_len as u32,
+            args: PhantomData,
+        })
+    }
+}
+
+impl<C, A> Encode for RedisFrame<'_, C, A>
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    fn wire_len(&self) -> usize {
+        LEN_PREFIX + self.payload_len as usize
+    }
+
+    fn encode_checked(&self, out: &mut Vec<u8>) -> Result<(), ClientError> {
+        out.reserve(self.wire_len());
+        let start = out.len();
+        out.extend_from_slice(&self.payload_len.to_le_bytes());
+        put_redis_payload(out, self.port, self.db, self.commands);
+        debug_assert_eq!(out.len() - start, self.wire_len());
+        check_payload(&out[start + LEN_PREFIX..])?;
+        Ok(())
+    }
+}
+
+fn empty_command() -> ClientError {
+    ClientError::InvalidArgument("a Redis command needs at least its name".into())
+}
+
+fn no_command() -> ClientError {
+    ClientError::InvalidArgument("a Redis frame needs at least one command".into())
+}
+
 /// Builds a Redis frame one command at a time (the C transaction builder).
 #[derive(Clone, Debug)]
 pub struct RedisFrameBuilder {
@@ -135,9 +242,7 @@ impl RedisFrameBuilder {
     /// Appends one command (arguments, name first).
     pub fn push<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
         if args.is_empty() {
-            return Err(ClientError::InvalidArgument(
-                "a Redis command needs at least its name".into(),
-            ));
+            return Err(empty_command());
         }
         let added = encoded_len(args);
         let payload_len = (self.wire.len() - LEN_PREFIX) as u64 + added as u64;
@@ -171,9 +276,7 @@ impl RedisFrameBuilder {
     /// The frame; one command is a plain command, several a transaction.
     pub fn into_frame(mut self) -> Result<Frame, ClientError> {
         if self.commands == 0 {
-            return Err(ClientError::InvalidArgument(
-                "a Redis frame needs at least one command".into(),
-            ));
+            return Err(no_command());
         }
         let len = (self.wire.len() - LEN_PREFIX) as u32;
         self.wire[..LEN_PREFIX].copy_from_slice(&len.to_le_bytes());

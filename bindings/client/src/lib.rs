@@ -6,6 +6,9 @@
 //!
 //! - [`frame`]: [`Frame`], a whole validated frame, built with the engine's
 //!   encoders (`syncs_engine::wire`) and checked with its decoder;
+//!   [`RedisFrame`], a Redis frame checked and sized but not encoded yet,
+//!   which a buffering connection encodes (and checks) straight into its
+//!   buffer ([`Connection::send_encoded`], through the [`Encode`] trait);
 //!   [`RedisFrameBuilder`] for transactions built one command at a time;
 //!   [`FrameAssembler`] to cut a raw byte stream (the C `intc_send`) into
 //!   frames; helpers that read BSON parts given by callers.
@@ -44,7 +47,9 @@ pub use connection::{
     DEFAULT_LINGER, DEFAULT_SEND_TIMEOUT, MAX_LINGER,
 };
 pub use error::ClientError;
-pub use frame::{bson_document, bson_update, Frame, FrameAssembler, RedisFrameBuilder};
+pub use frame::{
+    bson_document, bson_update, Encode, Frame, FrameAssembler, RedisFrame, RedisFrameBuilder,
+};
 pub use registry::Registry;
 
 /// The operation types, for callers that build Mongo writes.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use intc_client::{
-    Buffering, ClientError, Config, Connection, Frame, TryBuffer, DEFAULT_BUFFER_SIZE,
+    Buffering, ClientError, Config, Connection, Frame, RedisFrame, TryBuffer, DEFAULT_BUFFER_SIZE,
     DEFAULT_LINGER,
 };
 use syncs_engine::wire::client::{parse_sync_request, sync_reply, FrameDecoder, Framed};
@@ -272,6 +272,131 @@ fn try_buffer_never_does_io() {
     conn.flush().expect("flush");
     assert_eq!(read_frames(&mut peer, 2), ["first", "second"]);
     drop(unbuffered);
+}
+
+/// Sends `commands` through `send_encoded` and through `Frame::redis` +
+/// `send`; both must give the same result.
+fn send_both_ways(
+    encoded: &Connection,
+    framed: &Connection,
+    commands: &[Vec<&str>],
+) -> Result<(), String> {
+    let a = RedisFrame::new(6379, 3, commands).and_then(|f| encoded.send_encoded(&f));
+    let b = Frame::redis(6379, 3, commands).and_then(|f| framed.send(&f));
+    let (a, b) = (a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
+    assert_eq!(a, b, "{commands:?}");
+    a
+}
+
+#[test]
+fn frames_encoded_in_the_buffer_are_the_frames_sent_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = socket_in(&dir);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let config = Config {
+        max_frame: 200,
+        ..buffered(1 << 16, Duration::from_secs(10))
+    };
+    // The first send connects and starts the flusher (not the in-buffer
+    // path); the next ones are encoded in the buffer.
+    let first = [["set", "k", "first"]];
+    let encoded = Connection::new(&path, config.clone()).expect("conn");
+    let frame = RedisFrame::new(6379, 3, &first).expect("frame");
+    encoded.send_encoded(&frame).expect("first");
+    let (mut peer_a, _) = listener.accept().expect("accept");
+    let framed = Connection::new(&path, config).expect("conn");
+    framed
+        .send(&Frame::redis(6379, 3, &first).expect("frame"))
+        .expect("first");
+    let (mut peer_b, _) = listener.accept().expect("accept");
+
+    let long = "v".repeat(300);
+    let cases: Vec<Vec<Vec<&str>>> = vec![
+        vec![vec!["set", "k", "a"]],
+        vec![vec!["multi"]],
+        vec![vec!["set", "k", "b"], vec!["SeLeCt", "1"], vec!["exec"]],
+        vec![vec!["set", "k", "c"], vec!["incr", "n"]],
+        vec![vec![]],
+        vec![],
+        vec![vec!["set", "k", &long]],
+        vec![vec!["watchers", "k", "d"]],
+    ];
+    let mut errors = Vec::new();
+    for commands in &cases {
+        if let Err(e) = send_both_ways(&encoded, &framed, commands) {
+            errors.push(e);
+        }
+    }
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert!(
+        errors[0].contains("command MULTI is not allowed"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("command SELECT is not allowed"),
+        "{errors:?}"
+    );
+    assert!(errors[4].contains("exceeds the limit of 200"), "{errors:?}");
+    // A refused frame leaves nothing behind; one over max_frame counts as
+    // an error of the connection, as with send().
+    let (a, b) = (encoded.stats(), framed.stats());
+    assert_eq!((a.buffered, a.pending, a.errors), (4, 4, 1));
+    assert_eq!((b.buffered, b.pending, b.errors), (4, 4, 1));
+    encoded.flush().expect("flush");
+    framed.flush().expect("flush");
+    let (wire_a, wire_b) = (
+        read_for(&mut peer_a, Duration::from_millis(200)),
+        read_for(&mut peer_b, Duration::from_millis(200)),
+    );
+    assert_eq!(wire_a, wire_b, "the same bytes either way");
+    assert_eq!(tags(&wire_a), ["first", "a", "n", "d"]);
+    let mut expected = Frame::redis(6379, 3, &[["set", "k", "first"]])
+        .expect("frame")
+        .as_bytes()
+        .to_vec();
+    expected.extend_from_slice(
+        Frame::redis(6379, 3, &[["set", "k", "a"]])
+            .expect("frame")
+            .as_bytes(),
+    );
+    assert!(wire_a.starts_with(&expected));
+}
+
+#[test]
+fn try_buffer_encoded_checks_and_never_does_io() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = socket_in(&dir);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let conn = Connection::new(&path, buffered(1 << 16, Duration::from_secs(10))).expect("conn");
+    let set = |tag: &'static str| [["set", "k", tag]];
+    let first = set("first");
+    let frame = RedisFrame::new(6379, 0, &first).expect("frame");
+    // Not connected yet: the send must connect, so not here.
+    assert!(matches!(
+        conn.try_buffer_encoded(&frame),
+        Ok(TryBuffer::NeedsSend)
+    ));
+    conn.send_encoded(&frame).expect("send");
+    let second = set("second");
+    assert!(matches!(
+        conn.try_buffer_encoded(&RedisFrame::new(6379, 0, &second).expect("frame")),
+        Ok(TryBuffer::Buffered)
+    ));
+    let exec = [["exec"]];
+    let err = conn
+        .try_buffer_encoded(&RedisFrame::new(6379, 0, &exec).expect("frame"))
+        .expect_err("refused");
+    assert!(err.is_invalid(), "{err}");
+    let huge = "y".repeat(1 << 16);
+    let huge = [["set", "k", huge.as_str()]];
+    assert!(matches!(
+        conn.try_buffer_encoded(&RedisFrame::new(6379, 0, &huge).expect("frame")),
+        Ok(TryBuffer::NeedsSend)
+    ));
+    assert_eq!(conn.stats().pending, 2);
+    let (mut peer, _) = listener.accept().expect("accept");
+    conn.flush().expect("flush");
+    assert_eq!(read_frames(&mut peer, 2), ["first", "second"]);
 }
 
 #[test]

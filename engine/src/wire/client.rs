@@ -102,20 +102,19 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
             if body.is_empty() {
                 return Err(FrameError::NoCommand);
             }
-            let commands = resp::parse_commands(body)?;
-            if commands.iter().any(|c| c.is_empty()) {
-                return Err(FrameError::Resp(RespError::Empty));
+            // Every command is read before a refused name is reported, as
+            // `decode_payload` does: a syntax error later in the payload wins.
+            let mut refused = None;
+            for name in resp::command_names(body) {
+                let name = name?;
+                if refused.is_none() && is_refused(name) {
+                    refused = Some(name);
+                }
             }
-            if let Some(bad) = commands
-                .iter()
-                .filter_map(|c| c.first())
-                .find(|n| REFUSED.iter().any(|r| n.eq_ignore_ascii_case(r.as_bytes())))
-            {
-                return Err(FrameError::RefusedCommand(
-                    String::from_utf8_lossy(bad).to_uppercase(),
-                ));
+            match refused {
+                Some(bad) => Err(refused_command(bad)),
+                None => Ok(()),
             }
-            Ok(())
         }
         Some(&MONGO_MARK) => decode_mongo(&Bytes::copy_from_slice(payload)).map(|_| ()),
         Some(&other) => Err(FrameError::UnknownKind(other)),
@@ -124,6 +123,14 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
 
 /// The port, the db and the position of the `0x01` ending the header.
 fn redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
+    match plain_redis_header(payload) {
+        Some(header) => Ok(header),
+        None => general_redis_header(payload),
+    }
+}
+
+/// [`redis_header`] for any payload, naming what is wrong.
+fn general_redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     let end = payload
         .iter()
         .position(|&b| b == REDIS_HEADER_END)
@@ -142,6 +149,42 @@ fn redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     Ok((port, db, end))
 }
 
+/// [`redis_header`] in one pass for the headers the libraries write: 1 to
+/// 5 digits, a comma, 1 to 10 digits, `0x01`, in range. Digits and the
+/// comma are not `0x01`, so what this accepts the general reading accepts
+/// with the same values; anything else (`None`) is left to it, which also
+/// names the error.
+fn plain_redis_header(payload: &[u8]) -> Option<(u16, u32, usize)> {
+    let (port, comma) = leading_decimal(payload, 5)?;
+    if payload.get(comma) != Some(&b',') {
+        return None;
+    }
+    let (db, digits) = leading_decimal(payload.get(comma + 1..)?, 10)?;
+    let end = comma + 1 + digits;
+    if payload.get(end) != Some(&REDIS_HEADER_END) {
+        return None;
+    }
+    Some((u16::try_from(port).ok()?, u32::try_from(db).ok()?, end))
+}
+
+/// The value of the 1 to `max` ASCII digits starting `input`, and how many
+/// there are; `None` for none or more than `max`.
+fn leading_decimal(input: &[u8], max: usize) -> Option<(u64, usize)> {
+    let mut n = 0u64;
+    let mut used = 0;
+    for &b in input {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        if used == max {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+        used += 1;
+    }
+    (used > 0).then_some((n, used))
+}
+
 fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let (port, db, end) = redis_header(payload)?;
     let body = payload.slice(end + 1..);
@@ -152,12 +195,21 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
         .into_iter()
         .map(|args| RedisCommand::new(args).ok_or(FrameError::Resp(RespError::Empty)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(bad) = commands.iter().find(|c| REFUSED.iter().any(|r| c.is(r))) {
-        return Err(FrameError::RefusedCommand(
-            String::from_utf8_lossy(bad.name()).to_uppercase(),
-        ));
+    if let Some(bad) = commands.iter().find(|c| is_refused(c.name())) {
+        return Err(refused_command(bad.name()));
     }
     Ok(RedisOp { port, db, commands })
+}
+
+/// True for a command name a frame may not carry (any case).
+fn is_refused(name: &[u8]) -> bool {
+    REFUSED
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+}
+
+fn refused_command(name: &[u8]) -> FrameError {
+    FrameError::RefusedCommand(String::from_utf8_lossy(name).to_uppercase())
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
@@ -201,18 +253,52 @@ where
     C: AsRef<[A]>,
     A: AsRef<[u8]>,
 {
-    put_decimal(out, u32::from(port));
-    out.put_u8(b',');
-    put_decimal(out, db);
-    out.put_u8(REDIS_HEADER_END);
+    // One piece: "<port>,<db>\x01", at most 5 + 1 + 10 + 1 bytes.
+    let mut header = [0u8; 17];
+    let mut len = 0;
+    for (n, end) in [(u32::from(port), b','), (db, REDIS_HEADER_END)] {
+        let mut digits = [0u8; 10];
+        let digits = decimal(&mut digits, n);
+        header[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+        header[len] = end;
+        len += 1;
+    }
+    out.put_slice(&header[..len]);
     for cmd in commands {
         resp::encode_command(out, cmd.as_ref());
     }
 }
 
-/// Appends `n` in decimal, without allocating (the client's hot path).
-fn put_decimal(out: &mut impl BufMut, mut n: u32) {
-    let mut digits = [0u8; 10];
+/// The exact number of bytes [`put_redis_payload`] appends, so a caller can
+/// reserve them (or refuse a frame too large) before encoding.
+pub fn redis_payload_len<C, A>(port: u16, db: u32, commands: &[C]) -> usize
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    commands
+        .iter()
+        .map(|c| resp::encoded_len(c.as_ref()))
+        .fold(redis_header_len(port, db), usize::saturating_add)
+}
+
+/// Bytes of `"<port>,<db>\x01"`.
+pub fn redis_header_len(port: u16, db: u32) -> usize {
+    decimal_len(u32::from(port)) + 1 + decimal_len(db) + 1
+}
+
+fn decimal_len(mut n: u32) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(digits: &mut [u8; 10], mut n: u32) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;
@@ -222,7 +308,7 @@ fn put_decimal(out: &mut impl BufMut, mut n: u32) {
             break;
         }
     }
-    out.put_slice(&digits[start..]);
+    &digits[start..]
 }
 
 /// A whole Redis frame, length prefix included.
@@ -413,6 +499,17 @@ mod tests {
             b"70000,1\x01*1\r\n$4\r\nPING\r\n".to_vec(),
             b"6379,x\x01*1\r\n$4\r\nPING\r\n".to_vec(),
             b"6379,1\x01*2\r\n$3\r\nset\r\n$9\r\nk\r\n".to_vec(),
+            // Refused names in any case, after an accepted command, several
+            // (the first is named), and one followed by a syntax error
+            // (the syntax error wins, as in decode_payload).
+            b"6379,1\x01*1\r\n$4\r\nPING\r\n*1\r\n$7\r\nunwatch\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$4\r\nExEc\r\n*1\r\n$5\r\nWATCH\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$7\r\ndiscard\r\n*1\r\n$4\r\nPING\r\n+OK\r\n".to_vec(),
+            b"6379,1\x01*2\r\n$6\r\nselect\r\n$1\r\n1\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$6\r\nselects\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$7\r\nselects\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$4\r\nPING\r\n*1\r\n$99\r\nPING\r\n".to_vec(),
+            b"6379,1\x01*1\r\n$4\r\nPING\r\n*0\r\n".to_vec(),
             b"".to_vec(),
             b"\x05abc".to_vec(),
             mongo[LEN_PREFIX..].to_vec(),
@@ -433,6 +530,55 @@ mod tests {
         ] {
             let frame = redis_frame(port, db, &[["ping"]]);
             assert!(frame[4..].starts_with(header), "{port},{db}");
+        }
+    }
+
+    #[test]
+    fn plain_redis_headers_read_as_the_general_reading_does() {
+        let mut accepted = 0;
+        for header in [
+            "0,0",
+            "6379,1",
+            "65535,4294967295",
+            "65536,1",
+            "6379,4294967296",
+            "000001,1",
+            "1,00000000001",
+            "1,0000000001",
+            "99999,9",
+            ",1",
+            "1,",
+            "1;1",
+            "1,,1",
+            "+1,1",
+            "1, 1",
+            "12345678901,1",
+            "",
+        ] {
+            for tail in ["\x01*1\r\n", "\x01", "", "\x02\x01", ",\x01"] {
+                let payload = format!("{header}{tail}");
+                let general = general_redis_header(payload.as_bytes());
+                if let Some(plain) = plain_redis_header(payload.as_bytes()) {
+                    assert_eq!(Ok(plain), general, "{payload:?}");
+                    accepted += 1;
+                }
+                assert_eq!(redis_header(payload.as_bytes()), general, "{payload:?}");
+            }
+        }
+        // Four headers, each with two tails starting 0x01.
+        assert_eq!(accepted, 8);
+    }
+
+    #[test]
+    fn redis_payload_len_is_exact() {
+        let commands: [&[&[u8]]; 3] = [&[b"set", b"k", b""], &[b"incr", &[b'x'; 1234]], &[b"ping"]];
+        for (port, db) in [(0, 0), (9, 10), (6379, 1), (65535, u32::MAX)] {
+            for n in 0..=commands.len() {
+                let mut out = Vec::new();
+                put_redis_payload(&mut out, port, db, &commands[..n]);
+                assert_eq!(redis_payload_len(port, db, &commands[..n]), out.len());
+            }
+            assert_eq!(redis_header_len(port, db), format!("{port},{db}").len() + 1);
         }
     }
 

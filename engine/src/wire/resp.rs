@@ -30,9 +30,40 @@ pub enum RespError {
     Empty,
 }
 
-/// Parses one command at the start of `input`; returns the argument slices
-/// and the number of bytes consumed.
-pub fn parse_command(input: &[u8]) -> Result<(Vec<&[u8]>, usize), RespError> {
+/// What [`walk_command`] hands each piece of a command to.
+trait ArgSink<'a> {
+    /// The argument count, once read (before the first argument).
+    fn count(&mut self, n: usize);
+    /// One argument, in order.
+    fn arg(&mut self, arg: &'a [u8]);
+}
+
+impl<'a> ArgSink<'a> for Vec<&'a [u8]> {
+    fn count(&mut self, n: usize) {
+        self.reserve_exact(n);
+    }
+
+    fn arg(&mut self, arg: &'a [u8]) {
+        self.push(arg);
+    }
+}
+
+/// Keeps only the first argument (the command name).
+struct NameOnly<'a>(Option<&'a [u8]>);
+
+impl<'a> ArgSink<'a> for NameOnly<'a> {
+    fn count(&mut self, _: usize) {}
+
+    fn arg(&mut self, arg: &'a [u8]) {
+        self.0.get_or_insert(arg);
+    }
+}
+
+/// Reads one command at the start of `input`, handing its pieces to `sink`;
+/// returns the number of bytes consumed. The one parser behind
+/// [`parse_command`] and [`command_names`], so both accept and refuse
+/// exactly the same input with the same errors.
+fn walk_command<'a>(input: &'a [u8], sink: &mut impl ArgSink<'a>) -> Result<usize, RespError> {
     let total = input.len();
     let at = |rest: &[u8]| total - rest.len();
     let (rest, count) = header(b"*", input).map_err(|_| RespError::Syntax {
@@ -51,7 +82,7 @@ pub fn parse_command(input: &[u8]) -> Result<(Vec<&[u8]>, usize), RespError> {
             limit: rest.len(),
         });
     }
-    let mut args = Vec::with_capacity(count as usize);
+    sink.count(count as usize);
     let mut rest = rest;
     for _ in 0..count {
         let (after, len) = header(b"$", rest).map_err(|_| RespError::Syntax {
@@ -70,10 +101,58 @@ pub fn parse_command(input: &[u8]) -> Result<(Vec<&[u8]>, usize), RespError> {
             offset: at(after) + len as usize,
             expected: "`\\r\\n` after the bulk string",
         })?;
-        args.push(arg);
+        sink.arg(arg);
         rest = after;
     }
-    Ok((args, at(rest)))
+    Ok(at(rest))
+}
+
+/// Parses one command at the start of `input`; returns the argument slices
+/// and the number of bytes consumed.
+pub fn parse_command(input: &[u8]) -> Result<(Vec<&[u8]>, usize), RespError> {
+    let mut args = Vec::new();
+    let used = walk_command(input, &mut args)?;
+    Ok((args, used))
+}
+
+/// The name (first argument) of every command in `input`, in order, read
+/// exactly as [`parse_commands`] reads them (the same input accepted, the
+/// same errors at the same offsets) but without allocating: for checking a
+/// payload in place. After an error the iterator ends.
+pub fn command_names(input: &[u8]) -> CommandNames<'_> {
+    CommandNames { input, pos: 0 }
+}
+
+/// The iterator of [`command_names`].
+#[derive(Debug, Clone)]
+pub struct CommandNames<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for CommandNames<'a> {
+    type Item = Result<&'a [u8], RespError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.input.get(self.pos..).filter(|r| !r.is_empty())?;
+        if let Some((name, used)) = plain_command(rest) {
+            self.pos += used;
+            return Some(Ok(name));
+        }
+        let mut name = NameOnly(None);
+        match walk_command(rest, &mut name) {
+            Ok(used) => {
+                self.pos += used;
+                // A command has at least one argument (`*0` is an error).
+                Some(Ok(name.0.unwrap_or_default()))
+            }
+            Err(e) => {
+                let e = e.shifted(self.pos);
+                self.pos = self.input.len();
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// Parses commands until `input` is used up.
@@ -98,11 +177,16 @@ pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<Vec<Bytes>>, RespError> 
 
 /// Appends one command in RESP to `out`.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, args: &[A]) {
-    put_header(out, b'*', args.len());
-    for arg in args {
+    // Few, larger pieces: the `\r\n` ending an argument goes out with the
+    // header of the next one.
+    let mut scratch = [0u8; HEADER_MAX];
+    out.put_slice(put_header(&mut scratch, false, b'*', args.len()));
+    for (i, arg) in args.iter().enumerate() {
         let arg = arg.as_ref();
-        put_header(out, b'$', arg.len());
+        out.put_slice(put_header(&mut scratch, i > 0, b'$', arg.len()));
         out.put_slice(arg);
+    }
+    if !args.is_empty() {
         out.put_slice(b"\r\n");
     }
 }
@@ -140,6 +224,55 @@ impl RespError {
     }
 }
 
+/// [`walk_command`] in one tight pass for commands as clients write them:
+/// lengths of 1 to 19 digits (so they cannot overflow a `u64`), every
+/// length within the bytes present. What this accepts `walk_command`
+/// accepts with the same name and the same length consumed (a test checks
+/// it on mutated input); anything else (`None`) is left to it, which also
+/// names the error.
+fn plain_command(input: &[u8]) -> Option<(&[u8], usize)> {
+    let (count, mut rest) = plain_header(b'*', input)?;
+    if count == 0 || count > (rest.len() / 6) as u64 {
+        return None;
+    }
+    let mut name: &[u8] = &[];
+    for i in 0..count {
+        let (len, after) = plain_header(b'$', rest)?;
+        let len = usize::try_from(len).ok().filter(|&l| l <= after.len())?;
+        let (arg, after) = after.split_at(len);
+        rest = after.strip_prefix(b"\r\n")?;
+        if i == 0 {
+            name = arg;
+        }
+    }
+    Some((name, input.len() - rest.len()))
+}
+
+/// `<sigil><1 to 19 digits>\r\n`: the number and what follows.
+fn plain_header(sigil: u8, input: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = input.strip_prefix(&[sigil])?;
+    let mut n = 0u64;
+    let mut digits = 0;
+    for &b in rest.iter().take(20) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        n = n * 10 + u64::from(b - b'0');
+        digits += 1;
+        if digits == 19 {
+            // A 20th digit could overflow: leave it to nom.
+            if rest.get(19).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+            break;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    Some((n, rest.get(digits..)?.strip_prefix(b"\r\n")?))
+}
+
 fn header<'a>(sigil: &'static [u8], input: &'a [u8]) -> IResult<&'a [u8], u64> {
     let (input, _) = tag(sigil)(input)?;
     let (input, n) = decimal(input)?;
@@ -153,21 +286,29 @@ fn body(input: &[u8], len: usize) -> IResult<&[u8], &[u8]> {
     Ok((input, data))
 }
 
-fn put_header(out: &mut impl BufMut, sigil: u8, n: usize) {
-    out.put_u8(sigil);
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// The longest [`put_header`] output: `\r\n`, sigil, 20 digits, `\r\n`.
+const HEADER_MAX: usize = 2 + 1 + 20 + 2;
+
+/// Writes `[\r\n]<sigil><n>\r\n` at the end of `scratch`; returns it.
+fn put_header(scratch: &mut [u8; HEADER_MAX], crlf_first: bool, sigil: u8, n: usize) -> &[u8] {
+    let mut i = HEADER_MAX - 2;
+    scratch[i..].copy_from_slice(b"\r\n");
     let mut v = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+        scratch[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    out.put_slice(&digits[i..]);
-    out.put_slice(b"\r\n");
+    i -= 1;
+    scratch[i] = sigil;
+    if crlf_first {
+        i -= 2;
+        scratch[i..i + 2].copy_from_slice(b"\r\n");
+    }
+    &scratch[i..]
 }
 
 fn digits(mut n: usize) -> usize {
@@ -248,6 +389,126 @@ mod tests {
         buf.extend_from_slice(b"+OK\r\n");
         let err = parse_commands(&buf).unwrap_err();
         assert!(matches!(err, RespError::Syntax { offset, .. } if offset == buf.len() - 5));
+    }
+
+    #[test]
+    fn command_names_read_what_parse_commands_reads() {
+        let mut two = Vec::new();
+        encode_command(&mut two, &["SET", "a", "1"]);
+        encode_command(&mut two, &["INCR", "a"]);
+        let cases: Vec<Vec<u8>> = vec![
+            two.clone(),
+            [&two[..], b"+OK\r\n"].concat(),
+            [&two[..], b"*0\r\n"].concat(),
+            [&two[..], b"*1\r\n$9\r\nabc\r\n"].concat(),
+            [&two[..], b"*1\r\n$3\r\nabcX\r\n"].concat(),
+            [&two[..], b"*4000000000\r\n$1\r\na\r\n"].concat(),
+            b"*1\r\n$0\r\n\r\n".to_vec(),
+            b"*2\r\n$3\r\nGET\r\n".to_vec(),
+            b"*1\r\n$3\r\nGET".to_vec(),
+            b"*18446744073709551616\r\n".to_vec(),
+            b"".to_vec(),
+        ];
+        for input in cases {
+            let names: Result<Vec<&[u8]>, RespError> = command_names(&input).collect();
+            let parsed = parse_commands(&input).map(|c| c.into_iter().map(|a| a[0]).collect());
+            assert_eq!(names, parsed, "{input:?}");
+        }
+        // Nothing more after an error.
+        let bad = [&two[..], b"+OK\r\n", &two[..]].concat();
+        let mut it = command_names(&bad);
+        assert_eq!(it.next(), Some(Ok(&b"SET"[..])));
+        assert_eq!(it.next(), Some(Ok(&b"INCR"[..])));
+        assert!(matches!(it.next(), Some(Err(RespError::Syntax { .. }))));
+        assert_eq!(it.next(), None);
+    }
+
+    /// `plain_command` against the nom reading, on commands mutated at
+    /// random (a fixed seed: the same inputs every run).
+    #[test]
+    fn the_plain_reading_agrees_with_nom() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut set = Vec::new();
+        encode_command(&mut set, &["SET", "key:000000000001", "v"]);
+        let seeds: [&[u8]; 4] = [
+            &set,
+            b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n",
+            b"*1\r\n$18446744073709551615\r\nx\r\n",
+            b"*1\r\n$0000000000000000000004\r\nPING\r\n",
+        ];
+        let alphabet = b"*$0123456789\r\n+-a \x00";
+        let mut plain = 0;
+        for round in 0..200_000u64 {
+            let mut input = seeds[(next() % 4) as usize].to_vec();
+            for _ in 0..next() % 4 {
+                let pos = (next() % (input.len() as u64 + 1)) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 4 {
+                    0 if pos < input.len() => input[pos] = c,
+                    1 => input.insert(pos, c),
+                    2 if pos < input.len() => {
+                        input.remove(pos);
+                    }
+                    _ if round % 2 == 0 => input.extend_from_slice(&set),
+                    _ => {}
+                }
+            }
+            let mut name = NameOnly(None);
+            let nom =
+                walk_command(&input, &mut name).map(|used| (name.0.unwrap_or_default(), used));
+            if let Some(fast) = plain_command(&input) {
+                assert_eq!(Ok(fast), nom, "{input:?}");
+                plain += 1;
+            }
+            let names: Result<Vec<&[u8]>, RespError> = command_names(&input).collect();
+            let parsed = parse_commands(&input).map(|c| c.into_iter().map(|a| a[0]).collect());
+            assert_eq!(names, parsed, "{input:?}");
+        }
+        // Both readings were exercised.
+        assert!(plain > 20_000, "{plain}");
+    }
+
+    #[test]
+    fn lengths_are_plain_decimals_that_fit_a_u64() {
+        // Leading zeros are read; signs, spaces and overflow are not.
+        assert_eq!(
+            parse_command(b"*01\r\n$003\r\nGET\r\n"),
+            Ok((vec![&b"GET"[..]], 16))
+        );
+        for bad in [
+            &b"*+1\r\n"[..],
+            b"* 1\r\n",
+            b"*\r\n",
+            b"*1\n",
+            b"*1",
+            b"$1\r\n",
+        ] {
+            assert!(
+                matches!(parse_command(bad), Err(RespError::Syntax { offset: 0, .. })),
+                "{bad:?}"
+            );
+        }
+        let max = b"*1\r\n$18446744073709551615\r\nx\r\n";
+        assert!(matches!(
+            parse_command(max),
+            Err(RespError::TooLong {
+                offset: 27,
+                what: "bulk length",
+                value: u64::MAX,
+                ..
+            })
+        ));
+        let over = b"*1\r\n$18446744073709551616\r\nx\r\n";
+        assert!(matches!(
+            parse_command(over),
+            Err(RespError::Syntax { offset: 4, .. })
+        ));
     }
 
     #[test]
