@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use intc_client::{
-    Buffering, Config, Frame, Registry, Stats, TryBuffer, DEFAULT_BUFFER_SIZE, DEFAULT_LINGER,
-    DEFAULT_SEND_TIMEOUT,
+    Buffering, Config, Frame, RedisFrame, Registry, Stats, TryBuffer, DEFAULT_BUFFER_SIZE,
+    DEFAULT_LINGER, DEFAULT_SEND_TIMEOUT,
 };
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -82,6 +82,43 @@ impl IncClient {
         match conn.try_buffer(&frame) {
             TryBuffer::Buffered => Ok(()),
             TryBuffer::NeedsSend => py.detach(|| conn.send(&frame)).map_err(to_py),
+        }
+    }
+}
+
+impl IncClient {
+    /// Sends a Redis frame. Buffered, it is encoded straight into the
+    /// connection's buffer (and checked there) with the GIL held when that
+    /// needs no I/O; otherwise, and unbuffered, as [`Self::send`]. The same
+    /// errors in the same order as building the frame first.
+    fn send_redis<C, A>(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        port: u16,
+        db: u32,
+        commands: &[C],
+    ) -> PyResult<()>
+    where
+        C: AsRef<[A]>,
+        A: AsRef<[u8]>,
+    {
+        let frame = RedisFrame::new(port, db, commands).map_err(to_py)?;
+        if !self.buffering {
+            return self.send(py, path, Frame::encoded(&frame));
+        }
+        let conn = match self.registry().get(&path) {
+            Ok(conn) => conn,
+            // A bad frame is reported before a bad path, as when the frame
+            // is built first.
+            Err(e) => return Err(to_py(Frame::encoded(&frame).err().unwrap_or(e))),
+        };
+        match conn.try_buffer_encoded(&frame).map_err(to_py)? {
+            TryBuffer::Buffered => Ok(()),
+            TryBuffer::NeedsSend => {
+                let frame = Frame::encoded(&frame).map_err(to_py)?;
+                py.detach(|| conn.send(&frame)).map_err(to_py)
+            }
         }
     }
 }
@@ -223,7 +260,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmd = args::command(cmd, "cmd")?;
-        self.send(py, path, Frame::redis(port, db, &[cmd]))
+        self.send_redis(py, path, port, db, &[cmd])
     }
 
     /// Sends several Redis commands as one transaction (applied with
@@ -241,7 +278,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmds = args::commands(cmds, "cmds")?;
-        self.send(py, path, Frame::redis(port, db, &cmds))
+        self.send_redis(py, path, port, db, &cmds)
     }
 
     /// Sends a MongoDB write on collection `coll` of database `db`; `op` is
