@@ -17,7 +17,10 @@ the installed Python library. Rows:
     marker visible in the target
  4. latency at a steady rate: client call to the key visible in the target
  5. Mongo: inserts in batches of 100 through syncs versus pymongo insert_many
- 6. client call cost (from row 3: time spent in the calls / N)
+ 6. client call cost: one buffered call (C intc_redis_command, Python
+    IncClient.redis_one) with a forked reader discarding the bytes, no proxy
+    (tests/bench/c/bench_call.c, tests/bench/bench_call.py); row 3 also
+    reports its time spent in the calls / N
  7. peak RSS of proxy and server, and of the proxy holding a backlog with the
     server down
 
@@ -233,6 +236,34 @@ def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
         rig.stop()
 
 
+def row_call_cost(tmp: Path, n_c: int, n_py: int, runs: int) -> dict:
+    """Row 6: what one buffered call costs the caller, C and Python (median
+    over `runs` runs of N calls each, wall clock and the caller's CPU)."""
+    exe = tmp / "bench_call"
+    subprocess.run(
+        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(HERE / "c" / "bench_call.c"),
+         "-I", str(ROOT / "bindings" / "c" / "include"), "-L", str(BIN), "-lintc",
+         f"-Wl,-rpath,{BIN}", "-o", str(exe)],
+        check=True,
+    )
+
+    def run(cmd: list[str]) -> dict[str, str]:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed:\n{out.stderr}")
+        return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+
+    c = run([str(exe), str(n_c), str(runs)])
+    py = run([sys.executable, str(HERE / "bench_call.py"), str(n_py), str(runs)])
+    return {"runs": runs,
+            "c_n": n_c, "c_ns_per_frame": float(c["ns_per_frame"]),
+            "c_cpu_ns_per_frame": float(c["cpu_ns_per_frame"]),
+            "c_runs_ns": [float(x) for x in c["runs"].split(",")],
+            "py_n": n_py, "py_ns_per_call": float(py["ns_per_call"]),
+            "py_cpu_ns_per_call": float(py["cpu_ns_per_call"]),
+            "py_runs_ns": [float(x) for x in py["runs"].split(",")]}
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -297,6 +328,12 @@ def table(results: dict) -> str:
     if m:
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
                      f"through syncs {m['syncs_ops_per_s']:,.0f}/s ({m['ratio']:.0%})")
+    cc = results.get("call_cost")
+    if cc:
+        lines.append(f"client call cost, buffered, no proxy (median of {cc['runs']} runs): C intc_redis_command "
+                     f"{cc['c_ns_per_frame'] / 1000:.3f} µs per frame (CPU {cc['c_cpu_ns_per_frame'] / 1000:.3f}), "
+                     f"Python IncClient.redis_one {cc['py_ns_per_call'] / 1000:.2f} µs per call "
+                     f"(CPU {cc['py_cpu_ns_per_call'] / 1000:.2f})")
     rss = results.get("rss")
     if rss:
         lines.append("peak RSS during the end-to-end runs: " + ", ".join(
@@ -357,6 +394,11 @@ def main() -> None:
                     rss[k] = max(rss.get(k, 0), v)
             add(f"syncs-{client}", name, "syncs", samples)
         results["rss"] = rss
+        results["call_cost"] = row_call_cost(tmp, 20_000 if a.smoke else 2_000_000,
+                                             20_000 if a.smoke else 500_000, 1 if a.smoke else 5)
+        cc = results["call_cost"]
+        print(f"call cost: C {cc['c_ns_per_frame']:.0f} ns per frame, Python {cc['py_ns_per_call']:.0f} ns per call",
+              flush=True)
         # Durable (the default, fsync always: a record is sent once on
         # disk) and without fsync (what the pipeline itself adds).
         results["latency"] = row_latency(tmp, rate, seconds, proxy_args)
