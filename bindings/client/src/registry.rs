@@ -27,6 +27,10 @@ pub struct Registry {
 struct Conns {
     pid: u32,
     by_path: HashMap<PathBuf, Arc<Connection>>,
+    /// The connection `get` returned last: a caller naming the same path
+    /// byte for byte again (the usual case) skips hashing the path, which
+    /// `Path` does component by component.
+    last: Option<Arc<Connection>>,
 }
 
 impl Registry {
@@ -57,11 +61,20 @@ impl Registry {
     pub fn get(&self, path: impl AsRef<Path>) -> Result<Arc<Connection>, ClientError> {
         let path = path.as_ref();
         let mut conns = self.lock();
-        if let Some(conn) = conns.by_path.get(path) {
-            return Ok(Arc::clone(conn));
+        if let Some(last) = &conns.last {
+            if last.path().as_os_str() == path.as_os_str() {
+                return Ok(Arc::clone(last));
+            }
         }
-        let conn = Arc::new(Connection::new(path, self.config.clone())?);
-        conns.by_path.insert(path.to_owned(), Arc::clone(&conn));
+        let conn = match conns.by_path.get(path) {
+            Some(conn) => Arc::clone(conn),
+            None => {
+                let conn = Arc::new(Connection::new(path, self.config.clone())?);
+                conns.by_path.insert(path.to_owned(), Arc::clone(&conn));
+                conn
+            }
+        };
+        conns.last = Some(Arc::clone(&conn));
         Ok(conn)
     }
 
@@ -104,7 +117,9 @@ impl Registry {
 
     /// Forgets every connection; each one closes once no caller holds it.
     pub fn clear(&self) {
-        let old = std::mem::take(&mut self.lock().by_path);
+        let mut conns = self.lock();
+        let old = (std::mem::take(&mut conns.by_path), conns.last.take());
+        drop(conns);
         drop(old);
     }
 
@@ -120,6 +135,7 @@ impl Registry {
         if conns.pid != pid {
             conns.pid = pid;
             conns.by_path.clear();
+            conns.last = None;
         }
         conns
     }

@@ -313,10 +313,16 @@ fn registry_shares_one_connection_per_path() {
     let la = UnixListener::bind(&a).expect("bind a");
     let lb = UnixListener::bind(&b).expect("bind b");
     let registry = Registry::new(Config::default()).expect("registry");
-    assert!(Arc::ptr_eq(
-        &registry.get(&a).expect("a"),
-        &registry.get(&a).expect("a again")
-    ));
+    let first = registry.get(&a).expect("a");
+    assert!(Arc::ptr_eq(&first, &registry.get(&a).expect("a again")));
+    // The same path spelt differently is the same connection, whichever
+    // path was used just before.
+    let spelt = PathBuf::from(format!("{}//./a.sock", dir.path().display()));
+    assert!(Arc::ptr_eq(&first, &registry.get(&spelt).expect("a spelt")));
+    assert!(!Arc::ptr_eq(&first, &registry.get(&b).expect("b")));
+    assert!(Arc::ptr_eq(&first, &registry.get(&spelt).expect("a spelt")));
+    assert!(Arc::ptr_eq(&first, &registry.get(&a).expect("a")));
+    drop(first);
     let frame = set_frame("k", b"v");
     registry.send(&a, &frame).expect("a 1");
     registry.send(&a, &frame).expect("a 2");
@@ -327,6 +333,13 @@ fn registry_shares_one_connection_per_path() {
     assert_eq!((total.frames, total.connects), (3, 2));
     let (pa, _) = la.accept().expect("accept a");
     let (pb, _) = lb.accept().expect("accept b");
+    let before_clear = registry.get(&a).expect("a");
+    registry.clear();
+    assert!(!Arc::ptr_eq(
+        &before_clear,
+        &registry.get(&a).expect("a anew")
+    ));
+    drop(before_clear);
     registry.clear();
     assert_eq!(registry.stats(), Stats::default());
     assert_eq!(read_payloads(pa).len(), 2);
