@@ -270,20 +270,9 @@ where
     }
 }
 
-/// The exact number of bytes [`put_redis_payload`] appends, so a caller can
-/// reserve them (or refuse a frame too large) before encoding.
-pub fn redis_payload_len<C, A>(port: u16, db: u32, commands: &[C]) -> usize
-where
-    C: AsRef<[A]>,
-    A: AsRef<[u8]>,
-{
-    commands
-        .iter()
-        .map(|c| resp::encoded_len(c.as_ref()))
-        .fold(redis_header_len(port, db), usize::saturating_add)
-}
-
-/// Bytes of `"<port>,<db>\x01"`.
+/// Bytes of `"<port>,<db>\x01"`: with [`resp::encoded_len`] of each
+/// command, the exact size of a [`put_redis_payload`] (a caller reserves
+/// them, or refuses a frame too large, before encoding).
 pub fn redis_header_len(port: u16, db: u32) -> usize {
     decimal_len(u32::from(port)) + 1 + decimal_len(db) + 1
 }
@@ -570,13 +559,17 @@ mod tests {
     }
 
     #[test]
-    fn redis_payload_len_is_exact() {
+    fn redis_payload_sizes_are_exact() {
         let commands: [&[&[u8]]; 3] = [&[b"set", b"k", b""], &[b"incr", &[b'x'; 1234]], &[b"ping"]];
         for (port, db) in [(0, 0), (9, 10), (6379, 1), (65535, u32::MAX)] {
             for n in 0..=commands.len() {
                 let mut out = Vec::new();
                 put_redis_payload(&mut out, port, db, &commands[..n]);
-                assert_eq!(redis_payload_len(port, db, &commands[..n]), out.len());
+                let len = commands[..n]
+                    .iter()
+                    .map(|c| resp::encoded_len(c))
+                    .sum::<usize>();
+                assert_eq!(redis_header_len(port, db) + len, out.len());
             }
             assert_eq!(redis_header_len(port, db), format!("{port},{db}").len() + 1);
         }
