@@ -171,6 +171,7 @@ impl Conn {
             return;
         }
         let (records, kinds): (Vec<Bytes>, Vec<&'static str>) = self.accepted.drain(..).unzip();
+        let records = compact(records);
         let receipt = self.spool.admit_batch(records).await;
         self.inflight
             .push_back(Box::pin(async move { (receipt.wait().await, kinds) }));
@@ -211,7 +212,55 @@ impl Conn {
     }
 }
 
+/// Copies the frames of one read into one allocation of their exact size.
+///
+/// A frame cut from the read buffer shares that buffer's whole 64 KiB
+/// allocation, and the spool keeps recent records in memory: one small
+/// frame per read (an unbuffered client) would pin 64 KiB for each cached
+/// record, hundreds of times its size, and force a new read buffer for
+/// every read. One copy of the read's frames (at most one read's bytes)
+/// frees the read buffer for reuse and bounds the spool's memory by the
+/// bytes it counts.
+fn compact(records: Vec<Bytes>) -> Vec<Bytes> {
+    let total = records.iter().map(Bytes::len).sum();
+    let mut arena = BytesMut::with_capacity(total);
+    for r in &records {
+        arena.extend_from_slice(r);
+    }
+    let mut arena = arena.freeze();
+    records.iter().map(|r| arena.split_to(r.len())).collect()
+}
+
 /// The client's pid, for log lines (Linux peer credentials).
 fn peer_pid(sock: &UnixStream) -> Option<i32> {
     sock.peer_cred().ok().and_then(|c| c.pid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_frames_keep_their_bytes_and_free_the_read_buffer() {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        buf.extend_from_slice(b"firstsecond frame3");
+        let frames = vec![
+            buf.split_to(5).freeze(),
+            buf.split_to(12).freeze(),
+            buf.split_to(1).freeze(),
+        ];
+        let compacted = compact(frames.clone());
+        assert_eq!(compacted, frames);
+        drop(frames);
+        // Nothing points into the read buffer's allocation any more: it is
+        // reused in place for the next read, while the compacted frames
+        // live on in their own allocation.
+        assert!(buf.try_reclaim(READ_CHUNK));
+        assert_eq!(&compacted[1][..], b"second frame");
+    }
+
+    #[test]
+    fn compacting_nothing_is_nothing() {
+        assert!(compact(Vec::new()).is_empty());
+    }
 }
