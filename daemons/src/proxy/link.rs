@@ -174,14 +174,20 @@ impl Link {
             let have = next <= self.spool.last();
             let room = next - 1 - acked < WINDOW;
             if have && room {
-                // Records may come from disk: read off the async workers.
-                let spool = Arc::clone(&self.spool);
-                let (first, records) = tokio::task::spawn_blocking(move || {
-                    spool.read(next, BATCH_RECORDS, BATCH_BYTES)
-                })
-                .await
-                .context("spool reader task")?
-                .context("reading the spool")?;
+                // From memory here; from disk off the async workers.
+                let (first, records) =
+                    match self.spool.read_memory(next, BATCH_RECORDS, BATCH_BYTES) {
+                        Some(read) => read,
+                        None => {
+                            let spool = Arc::clone(&self.spool);
+                            tokio::task::spawn_blocking(move || {
+                                spool.read(next, BATCH_RECORDS, BATCH_BYTES)
+                            })
+                            .await
+                            .context("spool reader task")?
+                            .context("reading the spool")?
+                        }
+                    };
                 if records.is_empty() {
                     // Nothing is trimmed past this destination's cursor, so
                     // an empty read is a bug: say so and reconnect.

@@ -192,7 +192,8 @@ pub async fn run(
                 if first_seq > prepared_upto + 1 && prepared_upto != 0 {
                     tracing::error!(
                         %source, first_seq, last_applied = prepared_upto,
-                        "sequence gap: records {}..{} never arrived",
+                        "sequence gap: records {}..{} never arrived (a proxy whose machine \
+                         crashed skips the sequences it may have used: see its log)",
                         prepared_upto + 1, first_seq - 1
                     );
                 }

@@ -1,5 +1,5 @@
 //! The spool's bytes on disk: segment names and headers, record framing,
-//! the `acked` file. Pure encoding and decoding, no IO. The layout is
+//! the `acked` and `reserved` files. Pure encoding and decoding, no IO. The layout is
 //! described byte by byte in `docs/spool.md`; all integers little-endian.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 pub(super) const SEGMENT_MAGIC: [u8; 8] = *b"SYNCSSEG";
 /// First bytes of the `acked` file.
 pub(super) const ACKED_MAGIC: [u8; 8] = *b"SYNCSACK";
+/// First bytes of the `reserved` file.
+pub(super) const RESERVED_MAGIC: [u8; 8] = *b"SYNCSRSV";
 /// The on-disk format this build writes and reads.
 pub(super) const FORMAT_VERSION: u16 = 1;
 /// Bytes of a segment header.
@@ -20,10 +22,16 @@ pub(super) const RECORD_HEADER: u64 = 28;
 pub(super) const MAX_RECORD: u64 = 1 << 30;
 /// Bytes of the `acked` file.
 pub(super) const ACKED_LEN: usize = 36;
+/// Bytes of the `reserved` file.
+pub(super) const RESERVED_LEN: usize = 56;
+/// Segment header flag (byte 10): the segment's base follows a sequence
+/// jump, so the previous segment may end before `base - 1`.
+pub(super) const FLAG_AFTER_JUMP: u8 = 1;
 
 pub(super) const SEGMENT_SUFFIX: &str = ".seg";
 pub(super) const TMP_SUFFIX: &str = ".tmp";
 pub(super) const ACKED_FILE: &str = "acked";
+pub(super) const RESERVED_FILE: &str = "reserved";
 pub(super) const LOCK_FILE: &str = "lock";
 
 /// `00000000000000000001.seg`: the base sequence, 20 decimal digits, so
@@ -69,6 +77,9 @@ pub(super) struct SegmentHeader {
     pub stream: u64,
     pub base: u64,
     pub created_ms: u64,
+    /// Made at a restart after a machine crash: the sequences between the
+    /// previous segment's last record and `base` were never used here.
+    pub after_jump: bool,
 }
 
 impl SegmentHeader {
@@ -76,7 +87,8 @@ impl SegmentHeader {
         let mut b = [0u8; SEGMENT_HEADER as usize];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        // 10..16 reserved, zero.
+        b[10] = if self.after_jump { FLAG_AFTER_JUMP } else { 0 };
+        // 11..16 reserved, zero.
         b[16..24].copy_from_slice(&self.stream.to_le_bytes());
         b[24..32].copy_from_slice(&self.base.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
@@ -112,6 +124,7 @@ impl SegmentHeader {
             stream: u64_at(b, 16),
             base: u64_at(b, 24),
             created_ms: u64_at(b, 32),
+            after_jump: b[10] & FLAG_AFTER_JUMP != 0,
         })
     }
 }
@@ -218,6 +231,69 @@ impl Acked {
     }
 }
 
+/// The `reserved` file: no sequence above `upto` has been handed to a
+/// reader; written (and fsynced) before any is. `boot` names the boot of
+/// the machine that wrote it (0: unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reserved {
+    pub stream: u64,
+    pub upto: u64,
+    pub boot: u128,
+}
+
+impl Reserved {
+    pub fn encode(&self) -> [u8; RESERVED_LEN] {
+        let mut b = [0u8; RESERVED_LEN];
+        b[0..8].copy_from_slice(&RESERVED_MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // 10..16 reserved, zero.
+        b[16..24].copy_from_slice(&self.stream.to_le_bytes());
+        b[24..32].copy_from_slice(&self.upto.to_le_bytes());
+        b[32..48].copy_from_slice(&self.boot.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..48]);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+        // 52..56 reserved, zero.
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.len() != RESERVED_LEN {
+            return Err(format!("{} bytes, expected {RESERVED_LEN}", b.len()));
+        }
+        if b[0..8] != RESERVED_MAGIC {
+            return Err("bad magic".into());
+        }
+        let version = u16_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {version}, expected {FORMAT_VERSION}"
+            ));
+        }
+        if u32_at(b, 48) != crc32fast::hash(&b[0..48]) {
+            return Err("checksum mismatch".into());
+        }
+        let mut boot = [0u8; 16];
+        boot.copy_from_slice(&b[32..48]);
+        Ok(Self {
+            stream: u64_at(b, 16),
+            upto: u64_at(b, 24),
+            boot: u128::from_le_bytes(boot),
+        })
+    }
+}
+
+/// This boot of the machine (Linux: `/proc/sys/kernel/random/boot_id`);
+/// 0 when unknown, which never matches a recorded boot.
+pub(super) fn boot_id() -> u128 {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .and_then(|s| {
+            let hex: String = s.trim().chars().filter(|c| *c != '-').collect();
+            u128::from_str_radix(&hex, 16).ok()
+        })
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -245,6 +321,7 @@ mod tests {
             stream: 7,
             base: 42,
             created_ms: 1000,
+            after_jump: true,
         };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
@@ -255,6 +332,41 @@ mod tests {
             floor: 9,
         };
         assert_eq!(Acked::decode(&a.encode()), Ok(a));
+        let r = Reserved {
+            stream: 7,
+            upto: 1 << 20,
+            boot: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        };
+        let mut b = r.encode();
+        assert_eq!(Reserved::decode(&b), Ok(r));
+        b[40] ^= 1;
+        assert_eq!(Reserved::decode(&b), Err("checksum mismatch".into()));
+        assert!(Reserved::decode(&b[1..]).is_err());
+    }
+
+    #[test]
+    fn the_jump_flag_is_byte_10_of_the_segment_header() {
+        let h = SegmentHeader {
+            stream: 7,
+            base: 42,
+            created_ms: 1000,
+            after_jump: false,
+        };
+        assert_eq!(h.encode()[10], 0);
+        let j = SegmentHeader {
+            after_jump: true,
+            ..h
+        };
+        assert_eq!(j.encode()[10], FLAG_AFTER_JUMP);
+        assert_eq!(h.encode()[..10], j.encode()[..10]);
+    }
+
+    #[test]
+    fn this_machine_has_a_boot_id() {
+        // Linux always has one; two reads agree.
+        let id = boot_id();
+        assert_ne!(id, 0);
+        assert_eq!(id, boot_id());
     }
 
     /// The example in `docs/spool.md`, byte for byte.
@@ -268,6 +380,7 @@ mod tests {
             stream,
             base: 1,
             created_ms: 1_700_000_000_000,
+            after_jump: false,
         }
         .encode()
         .to_vec();

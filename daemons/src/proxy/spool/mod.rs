@@ -10,21 +10,28 @@
 //! - `format.rs`: the bytes on disk (documented in `docs/spool.md`).
 //! - `segment.rs`: what is kept in memory per segment file (a sparse
 //!   index) and reading records back from a file.
-//! - `writer.rs`: the writer thread. It alone writes, fsyncs, rolls and
-//!   deletes files; pushes queue their records to it and await the
-//!   outcome, so concurrent pushers share one fsync (group commit).
+//! - `writer.rs`: the writer thread. It alone writes, rolls and deletes
+//!   files; pushes queue their records to it and await the outcome.
+//! - `syncer.rs`: the syncer thread. It fsyncs the rounds the writer
+//!   wrote and answers their pushes, so concurrent pushers share one
+//!   fsync (group commit) and the writer never waits for the disk.
 //! - `recover.rs`: opening a directory left by a previous run.
 //!
-//! **Architecture invariant:** a record becomes readable (and so may be
-//! sent to a server) only once durable per the fsync policy; with
-//! `Always` or `Every`, a crash of the machine cannot lose a record a
-//! server has seen, so a sequence number is never handed out twice.
+//! **Architecture invariant:** a sequence number is never handed out
+//! twice. A record becomes readable (and so may be sent to a server) once
+//! written, before its fsync, so replication does not wait for the disk;
+//! `push` (and the client's SYNC) still waits for the fsync per the
+//! policy. A record only becomes readable once its sequence is below the
+//! durable `reserved` mark; after a machine crash (a new boot id), the
+//! next record takes the first sequence past that mark, so a sequence a
+//! server saw before the crash is never reused for another record.
 //! **Architecture invariant:** memory holds at most `memory_bytes` of
 //! records plus a small index per segment; the backlog grows on disk.
 
 mod format;
 mod recover;
 mod segment;
+mod syncer;
 mod writer;
 
 #[cfg(test)]
@@ -42,7 +49,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch, Notify};
 
-use format::{now_ms, record_size, LOCK_FILE, MAX_RECORD, RECORD_HEADER, SEGMENT_HEADER};
+use format::{boot_id, now_ms, record_size, LOCK_FILE, MAX_RECORD, RECORD_HEADER, SEGMENT_HEADER};
 use segment::{IndexEntry, ReadPlan, Segment};
 use writer::{Append, Cmd};
 
@@ -73,8 +80,7 @@ pub enum Fsync {
     /// one fsync. Nothing reported pushed is ever lost.
     Always,
     /// `push` returns once its record is written (to the OS); the file is
-    /// fsynced at most this long after. Records become readable (are
-    /// sent) only once fsynced.
+    /// fsynced at most this long after.
     Every(Duration),
     /// `push` returns once written; the spool fsyncs only when it closes a
     /// segment, and at shutdown. For tests and data one can lose.
@@ -196,6 +202,9 @@ struct Shared {
     /// Tests hold it to keep the writer from committing.
     #[cfg(test)]
     pub gate: tokio::sync::Mutex<()>,
+    /// Tests hold it to stop the writer between a write and its fsync.
+    #[cfg(test)]
+    pub fsync_gate: tokio::sync::Mutex<()>,
     full_logged: RateLimit,
     beyond_logged: RateLimit,
 }
@@ -235,6 +244,15 @@ struct Cached {
     pub pos: u64,
 }
 
+/// A read as planned under the lock.
+#[derive(Debug)]
+enum Planned {
+    /// The first sequence and the records (from memory; none readable).
+    Done(u64, Vec<Bytes>),
+    /// The first sequence, and where to read the records on disk.
+    Disk(u64, ReadPlan),
+}
+
 /// Where a reader stopped: the next record's place in a segment.
 #[derive(Debug, Clone, Copy)]
 struct Hint {
@@ -250,7 +268,7 @@ struct State {
     pub written: u64,
     /// Spool byte position after the newest record written.
     pub written_pos: u64,
-    /// The newest record readers may see (durable per the policy).
+    /// The newest record readers may see (written, its sequence reserved).
     pub visible: u64,
     acked: Vec<u64>,
     /// Every destination acknowledged up to here.
@@ -338,15 +356,39 @@ impl State {
         Some((seg.pos(e.offset), e.time_ms))
     }
 
+    /// The first sequence at or after `seq` that a record may hold:
+    /// `seq`, or the base of the next segment when `seq` falls in the
+    /// unused sequences of a jump (see the module docs).
+    fn held_from(&self, seq: u64) -> u64 {
+        let i = self.segment_index(seq).unwrap_or(0);
+        let mut at = seq;
+        for seg in self.segments.range(i..) {
+            if at <= seg.last || seg.base > at {
+                return at.max(seg.base);
+            }
+            at = at.max(seg.last + 1);
+        }
+        at
+    }
+
+    /// Records written and not acknowledged by every destination (the
+    /// unused sequences of a jump are not records).
     pub fn pending(&self) -> u64 {
-        self.written.saturating_sub(self.floor)
+        let mut n = 0;
+        for seg in self.segments.iter().rev() {
+            if seg.last <= self.floor {
+                break;
+            }
+            n += seg.last - self.floor.max(seg.base - 1);
+        }
+        n
     }
 
     pub fn pending_bytes(&self) -> u64 {
         if self.pending() == 0 {
             return 0;
         }
-        match self.locate(self.floor + 1) {
+        match self.locate(self.held_from(self.floor + 1)) {
             Some((pos, _)) => self.written_pos.saturating_sub(pos),
             None => 0,
         }
@@ -356,7 +398,7 @@ impl State {
         if self.pending() == 0 {
             return None;
         }
-        let (_, time_ms) = self.locate(self.floor + 1)?;
+        let (_, time_ms) = self.locate(self.held_from(self.floor + 1))?;
         Some(Duration::from_millis(now_ms().saturating_sub(time_ms)))
     }
 
@@ -514,6 +556,15 @@ impl Spool {
     /// their original sequence numbers. Records every destination had
     /// acknowledged (per the `acked` file) are not offered again.
     pub fn open(config: SpoolConfig, destinations: usize) -> Result<Spool, SpoolError> {
+        Self::open_on_boot(config, destinations, boot_id())
+    }
+
+    /// [`Spool::open`] as on the machine boot `boot` (tests make reboots).
+    fn open_on_boot(
+        config: SpoolConfig,
+        destinations: usize,
+        boot: u128,
+    ) -> Result<Spool, SpoolError> {
         let limits = validate(&config)?;
         let dir = config.dir;
         std::fs::create_dir_all(&dir).map_err(|source| SpoolError::Io {
@@ -522,7 +573,7 @@ impl Spool {
             source,
         })?;
         let lock = lock_dir(&dir)?;
-        let rec = recover::recover(&dir, new_stream_id)?;
+        let rec = recover::recover(&dir, new_stream_id, boot)?;
         let disk_bytes = rec.segments.iter().map(|s| s.len).sum();
         let written_pos = rec.segments.back().map_or(0, |s| s.pos(s.len));
         let pending = rec.last.saturating_sub(rec.floor);
@@ -531,7 +582,7 @@ impl Spool {
             last = rec.last, pending, disk_bytes, "spool opened"
         );
         let state = State {
-            next_seq: rec.last + 1,
+            next_seq: rec.next,
             written: rec.last,
             written_pos,
             visible: rec.last,
@@ -566,12 +617,23 @@ impl Spool {
             fsyncs: AtomicU64::new(0),
             #[cfg(test)]
             gate: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            fsync_gate: tokio::sync::Mutex::new(()),
             full_logged: RateLimit::default(),
             beyond_logged: RateLimit::default(),
         });
         shared.lock().publish_gauges();
         let (cmds, rx) = mpsc::channel();
-        let w = writer::Writer::new(Arc::clone(&shared), rx, newest, rec.floor);
+        let w = writer::Writer::new(
+            Arc::clone(&shared),
+            rx,
+            newest,
+            rec.floor,
+            writer::Reservation {
+                upto: rec.reserved,
+                boot,
+            },
+        );
         let handle = thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || w.run())
@@ -761,51 +823,20 @@ impl Spool {
 
     /// Up to `max_records` / `max_bytes` records from `from` on (at least
     /// one when any is there), from memory or from the segment files;
-    /// returns the first sequence, `max(from, oldest unacknowledged)`,
-    /// and the records. Records are readable once durable per the fsync
-    /// policy. A read from disk is blocking file IO of about `max_bytes`.
+    /// returns the first sequence, `max(from, oldest unacknowledged)`
+    /// (past the unused sequences of a jump, if it falls in them), and the
+    /// records, consecutive from it. Records are readable once written and
+    /// reserved, before their fsync. A read from disk is blocking file IO
+    /// of about `max_bytes`.
     pub fn read(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<(u64, Vec<Bytes>), SpoolError> {
-        let (first, plan) = {
-            let st = self.shared.lock();
-            let first = from.max(st.floor + 1);
-            if first > st.visible {
-                return Ok((first, Vec::new()));
-            }
-            if let Some(skip) = st.ram.front().and_then(|c| first.checked_sub(c.seq)) {
-                let skip = usize::try_from(skip)
-                    .unwrap_or(usize::MAX)
-                    .min(st.ram.len());
-                let mut out = Vec::new();
-                let mut bytes = 0;
-                for c in st.ram.range(skip..) {
-                    if c.seq > st.visible
-                        || (!out.is_empty()
-                            && (out.len() >= max_records || bytes + c.data.len() > max_bytes))
-                    {
-                        break;
-                    }
-                    bytes += c.data.len();
-                    out.push(c.data.clone());
-                }
-                return Ok((first, out));
-            }
-            let Some(seg) = st.segment_index(first).and_then(|i| st.segments.get(i)) else {
-                return Ok((first, Vec::new()));
-            };
-            let plan = ReadPlan {
-                path: Arc::clone(&seg.path),
-                file: Arc::clone(&seg.file),
-                segment_base: seg.base,
-                start: st.nearest(seg, first),
-                last: seg.last.min(st.visible),
-                len: seg.len,
-            };
-            (first, plan)
+        let (first, plan) = match self.plan_read(from, max_records, max_bytes) {
+            Planned::Done(first, records) => return Ok((first, records)),
+            Planned::Disk(first, plan) => (first, plan),
         };
         let out = segment::read_records(&plan, first, max_records, max_bytes)?;
         {
@@ -821,6 +852,62 @@ impl Spool {
         Ok((first, out.records))
     }
 
+    /// [`Spool::read`] when it needs no file IO (the records are in
+    /// memory, or none is readable): a link caught up reads here, on its
+    /// own task, without a trip to a blocking thread. `None`: the
+    /// records are on disk; call `read` off the async workers.
+    pub fn read_memory(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<(u64, Vec<Bytes>)> {
+        match self.plan_read(from, max_records, max_bytes) {
+            Planned::Done(first, records) => Some((first, records)),
+            Planned::Disk(..) => None,
+        }
+    }
+
+    /// The part of a read done under the lock: the records from memory,
+    /// or where on disk to find them.
+    fn plan_read(&self, from: u64, max_records: usize, max_bytes: usize) -> Planned {
+        let st = self.shared.lock();
+        let first = st.held_from(from.max(st.floor + 1));
+        if first > st.visible {
+            return Planned::Done(first, Vec::new());
+        }
+        if let Some(skip) = st.ram.front().and_then(|c| first.checked_sub(c.seq)) {
+            let skip = usize::try_from(skip)
+                .unwrap_or(usize::MAX)
+                .min(st.ram.len());
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for c in st.ram.range(skip..) {
+                if c.seq > st.visible
+                    || (!out.is_empty()
+                        && (out.len() >= max_records || bytes + c.data.len() > max_bytes))
+                {
+                    break;
+                }
+                bytes += c.data.len();
+                out.push(c.data.clone());
+            }
+            return Planned::Done(first, out);
+        }
+        let Some(seg) = st.segment_index(first).and_then(|i| st.segments.get(i)) else {
+            return Planned::Done(first, Vec::new());
+        };
+        let plan = ReadPlan {
+            path: Arc::clone(&seg.path),
+            file: Arc::clone(&seg.file),
+            segment_base: seg.base,
+            start: st.nearest(seg, first),
+            last: seg.last.min(st.visible),
+            len: seg.len,
+        };
+        Planned::Disk(first, plan)
+    }
+
     /// Fsyncs what is written and waits until acknowledged segments are
     /// deleted: every record pushed before is then readable, whatever
     /// the policy. For an orderly shutdown under `Fsync::Every`.
@@ -833,8 +920,7 @@ impl Spool {
             .map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?
     }
 
-    /// The newest readable sequence (0: none ever). With `Fsync::Always`
-    /// and `Never`, the newest pushed; with `Every`, the newest fsynced.
+    /// The newest readable sequence (0: none ever): the newest written.
     pub fn last(&self) -> u64 {
         *self.shared.pushed.borrow()
     }
@@ -849,8 +935,15 @@ impl Spool {
     /// writer thread; this does no file IO).
     pub fn ack(&self, dest: usize, seq: u64) {
         let mut st = self.shared.lock();
+        // A server may have applied records lost with the machine's page
+        // cache: their sequences are below the jump (`next_seq`), and
+        // nothing is sent again for them.
         let seq = if seq > st.visible {
-            if let Some(suppressed) = self.shared.beyond_logged.allow() {
+            let beyond_jump = seq >= st.next_seq;
+            if let Some(suppressed) = beyond_jump
+                .then(|| self.shared.beyond_logged.allow())
+                .flatten()
+            {
                 tracing::error!(
                     dest,
                     acked = seq,

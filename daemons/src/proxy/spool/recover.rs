@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    parse_segment_name, segment_path, Acked, SegmentHeader, ACKED_FILE, ACKED_LEN, RECORD_HEADER,
-    SEGMENT_HEADER, TMP_SUFFIX,
+    parse_segment_name, segment_path, Acked, Reserved, SegmentHeader, ACKED_FILE, ACKED_LEN,
+    RECORD_HEADER, RESERVED_FILE, SEGMENT_HEADER, TMP_SUFFIX,
 };
 use super::segment::{check_record, Check, ChunkReader, IndexEntry, Segment};
 use super::SpoolError;
@@ -39,6 +39,14 @@ pub(super) struct Recovered {
     pub segments: VecDeque<Segment>,
     /// Newest record on disk (0: none ever).
     pub last: u64,
+    /// The sequence the next record gets: `last + 1`, or past the
+    /// reservation after a machine crash (see [`Spool::open`]).
+    ///
+    /// [`Spool::open`]: super::Spool::open
+    pub next: u64,
+    /// No sequence above this was handed to a reader (the `reserved`
+    /// file; `last` when it is missing).
+    pub reserved: u64,
     /// Every destination acknowledged up to here (from the `acked` file).
     pub floor: u64,
 }
@@ -102,10 +110,12 @@ pub(super) fn create_segment(
 }
 
 /// Opens `dir` as left by a previous run; `new_stream` names a fresh
-/// spool's stream when there is no segment.
+/// spool's stream when there is no segment; `boot` is this boot of the
+/// machine ([`super::format::boot_id`]).
 pub(super) fn recover(
     dir: &Path,
     new_stream: impl FnOnce() -> u64,
+    boot: u128,
 ) -> Result<Recovered, SpoolError> {
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(io_err(dir, "listing"))?;
@@ -113,9 +123,9 @@ pub(super) fn recover(
         let entry = entry.map_err(io_err(dir, "listing"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name
-            .strip_suffix(TMP_SUFFIX)
-            .is_some_and(|n| n == ACKED_FILE || parse_segment_name(n).is_some());
+        let ours = name.strip_suffix(TMP_SUFFIX).is_some_and(|n| {
+            n == ACKED_FILE || n == RESERVED_FILE || parse_segment_name(n).is_some()
+        });
         if ours {
             // A segment or `acked` file whose rename never happened.
             let path = entry.path();
@@ -170,7 +180,11 @@ pub(super) fn recover(
         }
         if let Some(prev) = segments.back() {
             let prev: &Segment = prev;
-            if base != prev.last + 1 {
+            // A jump (made at a restart after a machine crash) leaves
+            // unused sequences between two segments; anything else
+            // missing is records lost.
+            let jumped = header.after_jump && base > prev.last + 1;
+            if base != prev.last + 1 && !jumped {
                 return Err(corrupt(
                     &path,
                     0,
@@ -197,6 +211,7 @@ pub(super) fn recover(
                 stream,
                 base: 1,
                 created_ms: super::format::now_ms(),
+                after_jump: false,
             };
             let (path, file) = create_segment(dir, &header)?;
             tracing::info!(dir = %dir.display(), stream = format!("{stream:016x}"), "created a new spool");
@@ -212,15 +227,103 @@ pub(super) fn recover(
             .sync_all()
             .map_err(io_err(&newest.path, "syncing"))?;
     }
-    let last = segments.back().map_or(0, |s| s.last);
+    // The newest record; an empty segment made by a jump holds none.
+    let last = segments
+        .iter()
+        .rev()
+        .find(|s| !s.is_empty())
+        .map_or_else(|| segments.back().map_or(0, |s| s.last), |s| s.last);
+    let newest_base = segments.back().map_or(1, |s| s.base);
+    let mut next = (last + 1).max(newest_base);
+    let mut reserved = last.max(next - 1);
+    if let Some(r) = read_reserved(dir, stream) {
+        reserved = reserved.max(r.upto);
+        // Records are handed to readers (sent to servers) once written,
+        // before their fsync. A process that dies leaves what it wrote in
+        // the page cache: nothing a server saw is missing. After a machine
+        // crash, records a server saw may be gone from the disk: their
+        // sequences must never be handed out again, so the next record
+        // takes the first sequence past the reservation.
+        if r.boot != boot && r.upto >= next {
+            let header = SegmentHeader {
+                stream,
+                base: r.upto + 1,
+                created_ms: super::format::now_ms(),
+                after_jump: true,
+            };
+            let (path, file) = create_segment(dir, &header)?;
+            let pos = segments.back().map_or(0, |s| s.pos(s.len));
+            let mut seg = Segment::new(header.base, pos, path, Arc::new(file));
+            seg.first_time_ms = header.created_ms;
+            seg.last_time_ms = header.created_ms;
+            tracing::warn!(
+                dir = %dir.display(), last_on_disk = last, skipped_from = next, skipped_to = r.upto,
+                "the machine restarted since the spool was last closed: records written but not \
+                 yet fsynced may have been sent and then lost with the page cache; sequences \
+                 {next}..{} are skipped so that none is used twice (servers log a sequence gap)",
+                r.upto
+            );
+            segments.push_back(seg);
+            next = header.base;
+        }
+    }
     let oldest = segments.front().map_or(1, |s| s.base);
     let floor = read_acked(dir, stream, last).max(oldest - 1);
     Ok(Recovered {
         stream,
         segments,
         last,
+        next,
+        reserved,
         floor,
     })
+}
+
+/// The `reserved` file of `stream`, if there is a sound one. A missing or
+/// damaged file means no reservation was ever made durable, so no record
+/// beyond those on disk was sent (records are only sent once reserved).
+fn read_reserved(dir: &Path, stream: u64) -> Option<Reserved> {
+    let path = dir.join(RESERVED_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot read the sequence reservation: {e}");
+            return None;
+        }
+    };
+    match Reserved::decode(&bytes) {
+        Ok(r) if r.stream == stream => Some(r),
+        Ok(r) => {
+            tracing::warn!(path = %path.display(), stream = format!("{:016x}", r.stream), "ignoring the sequence reservation of another stream");
+            None
+        }
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), "ignoring a damaged sequence reservation: {reason}");
+            None
+        }
+    }
+}
+
+/// Writes the `reserved` file durably (temporary file, fsync, rename,
+/// directory fsync): after this returns, a crash cannot bring back an
+/// older reservation.
+pub(super) fn write_reserved(dir: &Path, r: &Reserved) -> Result<(), SpoolError> {
+    let path = dir.join(RESERVED_FILE);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp, "creating"))?;
+    file.write_all_at(&r.encode(), 0)
+        .map_err(io_err(&tmp, "writing"))?;
+    file.sync_all().map_err(io_err(&tmp, "syncing"))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path, "renaming the reservation"))?;
+    sync_dir(dir)
 }
 
 fn read_header(file: &File, path: &Path) -> Result<SegmentHeader, SpoolError> {

@@ -414,6 +414,7 @@ fn hand_made_segment(dir: &Path, writes: &[&[u64]]) -> (PathBuf, Vec<u64>) {
         stream: 1,
         base: 1,
         created_ms: 0,
+        after_jump: false,
     }
     .encode()
     .to_vec();
@@ -618,18 +619,21 @@ async fn concurrent_pushes_share_fsyncs_and_keep_their_order() {
 }
 
 #[tokio::test]
-async fn every_makes_records_readable_once_fsynced() {
+async fn every_makes_records_readable_at_once_and_fsyncs_them_within_the_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     cfg.fsync = Fsync::Every(Duration::from_millis(5));
     let s = Spool::open(cfg, 1).expect("open");
-    let mut seen = s.subscribe();
     push_n(&s, 1..=3).await;
-    while *seen.borrow_and_update() < 3 {
-        seen.changed().await.expect("watch");
-    }
+    assert_eq!(s.last(), 3);
     assert_eq!(read_all(&s, 1, 10), (1, (1..=3).map(rec).collect()));
-    assert!(s.fsyncs() >= 1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.fsyncs() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("an fsync within the period");
 }
 
 #[tokio::test]
@@ -827,4 +831,187 @@ fn a_killed_proxy_loses_nothing_it_reported_durable() {
         }
         reported = s.last();
     }
+}
+
+#[tokio::test]
+async fn records_are_readable_before_their_fsync_and_pushes_wait_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = std::sync::Arc::new(Spool::open(config(dir.path()), 1).expect("open"));
+    // The writer stops between the write and the fsync.
+    let fsync = s.shared.fsync_gate.lock().await;
+    let pusher = {
+        let s = std::sync::Arc::clone(&s);
+        tokio::spawn(async move { s.push(rec(1)).await })
+    };
+    let mut seen = s.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|v| *v >= 1))
+        .await
+        .expect("readable before the fsync")
+        .expect("watch");
+    assert_eq!(read_all(&s, 1, 10), (1, vec![rec(1)]));
+    assert_eq!(s.fsyncs(), 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!pusher.is_finished(), "push returned before its fsync");
+    drop(fsync);
+    assert_eq!(pusher.await.expect("joined").expect("push"), 1);
+    assert_eq!(s.fsyncs(), 1);
+}
+
+/// The `reserved` file's mark.
+fn reserved_mark(dir: &Path) -> u64 {
+    let bytes = std::fs::read(dir.join(super::format::RESERVED_FILE)).expect("reserved file");
+    super::format::Reserved::decode(&bytes)
+        .expect("sound reserved file")
+        .upto
+}
+
+/// A copy of the spool directory as a machine crash would leave it: the
+/// files as they are now (no clean shutdown), minus the last `lost`
+/// records of the newest segment (written, never fsynced: gone with the
+/// page cache).
+fn crash_copy(from: &Path, to: &Path, lost: u64, records: u64) {
+    for entry in std::fs::read_dir(from).expect("list") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name");
+        if name != "lock" {
+            std::fs::copy(&path, to.join(name)).expect("copy");
+        }
+    }
+    if lost == 0 {
+        return;
+    }
+    let newest = segment_files(to).pop().expect("a segment");
+    let keep = offsets(1, records)[(records - lost) as usize];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .expect("open");
+    file.set_len(keep).expect("truncate");
+}
+
+#[tokio::test]
+async fn after_a_machine_crash_no_sequence_is_used_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let s = Spool::open_on_boot(cfg, 1, 1).expect("open");
+    push_n(&s, 1..=5).await;
+    let mark = reserved_mark(dir.path());
+    assert!(
+        mark >= 5,
+        "records 1..=5 were readable, so reserved: {mark}"
+    );
+    // Records 4 and 5 were sent (a server applied them), then the machine
+    // lost them with its page cache.
+    crash_copy(dir.path(), crashed.path(), 2, 5);
+    drop(s);
+
+    let cfg = config(crashed.path());
+    let s = Spool::open_on_boot(cfg.clone(), 1, 2).expect("recover after the reboot");
+    assert_eq!((s.last(), s.pending()), (3, 3));
+    // The server acknowledges what it applied before the crash: 5.
+    s.ack(0, 5);
+    assert_eq!((s.acked(0), s.pending()), (3, 0));
+    // New records never reuse 4 and 5 (nor anything below the mark).
+    let first_new = s.push(rec(100)).await.expect("push");
+    assert_eq!(first_new, mark + 1);
+    assert_eq!(s.push(rec(101)).await.expect("push"), mark + 2);
+    assert_eq!(s.pending(), 2, "unused sequences are not pending records");
+    // A destination reading from its cursor is taken past the jump.
+    assert_eq!(
+        s.read(4, 10, 1 << 20).expect("read"),
+        (mark + 1, vec![rec(100), rec(101)])
+    );
+    drop(s);
+
+    // A restart on the same boot: the jump is kept, nothing skipped again.
+    let s = Spool::open_on_boot(cfg.clone(), 1, 2).expect("reopen");
+    assert_eq!(s.last(), mark + 2);
+    assert_eq!(
+        s.read(1, 10, 1 << 20).expect("read"),
+        (mark + 1, vec![rec(100), rec(101)])
+    );
+    assert_eq!(s.push(rec(102)).await.expect("push"), mark + 3);
+    drop(s);
+    // A clean shutdown released the mark: a reboot skips nothing.
+    let s = Spool::open_on_boot(cfg, 1, 3).expect("reopen after a reboot");
+    assert_eq!(s.push(rec(103)).await.expect("push"), mark + 4);
+}
+
+#[tokio::test]
+async fn a_process_crash_skips_nothing_and_a_reboot_without_reservation_neither() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let s = Spool::open_on_boot(config(dir.path()), 1, 1).expect("open");
+    push_n(&s, 1..=5).await;
+    // The process dies: its writes are all in the page cache.
+    crash_copy(dir.path(), copy.path(), 0, 5);
+    drop(s);
+    let s = Spool::open_on_boot(config(copy.path()), 1, 1).expect("recover");
+    assert_eq!(s.push(rec(6)).await.expect("push"), 6);
+    drop(s);
+    // No `reserved` file (a spool written by an older build): nothing was
+    // sent past the records on disk.
+    std::fs::remove_file(copy.path().join(super::format::RESERVED_FILE)).expect("rm");
+    let s = Spool::open_on_boot(config(copy.path()), 1, 9).expect("recover");
+    assert_eq!(s.push(rec(7)).await.expect("push"), 7);
+}
+
+#[tokio::test]
+async fn writes_made_during_an_fsync_are_a_torn_tail_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let s = std::sync::Arc::new(Spool::open_on_boot(config(dir.path()), 1, 1).expect("open"));
+    push_n(&s, 1..=2).await;
+    // Three more writes, one record each, while the fsync is held back:
+    // the writer goes on, and each record says how many before it were
+    // not yet durable when it was written.
+    let fsync = s.shared.fsync_gate.lock().await;
+    let mut pushers = Vec::new();
+    for i in 3..=5 {
+        let t = {
+            let s = std::sync::Arc::clone(&s);
+            tokio::spawn(async move { s.push(rec(i)).await })
+        };
+        let mut seen = s.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|v| *v >= i))
+            .await
+            .expect("written while the fsync waits")
+            .expect("watch");
+        pushers.push(t);
+    }
+    let newest = segment_files(dir.path()).pop().expect("segment");
+    let bytes = std::fs::read(&newest).expect("read");
+    let leads: Vec<u32> = offsets(1, 5)
+        .iter()
+        .map(|&off| {
+            let at = off as usize + 24;
+            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+        })
+        .collect();
+    assert_eq!(leads, [0, 0, 0, 1, 2]);
+    // The machine crashes: record 3 reached the disk damaged, 4 and 5
+    // whole. None of the three was reported durable, and 4 and 5 say so:
+    // a torn tail, truncated at 3, not corruption.
+    crash_copy(dir.path(), crashed.path(), 0, 5);
+    let copy = segment_files(crashed.path()).pop().expect("segment");
+    let mut damaged = std::fs::read(&copy).expect("read");
+    damaged[offsets(1, 5)[2] as usize + 30] ^= 0x40;
+    std::fs::write(&copy, &damaged).expect("write");
+    let recovered = Spool::open_on_boot(config(crashed.path()), 1, 2).expect("a torn tail");
+    assert_eq!(read_all(&recovered, 1, 10), (1, vec![rec(1), rec(2)]));
+    drop(recovered);
+    drop(fsync);
+    for (i, t) in pushers.into_iter().enumerate() {
+        assert_eq!(t.await.expect("joined").expect("push"), i as u64 + 3);
+    }
+    // Once fsynced, the next write says so: damage before it would be
+    // corruption.
+    assert_eq!(s.push(rec(6)).await.expect("push"), 6);
+    let bytes = std::fs::read(&newest).expect("read");
+    let at = offsets(1, 6)[5] as usize + 24;
+    assert_eq!(
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")),
+        0
+    );
 }

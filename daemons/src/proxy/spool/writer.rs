@@ -3,25 +3,35 @@
 //! runtime.
 //!
 //! Group commit: it takes every append queued since its last round,
-//! writes them with one `pwrite` per segment, fsyncs once (per the
-//! policy), and only then completes their futures.
+//! writes them with one `pwrite` per segment, makes them readable (the
+//! links send them while the disk works) and hands the round to the
+//! syncer thread (`syncer.rs`), which fsyncs per the policy and only then
+//! completes their futures. The writer goes on with the next round
+//! meanwhile. Rolls, flushes and shutdown fsync here, in line.
+//!
+//! Sequence reservation: before a record becomes readable, the `reserved`
+//! file must say its sequence is used. The writer moves that mark
+//! [`RESERVE_AHEAD`] records ahead at a time (one small durable write per
+//! million records), and back to the newest record at a clean shutdown.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::format::{
-    encode_record, now_ms, Acked, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX,
+    encode_record, now_ms, Acked, Reserved, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX,
 };
-use super::recover::{create_segment, sync_dir};
+use super::recover::{create_segment, sync_dir, write_reserved};
 use super::segment::Segment;
+use super::syncer::{Round, Syncer};
 use super::{Cached, Fsync, Shared, SpoolError, SPOOL_FSYNCS};
 
 /// Appends taken in one round, at most.
@@ -29,6 +39,18 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: u64 = 16 << 20;
 /// Housekeeping (acknowledged position, gauges) at most this often.
 const TICK: Duration = Duration::from_secs(1);
+/// How far the `reserved` mark moves ahead of the newest record each time
+/// it must move.
+pub(super) const RESERVE_AHEAD: u64 = 1 << 20;
+
+/// The durable `reserved` mark as the writer knows it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reservation {
+    /// No sequence above this may be made readable.
+    pub upto: u64,
+    /// This boot of the machine, written with the mark.
+    pub boot: u128,
+}
 
 /// A request to the writer.
 #[derive(Debug)]
@@ -86,6 +108,15 @@ pub(super) struct Writer {
     /// Newest record written, and the spool position after it.
     written: u64,
     pos: u64,
+    /// The sequence the next append must have.
+    expect: u64,
+    reservation: Reservation,
+    /// Every record up to here is fsynced (raised by the syncer too).
+    durable: Arc<AtomicU64>,
+    /// Rounds to fsync; `None` when the syncer thread could not start
+    /// (then the writer fsyncs in line).
+    syncer: Option<mpsc::Sender<Round>>,
+    syncer_thread: Option<thread::JoinHandle<()>>,
     /// Written since the last fsync.
     dirty: bool,
     last_sync: Instant,
@@ -111,10 +142,16 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// A writer appending to `newest`, the last of the shared segments.
-    pub fn new(shared: Arc<Shared>, rx: Receiver<Cmd>, newest: Newest, saved_floor: u64) -> Self {
-        let (written, pos) = {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Cmd>,
+        newest: Newest,
+        saved_floor: u64,
+        reservation: Reservation,
+    ) -> Self {
+        let (written, pos, expect) = {
             let st = shared.lock();
-            (st.written, st.written_pos)
+            (st.written, st.written_pos, st.next_seq)
         };
         Self {
             shared,
@@ -125,6 +162,11 @@ impl Writer {
             len: newest.len,
             written,
             pos,
+            expect,
+            reservation,
+            durable: Arc::new(AtomicU64::new(written)),
+            syncer: None,
+            syncer_thread: None,
             dirty: false,
             last_sync: Instant::now(),
             buf: Vec::new(),
@@ -137,6 +179,11 @@ impl Writer {
     }
 
     pub fn run(mut self) {
+        self.start_syncer();
+        // Reserve now, so that the first record does not wait for it.
+        if let Err(e) = self.reserve(self.expect) {
+            tracing::warn!("cannot reserve sequences yet: {e}; trying again at the first record");
+        }
         loop {
             let first = match self.rx.recv_timeout(self.wait()) {
                 Ok(cmd) => Some(cmd),
@@ -186,9 +233,107 @@ impl Writer {
                 let _ = tx.send(outcome);
             }
             if shutdown {
+                // Every round handed over is answered before the files close.
+                self.syncer = None;
+                if let Some(t) = self.syncer_thread.take() {
+                    if t.join().is_err() {
+                        tracing::error!("the spool syncer thread panicked");
+                    }
+                }
+                self.release_reservation();
                 break;
             }
         }
+    }
+
+    fn start_syncer(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let syncer = Syncer {
+            shared: Arc::clone(&self.shared),
+            rx,
+            durable: Arc::clone(&self.durable),
+        };
+        match thread::Builder::new()
+            .name("spool-syncer".into())
+            .spawn(move || syncer.run())
+        {
+            Ok(t) => {
+                self.syncer = Some(tx);
+                self.syncer_thread = Some(t);
+            }
+            Err(e) => {
+                tracing::warn!("cannot start the spool syncer thread ({e}): fsyncing in the writer")
+            }
+        }
+    }
+
+    /// Hands a written round to the syncer; gives the answers back when
+    /// there is no syncer.
+    fn hand_over(
+        &mut self,
+        dones: Vec<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), Vec<oneshot::Sender<Result<(), String>>>> {
+        let Some(tx) = &self.syncer else {
+            return Err(dones);
+        };
+        let round = Round {
+            file: Arc::clone(&self.file),
+            path: Arc::clone(&self.path),
+            upto: self.written,
+            dones,
+        };
+        match tx.send(round) {
+            Ok(()) => Ok(()),
+            Err(mpsc::SendError(round)) => {
+                self.syncer = None;
+                Err(round.dones)
+            }
+        }
+    }
+
+    /// Makes sure the `reserved` mark covers `seq` before a reader can
+    /// see it.
+    fn reserve(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if seq <= self.reservation.upto {
+            return Ok(());
+        }
+        let upto = seq.saturating_add(RESERVE_AHEAD);
+        write_reserved(
+            &self.shared.dir,
+            &Reserved {
+                stream: self.shared.stream,
+                upto,
+                boot: self.reservation.boot,
+            },
+        )?;
+        self.reservation.upto = upto;
+        Ok(())
+    }
+
+    /// At a clean shutdown (everything written is fsynced): the mark goes
+    /// back to the newest record, so that a restart after a reboot does
+    /// not skip sequences for nothing.
+    fn release_reservation(&mut self) {
+        if self.failed.is_some() || self.dirty || self.reservation.upto <= self.written {
+            return;
+        }
+        let r = Reserved {
+            stream: self.shared.stream,
+            upto: self.written.max(self.expect - 1),
+            boot: self.reservation.boot,
+        };
+        match write_reserved(&self.shared.dir, &r) {
+            Ok(()) => self.reservation.upto = r.upto,
+            Err(e) => tracing::warn!("{e}; the next start after a reboot skips unused sequences"),
+        }
+    }
+
+    /// Makes what is written readable, once its sequences are reserved.
+    fn publish_written(&mut self) -> Result<(), SpoolError> {
+        self.reserve(self.written)?;
+        let mut st = self.shared.lock();
+        self.shared.publish(&mut st, self.written);
+        Ok(())
     }
 
     /// How long to wait for work before the next fsync or tick is due.
@@ -214,13 +359,18 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         #[cfg(test)]
         let _gate = shared.gate.blocking_lock();
-        let mut result = self.write(&batch);
+        // Readable as soon as written: the links send while the disk
+        // works; the pushers hear back after the fsync.
+        let mut result = self.write(&batch).and_then(|()| self.publish_written());
+        let mut dones = dones;
         if result.is_ok() && self.shared.limits.fsync == Fsync::Always {
-            result = self.sync();
-        }
-        if result.is_ok() && self.shared.limits.fsync == Fsync::Never {
-            let mut st = self.shared.lock();
-            self.shared.publish(&mut st, self.written);
+            match self.hand_over(dones) {
+                Ok(()) => dones = Vec::new(),
+                Err(back) => {
+                    dones = back;
+                    result = self.sync();
+                }
+            }
         }
         if let Err(e) = &result {
             self.fail(e);
@@ -248,16 +398,19 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &[Append]) -> Result<(), SpoolError> {
+        if self.failed.is_none() {
+            // The syncer may have failed.
+            self.failed = self.shared.lock().failed.clone();
+        }
         if let Some(why) = &self.failed {
             return Err(SpoolError::Failed(why.clone()));
         }
         let segment_bytes = self.shared.limits.segment_bytes;
         for a in batch {
-            if a.seq != self.written + self.piece.len() as u64 + 1 {
+            if a.seq != self.expect {
                 return Err(SpoolError::Failed(format!(
-                    "internal error: record {} reached the writer after {}",
-                    a.seq,
-                    self.written + self.piece.len() as u64
+                    "internal error: record {} reached the writer, expected {}",
+                    a.seq, self.expect
                 )));
             }
             let end = self.len + self.buf.len() as u64;
@@ -266,11 +419,16 @@ impl Writer {
                 self.roll()?;
             }
             let offset = self.len + self.buf.len() as u64;
-            // A write holds at most MAX_BATCH_RECORDS records.
-            let lead = self.piece.len() as u32;
+            // Records before this one not yet fsynced when it is written:
+            // recovery's torn-tail rule (docs/spool.md). The durable mark
+            // only rises, and only past what this thread wrote.
+            let durable = self.durable.load(Ordering::Acquire);
+            let lead =
+                u32::try_from(a.seq.saturating_sub(durable).saturating_sub(1)).unwrap_or(u32::MAX);
             encode_record(&mut self.buf, a.seq, a.time_ms, lead, &a.data);
             self.piece
                 .push((a.seq, offset, a.size, a.time_ms, a.data.clone()));
+            self.expect += 1;
         }
         self.flush()
     }
@@ -323,7 +481,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Fsyncs the newest segment; what was written is then readable.
+    /// Fsyncs the newest segment (and makes what was written readable, if
+    /// it was not yet).
     fn sync(&mut self) -> Result<(), SpoolError> {
         self.file.sync_data().map_err(|source| SpoolError::Io {
             path: self.path.to_path_buf(),
@@ -334,9 +493,8 @@ impl Writer {
         metrics::counter!(SPOOL_FSYNCS).increment(1);
         self.dirty = false;
         self.last_sync = Instant::now();
-        let mut st = self.shared.lock();
-        self.shared.publish(&mut st, self.written);
-        Ok(())
+        self.durable.fetch_max(self.written, Ordering::AcqRel);
+        self.publish_written()
     }
 
     /// Closes the newest segment (fsynced whatever the policy) and starts
@@ -345,8 +503,11 @@ impl Writer {
         self.sync()?;
         let header = SegmentHeader {
             stream: self.shared.stream,
-            base: self.written + 1,
+            // The next record's sequence (written + 1 but right after a
+            // jump, when the newest segment is still empty).
+            base: self.expect,
             created_ms: now_ms(),
+            after_jump: false,
         };
         let (path, file) = create_segment(&self.shared.dir, &header)?;
         let file = Arc::new(file);
@@ -417,7 +578,13 @@ impl Writer {
                 Fsync::Every(every) => self.last_sync.elapsed() >= every,
                 _ => false,
             };
-            if due || now {
+            // The periodic fsync goes to the syncer; a flush or shutdown
+            // fsyncs in line.
+            let handed = due && !now && self.hand_over(Vec::new()).is_ok();
+            if handed {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+            } else if due || now {
                 if let Err(e) = self.sync() {
                     self.fail(&e);
                 }

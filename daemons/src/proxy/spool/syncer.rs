@@ -1,0 +1,99 @@
+//! The syncer thread: fsyncs what the writer wrote, off the writer's path,
+//! and answers the pushes each fsync made durable.
+//!
+//! Under `Fsync::Always` the writer hands over every round it wrote (the
+//! file, the newest sequence in it, the pushers' answers) and goes on
+//! writing and publishing the next. The syncer takes every round queued
+//! since its last fsync, fsyncs once per file (group commit across
+//! rounds), raises the durable mark, then answers. A slow disk delays the
+//! pushers' confirmation (and the clients' SYNC), not replication.
+//!
+//! The durable mark is what the writer stamps into each record's `lead`
+//! (see `docs/spool.md`): recovery tells a torn tail from corruption by
+//! it, so it is raised only after the fsync returned, and before anyone
+//! hears that a record is durable.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::{Shared, SPOOL_FSYNCS};
+
+/// One round the writer wrote, waiting for its fsync.
+#[derive(Debug)]
+pub(super) struct Round {
+    pub file: Arc<File>,
+    pub path: Arc<Path>,
+    /// The newest record of the round.
+    pub upto: u64,
+    pub dones: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+pub(super) struct Syncer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Round>,
+    /// Every record up to here is fsynced (shared with the writer).
+    pub durable: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Syncer {
+    /// Runs until the writer drops its sender, answering every round.
+    pub fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut rounds = vec![first];
+            rounds.extend(self.rx.try_iter());
+            #[cfg(test)]
+            let shared = Arc::clone(&self.shared);
+            #[cfg(test)]
+            let _gate = shared.fsync_gate.blocking_lock();
+            let failed = self.shared.lock().failed.clone();
+            let outcome = match failed {
+                Some(why) => Err(why),
+                None => self.sync(&rounds),
+            };
+            for round in rounds {
+                for done in round.dones {
+                    // The pusher may have gone away; the records stay pushed.
+                    let _ = done.send(outcome.clone());
+                }
+            }
+        }
+    }
+
+    /// Fsyncs each file of `rounds` once, then raises the durable mark.
+    fn sync(&self, rounds: &[Round]) -> Result<(), String> {
+        let mut upto = 0;
+        for (i, round) in rounds.iter().enumerate() {
+            upto = upto.max(round.upto);
+            let same_as_next = rounds
+                .get(i + 1)
+                .is_some_and(|next| Arc::ptr_eq(&next.file, &round.file));
+            if same_as_next {
+                continue;
+            }
+            if let Err(e) = round.file.sync_data() {
+                let why = format!("{}: fsyncing: {e}", round.path.display());
+                tracing::error!("spool fsync failed, no record is accepted from now on: {why}");
+                self.shared.lock().failed = Some(why.clone());
+                self.shared.room.notify_waiters();
+                return Err(why);
+            }
+            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SPOOL_FSYNCS).increment(1);
+        }
+        self.durable.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+}
