@@ -74,8 +74,9 @@ struct Args {
     /// Size of one spool segment file.
     #[arg(long, default_value = "64MiB", value_parser = telemetry::parse_size)]
     segment_size: u64,
-    /// Records kept in memory for sending without reading the disk.
-    #[arg(long, default_value = "32MiB", value_parser = telemetry::parse_size)]
+    /// Memory for the newest records, to send them without reading the
+    /// disk (older ones are read back from the spool files).
+    #[arg(long, default_value = "8MiB", value_parser = telemetry::parse_size)]
     spool_memory: u64,
     /// Permissions of the socket file (octal).
     #[arg(long, default_value = "660", value_parser = parse_mode)]

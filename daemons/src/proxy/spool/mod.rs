@@ -26,7 +26,8 @@
 //! next record takes the first sequence past that mark, so a sequence a
 //! server saw before the crash is never reused for another record.
 //! **Architecture invariant:** memory holds at most `memory_bytes` of
-//! records plus a small index per segment; the backlog grows on disk.
+//! records (entries included) plus a small index per segment; the
+//! backlog grows on disk.
 
 mod format;
 mod recover;
@@ -116,13 +117,14 @@ pub struct SpoolConfig {
     /// Disk cap for all segments (default 10 GiB).
     pub max_bytes: u64,
     pub when_full: WhenFull,
-    /// Records kept in RAM for sending without a disk read (default 32 MiB).
+    /// Memory for the newest records, to send them without a disk read
+    /// (default 8 MiB; each record counts its bytes and a 56-byte entry).
     pub memory_bytes: usize,
 }
 
 impl SpoolConfig {
     /// The defaults, in `dir`: 64 MiB segments, `Fsync::Always`, a 10 GiB
-    /// cap that blocks, 32 MiB of records in memory.
+    /// cap that blocks, 8 MiB of records in memory.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -130,7 +132,7 @@ impl SpoolConfig {
             fsync: Fsync::Always,
             max_bytes: 10 << 30,
             when_full: WhenFull::Block,
-            memory_bytes: 32 << 20,
+            memory_bytes: 8 << 20,
         }
     }
 }
@@ -244,6 +246,14 @@ struct Cached {
     pub pos: u64,
 }
 
+impl Cached {
+    /// Memory the record takes in the cache: its bytes and its entry
+    /// (what counts against `memory_bytes`).
+    fn cost(&self) -> usize {
+        self.data.len() + std::mem::size_of::<Cached>()
+    }
+}
+
 /// A read as planned under the lock.
 #[derive(Debug)]
 enum Planned {
@@ -305,17 +315,17 @@ impl State {
     /// Stores a record just written, dropping the oldest ones past the
     /// memory budget.
     pub fn cache(&mut self, rec: Cached, memory_bytes: usize) {
-        if rec.data.len() > memory_bytes {
+        if rec.cost() > memory_bytes {
             // Kept records must stay contiguous.
             self.ram.clear();
             self.ram_bytes = 0;
             return;
         }
-        self.ram_bytes += rec.data.len();
+        self.ram_bytes += rec.cost();
         self.ram.push_back(rec);
         while self.ram_bytes > memory_bytes {
             match self.ram.pop_front() {
-                Some(old) => self.ram_bytes -= old.data.len(),
+                Some(old) => self.ram_bytes -= old.cost(),
                 None => break,
             }
         }
@@ -973,7 +983,7 @@ impl Spool {
         let latency = metrics::histogram!(syncs_engine::stats::PROXY_REPLICATION_SECONDS);
         while st.ram.front().is_some_and(|c| c.seq <= floor) {
             if let Some(c) = st.ram.pop_front() {
-                st.ram_bytes -= c.data.len();
+                st.ram_bytes -= c.cost();
                 latency.record(now.saturating_sub(c.time_ms) as f64 / 1000.0);
             }
         }
