@@ -183,10 +183,24 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str]) -> 
         def q(p: float) -> float:
             return lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))]
 
-        return {"rate": rate, "n": n, "proxy_args": proxy_args, "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999),
-                "max_ms": lat_ms[-1], "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
+        # The rate the sender kept (it sleeps between writes).
+        achieved = (n - 1) / ((sent[-1] - sent[0]) / 1e9) if n > 1 else float(rate)
+        return {"rate": rate, "n": n, "achieved_rate": achieved, "proxy_args": proxy_args, "p50_ms": q(0.50),
+                "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": lat_ms[-1],
+                "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
     finally:
         rig.stop()
+
+
+def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], runs: int) -> dict:
+    """Row 4 over several runs: the run with the median p99, with every
+    run's percentiles beside it (the tail varies from run to run on a
+    shared 2-core machine)."""
+    samples = [row_latency(tmp, rate, seconds, proxy_args) for _ in range(runs)]
+    ordered = sorted(samples, key=lambda r: r["p99_ms"])
+    out = dict(ordered[len(ordered) // 2])
+    out["runs"] = [{k: r[k] for k in ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms")} for r in samples]
+    return out
 
 
 def row_mongo(tmp: Path, n: int, batch: int) -> dict | None:
@@ -322,8 +336,11 @@ def table(results: dict) -> str:
     for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never")):
         lat = results.get(key)
         if lat:
-            lines.append(f"latency at {lat['rate']:,} ops/s ({lat['n']:,} writes), {what}: p50 {lat['p50_ms']:.2f} ms, "
-                         f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+            each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat.get("runs", []))
+            lines.append(f"latency at {lat['rate']:,} ops/s ({lat['n']:,} writes, sent at "
+                         f"{lat['achieved_rate']:,.0f}/s), {what}: p50 {lat['p50_ms']:.2f} ms, "
+                         f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
+                         f"(the median run by p99; p99 of each run: {each} ms)")
     m = results.get("mongo")
     if m:
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
@@ -399,13 +416,15 @@ def main() -> None:
         cc = results["call_cost"]
         print(f"call cost: C {cc['c_ns_per_frame']:.0f} ns per frame, Python {cc['py_ns_per_call']:.0f} ns per call",
               flush=True)
-        # Durable (the default, fsync always: a record is sent once on
-        # disk) and without fsync (what the pipeline itself adds).
-        results["latency"] = row_latency(tmp, rate, seconds, proxy_args)
-        results["latency_no_fsync"] = row_latency(tmp, rate, seconds, [*proxy_args, "--fsync", "never"])
+        # The defaults (fsync always: a record is sent once written, and
+        # the client's SYNC waits for its fsync) and without any fsync.
+        results["latency"] = latency_runs(tmp, rate, seconds, proxy_args, runs)
+        results["latency_no_fsync"] = latency_runs(tmp, rate, seconds, [*proxy_args, "--fsync", "never"], runs)
         for key in ("latency", "latency_no_fsync"):
             lat = results[key]
-            print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms", flush=True)
+            each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
+            print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
+                  f"p99 of each run: {each})", flush=True)
         results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
         results["backlog"] = row_backlog(tmp, backlog, c_exe)
     finally:
