@@ -66,10 +66,11 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def build_c_bench(tmp: Path) -> Path:
-    exe = tmp / "bench_set"
+def build_c_bench(tmp: Path, name: str = "bench_set") -> Path:
+    """Compiles tests/bench/c/<name>.c with cc against the built libintc."""
+    exe = tmp / name
     subprocess.run(
-        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(HERE / "c" / "bench_set.c"),
+        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(HERE / "c" / f"{name}.c"),
          "-I", str(ROOT / "bindings" / "c" / "include"), "-L", str(BIN), "-lintc",
          f"-Wl,-rpath,{BIN}", "-o", str(exe)],
         check=True,
@@ -253,13 +254,7 @@ def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
 def row_call_cost(tmp: Path, n_c: int, n_py: int, runs: int) -> dict:
     """Row 6: what one buffered call costs the caller, C and Python (median
     over `runs` runs of N calls each, wall clock and the caller's CPU)."""
-    exe = tmp / "bench_call"
-    subprocess.run(
-        ["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(HERE / "c" / "bench_call.c"),
-         "-I", str(ROOT / "bindings" / "c" / "include"), "-L", str(BIN), "-lintc",
-         f"-Wl,-rpath,{BIN}", "-o", str(exe)],
-        check=True,
-    )
+    exe = build_c_bench(tmp, "bench_call")
 
     def run(cmd: list[str]) -> dict[str, str]:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)

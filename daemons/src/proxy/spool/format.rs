@@ -209,26 +209,34 @@ impl Acked {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() != ACKED_LEN {
-            return Err(format!("{} bytes, expected {ACKED_LEN}", b.len()));
-        }
-        if b[0..8] != ACKED_MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16_at(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(format!(
-                "format version {version}, expected {FORMAT_VERSION}"
-            ));
-        }
-        if u32_at(b, 32) != crc32fast::hash(&b[0..32]) {
-            return Err("checksum mismatch".into());
-        }
+        check_small_file(b, ACKED_LEN, ACKED_MAGIC, 32)?;
         Ok(Self {
             stream: u64_at(b, 16),
             floor: u64_at(b, 24),
         })
     }
+}
+
+/// The checks shared by the small files (`acked`, `reserved`): length,
+/// magic, format version, and the CRC-32 of the bytes before `crc_at`,
+/// stored at `crc_at`.
+fn check_small_file(b: &[u8], len: usize, magic: [u8; 8], crc_at: usize) -> Result<(), String> {
+    if b.len() != len {
+        return Err(format!("{} bytes, expected {len}", b.len()));
+    }
+    if b[0..8] != magic {
+        return Err("bad magic".into());
+    }
+    let version = u16_at(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, expected {FORMAT_VERSION}"
+        ));
+    }
+    if u32_at(b, crc_at) != crc32fast::hash(&b[0..crc_at]) {
+        return Err("checksum mismatch".into());
+    }
+    Ok(())
 }
 
 /// The `reserved` file: no sequence above `upto` has been handed to a
@@ -257,21 +265,7 @@ impl Reserved {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() != RESERVED_LEN {
-            return Err(format!("{} bytes, expected {RESERVED_LEN}", b.len()));
-        }
-        if b[0..8] != RESERVED_MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16_at(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(format!(
-                "format version {version}, expected {FORMAT_VERSION}"
-            ));
-        }
-        if u32_at(b, 48) != crc32fast::hash(&b[0..48]) {
-            return Err("checksum mismatch".into());
-        }
+        check_small_file(b, RESERVED_LEN, RESERVED_MAGIC, 48)?;
         let mut boot = [0u8; 16];
         boot.copy_from_slice(&b[32..48]);
         Ok(Self {

@@ -91,7 +91,22 @@ pub(super) fn create_segment(
     header: &SegmentHeader,
 ) -> Result<(PathBuf, File), SpoolError> {
     let path = segment_path(dir, header.base);
-    let mut tmp = path.clone().into_os_string();
+    let file = create_durably(dir, &path, &header.encode(), "renaming the new segment")?;
+    Ok((path, file))
+}
+
+/// Makes `path` hold exactly `bytes`, durably: written to `<path>.tmp`,
+/// fsynced, renamed over `path`, and the directory fsynced, so that after
+/// a crash the file is either the old one or the whole new one. Returns
+/// the file, open for reading and writing; `rename_op` names the rename in
+/// an error.
+fn create_durably(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    rename_op: &'static str,
+) -> Result<File, SpoolError> {
+    let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
     let file = OpenOptions::new()
@@ -101,12 +116,12 @@ pub(super) fn create_segment(
         .truncate(true)
         .open(&tmp)
         .map_err(io_err(&tmp, "creating"))?;
-    file.write_all_at(&header.encode(), 0)
-        .map_err(io_err(&tmp, "writing the header"))?;
+    file.write_all_at(bytes, 0)
+        .map_err(io_err(&tmp, "writing"))?;
     file.sync_all().map_err(io_err(&tmp, "syncing"))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path, "renaming the new segment"))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path, rename_op))?;
     sync_dir(dir)?;
-    Ok((path, file))
+    Ok(file)
 }
 
 /// Opens `dir` as left by a previous run; `new_stream` names a fresh
@@ -310,20 +325,7 @@ fn read_reserved(dir: &Path, stream: u64) -> Option<Reserved> {
 /// older reservation.
 pub(super) fn write_reserved(dir: &Path, r: &Reserved) -> Result<(), SpoolError> {
     let path = dir.join(RESERVED_FILE);
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp, "creating"))?;
-    file.write_all_at(&r.encode(), 0)
-        .map_err(io_err(&tmp, "writing"))?;
-    file.sync_all().map_err(io_err(&tmp, "syncing"))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path, "renaming the reservation"))?;
-    sync_dir(dir)
+    create_durably(dir, &path, &r.encode(), "renaming the reservation").map(drop)
 }
 
 fn read_header(file: &File, path: &Path) -> Result<SegmentHeader, SpoolError> {
