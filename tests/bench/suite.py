@@ -4,6 +4,8 @@ run, in one run on one machine (docs/benchmarks.md explains each row).
     python3 tests/bench/suite.py                 # full: N = 1,000,000, 3 runs
     python3 tests/bench/suite.py --smoke         # CI: tiny N, one run
     python3 tests/bench/suite.py --out DIR       # results.json + benchmarks.png there
+    python3 tests/bench/suite.py --rows latency  # some rows only (throughput, callcost, latency, mongo, backlog)
+    SYNCS_BIN_DIR=DIR python3 tests/bench/suite.py ...   # daemons and libintc of another build
 
 Starts its own redis-server (and FerretDB when installed), sync_server and
 proxy on loopback, from target/release (scripts/test.sh builds them) with
@@ -48,6 +50,8 @@ sys.path.insert(0, str(HERE.parent))
 from conftest import BIN, ROOT, Ferret, Redis, Syncs, default_rules, find_tool, wait_for  # noqa: E402
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
+# The rows `--rows` can pick.
+ROWS = ("throughput", "callcost", "latency", "mongo", "backlog")
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -322,9 +326,10 @@ def chart(results: dict, path: Path) -> None:
 def table(results: dict) -> str:
     lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call |",
              "|---|---|---|---|---|"]
-    limit = results["throughput"][0]["ops_per_s"]
-    pipelined = next(r["ops_per_s"] for r in results["throughput"] if r["id"] == "redis-py-p1000")
-    for r in results["throughput"]:
+    rows = results["throughput"]
+    limit = rows[0]["ops_per_s"] if rows else 0.0
+    pipelined = next((r["ops_per_s"] for r in rows if r["id"] == "redis-py-p1000"), 0.0)
+    for r in rows:
         call = f"{r['call_ns'] / 1000:.2f}" if r.get("call_ns") else "—"
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
                      f"{r['ops_per_s'] / pipelined:.2f}× | {call} |")
@@ -368,7 +373,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="latency row: duration (default 10; smoke 1)")
     ap.add_argument("--proxy-args", default="", help="extra proxy flags for the syncs rows")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help=f"rows to run, comma-separated (default all: {','.join(ROWS)})")
     a = ap.parse_args()
+    wanted = {r.strip() for r in a.rows.split(",") if r.strip()}
+    if not wanted or wanted - set(ROWS):
+        ap.error(f"--rows takes some of: {', '.join(ROWS)}")
     n = a.n or (2_000 if a.smoke else 1_000_000)
     runs = a.runs or (1 if a.smoke else 3)
     backlog = a.backlog or (20_000 if a.smoke else 10_000_000)
@@ -390,49 +400,64 @@ def main() -> None:
             results["throughput"].append(row)
             print(f"{name}: {row['ops_per_s']:,.0f} ops/s", flush=True)
 
-        add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline",
-            [{"ops_per_s": row_redis_benchmark(tmp, max(n, 100_000))} for _ in range(runs)])
-        direct_n = min(n, 100_000)
-        add("redis-py-p1", "redis-py, one at a time", "baseline",
-            [{"ops_per_s": row_redis_py(tmp, direct_n, 1)} for _ in range(runs)])
-        add("redis-py-p1000", "redis-py, pipelined by 1,000", "baseline",
-            [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
-        rss: dict[str, int] = {}
-        for client, name in (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
-                             ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered")):
-            samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
-            for s in samples:
-                for k, v in s["rss"].items():
-                    rss[k] = max(rss.get(k, 0), v)
-            add(f"syncs-{client}", name, "syncs", samples)
-        results["rss"] = rss
-        results["call_cost"] = row_call_cost(tmp, 20_000 if a.smoke else 2_000_000,
-                                             20_000 if a.smoke else 500_000, 1 if a.smoke else 5)
-        cc = results["call_cost"]
-        print(f"call cost: C {cc['c_ns_per_frame']:.0f} ns per frame, Python {cc['py_ns_per_call']:.0f} ns per call",
-              flush=True)
-        # The defaults (fsync always: a record is sent once written, and
-        # the client's SYNC waits for its fsync) and without any fsync.
-        results["latency"] = latency_runs(tmp, rate, seconds, proxy_args, runs)
-        results["latency_no_fsync"] = latency_runs(tmp, rate, seconds, [*proxy_args, "--fsync", "never"], runs)
-        for key in ("latency", "latency_no_fsync"):
-            lat = results[key]
-            each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
-            print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
-                  f"p99 of each run: {each})", flush=True)
-        results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
-        results["backlog"] = row_backlog(tmp, backlog, c_exe)
+        if "throughput" in wanted:
+            throughput_rows(tmp, n, runs, c_exe, proxy_args, add, results)
+        if "callcost" in wanted:
+            results["call_cost"] = row_call_cost(tmp, 20_000 if a.smoke else 2_000_000,
+                                                 20_000 if a.smoke else 500_000, 1 if a.smoke else 5)
+            cc = results["call_cost"]
+            print(f"call cost: C {cc['c_ns_per_frame']:.0f} ns per frame, Python {cc['py_ns_per_call']:.0f} ns "
+                  "per call", flush=True)
+        if "latency" in wanted:
+            # The defaults (fsync always: a record is sent once written,
+            # and the client's SYNC waits for its fsync) and no fsync.
+            results["latency"] = latency_runs(tmp, rate, seconds, proxy_args, runs)
+            results["latency_no_fsync"] = latency_runs(tmp, rate, seconds, [*proxy_args, "--fsync", "never"],
+                                                       runs)
+            for key in ("latency", "latency_no_fsync"):
+                lat = results[key]
+                each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
+                print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
+                      f"p99 of each run: {each})", flush=True)
+        if "mongo" in wanted:
+            results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
+        if "backlog" in wanted:
+            results["backlog"] = row_backlog(tmp, backlog, c_exe)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(results, a.out)
+
+
+def throughput_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str], add, results: dict) -> None:
+    """Rows 1 to 3, and the peak RSS of row 7 over the row-3 runs."""
+    add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline",
+        [{"ops_per_s": row_redis_benchmark(tmp, max(n, 100_000))} for _ in range(runs)])
+    direct_n = min(n, 100_000)
+    add("redis-py-p1", "redis-py, one at a time", "baseline",
+        [{"ops_per_s": row_redis_py(tmp, direct_n, 1)} for _ in range(runs)])
+    add("redis-py-p1000", "redis-py, pipelined by 1,000", "baseline",
+        [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
+    rss: dict[str, int] = {}
+    for client, name in (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
+                         ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered")):
+        samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
+        for s in samples:
+            for k, v in s["rss"].items():
+                rss[k] = max(rss.get(k, 0), v)
+        add(f"syncs-{client}", name, "syncs", samples)
+    results["rss"] = rss
+
+
+def write_results(results: dict, out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     text = table(results)
-    (a.out / "results.md").write_text(text + "\n")
+    (out / "results.md").write_text(text + "\n")
     print(text)
     try:
-        chart(results, a.out / "benchmarks.png")
-        print(f"wrote {a.out / 'results.json'}, {a.out / 'results.md'}, {a.out / 'benchmarks.png'}")
+        chart(results, out / "benchmarks.png")
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'benchmarks.png'}")
     except ImportError:
-        print(f"wrote {a.out / 'results.json'}, {a.out / 'results.md'} (no chart: pip install matplotlib)")
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'} (no chart: pip install matplotlib)")
 
 
 if __name__ == "__main__":
