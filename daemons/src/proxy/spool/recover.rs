@@ -259,7 +259,8 @@ pub(super) fn recover(
         // crash, records a server saw may be gone from the disk: their
         // sequences must never be handed out again, so the next record
         // takes the first sequence past the reservation.
-        if r.boot != boot && r.upto >= next {
+        let same_boot = boot != 0 && r.boot == boot;
+        if !same_boot && r.upto >= next {
             let header = SegmentHeader {
                 stream,
                 base: r.upto + 1,

@@ -1015,3 +1015,18 @@ async fn writes_made_during_an_fsync_are_a_torn_tail_together() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_unknown_boot_counts_as_a_reboot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    // No boot id on this system (0): a restart cannot tell a process crash
+    // from a machine crash, so it skips the reserved sequences.
+    let s = Spool::open_on_boot(config(dir.path()), 1, 0).expect("open");
+    push_n(&s, 1..=5).await;
+    let mark = reserved_mark(dir.path());
+    crash_copy(dir.path(), copy.path(), 0, 5);
+    drop(s);
+    let s = Spool::open_on_boot(config(copy.path()), 1, 0).expect("recover");
+    assert_eq!(s.push(rec(6)).await.expect("push"), mark + 1);
+}
