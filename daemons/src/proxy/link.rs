@@ -174,20 +174,11 @@ impl Link {
             let have = next <= self.spool.last();
             let room = next - 1 - acked < WINDOW;
             if have && room {
-                // From memory here; from disk off the async workers.
-                let (first, records) =
-                    match self.spool.read_memory(next, BATCH_RECORDS, BATCH_BYTES) {
-                        Some(read) => read,
-                        None => {
-                            let spool = Arc::clone(&self.spool);
-                            tokio::task::spawn_blocking(move || {
-                                spool.read(next, BATCH_RECORDS, BATCH_BYTES)
-                            })
-                            .await
-                            .context("spool reader task")?
-                            .context("reading the spool")?
-                        }
-                    };
+                let (first, records) = self
+                    .spool
+                    .read_async(next, BATCH_RECORDS, BATCH_BYTES)
+                    .await
+                    .context("reading the spool")?;
                 if records.is_empty() {
                     // Nothing is trimmed past this destination's cursor, so
                     // an empty read is a bug: say so and reconnect.

@@ -157,17 +157,11 @@ impl NatsLink {
             let have = next <= self.spool.last();
             if have && inflight.len() < WINDOW {
                 let want = READ_RECORDS.min(WINDOW - inflight.len());
-                // From memory here; from disk off the async workers.
-                let (first, records) = match self.spool.read_memory(next, want, READ_BYTES) {
-                    Some(read) => read,
-                    None => {
-                        let spool = Arc::clone(&self.spool);
-                        tokio::task::spawn_blocking(move || spool.read(next, want, READ_BYTES))
-                            .await
-                            .context("spool reader task")?
-                            .context("reading the spool")?
-                    }
-                };
+                let (first, records) = self
+                    .spool
+                    .read_async(next, want, READ_BYTES)
+                    .await
+                    .context("reading the spool")?;
                 if records.is_empty() {
                     if first > self.spool.last() {
                         // Not yet readable (fsync pending): wait for a push.

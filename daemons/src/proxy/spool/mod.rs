@@ -428,6 +428,21 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Stops the spool after a write or fsync error (the writer's or the
+    /// syncer's): logged once, pushes fail from now on, blocked pushers
+    /// look again.
+    pub fn fail(&self, why: &str) {
+        {
+            let mut st = self.lock();
+            if st.failed.is_some() {
+                return;
+            }
+            st.failed = Some(why.to_owned());
+        }
+        tracing::error!("spool failed, no record is accepted from now on: {why}");
+        self.room.notify_waiters();
+    }
+
     /// Makes records up to `seq` readable and wakes the readers.
     pub fn publish(&self, st: &mut State, seq: u64) {
         if seq > st.visible {
@@ -844,11 +859,22 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<(u64, Vec<Bytes>), SpoolError> {
-        let (first, plan) = match self.plan_read(from, max_records, max_bytes) {
-            Planned::Done(first, records) => return Ok((first, records)),
-            Planned::Disk(first, plan) => (first, plan),
-        };
-        let out = segment::read_records(&plan, first, max_records, max_bytes)?;
+        match self.plan_read(from, max_records, max_bytes) {
+            Planned::Done(first, records) => Ok((first, records)),
+            Planned::Disk(first, plan) => self.read_disk(first, &plan, max_records, max_bytes),
+        }
+    }
+
+    /// The disk half of a read: the records `plan` locates, and where the
+    /// reader stopped remembered for its next read.
+    fn read_disk(
+        &self,
+        first: u64,
+        plan: &ReadPlan,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<(u64, Vec<Bytes>), SpoolError> {
+        let out = segment::read_records(plan, first, max_records, max_bytes)?;
         {
             let mut st = self.shared.lock();
             if st.hints.len() >= HINTS {
@@ -862,20 +888,23 @@ impl Spool {
         Ok((first, out.records))
     }
 
-    /// [`Spool::read`] when it needs no file IO (the records are in
-    /// memory, or none is readable): a link caught up reads here, on its
-    /// own task, without a trip to a blocking thread. `None`: the
-    /// records are on disk; call `read` off the async workers.
-    pub fn read_memory(
-        &self,
+    /// [`Spool::read`] for async callers: records in memory are read on
+    /// the caller's task (a link caught up never leaves it); records on
+    /// disk are read on a blocking thread, off the async workers.
+    pub async fn read_async(
+        self: &Arc<Self>,
         from: u64,
         max_records: usize,
         max_bytes: usize,
-    ) -> Option<(u64, Vec<Bytes>)> {
-        match self.plan_read(from, max_records, max_bytes) {
-            Planned::Done(first, records) => Some((first, records)),
-            Planned::Disk(..) => None,
-        }
+    ) -> Result<(u64, Vec<Bytes>), SpoolError> {
+        let (first, plan) = match self.plan_read(from, max_records, max_bytes) {
+            Planned::Done(first, records) => return Ok((first, records)),
+            Planned::Disk(first, plan) => (first, plan),
+        };
+        let spool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || spool.read_disk(first, &plan, max_records, max_bytes))
+            .await
+            .map_err(|e| SpoolError::Failed(format!("spool reader task: {e}")))?
     }
 
     /// The part of a read done under the lock: the records from memory,
@@ -949,11 +978,12 @@ impl Spool {
         // cache: their sequences are below the jump (`next_seq`), and
         // nothing is sent again for them.
         let seq = if seq > st.visible {
-            let beyond_jump = seq >= st.next_seq;
-            if let Some(suppressed) = beyond_jump
-                .then(|| self.shared.beyond_logged.allow())
-                .flatten()
-            {
+            let log = if seq >= st.next_seq {
+                self.shared.beyond_logged.allow()
+            } else {
+                None
+            };
+            if let Some(suppressed) = log {
                 tracing::error!(
                     dest,
                     acked = seq,

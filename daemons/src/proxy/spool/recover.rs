@@ -250,7 +250,7 @@ pub(super) fn recover(
         .map_or_else(|| segments.back().map_or(0, |s| s.last), |s| s.last);
     let newest_base = segments.back().map_or(1, |s| s.base);
     let mut next = (last + 1).max(newest_base);
-    let mut reserved = last.max(next - 1);
+    let mut reserved = next - 1;
     if let Some(r) = read_reserved(dir, stream) {
         reserved = reserved.max(r.upto);
         // Records are handed to readers (sent to servers) once written,

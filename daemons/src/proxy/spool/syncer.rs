@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Shared, SPOOL_FSYNCS};
+use super::{Shared, SpoolError, SPOOL_FSYNCS};
 
 /// One round the writer wrote, waiting for its fsync.
 #[derive(Debug)]
@@ -83,11 +83,14 @@ impl Syncer {
             if same_as_next {
                 continue;
             }
-            if let Err(e) = round.file.sync_data() {
-                let why = format!("{}: fsyncing: {e}", round.path.display());
-                tracing::error!("spool fsync failed, no record is accepted from now on: {why}");
-                self.shared.lock().failed = Some(why.clone());
-                self.shared.room.notify_waiters();
+            if let Err(source) = round.file.sync_data() {
+                let why = SpoolError::Io {
+                    path: round.path.to_path_buf(),
+                    op: "fsyncing",
+                    source,
+                }
+                .to_string();
+                self.shared.fail(&why);
                 return Err(why);
             }
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);

@@ -314,12 +314,14 @@ impl Writer {
     /// back to the newest record, so that a restart after a reboot does
     /// not skip sequences for nothing.
     fn release_reservation(&mut self) {
-        if self.failed.is_some() || self.dirty || self.reservation.upto <= self.written {
+        // The newest sequence handed out (past a jump not yet written to).
+        let newest = self.expect - 1;
+        if self.failed.is_some() || self.dirty || self.reservation.upto <= newest {
             return;
         }
         let r = Reserved {
             stream: self.shared.stream,
-            upto: self.written.max(self.expect - 1),
+            upto: newest,
             boot: self.reservation.boot,
         };
         match write_reserved(&self.shared.dir, &r) {
@@ -627,10 +629,8 @@ impl Writer {
         if self.failed.is_some() {
             return;
         }
-        tracing::error!("spool writer failed, no record is accepted from now on: {e}");
         let why = e.to_string();
-        self.failed = Some(why.clone());
-        self.shared.lock().failed = Some(why);
-        self.shared.room.notify_waiters();
+        self.shared.fail(&why);
+        self.failed = Some(why);
     }
 }
