@@ -25,6 +25,8 @@ pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";
 pub const SERVER_DUPLICATES: &str = "syncs_server_records_duplicate_total";
 /// Records refused as undecodable (label `reason`).
 pub const SERVER_BAD_RECORDS: &str = "syncs_server_records_refused_total";
+/// Proxy connections that ended in a read error (reset, cut) mid-session.
+pub const SERVER_CONNECTION_ERRORS: &str = "syncs_server_connection_errors_total";
 /// Operations applied (labels `target`, `kind`).
 pub const SERVER_APPLIED: &str = "syncs_server_ops_applied_total";
 /// Operations dropped by a rule or the default (labels `rule`, `reason`).

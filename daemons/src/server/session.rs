@@ -20,7 +20,7 @@ use syncs_engine::op::Op;
 use syncs_engine::route::{route, Outcome};
 use syncs_engine::stats;
 use syncs_engine::wire::client::decode_payload;
-use syncs_engine::wire::peer::{refuse, Message, PeerCodec, MIN_VERSION, VERSION};
+use syncs_engine::wire::peer::{refuse, Message, PeerCodec, PeerError, MIN_VERSION, VERSION};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -138,96 +138,109 @@ pub async fn run(
     };
     // A message read while gathering batches, to handle next.
     let mut held = None;
-    loop {
-        let msg = if held.is_some() && queued.is_none() && !mine.is_cancelled() {
-            held.take().flatten()
-        } else {
-            tokio::select! {
-            // A stop lets the batch in hand finish and be acknowledged.
-            _ = mine.cancelled(), if running.is_none() => break,
-            Some((result, last)) = OptionFuture::from(running.as_mut()) => {
-                running = queued.take().map(&start);
-                result?;
-                state.last_applied = state.last_applied.max(last);
-                framed
-                    .send(Message::Ack {
-                        seq: state.last_applied,
-                    })
-                    .await?;
-                continue;
-            }
-            m = framed.next(), if held.is_none() && queued.is_none() && !mine.is_cancelled() => m,
-            }
-        };
-        match msg {
-            None => break,
-            Some(Ok(Message::Batch { records, .. })) if records.is_empty() => {
-                framed
-                    .send(Message::Ack {
-                        seq: state.last_applied,
-                    })
-                    .await?;
-            }
-            Some(Ok(Message::Batch {
-                first_seq,
-                mut records,
-            })) => {
-                // Batches already waiting join this one (in sequence), so a
-                // busy server applies fewer, larger runs.
-                while records.len() < GATHER_RECORDS {
-                    match framed.next().now_or_never() {
-                        None => break,
-                        Some(Some(Ok(Message::Batch {
-                            first_seq: next,
-                            records: more,
-                        }))) if !more.is_empty() && next == first_seq + records.len() as u64 => {
-                            records.extend(more)
-                        }
-                        Some(other) => {
-                            held = Some(other);
-                            break;
+    // Every way out of this loop (the proxy gone, a read or write error, a
+    // bad message, a stop) leads to the same place below, which finishes the
+    // runs in hand: a run whose EXEC may have been sent is never dropped.
+    let outcome: anyhow::Result<()> = async {
+        loop {
+            let msg = if held.is_some() && queued.is_none() && !mine.is_cancelled() {
+                held.take().flatten()
+            } else {
+                tokio::select! {
+                // A stop lets the batch in hand finish and be acknowledged.
+                _ = mine.cancelled(), if running.is_none() => break,
+                Some((result, last)) = OptionFuture::from(running.as_mut()) => {
+                    running = queued.take().map(&start);
+                    result?;
+                    state.last_applied = state.last_applied.max(last);
+                    framed
+                        .send(Message::Ack {
+                            seq: state.last_applied,
+                        })
+                        .await?;
+                    continue;
+                }
+                m = framed.next(), if held.is_none() && queued.is_none() && !mine.is_cancelled() => m,
+                }
+            };
+            match msg {
+                None => break,
+                Some(Ok(Message::Batch { records, .. })) if records.is_empty() => {
+                    framed
+                        .send(Message::Ack {
+                            seq: state.last_applied,
+                        })
+                        .await?;
+                }
+                Some(Ok(Message::Batch {
+                    first_seq,
+                    mut records,
+                })) => {
+                    // Batches already waiting join this one (in sequence), so a
+                    // busy server applies fewer, larger runs.
+                    while records.len() < GATHER_RECORDS {
+                        match framed.next().now_or_never() {
+                            None => break,
+                            Some(Some(Ok(Message::Batch {
+                                first_seq: next,
+                                records: more,
+                            }))) if !more.is_empty() && next == first_seq + records.len() as u64 => {
+                                records.extend(more)
+                            }
+                            Some(other) => {
+                                held = Some(other);
+                                break;
+                            }
                         }
                     }
+                    if first_seq > prepared_upto + 1 && prepared_upto != 0 {
+                        tracing::error!(
+                            %source, first_seq, last_applied = prepared_upto,
+                            "sequence gap: records {}..{} never arrived (a proxy whose machine \
+                             crashed skips the sequences it may have used: see its log)",
+                            prepared_upto + 1, first_seq - 1
+                        );
+                    }
+                    let prepared =
+                        prepare_batch(&shared, &source, prepared_upto, first_seq, &records).await;
+                    prepared_upto = prepared_upto.max(prepared.last);
+                    if running.is_none() {
+                        running = Some(start(prepared));
+                    } else {
+                        queued = Some(prepared);
+                    }
                 }
-                if first_seq > prepared_upto + 1 && prepared_upto != 0 {
-                    tracing::error!(
-                        %source, first_seq, last_applied = prepared_upto,
-                        "sequence gap: records {}..{} never arrived (a proxy whose machine \
-                         crashed skips the sequences it may have used: see its log)",
-                        prepared_upto + 1, first_seq - 1
-                    );
+                Some(Ok(other)) => {
+                    let _ = framed
+                        .send(Message::Refuse {
+                            code: refuse::BAD_MESSAGE,
+                            reason: "expected BATCH".into(),
+                        })
+                        .await;
+                    bail!("{source}: unexpected {other:?}");
                 }
-                let prepared =
-                    prepare_batch(&shared, &source, prepared_upto, first_seq, &records).await;
-                prepared_upto = prepared_upto.max(prepared.last);
-                if running.is_none() {
-                    running = Some(start(prepared));
-                } else {
-                    queued = Some(prepared);
+                Some(Err(PeerError::Io(e))) => {
+                    // Reset or cut: nothing was refused, the proxy
+                    // reconnects and WELCOME tells it where to go on.
+                    metrics::counter!(stats::SERVER_CONNECTION_ERRORS).increment(1);
+                    bail!("{source}: connection lost: {e}");
                 }
-            }
-            Some(Ok(other)) => {
-                let _ = framed
-                    .send(Message::Refuse {
-                        code: refuse::BAD_MESSAGE,
-                        reason: "expected BATCH".into(),
-                    })
-                    .await;
-                bail!("{source}: unexpected {other:?}");
-            }
-            Some(Err(e)) => {
-                metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_peer_message")
-                    .increment(1);
-                let _ = framed
-                    .send(Message::Refuse {
-                        code: refuse::BAD_MESSAGE,
-                        reason: e.to_string(),
-                    })
-                    .await;
-                bail!("{source}: {e}");
+                Some(Err(e)) => {
+                    metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_peer_message")
+                        .increment(1);
+                    let _ = framed
+                        .send(Message::Refuse {
+                            code: refuse::BAD_MESSAGE,
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    bail!("{source}: {e}");
+                }
             }
         }
+        Ok(())
     }
+    .await;
     // The proxy is gone (or the session stops): finish the batches in
     // hand, the prepared one too (its dead letters are already written:
     // preparing it again after a resend would write them twice). Without
@@ -240,7 +253,7 @@ pub async fn run(
         state.last_applied = state.last_applied.max(last);
     }
     tracing::info!(%source, last_applied = state.last_applied, "proxy session closed");
-    Ok(())
+    outcome
 }
 
 /// Decodes, routes and applies one batch. Returns only when every record
@@ -376,7 +389,24 @@ pub(crate) async fn execute_batch(
     Ok(())
 }
 
-/// Applies `items` on one target, retrying while it is unavailable.
+/// Consecutive failures of one run that may be the run's own doing, with
+/// the target answering a probe after each, before the run is taken apart
+/// (and a single record given up).
+const SUSPECT_LIMIT: u32 = 3;
+
+/// What retrying a run came to.
+enum Attempt {
+    /// Applied: one outcome per item.
+    Done(Vec<Applied>),
+    /// The run failed [`SUSPECT_LIMIT`] times in a way that may be its own
+    /// doing while the target kept answering: the reason.
+    Suspect(String),
+}
+
+/// Applies `items` on one target, retrying while it is unavailable. A run
+/// that keeps failing while the target answers is applied one sequence at
+/// a time, and a sequence that still fails so is dead-lettered with the
+/// target's last error: one bad record never stops a stream for ever.
 async fn apply_with_retry(
     shared: &Shared,
     source: &str,
@@ -385,33 +415,27 @@ async fn apply_with_retry(
     items: &[(u64, Op)],
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
-    let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
     let started = std::time::Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    let mut attempts = 0u32;
-    let results = loop {
-        match target.apply(stream, &ops).await {
-            Ok(r) => break r,
-            Err(e) => {
-                attempts += 1;
-                metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
-                    .increment(1);
-                if attempts == 1 || attempts.is_power_of_two() {
-                    tracing::warn!(%source, attempts, "{e}; retrying in {backoff:?}, holding the acknowledgement");
+    let results = match retry(source, stream, target, items, stop).await? {
+        Attempt::Done(results) => results,
+        Attempt::Suspect(reason) => {
+            tracing::warn!(%source, target = target.name(), "{reason}; applying the run one record at a time to find the one at fault");
+            let mut results = Vec::with_capacity(items.len());
+            for group in items.chunk_by(|a, b| a.0 == b.0) {
+                match retry(source, stream, target, group, stop).await? {
+                    Attempt::Done(r) => results.extend(r),
+                    Attempt::Suspect(reason) => results.extend(group.iter().map(|_| {
+                        Applied::Refused(format!(
+                            "failed {SUSPECT_LIMIT} times on this record while the target answered: {reason}"
+                        ))
+                    })),
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(Interrupted),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            results
         }
     };
     metrics::histogram!(stats::SERVER_APPLY_SECONDS, "target" => target.name().to_owned())
         .record(started.elapsed().as_secs_f64());
-    if attempts > 0 {
-        tracing::info!(%source, target = target.name(), attempts, "target back; run applied");
-    }
     let kind = |op: &Op| match op {
         Op::Redis(_) => "redis",
         Op::Mongo(_) => "mongo",
@@ -429,6 +453,54 @@ async fn apply_with_retry(
         }
     }
     Ok(())
+}
+
+/// Applies one run until it is applied, the stream stops, or it looks like
+/// the run itself is at fault.
+async fn retry(
+    source: &str,
+    stream: u64,
+    target: &Target,
+    items: &[(u64, Op)],
+    stop: &CancellationToken,
+) -> Result<Attempt, Interrupted> {
+    let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    let mut suspects = 0u32;
+    loop {
+        let e = match target.apply(stream, &ops).await {
+            Ok(results) => {
+                if attempts > 0 {
+                    tracing::info!(%source, target = target.name(), attempts, "target back; run applied");
+                }
+                return Ok(Attempt::Done(results));
+            }
+            Err(e) => e,
+        };
+        attempts += 1;
+        metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
+            .increment(1);
+        if attempts == 1 || attempts.is_power_of_two() {
+            tracing::warn!(%source, attempts, "{e}; retrying in {backoff:?}, holding the acknowledgement");
+        }
+        // A run that failed "suspiciously" while the target answers a probe
+        // counts against the run; any other failure starts the count again.
+        let answers = e.suspect
+            && tokio::select! {
+                _ = stop.cancelled() => return Err(Interrupted),
+                probe = target.probe() => probe.is_ok(),
+            };
+        suspects = if answers { suspects + 1 } else { 0 };
+        if suspects >= SUSPECT_LIMIT {
+            return Ok(Attempt::Suspect(e.reason));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Err(Interrupted),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 async fn dead_letter(

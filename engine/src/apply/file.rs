@@ -44,10 +44,19 @@ impl FileTarget {
         self.file
             .append(&buf, self.fsync)
             .await
-            .map_err(|e| TargetError {
-                target: self.name.clone(),
-                reason: format!("{}: {e}", self.file.path().display()),
-            })?;
+            .map_err(|e| self.unavailable(e))?;
         Ok(vec![Applied::Ok; ops.len()])
+    }
+
+    /// Whether the file can be opened for appending.
+    pub async fn probe(&self) -> Result<(), TargetError> {
+        self.file
+            .append(&[], false)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    fn unavailable(&self, e: std::io::Error) -> TargetError {
+        TargetError::unavailable(&self.name, format!("{}: {e}", self.file.path().display()))
     }
 }

@@ -39,6 +39,30 @@ pub enum Applied {
 pub struct TargetError {
     pub target: String,
     pub reason: String,
+    /// The run was sent and failed in a way that says nothing about the
+    /// target's health (the connection dropped mid-reply, a reply that made
+    /// no sense, no reply in time): the run itself may be the cause. The
+    /// caller checks with [`Target::probe`] before it believes that.
+    pub suspect: bool,
+}
+
+impl TargetError {
+    /// The target is down or not ready; nothing points at the run.
+    pub fn unavailable(target: &str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            target: target.to_owned(),
+            reason: reason.to_string(),
+            suspect: false,
+        }
+    }
+
+    /// The run's outcome is unknown and the run may be its cause.
+    pub fn suspect(target: &str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            suspect: true,
+            ..Self::unavailable(target, reason)
+        }
+    }
 }
 
 /// One live target.
@@ -63,6 +87,16 @@ impl Target {
             Target::Redis(t) => t.name(),
             Target::Mongo(t) => t.name(),
             Target::File(t) => t.name(),
+        }
+    }
+
+    /// Whether the target answers at all (a PING, a `ping` command, the
+    /// file opens), apart from any run.
+    pub async fn probe(&self) -> Result<(), TargetError> {
+        match self {
+            Target::Redis(t) => t.probe().await,
+            Target::Mongo(t) => t.probe().await,
+            Target::File(t) => t.probe().await,
         }
     }
 

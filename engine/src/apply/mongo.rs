@@ -81,10 +81,18 @@ impl MongoTarget {
     }
 
     fn unavailable(&self, reason: impl std::fmt::Display) -> TargetError {
-        TargetError {
-            target: self.name.clone(),
-            reason: reason.to_string(),
-        }
+        TargetError::unavailable(&self.name, reason)
+    }
+
+    /// Whether the server answers a `ping`.
+    pub async fn probe(&self) -> Result<(), TargetError> {
+        let client = self.client().await?;
+        client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(|e| self.unavailable(e))
     }
 
     async fn client(&self) -> Result<&Client, TargetError> {

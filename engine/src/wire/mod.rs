@@ -6,4 +6,7 @@ pub mod mongo;
 pub mod resp;
 
 #[cfg(feature = "runtime")]
+pub mod reply;
+
+#[cfg(feature = "runtime")]
 pub mod peer;

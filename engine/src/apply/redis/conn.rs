@@ -1,0 +1,216 @@
+//! One connection to a Redis server: connect, authenticate, and send a
+//! pipeline of commands and read its replies.
+//!
+//! The connection is a plain socket this module owns: no driver task, no
+//! queue behind it. A request is in flight exactly while a
+//! [`Conn::round_trip`] future is; dropping the `Conn` closes the socket.
+//! Replies are read with [`crate::wire::reply`], which accepts any bytes
+//! Redis sends (its error lines are not always UTF-8).
+//!
+//! The URL is parsed by the `redis` crate (`redis://`, `redis+unix://`,
+//! `unix://`, user and password), so syncs accepts exactly the URLs Redis
+//! users know.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis::{ConnectionAddr, IntoConnectionInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::reply::{self, Reply, ReplyError};
+use crate::wire::resp::encode_command;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub(super) struct Endpoint {
+    addr: Addr,
+    username: Option<String>,
+    password: Option<String>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Addr {
+    Tcp(String, u16),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp(host, port) => write!(f, "{host}:{port}"),
+            Addr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Why a request did not complete. Each of these leaves the connection
+/// unusable: the caller drops it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("authentication refused: {0}")]
+    Auth(String),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// An open, authenticated connection.
+pub(super) struct Conn {
+    io: Box<dyn Io>,
+    rbuf: BytesMut,
+    /// `CLIENT ID` of this connection (`None`: the server would not say).
+    id: Option<u64>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("id", &self.id).finish()
+    }
+}
+
+impl Endpoint {
+    pub(super) fn parse(
+        url: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("bad Redis URL: {e}"))?;
+        let addr = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Addr::Tcp(host.clone(), *port),
+            ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
+            _ => return Err("bad Redis URL: TLS (rediss://) is not supported".into()),
+        };
+        let settings = info.redis_settings();
+        Ok(Self {
+            addr,
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
+            connect_timeout,
+            timeout,
+        })
+    }
+
+    /// Connects, authenticates and asks for the connection's id.
+    pub(super) async fn connect(&self) -> Result<Conn, ConnError> {
+        let connect = async {
+            let io: Box<dyn Io> = match &self.addr {
+                Addr::Tcp(host, port) => {
+                    let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    s.set_nodelay(true)?;
+                    Box::new(s)
+                }
+                Addr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            };
+            Ok::<_, std::io::Error>(io)
+        };
+        let io = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(source)) => {
+                return Err(ConnError::Connect {
+                    addr: self.addr.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ConnError::Connect {
+                    addr: self.addr.to_string(),
+                    source: std::io::ErrorKind::TimedOut.into(),
+                })
+            }
+        };
+        let mut conn = Conn {
+            io,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            id: None,
+            timeout: self.timeout,
+        };
+        let mut packed = Vec::new();
+        let mut n = 1;
+        if let Some(password) = &self.password {
+            match &self.username {
+                Some(user) => encode_command(
+                    &mut packed,
+                    &[&b"AUTH"[..], user.as_bytes(), password.as_bytes()],
+                ),
+                None => encode_command(&mut packed, &[&b"AUTH"[..], password.as_bytes()]),
+            }
+            n += 1;
+        }
+        encode_command(&mut packed, &[&b"CLIENT"[..], b"ID"]);
+        let replies = conn.round_trip(&packed, n).await?;
+        if let Some(Reply::Error(e)) = replies.first().filter(|_| n == 2) {
+            return Err(ConnError::Auth(reply::escape(e)));
+        }
+        if let Some(Reply::Int(id)) = replies.last() {
+            conn.id = u64::try_from(*id).ok();
+        }
+        Ok(conn)
+    }
+}
+
+impl Conn {
+    /// This connection's `CLIENT ID`, when the server told it.
+    pub(super) fn id(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// Sends `packed` (`n` commands in RESP) and reads their `n` replies,
+    /// all within the response timeout. Not cancellation safe in the sense
+    /// that matters here: a dropped future may leave the commands sent and
+    /// unanswered, so the caller drops the connection with it.
+    pub(super) async fn round_trip(
+        &mut self,
+        packed: &[u8],
+        n: usize,
+    ) -> Result<Vec<Reply>, ConnError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.exchange(packed, n)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Vec<Reply>, ConnError> {
+        self.io.write_all(packed).await?;
+        let mut replies = Vec::with_capacity(n);
+        while replies.len() < n {
+            match reply::take_reply(&mut self.rbuf)? {
+                Some(r) => replies.push(r),
+                None => {
+                    if self.io.read_buf(&mut self.rbuf).await? == 0 {
+                        return Err(ConnError::Closed);
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    /// One command, one reply.
+    pub(super) async fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ConnError> {
+        let mut packed = Vec::new();
+        encode_command(&mut packed, args);
+        let mut replies = self.round_trip(&packed, 1).await?;
+        replies.pop().ok_or(ConnError::Closed)
+    }
+}

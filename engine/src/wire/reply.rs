@@ -1,0 +1,281 @@
+//! RESP2 replies: what a Redis server answers.
+//!
+//! The appliers read their replies with this parser rather than a client
+//! library's, because Redis does not promise UTF-8 anywhere: an error line
+//! echoes the command name or an argument as raw bytes
+//! (`-ERR unknown command '\xff'`), and a parser that insists on UTF-8 turns
+//! a refused record into a broken connection. Here every line is bytes.
+//!
+//! Lengths are checked against the bytes present before anything is
+//! allocated, so a forged length cannot make us reserve memory; nesting is
+//! bounded.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+<line>`
+    Status(Bytes),
+    /// `-<line>`: the first word is the error code.
+    Error(Bytes),
+    /// `:<n>`
+    Int(i64),
+    /// `$<len>` (`None`: `$-1`)
+    Bulk(Option<Bytes>),
+    /// `*<n>` (`None`: `*-1`, e.g. an EXEC aborted by WATCH)
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The error line when this is an error reply.
+    pub fn as_error(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The first word of an error line (`WRONGTYPE`, `ERR`, `EXECABORT`, ...).
+pub fn error_code(line: &[u8]) -> &[u8] {
+    line.split(|&b| b == b' ').next().unwrap_or_default()
+}
+
+/// The bytes as text: valid UTF-8 as it is, every other byte as `\xNN`,
+/// a backslash as `\\`. Lossless, so a reason in a log or in the dead-letter
+/// file shows exactly what Redis said.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Why the bytes are not a reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("bad reply from Redis at byte {offset}: {what}")]
+    Syntax { offset: usize, what: &'static str },
+    #[error("bad reply from Redis: nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+}
+
+/// Arrays nested deeper than this are refused.
+pub const MAX_DEPTH: usize = 32;
+/// The longest bulk string Redis sends (`proto-max-bulk-len` at most 512 MiB
+/// by default; a larger configured value is still refused here).
+const MAX_BULK: i64 = 1 << 31;
+
+/// Reads one reply from the front of `buf` and removes its bytes.
+/// `Ok(None)`: the reply is not complete yet (nothing is removed).
+pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
+    let Some(len) = measure(buf, 0, 0)? else {
+        return Ok(None);
+    };
+    let frozen = buf.split_to(len).freeze();
+    let mut cursor = frozen.clone();
+    Ok(Some(build(&frozen, &mut cursor)))
+}
+
+/// The length of the complete reply at `at`, `None` if incomplete.
+fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ReplyError> {
+    if depth > MAX_DEPTH {
+        return Err(ReplyError::TooDeep);
+    }
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some(end) = line_end(buf, at + 1) else {
+        return Ok(None);
+    };
+    let after = end + 2;
+    match kind {
+        b'+' | b'-' => Ok(Some(after)),
+        b':' => number(buf, at, end).map(|_| Some(after)),
+        b'$' => {
+            let n = number(buf, at, end)?;
+            if n < 0 {
+                return Ok(Some(after));
+            }
+            if n > MAX_BULK {
+                return Err(ReplyError::Syntax {
+                    offset: at,
+                    what: "bulk length too large",
+                });
+            }
+            let stop = after + n as usize;
+            match buf.get(stop..stop + 2) {
+                None => Ok(None),
+                Some(b"\r\n") => Ok(Some(stop + 2)),
+                Some(_) => Err(ReplyError::Syntax {
+                    offset: stop,
+                    what: "bulk string not followed by CRLF",
+                }),
+            }
+        }
+        b'*' => {
+            let n = number(buf, at, end)?;
+            let mut pos = after;
+            for _ in 0..n.max(0) {
+                match measure(buf, pos, depth + 1)? {
+                    Some(p) => pos = p,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(pos))
+        }
+        _ => Err(ReplyError::Syntax {
+            offset: at,
+            what: "unknown reply type",
+        }),
+    }
+}
+
+/// Builds the reply `measure` accepted; `cursor` starts at it.
+fn build(all: &Bytes, cursor: &mut Bytes) -> Reply {
+    let kind = cursor.get_u8();
+    let end = line_end(cursor, 0).unwrap_or(cursor.len());
+    let line = cursor.slice(..end);
+    cursor.advance((end + 2).min(cursor.len()));
+    let int = || parse_int(&line).unwrap_or(0);
+    match kind {
+        b'+' => Reply::Status(line),
+        b'-' => Reply::Error(line),
+        b':' => Reply::Int(int()),
+        b'$' => match usize::try_from(int()) {
+            Ok(n) => {
+                let n = n.min(cursor.len());
+                let bulk = cursor.slice(..n);
+                cursor.advance((n + 2).min(cursor.len()));
+                Reply::Bulk(Some(bulk))
+            }
+            Err(_) => Reply::Bulk(None),
+        },
+        _ => match usize::try_from(int()) {
+            Ok(n) => Reply::Array(Some((0..n).map(|_| build(all, cursor)).collect())),
+            Err(_) => Reply::Array(None),
+        },
+    }
+}
+
+/// Index of the `\r\n` at or after `from`.
+fn line_end(buf: &[u8], from: usize) -> Option<usize> {
+    let rest = buf.get(from..)?;
+    rest.windows(2).position(|w| w == b"\r\n").map(|p| from + p)
+}
+
+fn number(buf: &[u8], at: usize, end: usize) -> Result<i64, ReplyError> {
+    parse_int(&buf[at + 1..end]).ok_or(ReplyError::Syntax {
+        offset: at,
+        what: "expected a decimal number",
+    })
+}
+
+fn parse_int(digits: &[u8]) -> Option<i64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(bytes: &[u8]) -> Result<Option<Reply>, ReplyError> {
+        let mut buf = BytesMut::from(bytes);
+        let r = take_reply(&mut buf);
+        if let Ok(Some(_)) = r {
+            assert!(buf.is_empty(), "left: {buf:?}");
+        }
+        r
+    }
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
+
+    #[test]
+    fn every_type() {
+        assert_eq!(one(b"+OK\r\n"), Ok(Some(Reply::Status(b(b"OK")))));
+        assert_eq!(one(b":-12\r\n"), Ok(Some(Reply::Int(-12))));
+        assert_eq!(
+            one(b"$3\r\na\r\n\r\n"),
+            Ok(Some(Reply::Bulk(Some(b(b"a\r\n")))))
+        );
+        assert_eq!(one(b"$-1\r\n"), Ok(Some(Reply::Bulk(None))));
+        assert_eq!(one(b"*-1\r\n"), Ok(Some(Reply::Array(None))));
+        assert_eq!(
+            one(b"*3\r\n+QUEUED\r\n-ERR x\r\n*1\r\n:1\r\n"),
+            Ok(Some(Reply::Array(Some(vec![
+                Reply::Status(b(b"QUEUED")),
+                Reply::Error(b(b"ERR x")),
+                Reply::Array(Some(vec![Reply::Int(1)])),
+            ]))))
+        );
+    }
+
+    #[test]
+    fn error_lines_are_bytes() {
+        let r = one(b"-ERR unknown command 'foo\xff\xfe'\r\n");
+        let Ok(Some(Reply::Error(line))) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(error_code(&line), b"ERR");
+        assert_eq!(escape(&line), "ERR unknown command 'foo\\xff\\xfe'");
+        assert_eq!(escape("中文\\\n".as_bytes()), "中文\\\\\\x0a");
+    }
+
+    #[test]
+    fn incomplete_consumes_nothing() {
+        let full = b"*2\r\n$5\r\nhello\r\n:7\r\n";
+        for cut in 0..full.len() {
+            let mut buf = BytesMut::from(&full[..cut]);
+            assert_eq!(take_reply(&mut buf), Ok(None), "cut at {cut}");
+            assert_eq!(buf.len(), cut);
+        }
+    }
+
+    #[test]
+    fn replies_one_after_another() {
+        let mut buf = BytesMut::from(&b"+OK\r\n+QUEUED\r\n:3"[..]);
+        assert_eq!(take_reply(&mut buf), Ok(Some(Reply::Status(b(b"OK")))));
+        assert_eq!(take_reply(&mut buf), Ok(Some(Reply::Status(b(b"QUEUED")))));
+        assert_eq!(take_reply(&mut buf), Ok(None));
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(take_reply(&mut buf), Ok(Some(Reply::Int(3))));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            &b"?x\r\n"[..],
+            b":x\r\n",
+            b"$2\r\nabcd\r\n",
+            b"*x\r\n",
+            b"$99999999999\r\n",
+        ] {
+            assert!(
+                matches!(one(bad), Err(ReplyError::Syntax { .. })),
+                "{bad:?}"
+            );
+        }
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 2);
+        assert_eq!(one(deep.as_bytes()), Err(ReplyError::TooDeep));
+    }
+
+    #[test]
+    fn a_forged_array_count_reserves_nothing() {
+        // A huge count with few bytes behind it is incomplete, not an
+        // allocation.
+        assert_eq!(one(b"*4000000000\r\n:1\r\n"), Ok(None));
+    }
+}

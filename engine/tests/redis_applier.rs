@@ -1,0 +1,189 @@
+//! The Redis applier against a real `redis-server` (started here): replies
+//! of any bytes, and exactly once when a run is cut off mid-EXEC.
+//!
+//! Skipped where `redis-server` is not installed, unless
+//! `SYNCS_REQUIRE_ALL=1` (CI), where that is a failure.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
+use syncs_engine::apply::redis::RedisTarget;
+use syncs_engine::apply::Applied;
+use syncs_engine::op::{Op, RedisCommand, RedisOp};
+use syncs_engine::wire::reply::{take_reply, Reply};
+use syncs_engine::wire::resp::encode_command;
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Option<Server> {
+    let exe = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(exe) = exe else {
+        assert!(
+            std::env::var("SYNCS_REQUIRE_ALL").as_deref() != Ok("1"),
+            "redis-server is missing"
+        );
+        eprintln!("redis-server not installed: skipped");
+        return None;
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let child = Command::new(exe)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let server = Server {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+/// One command on a plain blocking connection: the test's own eyes.
+fn call(port: u16, args: &[&[u8]]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut out = Vec::new();
+    encode_command(&mut out, args);
+    s.write_all(&out).expect("write");
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(r) = take_reply(&mut buf).expect("a reply") {
+            return r;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Whether Redis leaves a PING unanswered for 100 ms (it is sleeping).
+fn busy(port: u16) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("a timeout");
+    s.write_all(b"PING\r\n").expect("write");
+    let mut reply = [0u8; 16];
+    s.read(&mut reply).is_err()
+}
+
+fn list(port: u16, key: &str) -> Vec<Bytes> {
+    match call(port, &[&b"LRANGE"[..], key.as_bytes(), b"0", b"-1"]) {
+        Reply::Array(Some(items)) => items
+            .into_iter()
+            .map(|r| match r {
+                Reply::Bulk(Some(b)) => b,
+                other => panic!("{other:?}"),
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn target(port: u16, timeout: Option<Duration>) -> RedisTarget {
+    RedisTarget::new(&TargetDef {
+        name: "r".into(),
+        kind: TargetKind::Redis,
+        url: format!("redis://127.0.0.1:{port}"),
+        options: TargetOptions {
+            timeout,
+            ..TargetOptions::default()
+        },
+    })
+    .expect("a target")
+}
+
+fn op(args: &[&[u8]]) -> Op {
+    let args = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+    Op::Redis(RedisOp {
+        port: 6379,
+        db: 0,
+        commands: vec![RedisCommand::new(args).expect("a command")],
+    })
+}
+
+#[tokio::test]
+async fn an_error_line_of_any_bytes_refuses_its_record_only() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let bad = op(&[&b"foo"[..], b"\xff\xfe"]);
+    let good = op(&[&b"SET"[..], b"after", b"1"]);
+    let out = t
+        .apply(7, &[(1, &bad), (2, &good)])
+        .await
+        .expect("the target is up");
+    match &out[0] {
+        Applied::Refused(reason) => assert!(
+            reason.contains("unknown command") && reason.contains("\\xff\\xfe"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out[1], Applied::Ok);
+    assert_eq!(
+        call(server.port, &[&b"GET"[..], b"after"]),
+        Reply::Bulk(Some(Bytes::from_static(b"1")))
+    );
+}
+
+#[tokio::test]
+async fn a_run_cut_off_mid_exec_is_never_applied_twice() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let one = op(&[&b"RPUSH"[..], b"l", b"1"]);
+    let two = op(&[&b"RPUSH"[..], b"l", b"2"]);
+    assert_eq!(t.apply(9, &[(1, &one)]).await.expect("up"), [Applied::Ok]);
+
+    // Redis is busy for a second: record 2's MULTI/EXEC is sent and waits
+    // in Redis' input; the caller gives up on it (the future is dropped).
+    let port = server.port;
+    let sleeper = std::thread::spawn(move || call(port, &[&b"DEBUG"[..], b"SLEEP", b"2"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !busy(port) {
+        assert!(Instant::now() < deadline, "DEBUG SLEEP never started");
+    }
+    let cut = tokio::time::timeout(Duration::from_millis(300), t.apply(9, &[(2, &two)])).await;
+    assert!(cut.is_err(), "the run must still be waiting for Redis");
+
+    // Sent again (as after a reconnect): whatever Redis did with the first
+    // EXEC, the list ends [1, 2].
+    assert_eq!(t.apply(9, &[(2, &two)]).await.expect("up"), [Applied::Ok]);
+    sleeper.join().expect("the sleeper");
+    assert_eq!(list(server.port, "l"), [&b"1"[..], b"2"]);
+}
