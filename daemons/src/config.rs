@@ -7,6 +7,7 @@
 //! dead_letter = ../var/dead-letter.jsonl
 //! max_frame = 64MiB                ; largest record accepted
 //! metrics = 127.0.0.1:9740         ; Prometheus endpoint (optional)
+//! target_backlog = 64MiB           ; records held in memory per stream and target
 //!
 //! [log]
 //! level = info
@@ -38,12 +39,19 @@ pub struct ServerConfig {
     pub security: ServerSecuritySettings,
     /// Proxy connections at once (`[server] max_connections`).
     pub max_connections: usize,
+    /// Bytes of records one stream holds in memory for one target that
+    /// lags (`[server] target_backlog`); past it the records are asked
+    /// from the proxy again later.
+    pub target_backlog: usize,
 }
+
+/// `target_backlog` by default.
+pub const DEFAULT_TARGET_BACKLOG: usize = 64 << 20;
 
 /// Proxy connections at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
-const SERVER_KEYS: [&str; 7] = [
+const SERVER_KEYS: [&str; 8] = [
     "listen",
     "rules",
     "dead_letter",
@@ -51,6 +59,7 @@ const SERVER_KEYS: [&str; 7] = [
     "metrics",
     "plaintext",
     "max_connections",
+    "target_backlog",
 ];
 const LOG_KEYS: [&str; 1] = ["level"];
 
@@ -144,6 +153,16 @@ impl ServerConfig {
                 .ok_or_else(|| anyhow!("`max_connections` must be a number above 0"))?,
             None => DEFAULT_MAX_CONNECTIONS,
         };
+        let target_backlog = match get("target_backlog") {
+            Some(v) => {
+                let n = parse_size(v).map_err(|e| anyhow!("`target_backlog`: {e}"))?;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| anyhow!("`target_backlog` must be above 0"))?
+            }
+            None => DEFAULT_TARGET_BACKLOG,
+        };
         let transport = crate::nats::parse_transport(ini.section(Some("transport")))
             .context("in [transport]")?;
         let log_level = ini
@@ -161,6 +180,7 @@ impl ServerConfig {
             transport,
             security,
             max_connections,
+            target_backlog,
         })
     }
 }

@@ -18,6 +18,8 @@ pub const PROXY_PENDING: &str = "syncs_proxy_pending_records";
 pub const PROXY_CLIENTS: &str = "syncs_proxy_clients";
 /// Destinations with a live session (handshake done).
 pub const PROXY_LINKS_UP: &str = "syncs_proxy_links_up";
+/// REWINDs a server sent: records sent again for a target that lagged.
+pub const PROXY_REWINDS: &str = "syncs_proxy_rewinds_total";
 
 /// Records received by the server.
 pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";
@@ -25,6 +27,21 @@ pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";
 pub const SERVER_DUPLICATES: &str = "syncs_server_records_duplicate_total";
 /// Records refused as undecodable (label `reason`).
 pub const SERVER_BAD_RECORDS: &str = "syncs_server_records_refused_total";
+/// Per stream (`source`) and target: the sequence up to which the target
+/// is done (applied, dead-lettered, or not its business).
+pub const SERVER_TARGET_POSITION: &str = "syncs_server_target_position";
+/// Per stream and target: records received that the target is not done with.
+pub const SERVER_TARGET_BEHIND_RECORDS: &str = "syncs_server_target_behind_records";
+/// Per stream and target: age of the oldest record the target is not done with.
+pub const SERVER_TARGET_BEHIND_SECONDS: &str = "syncs_server_target_behind_seconds";
+/// Per stream and target: how long the target has been failing (0: it is not).
+pub const SERVER_TARGET_DOWN_SECONDS: &str = "syncs_server_target_down_seconds";
+/// Per stream and target: bytes of records held in memory for it.
+pub const SERVER_TARGET_BACKLOG_BYTES: &str = "syncs_server_target_backlog_bytes";
+/// Records a target's backlog had no room for (asked again later), per target.
+pub const SERVER_TARGET_SPILLED: &str = "syncs_server_target_spilled_records_total";
+/// REWINDs sent to proxies (or sessions closed for a version 2 proxy).
+pub const SERVER_REWINDS: &str = "syncs_server_rewinds_total";
 /// Proxy connections that ended in a read error (reset, cut) mid-session.
 pub const SERVER_CONNECTION_ERRORS: &str = "syncs_server_connection_errors_total";
 /// Operations applied (labels `target`, `kind`).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use futures::{SinkExt, StreamExt};
 use syncs_engine::stats;
-use syncs_engine::wire::peer::{Message, PeerCodec, Secret, VERSION};
+use syncs_engine::wire::peer::{refuse, Message, PeerCodec, Secret, VERSION};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,11 @@ const BATCH_BYTES: usize = 1 << 20;
 const WINDOW: u64 = 64 * BATCH_RECORDS as u64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server refused this proxy's protocol version (an older server).
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused protocol version {VERSION}: {0}")]
+struct OldServer(String);
 
 /// Who this proxy is to the servers.
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ impl Link {
     pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let mut failures = 0u32;
+        // The newest version first; a server that refuses it (an older
+        // build, during a rolling upgrade) gets the previous one.
+        let mut version = VERSION;
         loop {
             if drained.is_cancelled() || (stop.is_cancelled() && self.all_acked()) {
                 return;
@@ -69,9 +77,15 @@ impl Link {
                     // connection that failed.
                     let handshake = tokio::select! {
                         _ = drained.cancelled() => return,
-                        h = self.handshake(sock) => h,
+                        h = self.handshake(sock, version) => h,
                     };
                     match handshake {
+                        Err(e) if version > 2 && e.downcast_ref::<OldServer>().is_some() => {
+                            tracing::warn!(dest = %self.addr, "{e}; using protocol version 2: a target that is down there holds back the others");
+                            version = 2;
+                            continue;
+                        }
+                        Err(e) => self.failed(&mut failures, &format!("{e:#}")),
                         Ok((framed, last_applied)) => {
                             metrics::counter!(stats::PROXY_CONNECTS, "outcome" => "ok")
                                 .increment(1);
@@ -85,7 +99,6 @@ impl Link {
                                 Err(e) => tracing::warn!(dest = %self.addr, "link lost: {e:#}"),
                             }
                         }
-                        Err(e) => self.failed(&mut failures, &format!("{e:#}")),
                     }
                 }
                 Ok(Err(e)) => self.failed(&mut failures, &e.to_string()),
@@ -117,12 +130,16 @@ impl Link {
 
     /// TLS when configured, then HELLO and AUTH (one write), then WELCOME:
     /// returns the framed connection and the server's last applied record.
-    async fn handshake(&self, sock: TcpStream) -> anyhow::Result<(Framed<BoxIo, PeerCodec>, u64)> {
+    async fn handshake(
+        &self,
+        sock: TcpStream,
+        version: u16,
+    ) -> anyhow::Result<(Framed<BoxIo, PeerCodec>, u64)> {
         let io = self.security.secure(sock, &self.addr).await?;
         let mut framed = Framed::new(io, PeerCodec::new(self.max_message));
         framed
             .feed(Message::Hello {
-                version: VERSION,
+                version,
                 stream: self.identity.stream,
                 name: self.identity.name.clone(),
             })
@@ -137,9 +154,13 @@ impl Link {
             .context("no WELCOME in time")?;
         let last_applied = match welcome {
             Some(Ok(Message::Welcome {
-                version,
+                version: welcome,
                 last_applied,
-            })) if version == VERSION => last_applied,
+            })) if welcome == version => last_applied,
+            Some(Ok(Message::Refuse {
+                code: refuse::BAD_VERSION,
+                reason,
+            })) => return Err(OldServer(reason).into()),
             Some(Ok(Message::Refuse { code, reason })) => {
                 bail!("server refused (code {code}): {reason}")
             }
@@ -164,6 +185,9 @@ impl Link {
         let acked_before = self.spool.acked(self.index);
         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
         let mut next = acked_before + 1;
+        // The server's TAKEN: records up to it no longer count against the
+        // window (version 3; else the window counts from the ACK).
+        let mut taken = 0u64;
         let mut pushed = self.spool.subscribe();
         let (mut sink, mut stream) = framed.split();
         loop {
@@ -172,7 +196,7 @@ impl Link {
             }
             let acked = self.spool.acked(self.index);
             let have = next <= self.spool.last();
-            let room = next - 1 - acked < WINDOW;
+            let room = (next - 1).saturating_sub(acked.max(taken)) < WINDOW;
             if have && room {
                 let (first, records) = self
                     .spool
@@ -203,6 +227,15 @@ impl Link {
                         let before = self.spool.acked(self.index);
                         self.spool.ack(self.index, seq);
                         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(seq.saturating_sub(before));
+                    }
+                    Some(Ok(Message::Taken { seq })) => taken = taken.max(seq),
+                    Some(Ok(Message::Rewind { seq })) => {
+                        // A lagging target's backlog had no room: send
+                        // again from there (never below what is acked).
+                        let from = seq.max(self.spool.acked(self.index) + 1);
+                        tracing::debug!(dest = %self.addr, from, "server asked to send again");
+                        metrics::counter!(stats::PROXY_REWINDS).increment(1);
+                        next = from;
                     }
                     Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),
                     Some(Ok(other)) => bail!("unexpected {other:?} from the server"),

@@ -4,6 +4,8 @@
 //! process, named by the id in its HELLO) are independent: each applies its
 //! records in sequence order; different streams run concurrently.
 
+mod batch;
+mod lane;
 pub mod nats;
 pub mod rules;
 pub mod session;
@@ -28,6 +30,8 @@ pub struct Shared {
     pub rules: Arc<LiveRules>,
     pub dead_letters: DeadLetters,
     pub max_frame: u32,
+    /// Bytes one stream holds in memory for one lagging target.
+    pub target_backlog: usize,
     /// Per stream: the last applied sequence, and the token of the session
     /// that owns the stream now.
     pub streams: Mutex<HashMap<u64, Arc<session::StreamSlot>>>,
@@ -47,6 +51,7 @@ impl Shared {
             rules,
             dead_letters: DeadLetters::new(&config.dead_letter),
             max_frame: config.max_frame,
+            target_backlog: config.target_backlog,
             streams: Mutex::new(HashMap::new()),
             stop,
             security,

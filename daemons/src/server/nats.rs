@@ -12,7 +12,7 @@
 //! and gives back the extra, so N servers share the work.
 //!
 //! Within a partition, each source's records are applied in sequence order,
-//! through the same path as the TCP session (`session::apply_batch`: rules,
+//! through the same path as the TCP session (`batch::apply_batch`: rules,
 //! appliers, dead letters, metrics), then the source's checkpoint in the KV
 //! bucket `<stream>_applied` is moved (compare-and-set), then the messages
 //! are acknowledged. A record that arrives ahead of a missing one waits (the
@@ -34,7 +34,7 @@ use syncs_engine::stats;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{apply_batch, StreamState};
+use super::batch::apply_batch;
 use super::Shared;
 use crate::nats::{self as common, ServerNats};
 
@@ -535,14 +535,11 @@ async fn drain(
         let records: Vec<Bytes> = run.iter().map(|(_, b, _)| b.clone()).collect();
         let first_seq = src.applied + 1;
         let last = first_seq + records.len() as u64 - 1;
-        let mut state = StreamState {
-            last_applied: src.applied,
-        };
         if apply_batch(
             &ctx.shared,
             &src.label,
             stream,
-            &mut state,
+            src.applied,
             first_seq,
             &records,
             token,

@@ -1,36 +1,44 @@
-//! One proxy connection: handshake, then batches applied in order and
-//! acknowledged.
+//! One proxy connection: handshake, then batches handed to the stream's
+//! lanes (one per target, `lane.rs`) and acknowledged as the slowest lane
+//! advances.
 //!
 //! A stream belongs to one session at a time: a new connection with the
 //! same stream id (the proxy reconnected) cancels the old session, waits
-//! until it has finished its batch in hand, and continues from the last
-//! applied sequence.
+//! until its lanes have finished their runs in hand, and continues from
+//! each target's position.
+//!
+//! A version 3 proxy also gets TAKEN (records in the server's hands: its
+//! send window moves on while a target lags) and REWIND (send again from a
+//! sequence: a lagging target's backlog ran out of room and has drained).
+//! A version 1 or 2 proxy gets neither: its window follows the ACK, and a
+//! rewind closes its session so that it resends from WELCOME.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt, OptionFuture};
-use futures::{SinkExt, StreamExt};
-use syncs_engine::apply::dead_letter::Origin;
-use syncs_engine::apply::{Applied, Target};
-use syncs_engine::op::Op;
-use syncs_engine::route::{route, Outcome};
+use futures::{FutureExt, SinkExt, StreamExt};
 use syncs_engine::stats;
-use syncs_engine::wire::client::decode_payload;
-use syncs_engine::wire::peer::{refuse, Message, PeerCodec, PeerError, MIN_VERSION, VERSION};
+use syncs_engine::wire::peer::{
+    refuse, Message, PeerCodec, PeerError, LANES_VERSION, MIN_VERSION, VERSION,
+};
+use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::rules::Snapshot;
+use super::batch::{prepare_batch, Prepared};
+use super::lane::{Arrivals, Entry, Lane, LaneContext};
 use super::Shared;
 
 /// Protocol overhead allowed above the largest record in one message.
 const PEER_SLACK: u64 = 1 << 20;
-/// Records gathered into one run from batches already received, at most.
+/// Records gathered into one batch from batches already received, at most.
 const GATHER_RECORDS: usize = 8192;
+/// How often the per-target gauges are brought up to date.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a new connection has to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,15 +50,27 @@ pub struct StreamSlot {
     owner: std::sync::Mutex<Option<CancellationToken>>,
 }
 
+/// What the server remembers of a stream between its sessions.
 #[derive(Debug, Default)]
-pub(crate) struct StreamState {
-    pub(crate) last_applied: u64,
+struct StreamState {
+    /// Every record up to here has been decoded, routed, and its refusals
+    /// and drops written down; later copies of them are only routed again.
+    prepared_upto: u64,
+    /// Per target (by name): every record up to here is done there.
+    positions: HashMap<String, u64>,
 }
 
-/// The batch could not be finished (shutdown while a target was down).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted before the batch was applied; not acknowledged")]
-pub(crate) struct Interrupted;
+impl StreamState {
+    /// What every target is done with: the ACK.
+    fn applied(&self) -> u64 {
+        self.positions
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.prepared_upto)
+            .min(self.prepared_upto)
+    }
+}
 
 /// Runs one session on a connection whose transport (TLS or plaintext) is
 /// set up: HELLO, then AUTH and the token check, then WELCOME and batches.
@@ -113,78 +133,104 @@ pub async fn run(
         }
     }
     let mut state = slot.state.lock().await;
+    let welcome = state.applied();
     framed
         .send(Message::Welcome {
             // The proxy's own version: a version 1 proxy expects 1.
             version,
-            last_applied: state.last_applied,
+            last_applied: welcome,
         })
         .await?;
-    tracing::info!(%peer, %source, last_applied = state.last_applied, "proxy connected");
+    tracing::info!(%peer, %source, last_applied = welcome, "proxy connected");
 
-    // Two stages: while one batch is applied (mostly waiting for the
-    // targets), the next is decoded and routed. Batches are applied and
-    // acknowledged strictly in order.
-    let mut running: Option<BoxFuture<'static, (Result<(), Interrupted>, u64)>> = None;
-    let mut queued: Option<Prepared> = None;
-    let mut prepared_upto = state.last_applied;
-    let source: Arc<str> = source.into();
-    let start = |prepared: Prepared| -> BoxFuture<'static, (Result<(), Interrupted>, u64)> {
-        let (shared, source, stop) = (Arc::clone(&shared), Arc::clone(&source), mine.clone());
-        Box::pin(async move {
-            let result = execute_batch(&shared, &source, stream, &prepared, &stop).await;
-            (result, prepared.last)
-        })
+    let ctx = LaneContext {
+        shared: Arc::clone(&shared),
+        source: source.into(),
+        stream,
+        stop: mine.clone(),
+        wake: Arc::new(Notify::new()),
     };
-    // A message read while gathering batches, to handle next.
-    let mut held = None;
-    // Every way out of this loop (the proxy gone, a read or write error, a
-    // bad message, a stop) leads to the same place below, which finishes the
-    // runs in hand: a run whose EXEC may have been sent is never dropped.
-    let outcome: anyhow::Result<()> = async {
+    let mut session = Session {
+        lanes: state
+            .positions
+            .iter()
+            .map(|(name, &at)| Lane::spawn(name.clone(), at, &ctx))
+            .collect(),
+        prepared_upto: state.prepared_upto,
+        acked: welcome,
+        arrivals: Arrivals::default(),
+        ctx,
+        version,
+    };
+    let outcome = session.serve(&mut framed, &mine).await;
+    // Every way out (the proxy gone, a read or write error, a bad message,
+    // a stop) comes here: each lane finishes its run in hand, so a run
+    // whose EXEC may have been sent is never dropped, and the positions
+    // kept are what the targets have.
+    state.prepared_upto = session.prepared_upto;
+    state.positions.clear();
+    for lane in session.lanes {
+        let name = lane.name.clone();
+        let at = lane.finish().await;
+        state.positions.insert(name, at);
+    }
+    tracing::info!(source = %session.ctx.source, last_applied = state.applied(), "proxy session closed");
+    outcome
+}
+
+/// One session's working state.
+struct Session {
+    lanes: Vec<Lane>,
+    /// See [`StreamState::prepared_upto`].
+    prepared_upto: u64,
+    /// The last ACK sent (or WELCOME's position).
+    acked: u64,
+    arrivals: Arrivals,
+    ctx: LaneContext,
+    /// The proxy's protocol version.
+    version: u16,
+}
+
+type Conn = Framed<crate::security::BoxIo, PeerCodec>;
+
+impl Session {
+    async fn serve(&mut self, framed: &mut Conn, mine: &CancellationToken) -> anyhow::Result<()> {
+        let wake = Arc::clone(&self.ctx.wake);
+        let mut gauges = tokio::time::interval(GAUGE_EVERY);
+        // A message read while gathering batches, to handle next.
+        let mut held = None;
         loop {
-            let msg = if held.is_some() && queued.is_none() && !mine.is_cancelled() {
-                held.take().flatten()
+            let msg = if let Some(m) = held.take() {
+                m
             } else {
                 tokio::select! {
-                // A stop lets the batch in hand finish and be acknowledged.
-                _ = mine.cancelled(), if running.is_none() => break,
-                Some((result, last)) = OptionFuture::from(running.as_mut()) => {
-                    running = queued.take().map(&start);
-                    result?;
-                    state.last_applied = state.last_applied.max(last);
-                    framed
-                        .send(Message::Ack {
-                            seq: state.last_applied,
-                        })
-                        .await?;
-                    continue;
-                }
-                m = framed.next(), if held.is_none() && queued.is_none() && !mine.is_cancelled() => m,
+                    _ = mine.cancelled() => return Ok(()),
+                    _ = wake.notified() => {
+                        self.progress(framed).await?;
+                        continue;
+                    }
+                    _ = gauges.tick() => {
+                        self.gauges();
+                        continue;
+                    }
+                    m = framed.next() => m,
                 }
             };
             match msg {
-                None => break,
-                Some(Ok(Message::Batch { records, .. })) if records.is_empty() => {
-                    framed
-                        .send(Message::Ack {
-                            seq: state.last_applied,
-                        })
-                        .await?;
-                }
+                None => return Ok(()),
                 Some(Ok(Message::Batch {
                     first_seq,
                     mut records,
                 })) => {
-                    // Batches already waiting join this one (in sequence), so a
-                    // busy server applies fewer, larger runs.
+                    // Batches already waiting join this one (in sequence),
+                    // so a busy server applies fewer, larger runs.
                     while records.len() < GATHER_RECORDS {
                         match framed.next().now_or_never() {
                             None => break,
                             Some(Some(Ok(Message::Batch {
                                 first_seq: next,
                                 records: more,
-                            }))) if !more.is_empty() && next == first_seq + records.len() as u64 => {
+                            }))) if next == first_seq + records.len() as u64 => {
                                 records.extend(more)
                             }
                             Some(other) => {
@@ -193,22 +239,17 @@ pub async fn run(
                             }
                         }
                     }
-                    if first_seq > prepared_upto + 1 && prepared_upto != 0 {
-                        tracing::error!(
-                            %source, first_seq, last_applied = prepared_upto,
-                            "sequence gap: records {}..{} never arrived (a proxy whose machine \
-                             crashed skips the sequences it may have used: see its log)",
-                            prepared_upto + 1, first_seq - 1
-                        );
+                    if !records.is_empty() {
+                        self.take(first_seq, &records).await;
                     }
-                    let prepared =
-                        prepare_batch(&shared, &source, prepared_upto, first_seq, &records).await;
-                    prepared_upto = prepared_upto.max(prepared.last);
-                    if running.is_none() {
-                        running = Some(start(prepared));
-                    } else {
-                        queued = Some(prepared);
+                    if self.version >= LANES_VERSION {
+                        framed
+                            .send(Message::Taken {
+                                seq: self.prepared_upto,
+                            })
+                            .await?;
                     }
+                    self.progress(framed).await?;
                 }
                 Some(Ok(other)) => {
                     let _ = framed
@@ -217,13 +258,13 @@ pub async fn run(
                             reason: "expected BATCH".into(),
                         })
                         .await;
-                    bail!("{source}: unexpected {other:?}");
+                    bail!("{}: unexpected {other:?}", self.ctx.source);
                 }
                 Some(Err(PeerError::Io(e))) => {
                     // Reset or cut: nothing was refused, the proxy
                     // reconnects and WELCOME tells it where to go on.
                     metrics::counter!(stats::SERVER_CONNECTION_ERRORS).increment(1);
-                    bail!("{source}: connection lost: {e}");
+                    bail!("{}: connection lost: {e}", self.ctx.source);
                 }
                 Some(Err(e)) => {
                     metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_peer_message")
@@ -234,298 +275,157 @@ pub async fn run(
                             reason: e.to_string(),
                         })
                         .await;
-                    bail!("{source}: {e}");
+                    bail!("{}: {e}", self.ctx.source);
                 }
             }
+        }
+    }
+
+    /// Decodes and routes a batch and hands each lane the part it has not
+    /// had yet, if it has room for it.
+    async fn take(&mut self, first: u64, records: &[Bytes]) {
+        let last = first + records.len() as u64 - 1;
+        let source = &self.ctx.source;
+        if first > self.prepared_upto + 1 && self.prepared_upto != 0 {
+            tracing::error!(
+                %source, first, prepared = self.prepared_upto,
+                "sequence gap: records {}..{} never arrived (a proxy whose machine \
+                 crashed skips the sequences it may have used: see its log)",
+                self.prepared_upto + 1, first - 1
+            );
+        }
+        // Targets of the rules that have no lane yet start here.
+        for def in self.ctx.shared.rules.current().rules.targets() {
+            if !self.lanes.iter().any(|l| l.name == def.name) {
+                self.lanes
+                    .push(Lane::spawn(def.name.clone(), first - 1, &self.ctx));
+            }
+        }
+        // Nothing at or below every lane's queue is needed again.
+        let needed_from = self
+            .lanes
+            .iter()
+            .map(|l| l.queued_upto)
+            .min()
+            .unwrap_or(self.prepared_upto)
+            .min(self.prepared_upto);
+        let prepared = prepare_batch(
+            &self.ctx.shared,
+            source,
+            needed_from,
+            self.prepared_upto,
+            first,
+            records,
+        )
+        .await;
+        if last > self.prepared_upto {
+            self.arrivals.push(last);
+        }
+        let Prepared {
+            snap,
+            mut per_target,
+            started,
+            ..
+        } = prepared;
+        let backlog = self.ctx.shared.target_backlog;
+        for lane in &mut self.lanes {
+            // Nothing new for it, or a hole before this batch: it ran out
+            // of room earlier and waits for a REWIND. (A hole in the
+            // stream itself, after a proxy's machine crashed, is no hole
+            // for a lane that has had every record before it.)
+            let behind = lane.queued_upto < self.prepared_upto;
+            if lane.queued_upto >= last || (behind && lane.queued_upto + 1 < first) {
+                continue;
+            }
+            let index = snap.rules.target_id(&lane.name);
+            let (items, bytes) = index
+                .and_then(|id| per_target.get_mut(usize::from(id.0)))
+                .map(|(items, bytes)| (std::mem::take(items), *bytes))
+                .unwrap_or_default();
+            let items: Vec<_> = items
+                .into_iter()
+                .filter(|(seq, _)| *seq > lane.queued_upto)
+                .collect();
+            if lane.queued_bytes() > 0 && lane.queued_bytes() + bytes > backlog {
+                // No room: the lane holds what it has, and the rest is
+                // asked again once that is done.
+                metrics::counter!(stats::SERVER_TARGET_SPILLED, "target" => lane.name.clone())
+                    .increment(last - lane.queued_upto);
+                continue;
+            }
+            lane.push(Entry {
+                upto: last,
+                target: index.and_then(|id| snap.targets.get(id)).cloned(),
+                items,
+                bytes,
+                arrived: started,
+            });
+        }
+        self.prepared_upto = self.prepared_upto.max(last);
+    }
+
+    /// After a lane moved (or a batch was taken): ACK what every target
+    /// is done with, and ask again for what a drained lane had no room for.
+    async fn progress(&mut self, framed: &mut Conn) -> anyhow::Result<()> {
+        let applied = self
+            .lanes
+            .iter()
+            .map(Lane::position)
+            .min()
+            .unwrap_or(self.prepared_upto)
+            .min(self.prepared_upto);
+        if applied > self.acked {
+            self.acked = applied;
+            self.arrivals.trim(applied);
+            framed.send(Message::Ack { seq: applied }).await?;
+        }
+        let rewind = self
+            .lanes
+            .iter()
+            .filter(|l| {
+                l.drained()
+                    && l.queued_upto < self.prepared_upto
+                    && l.rewound != Some(l.queued_upto + 1)
+            })
+            .map(|l| l.queued_upto + 1)
+            .min();
+        if let Some(from) = rewind {
+            metrics::counter!(stats::SERVER_REWINDS).increment(1);
+            if self.version < LANES_VERSION {
+                bail!(
+                    "{}: a target's backlog ran out of room; closing so that the proxy \
+                     (protocol version {}) sends again from {}",
+                    self.ctx.source,
+                    self.version,
+                    self.acked + 1
+                );
+            }
+            tracing::info!(source = %self.ctx.source, from, "asking the proxy to send again for a target that lagged");
+            for lane in &mut self.lanes {
+                if lane.drained() && lane.queued_upto < self.prepared_upto {
+                    lane.rewound = Some(lane.queued_upto + 1);
+                }
+            }
+            framed.send(Message::Rewind { seq: from }).await?;
         }
         Ok(())
     }
-    .await;
-    // The proxy is gone (or the session stops): finish the batches in
-    // hand, the prepared one too (its dead letters are already written:
-    // preparing it again after a resend would write them twice). Without
-    // a connection there is no ACK; WELCOME tells the proxy next time.
-    for batch in [running, queued.map(&start)].into_iter().flatten() {
-        let (result, last) = batch.await;
-        if result.is_err() {
-            break;
+
+    /// Brings the per-target gauges up to date.
+    fn gauges(&self) {
+        let source = self.ctx.source.to_string();
+        for lane in &self.lanes {
+            let labels = [("source", source.clone()), ("target", lane.name.clone())];
+            let at = lane.position();
+            metrics::gauge!(stats::SERVER_TARGET_POSITION, &labels).set(at as f64);
+            metrics::gauge!(stats::SERVER_TARGET_BEHIND_RECORDS, &labels)
+                .set(self.prepared_upto.saturating_sub(at) as f64);
+            metrics::gauge!(stats::SERVER_TARGET_BEHIND_SECONDS, &labels)
+                .set(self.arrivals.behind(at).as_secs_f64());
+            metrics::gauge!(stats::SERVER_TARGET_DOWN_SECONDS, &labels)
+                .set(lane.down_for().unwrap_or_default().as_secs_f64());
+            metrics::gauge!(stats::SERVER_TARGET_BACKLOG_BYTES, &labels)
+                .set(lane.queued_bytes() as f64);
         }
-        state.last_applied = state.last_applied.max(last);
-    }
-    tracing::info!(%source, last_applied = state.last_applied, "proxy session closed");
-    outcome
-}
-
-/// Decodes, routes and applies one batch. Returns only when every record
-/// is applied, dead-lettered or dropped by rule — or with `Interrupted`.
-pub(crate) async fn apply_batch(
-    shared: &Shared,
-    source: &str,
-    stream: u64,
-    state: &mut StreamState,
-    first_seq: u64,
-    records: &[Bytes],
-    stop: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let prepared = prepare_batch(shared, source, state.last_applied, first_seq, records).await;
-    execute_batch(shared, source, stream, &prepared, stop).await
-}
-
-/// A batch decoded and routed, ready to apply: the operations each target
-/// receives, with the rules snapshot that routed them.
-pub(crate) struct Prepared {
-    snap: Arc<Snapshot>,
-    per_target: Vec<Vec<(u64, Op)>>,
-    /// The batch's last sequence.
-    last: u64,
-    started: std::time::Instant,
-}
-
-/// The first half of a batch: decodes and routes every record after
-/// `applied`; undecodable and refused records go to the dead-letter
-/// file here, drops are counted here.
-pub(crate) async fn prepare_batch(
-    shared: &Shared,
-    source: &str,
-    applied: u64,
-    first_seq: u64,
-    records: &[Bytes],
-) -> Prepared {
-    let started = std::time::Instant::now();
-    let snap = shared.rules.current();
-    let mut per_target: Vec<Vec<(u64, Op)>> = (0..snap.targets.len()).map(|_| Vec::new()).collect();
-    // Operations routed per (rule, target), counted once per batch.
-    let mut routed: Vec<((Option<syncs_dsl::RuleId>, syncs_dsl::TargetId), u64)> = Vec::new();
-    for (i, payload) in records.iter().enumerate() {
-        let seq = first_seq + i as u64;
-        if seq <= applied {
-            metrics::counter!(stats::SERVER_DUPLICATES).increment(1);
-            continue;
-        }
-        metrics::counter!(stats::SERVER_RECORDS).increment(1);
-        let op = match decode_payload(payload) {
-            Ok(op) => op,
-            Err(e) => {
-                metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => e.reason()).increment(1);
-                tracing::warn!(%source, seq, "record refused: {e}");
-                dead_letter(shared, source, seq, None, Err(payload), &e.to_string()).await;
-                continue;
-            }
-        };
-        match route(&snap.rules, &op) {
-            Outcome::Refused(reason) => {
-                tracing::warn!(%source, seq, "operation refused by routing: {reason}");
-                dead_letter(shared, source, seq, None, Ok(&op), &reason).await;
-            }
-            Outcome::Routed { ops, dropped } => {
-                if let Some(d) = dropped {
-                    let rule = d
-                        .rule
-                        .map(|r| snap.rules.rule_name(r).to_owned())
-                        .unwrap_or_else(|| "default".to_owned());
-                    let reason = format!("{:?}", d.reason).to_lowercase();
-                    tracing::debug!(%source, seq, %rule, %reason, "dropped by rule");
-                    metrics::counter!(stats::SERVER_DROPPED, "rule" => rule, "reason" => reason)
-                        .increment(1);
-                }
-                for r in ops {
-                    match routed.iter_mut().find(|(k, _)| *k == (r.rule, r.target)) {
-                        Some((_, n)) => *n += 1,
-                        None => routed.push(((r.rule, r.target), 1)),
-                    }
-                    if let Some(list) = per_target.get_mut(usize::from(r.target.0)) {
-                        list.push((seq, r.op));
-                    }
-                }
-            }
-        }
-    }
-    for ((rule, target), n) in routed {
-        let rule = rule
-            .map_or("default", |id| snap.rules.rule_name(id))
-            .to_owned();
-        let target = snap.rules.target(target).name.clone();
-        metrics::counter!(stats::SERVER_ROUTED, "rule" => rule, "target" => target).increment(n);
-    }
-    Prepared {
-        snap,
-        per_target,
-        last: first_seq + (records.len() as u64).saturating_sub(1),
-        started,
-    }
-}
-
-/// The second half of a batch: applies each target's share (targets in
-/// parallel). Returns only when every operation is applied or
-/// dead-lettered — or with `Interrupted`.
-pub(crate) async fn execute_batch(
-    shared: &Shared,
-    source: &str,
-    stream: u64,
-    prepared: &Prepared,
-    stop: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let Prepared {
-        snap,
-        per_target,
-        started,
-        ..
-    } = prepared;
-    let jobs = per_target
-        .iter()
-        .enumerate()
-        .filter(|(_, items)| !items.is_empty())
-        .filter_map(|(t, items)| {
-            let target = snap.targets.get(syncs_dsl::TargetId(t as u16))?;
-            Some(apply_with_retry(
-                shared, source, stream, target, items, stop,
-            ))
-        });
-    let results = futures::future::join_all(jobs).await;
-    if results.iter().any(Result::is_err) {
-        return Err(Interrupted);
-    }
-    metrics::histogram!(stats::SERVER_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// Consecutive failures of one run that may be the run's own doing, with
-/// the target answering a probe after each, before the run is taken apart
-/// (and a single record given up).
-const SUSPECT_LIMIT: u32 = 3;
-
-/// What retrying a run came to.
-enum Attempt {
-    /// Applied: one outcome per item.
-    Done(Vec<Applied>),
-    /// The run failed [`SUSPECT_LIMIT`] times in a way that may be its own
-    /// doing while the target kept answering: the reason.
-    Suspect(String),
-}
-
-/// Applies `items` on one target, retrying while it is unavailable. A run
-/// that keeps failing while the target answers is applied one sequence at
-/// a time, and a sequence that still fails so is dead-lettered with the
-/// target's last error: one bad record never stops a stream for ever.
-async fn apply_with_retry(
-    shared: &Shared,
-    source: &str,
-    stream: u64,
-    target: &Target,
-    items: &[(u64, Op)],
-    stop: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let started = std::time::Instant::now();
-    let results = match retry(source, stream, target, items, stop).await? {
-        Attempt::Done(results) => results,
-        Attempt::Suspect(reason) => {
-            tracing::warn!(%source, target = target.name(), "{reason}; applying the run one record at a time to find the one at fault");
-            let mut results = Vec::with_capacity(items.len());
-            for group in items.chunk_by(|a, b| a.0 == b.0) {
-                match retry(source, stream, target, group, stop).await? {
-                    Attempt::Done(r) => results.extend(r),
-                    Attempt::Suspect(reason) => results.extend(group.iter().map(|_| {
-                        Applied::Refused(format!(
-                            "failed {SUSPECT_LIMIT} times on this record while the target answered: {reason}"
-                        ))
-                    })),
-                }
-            }
-            results
-        }
-    };
-    metrics::histogram!(stats::SERVER_APPLY_SECONDS, "target" => target.name().to_owned())
-        .record(started.elapsed().as_secs_f64());
-    let kind = |op: &Op| match op {
-        Op::Redis(_) => "redis",
-        Op::Mongo(_) => "mongo",
-    };
-    for ((seq, op), result) in items.iter().zip(results) {
-        match result {
-            Applied::Ok => {
-                metrics::counter!(stats::SERVER_APPLIED, "target" => target.name().to_owned(), "kind" => kind(op))
-                    .increment(1);
-            }
-            Applied::Refused(reason) => {
-                tracing::warn!(%source, seq, target = target.name(), "target refused: {reason}");
-                dead_letter(shared, source, *seq, Some(target.name()), Ok(op), &reason).await;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Applies one run until it is applied, the stream stops, or it looks like
-/// the run itself is at fault.
-async fn retry(
-    source: &str,
-    stream: u64,
-    target: &Target,
-    items: &[(u64, Op)],
-    stop: &CancellationToken,
-) -> Result<Attempt, Interrupted> {
-    let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
-    let mut backoff = Duration::from_millis(50);
-    let mut attempts = 0u32;
-    let mut suspects = 0u32;
-    loop {
-        let e = match target.apply(stream, &ops).await {
-            Ok(results) => {
-                if attempts > 0 {
-                    tracing::info!(%source, target = target.name(), attempts, "target back; run applied");
-                }
-                return Ok(Attempt::Done(results));
-            }
-            Err(e) => e,
-        };
-        attempts += 1;
-        metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
-            .increment(1);
-        if attempts == 1 || attempts.is_power_of_two() {
-            tracing::warn!(%source, attempts, "{e}; retrying in {backoff:?}, holding the acknowledgement");
-        }
-        // A run that failed "suspiciously" while the target answers a probe
-        // counts against the run; any other failure starts the count again.
-        let answers = e.suspect
-            && tokio::select! {
-                _ = stop.cancelled() => return Err(Interrupted),
-                probe = target.probe() => probe.is_ok(),
-            };
-        suspects = if answers { suspects + 1 } else { 0 };
-        if suspects >= SUSPECT_LIMIT {
-            return Ok(Attempt::Suspect(e.reason));
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return Err(Interrupted),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn dead_letter(
-    shared: &Shared,
-    source: &str,
-    seq: u64,
-    target: Option<&str>,
-    op: Result<&Op, &Bytes>,
-    reason: &str,
-) {
-    let label = target.unwrap_or("none").to_owned();
-    metrics::counter!(stats::SERVER_DEAD_LETTERED, "target" => label).increment(1);
-    let origin = Origin {
-        source,
-        seq,
-        target,
-    };
-    if let Err(e) = shared
-        .dead_letters
-        .record(&origin, op.map_err(|b| &b[..]), reason)
-        .await
-    {
-        tracing::error!(
-            %source, seq, path = %shared.dead_letters.path().display(),
-            "cannot write the dead-letter file: {e}; the operation is only in this log: {reason}"
-        );
     }
 }

@@ -38,9 +38,38 @@ pub const REDIS_HEADER_END: u8 = 0x01;
 /// The default largest payload accepted (64 MiB), configurable in the daemons.
 pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024 * 1024;
 
-/// Commands a frame may not carry: the frame itself says the db and whether
-/// the commands form a transaction, so these would fight the server.
-const REFUSED: [&str; 6] = ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT"];
+/// Commands a frame may not carry. The frame itself says the db and whether
+/// the commands form a transaction, and the server's connection to the
+/// target is its own: these would fight it (`RESET` inside the server's
+/// MULTI discards the run and leaves its marker outside the transaction;
+/// `CLIENT REPLY OFF` makes replies go missing; `QUIT`, `SUBSCRIBE` and
+/// `HELLO 3` change or end the connection).
+const REFUSED: [&str; 24] = [
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SELECT",
+    "RESET",
+    "QUIT",
+    "HELLO",
+    "AUTH",
+    "CLIENT",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "SYNC",
+    "PSYNC",
+    "REPLCONF",
+    "READONLY",
+    "READWRITE",
+    "ASKING",
+];
 
 /// Why a payload is not a valid operation.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,7 +82,7 @@ pub enum FrameError {
     Resp(#[from] RespError),
     #[error("Redis frame has no command after its header")]
     NoCommand,
-    #[error("command {0} is not allowed in a frame: the frame header sets the db and several commands already form a transaction")]
+    #[error("command {0} is not allowed in a frame: the frame header sets the db, several commands already form a transaction, and the server's connection to the target is not the client's to change")]
     RefusedCommand(String),
     #[error("bad Mongo header: {0} (expected 0x02 <db> 0x00 <collection> 0x00 <BSON>)")]
     MongoHeader(&'static str),

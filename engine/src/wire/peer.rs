@@ -11,9 +11,15 @@
 //! | 4    | ACK     | u64 sequence: every record up to it is applied                 | server |
 //! | 5    | REFUSE  | u16 code, UTF-8 reason; the sender closes after it             | either |
 //! | 6    | AUTH    | the shared token (0..=4096 bytes; empty: none)                 | proxy  |
+//! | 7    | TAKEN   | u64 sequence: every record up to it is in the server's hands   | server |
+//! | 8    | REWIND  | u64 sequence: send again every record from it on               | server |
 //!
 //! A version 2 proxy sends AUTH right after HELLO, before WELCOME; a
-//! version 1 HELLO has no AUTH after it (and so no token).
+//! version 1 HELLO has no AUTH after it (and so no token). TAKEN and REWIND
+//! (version 3) let each target of a stream advance on its own: ACK is the
+//! lowest position over the stream's targets, TAKEN moves the proxy's send
+//! window, REWIND asks again for records a lagging target's server-side
+//! backlog had no room for. They are sent only to version 3 proxies.
 //!
 //! Sequences are per stream, start at 1 and have no gaps; a BATCH's records
 //! are numbered `first ..= first + count - 1`.
@@ -23,8 +29,11 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The protocol version this build speaks: 2 adds AUTH after HELLO.
-pub const VERSION: u16 = 2;
+/// The protocol version this build speaks: 2 adds AUTH after HELLO, 3
+/// adds TAKEN and REWIND.
+pub const VERSION: u16 = 3;
+/// The first version with TAKEN and REWIND.
+pub const LANES_VERSION: u16 = 3;
 /// The oldest version a server still accepts (no AUTH, so no token).
 pub const MIN_VERSION: u16 = 1;
 /// The longest token AUTH may carry.
@@ -94,6 +103,16 @@ pub enum Message {
     },
     Auth {
         token: Secret,
+    },
+    /// Every record up to `seq` is in the server's hands (applied, queued
+    /// for a target, or to be asked again with REWIND): it no longer counts
+    /// against the proxy's window. Not a licence to delete it: ACK is.
+    Taken {
+        seq: u64,
+    },
+    /// Send again every record from `seq` on, in order.
+    Rewind {
+        seq: u64,
     },
 }
 
@@ -192,6 +211,8 @@ fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
             Message::Batch { first_seq, records }
         }
         4 => Message::Ack { seq: u64_le(b)? },
+        7 => Message::Taken { seq: u64_le(b)? },
+        8 => Message::Rewind { seq: u64_le(b)? },
         5 => Message::Refuse {
             code: u16_le(b)?,
             reason: utf8(b.split_to(b.remaining()))?,
@@ -299,6 +320,14 @@ impl Encoder<Message> for PeerCodec {
                 dst.put_u8(6);
                 dst.put_slice(token.as_bytes());
             }
+            Message::Taken { seq } => {
+                dst.put_u8(7);
+                dst.put_u64_le(seq);
+            }
+            Message::Rewind { seq } => {
+                dst.put_u8(8);
+                dst.put_u64_le(seq);
+            }
         }
         let len = (dst.len() - start - 4) as u64;
         if len > self.max_len {
@@ -345,6 +374,8 @@ mod tests {
             ],
         });
         round_trip(Message::Ack { seq: 9 });
+        round_trip(Message::Taken { seq: 10 });
+        round_trip(Message::Rewind { seq: 3 });
         round_trip(Message::Refuse {
             code: refuse::BAD_VERSION,
             reason: "want 1".into(),

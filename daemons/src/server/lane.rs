@@ -1,0 +1,231 @@
+//! One target's way through one stream: its own queue, its own position.
+//!
+//! A session hands every lane its share of each batch (an empty share too:
+//! it moves the lane's position). Each lane applies its queue in order on a
+//! task of its own and retries while its target is down, so a target that
+//! is down or slow holds back only itself; the stream's ACK is the lowest
+//! position over its lanes, so the proxy keeps every record until each
+//! target that needs it is done with it.
+//!
+//! A lane's memory is capped: past its backlog budget it takes no more
+//! records (the session asks the proxy for them again once the lane's
+//! queue has drained, see `session.rs`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use syncs_engine::apply::Target;
+use syncs_engine::op::Op;
+use syncs_engine::stats;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{apply_with_retry, DownSince};
+use super::Shared;
+
+/// Operations gathered into one run from entries already queued, at most.
+const GATHER_RECORDS: usize = 8192;
+
+/// A lane's share of one batch.
+pub(crate) struct Entry {
+    /// Every record up to here is in this entry or before it.
+    pub(crate) upto: u64,
+    /// The target to apply `items` at (the one the batch's rules named).
+    pub(crate) target: Option<Arc<Target>>,
+    pub(crate) items: Vec<(u64, Op)>,
+    pub(crate) bytes: usize,
+    pub(crate) arrived: Instant,
+}
+
+/// What a lane's task shares with its session.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Every record up to here is done for this target.
+    position: AtomicU64,
+    /// Bytes of records queued and not yet done.
+    queued_bytes: AtomicUsize,
+    down: DownSince,
+}
+
+/// What every lane of a session needs to run.
+#[derive(Clone)]
+pub(crate) struct LaneContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) source: Arc<str>,
+    pub(crate) stream: u64,
+    /// Interrupts a retry (takeover, shutdown).
+    pub(crate) stop: CancellationToken,
+    /// Told whenever a lane's position moves.
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// The session's handle on one lane.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub(crate) name: String,
+    tx: mpsc::UnboundedSender<Entry>,
+    progress: Arc<Progress>,
+    task: JoinHandle<()>,
+    /// Ends the task after the run in hand; the queue behind it is dropped
+    /// (the proxy still has those records: they are not acknowledged).
+    closing: CancellationToken,
+    /// Every record up to here is queued or done.
+    pub(crate) queued_upto: u64,
+    /// REWIND was asked from here and those records have not come yet.
+    pub(crate) rewound: Option<u64>,
+}
+
+impl Lane {
+    /// A lane whose target is done with every record up to `position`.
+    pub(crate) fn spawn(name: String, position: u64, ctx: &LaneContext) -> Lane {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        progress.position.store(position, Ordering::Release);
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(run(rx, Arc::clone(&progress), ctx.clone(), closing.clone()));
+        Lane {
+            name,
+            tx,
+            progress,
+            task,
+            closing,
+            queued_upto: position,
+            rewound: None,
+        }
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.progress.position.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.progress.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether everything queued is done.
+    pub(crate) fn drained(&self) -> bool {
+        self.position() >= self.queued_upto
+    }
+
+    /// How long the target has been failing here; `None`: it is not.
+    pub(crate) fn down_for(&self) -> Option<Duration> {
+        self.progress.down.duration()
+    }
+
+    pub(crate) fn push(&mut self, entry: Entry) {
+        self.queued_upto = entry.upto;
+        self.rewound = None;
+        self.progress
+            .queued_bytes
+            .fetch_add(entry.bytes, Ordering::AcqRel);
+        // The task ends only after `closing`, which only `finish` sets.
+        let _ = self.tx.send(entry);
+    }
+
+    /// Lets the run in hand finish (or be interrupted by `stop`), drops the
+    /// rest of the queue, and returns the lane's position.
+    pub(crate) async fn finish(self) -> u64 {
+        self.closing.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(target = %self.name, "lane task failed: {e}");
+        }
+        self.progress.position.load(Ordering::Acquire)
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Entry>,
+    progress: Arc<Progress>,
+    ctx: LaneContext,
+    closing: CancellationToken,
+) {
+    let mut next: Option<Entry> = None;
+    loop {
+        let first = match next.take() {
+            Some(e) => e,
+            None => tokio::select! {
+                biased;
+                _ = closing.cancelled() => return,
+                e = rx.recv() => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+            },
+        };
+        if closing.is_cancelled() {
+            return;
+        }
+        // Entries already queued join this run while they go to the same
+        // target (a reload may have replaced it) or to none.
+        let Entry {
+            mut upto,
+            mut target,
+            mut items,
+            mut bytes,
+            arrived,
+        } = first;
+        while items.len() < GATHER_RECORDS {
+            let Ok(more) = rx.try_recv() else { break };
+            let same = match (&target, &more.target) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => true,
+            };
+            if !same {
+                next = Some(more);
+                break;
+            }
+            upto = more.upto;
+            bytes += more.bytes;
+            target = target.or(more.target);
+            items.extend(more.items);
+        }
+        if let Some(target) = target.filter(|_| !items.is_empty()) {
+            let applied = apply_with_retry(
+                &ctx.shared,
+                &ctx.source,
+                ctx.stream,
+                &target,
+                &items,
+                &ctx.stop,
+                &progress.down,
+            )
+            .await;
+            if applied.is_err() {
+                return;
+            }
+            metrics::histogram!(stats::SERVER_BATCH_SECONDS)
+                .record(arrived.elapsed().as_secs_f64());
+        }
+        progress.position.store(upto, Ordering::Release);
+        progress.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        ctx.wake.notify_one();
+    }
+}
+
+/// When batches arrived, to tell how long a lane has been behind.
+#[derive(Debug, Default)]
+pub(crate) struct Arrivals(VecDeque<(u64, Instant)>);
+
+impl Arrivals {
+    pub(crate) fn push(&mut self, last: u64) {
+        self.0.push_back((last, Instant::now()));
+    }
+
+    /// Forgets batches every lane is done with.
+    pub(crate) fn trim(&mut self, done: u64) {
+        while self.0.front().is_some_and(|&(last, _)| last <= done) {
+            self.0.pop_front();
+        }
+    }
+
+    /// How long ago the oldest record after `position` arrived.
+    pub(crate) fn behind(&self, position: u64) -> Duration {
+        self.0
+            .iter()
+            .find(|&&(last, _)| last > position)
+            .map_or(Duration::ZERO, |(_, at)| at.elapsed())
+    }
+}
