@@ -4,7 +4,8 @@
 //! up in a few lines. Healthy means: the proxy has every destination
 //! connected, its oldest unacknowledged record is younger than the allowed
 //! lag, its spool has not hit its cap; the server's last rules reload was
-//! not rejected. The exit code says it (0 healthy, 1 not, 2 unreachable).
+//! not rejected and no target has been down longer than allowed. The exit
+//! code says it (0 healthy, 1 not, 2 unreachable).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -57,6 +58,11 @@ impl Samples {
             .get(name)
             .and_then(|v| v.iter().find(|(l, _)| l == labels).map(|(_, x)| *x))
             .unwrap_or(0.0)
+    }
+
+    /// Every label set of `name` with its value.
+    pub fn series(&self, name: &str) -> &[(String, f64)] {
+        self.0.get(name).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// `label=value` pairs of `name`, for a breakdown line.
@@ -141,8 +147,9 @@ pub fn proxy(m: &Samples, destinations: usize, max_lag: Duration) -> Verdict {
     }
 }
 
-/// Sums up a server's samples.
-pub fn server(m: &Samples) -> Verdict {
+/// Sums up a server's samples; a target down longer than `max_down` makes
+/// it unhealthy.
+pub fn server(m: &Samples, max_down: Duration) -> Verdict {
     let rejected = m.get(stats::SERVER_RULES_RELOADS, "outcome=\"rejected\"");
     let ok = m.get(stats::SERVER_RULES_RELOADS, "outcome=\"ok\"");
     let mut lines = vec![
@@ -162,10 +169,36 @@ pub fn server(m: &Samples) -> Verdict {
             m.total(stats::SERVER_TARGET_RETRIES)
         ),
     ];
+    let mut healthy = true;
+    // Per stream and target: up, down, or catching up.
+    for (labels, position) in m.series(stats::SERVER_TARGET_POSITION) {
+        let down = m.get(stats::SERVER_TARGET_DOWN_SECONDS, labels);
+        let behind = m.get(stats::SERVER_TARGET_BEHIND_RECORDS, labels);
+        let seconds = m.get(stats::SERVER_TARGET_BEHIND_SECONDS, labels);
+        let state = if down > 0.0 {
+            format!("down for {down:.0}s")
+        } else if behind > 0.0 {
+            "catching up".to_owned()
+        } else {
+            "up".to_owned()
+        };
+        lines.push(format!(
+            "  target {}: {state}; at {position}, {behind} record(s) / {seconds:.1}s behind",
+            labels.replace('"', "")
+        ));
+        if down > max_down.as_secs_f64() {
+            healthy = false;
+            lines.push(format!(
+                "  problem: {} has been down for {down:.0}s (more than {}s); its records wait in the proxy's spool",
+                labels.replace('"', ""),
+                max_down.as_secs()
+            ));
+        }
+    }
     // The reload counters do not say which came last; any rejection is
     // worth a look, so it is reported but only unhealthy if no reload
     // succeeded after start.
-    let healthy = rejected == 0.0 || ok > 0.0;
+    healthy &= rejected == 0.0 || ok > 0.0;
     if !healthy {
         lines.push("  problem: the rules edit was rejected; the previous rules are live".into());
     } else if rejected > 0.0 {
@@ -225,8 +258,41 @@ mod tests {
     #[test]
     fn a_rejected_reload_without_a_good_one_is_unhealthy() {
         let m = Samples::parse("syncs_server_rules_reloads_total{outcome=\"rejected\"} 1\n");
-        assert!(!server(&m).healthy);
+        assert!(!server(&m, Duration::from_secs(60)).healthy);
         let m = Samples::parse("syncs_server_rules_reloads_total{outcome=\"rejected\"} 1\nsyncs_server_rules_reloads_total{outcome=\"ok\"} 2\n");
-        assert!(server(&m).healthy);
+        assert!(server(&m, Duration::from_secs(60)).healthy);
+    }
+
+    #[test]
+    fn a_target_down_too_long_is_unhealthy_and_named() {
+        let m = Samples::parse(
+            "syncs_server_target_position{source=\"web/01\",target=\"a\"} 90\n\
+             syncs_server_target_position{source=\"web/01\",target=\"b\"} 40\n\
+             syncs_server_target_behind_records{source=\"web/01\",target=\"b\"} 50\n\
+             syncs_server_target_behind_seconds{source=\"web/01\",target=\"b\"} 75\n\
+             syncs_server_target_down_seconds{source=\"web/01\",target=\"b\"} 75\n",
+        );
+        let v = server(&m, Duration::from_secs(60));
+        assert!(!v.healthy);
+        assert!(
+            v.lines
+                .iter()
+                .any(|l| l.contains("target source=web/01,target=a: up; at 90")),
+            "{:?}",
+            v.lines
+        );
+        assert!(
+            v.lines
+                .iter()
+                .any(|l| l.contains("target=b: down for 75s; at 40, 50 record(s) / 75.0s behind")),
+            "{:?}",
+            v.lines
+        );
+        assert!(
+            v.lines.iter().any(|l| l.contains("has been down for 75s")),
+            "{:?}",
+            v.lines
+        );
+        assert!(server(&m, Duration::from_secs(120)).healthy);
     }
 }

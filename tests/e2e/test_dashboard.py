@@ -31,6 +31,8 @@ FAULT_ONLY = {
     "syncs_server_target_retries_total": "engine/src/stats.rs",
     # the spool at its --spool-max cap
     "syncs_proxy_spool_full_total": "daemons/src/proxy/spool/mod.rs",
+    # a target's backlog past [server] target_backlog
+    "syncs_server_target_spilled_records_total": "engine/src/stats.rs",
 }
 
 
@@ -83,7 +85,7 @@ def test_dashboard_is_importable_and_every_panel_queries():
     assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"]
     assert {v["name"] for v in dash["templating"]["list"]} == {"job", "instance"}
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
-    assert rows == ["Health", "Throughput", "Errors", "Latency", "Spool"]
+    assert rows == ["Health", "Throughput", "Errors", "Latency", "Spool", "Targets"]
     cells = set()
     for p in graph_panels(dash):
         assert p["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
@@ -130,6 +132,9 @@ default mongo -> drop
              what="the SIGHUP reload")
     wait_for(lambda: s.server_metric('syncs_server_auth_failures_total{reason="unexpected_tls"}') == 1,
              what="the TLS hello refused")
+    # The per-target gauges are refreshed once a second.
+    wait_for(lambda: "syncs_server_target_backlog_bytes" in exported(s.server_metrics),
+             what="the per-target gauges")
 
     have = exported(s.proxy_metrics) | exported(s.server_metrics)
     used = used_names(load())

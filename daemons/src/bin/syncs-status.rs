@@ -25,6 +25,9 @@ struct Args {
     /// Largest acceptable lag (age of the oldest unacknowledged record), in seconds.
     #[arg(long, default_value_t = 60)]
     max_lag: u64,
+    /// Longest acceptable time a server's target may be down, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_down: u64,
 }
 
 fn main() -> ExitCode {
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
                 let v = if kind == "proxy" {
                     status::proxy(&m, args.destinations, Duration::from_secs(args.max_lag))
                 } else {
-                    status::server(&m)
+                    status::server(&m, Duration::from_secs(args.max_down))
                 };
                 println!(
                     "{kind} {addr}: {}",
