@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use syncs_engine::stats;
@@ -39,6 +39,10 @@ const PEER_SLACK: u64 = 1 << 20;
 const GATHER_RECORDS: usize = 8192;
 /// How often the per-target gauges are brought up to date.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+/// The largest message before authentication: HELLO and AUTH (a token of
+/// at most 4 KiB) fit many times over.
+const PRE_AUTH_LIMIT: u64 = 64 * 1024;
 
 /// How long a new connection has to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,11 +83,13 @@ pub async fn run(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let max = u64::from(shared.max_frame) * 2 + PEER_SLACK;
-    let mut framed = Framed::new(socket, PeerCodec::new(max));
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
-        .await
-        .context("no HELLO in time")?;
+    // Until the peer is authenticated nothing it sends may cost more than
+    // a small message; the configured limit applies after.
+    let mut framed = Framed::new(socket, PeerCodec::new(PRE_AUTH_LIMIT));
+    let Ok(hello) = tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await else {
+        metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "hello_timeout").increment(1);
+        bail!("{peer}: no HELLO within {HELLO_TIMEOUT:?}");
+    };
     let (stream, name, version) = match hello {
         Some(Ok(Message::Hello {
             version,
@@ -107,6 +113,9 @@ pub async fn run(
                 .security
                 .authenticate(&mut framed, version, peer)
                 .await?;
+            framed
+                .codec_mut()
+                .set_max_len(u64::from(shared.max_frame) * 2 + PEER_SLACK);
             (stream, name, version)
         }
         Some(Ok(other)) => {

@@ -427,6 +427,9 @@ pub enum Framed {
     Oversize { len: u32 },
 }
 
+/// The most a decoder reserves ahead of the bytes that have arrived.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Cuts a client byte stream into frames. Never buffers more than one frame
 /// of at most `max_frame` bytes; oversized frames are skipped, not read.
 #[derive(Debug)]
@@ -464,7 +467,10 @@ impl FrameDecoder {
         }
         let total = LEN_PREFIX + len as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Room for what is coming, but never more than a read's worth
+            // ahead of the bytes that arrived: a length alone reserves
+            // nothing large.
+            buf.reserve((total - buf.len()).min(RESERVE_AHEAD));
             return None;
         }
         buf.advance(LEN_PREFIX);

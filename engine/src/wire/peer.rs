@@ -29,6 +29,8 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::client::RESERVE_AHEAD;
+
 /// The protocol version this build speaks: 2 adds AUTH after HELLO, 3
 /// adds TAKEN and REWIND.
 pub const VERSION: u16 = 3;
@@ -139,6 +141,12 @@ impl PeerCodec {
     pub fn new(max_len: u64) -> Self {
         Self { max_len }
     }
+
+    /// Changes the limit, e.g. from the small one before authentication to
+    /// the configured one after.
+    pub fn set_max_len(&mut self, max_len: u64) {
+        self.max_len = max_len;
+    }
 }
 
 impl Decoder for PeerCodec {
@@ -161,7 +169,8 @@ impl Decoder for PeerCodec {
         }
         let total = 4 + len as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Never more than a read's worth ahead of what arrived.
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         src.advance(4);
