@@ -55,6 +55,11 @@ struct Args {
     /// Largest frame accepted from a client.
     #[arg(long, default_value = "64MiB", value_parser = parse_frame)]
     max_frame: u32,
+    /// Bytes of large frames (above 64 KiB) being read from all clients
+    /// together; past it clients wait (are not read from) until frames in
+    /// progress complete. At least --max-frame.
+    #[arg(long, default_value = "256MiB", value_parser = telemetry::parse_size)]
+    frame_budget: u64,
     /// Directory of the durable spool of records not yet acknowledged
     /// (default: $STATE_DIRECTORY/<socket name>, or /var/lib/syncs/<socket name>).
     #[arg(long, value_name = "DIR")]
@@ -201,6 +206,8 @@ async fn main() -> anyhow::Result<()> {
         destinations: args.dest,
         name: args.name.unwrap_or_else(host_name),
         max_frame: args.max_frame,
+        frame_budget: usize::try_from(args.frame_budget)
+            .map_err(|_| anyhow!("--frame-budget is too large"))?,
         spool,
         socket_mode: args.socket_mode,
         drain_timeout: Duration::from_secs(args.drain_timeout),

@@ -22,6 +22,7 @@ use syncs_engine::wire::client::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::spool::{Spool, SpoolError};
@@ -29,12 +30,46 @@ use super::spool::{Spool, SpoolError};
 /// Bytes asked of the socket per read, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// What every client connection shares: the frame size limit, and one
+/// budget for the large frames being read from all clients together.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    max_frame: u32,
+    /// Permits are bytes.
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+}
+
+impl Limits {
+    pub fn new(max_frame: u32, budget: usize) -> Self {
+        // Each frame is reserved whole, so the budget must hold the largest.
+        let budget_bytes = budget
+            .max(max_frame as usize + 4)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            max_frame,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+        }
+    }
+
+    /// Reserves `total` bytes of the budget for one frame in progress; waits
+    /// while other clients' frames hold it. A frame is reserved whole, at
+    /// once, so frames in progress always complete and no set of clients
+    /// can wait on each other.
+    async fn reserve(&self, total: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(total.min(self.budget_bytes)).ok()?;
+        Arc::clone(&self.budget).acquire_many_owned(n).await.ok()
+    }
+}
+
 pub async fn serve(
     mut sock: UnixStream,
     spool: Arc<Spool>,
-    max_frame: u32,
+    limits: Limits,
     stop: CancellationToken,
 ) {
+    let max_frame = limits.max_frame;
     let peer = peer_pid(&sock);
     metrics::gauge!(stats::PROXY_CLIENTS).increment(1.0);
     let mut conn = Conn {
@@ -47,6 +82,8 @@ pub async fn serve(
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = FrameDecoder::new(max_frame);
+    // The budget held for the large frame in progress: (its size, permit).
+    let mut held: Option<(usize, OwnedSemaphorePermit)> = None;
     'read: loop {
         // Frames are split off the front of `buf`, which leaves it less
         // room each time: make room for a full-size read again (reuses
@@ -54,6 +91,22 @@ pub async fn serve(
         buf.reserve(READ_CHUNK);
         if conn.inflight.len() >= MAX_INFLIGHT {
             conn.settle_one().await;
+        }
+        // A large frame in progress: its bytes count against the shared
+        // budget, reserved whole before more of it is read.
+        match decoder.pending(&buf) {
+            Some(total) if total > READ_CHUNK => {
+                if held.as_ref().is_none_or(|(t, _)| *t != total) {
+                    // The previous frame's share goes back first.
+                    drop(held.take());
+                    let reserved = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        r = limits.reserve(total) => r,
+                    };
+                    held = reserved.map(|permit| (total, permit));
+                }
+            }
+            _ => held = None,
         }
         let read = tokio::select! {
             _ = stop.cancelled() => break,

@@ -30,6 +30,9 @@ pub struct ProxyOptions {
     pub destinations: Vec<String>,
     pub name: String,
     pub max_frame: u32,
+    /// Bytes of large frames being read from all clients together
+    /// (`--frame-budget`): past it, clients wait before they may send more.
+    pub frame_budget: usize,
     pub spool: SpoolConfig,
     pub socket_mode: u32,
     /// How long SIGTERM waits for the servers to acknowledge what is spooled.
@@ -148,6 +151,7 @@ pub async fn serve(
     );
     crate::shutdown::notify_ready();
     let clients = TaskTracker::new();
+    let limits = client::Limits::new(opts.max_frame, opts.frame_budget);
     let admission = crate::security::limits::Admission::new(
         opts.security.max_clients,
         syncs_engine::stats::PROXY_CLIENTS_REFUSED,
@@ -162,7 +166,12 @@ pub async fn serve(
                     backoff = Duration::from_millis(10);
                     // Over --max-clients: `sock` is dropped, i.e. closed.
                     let Some(slot) = admission.admit(&addr) else { continue };
-                    let client = client::serve(sock, Arc::clone(&spool), opts.max_frame, stop.clone());
+                    let client = client::serve(
+                        sock,
+                        Arc::clone(&spool),
+                        limits.clone(),
+                        stop.clone(),
+                    );
                     clients.spawn(async move {
                         client.await;
                         drop(slot);

@@ -477,6 +477,18 @@ impl FrameDecoder {
         Some(Framed::Frame(buf.split_to(len as usize).freeze()))
     }
 
+    /// The size (prefix included) of the frame `buf` has begun and not yet
+    /// completed, once its length prefix is in; `None` between frames and
+    /// while an oversized frame is skipped.
+    pub fn pending(&self, buf: &BytesMut) -> Option<usize> {
+        if self.skip > 0 || buf.len() < LEN_PREFIX {
+            return None;
+        }
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let total = LEN_PREFIX + len as usize;
+        (len <= self.max_frame && buf.len() < total).then_some(total)
+    }
+
     /// True when the decoder is between frames (nothing half-read).
     pub fn is_idle(&self, buf: &BytesMut) -> bool {
         self.skip == 0 && buf.is_empty()
