@@ -83,9 +83,8 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
     let Some(len) = measure(buf, 0, 0)? else {
         return Ok(None);
     };
-    let frozen = buf.split_to(len).freeze();
-    let mut cursor = frozen.clone();
-    Ok(Some(build(&frozen, &mut cursor)))
+    let mut cursor = buf.split_to(len).freeze();
+    Ok(Some(build(&mut cursor)))
 }
 
 /// The length of the complete reply at `at`, `None` if incomplete.
@@ -143,7 +142,7 @@ fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ReplyEr
 }
 
 /// Builds the reply `measure` accepted; `cursor` starts at it.
-fn build(all: &Bytes, cursor: &mut Bytes) -> Reply {
+fn build(cursor: &mut Bytes) -> Reply {
     let kind = cursor.get_u8();
     let end = line_end(cursor, 0).unwrap_or(cursor.len());
     let line = cursor.slice(..end);
@@ -163,7 +162,7 @@ fn build(all: &Bytes, cursor: &mut Bytes) -> Reply {
             Err(_) => Reply::Bulk(None),
         },
         _ => match usize::try_from(int()) {
-            Ok(n) => Reply::Array(Some((0..n).map(|_| build(all, cursor)).collect())),
+            Ok(n) => Reply::Array(Some((0..n).map(|_| build(cursor)).collect())),
             Err(_) => Reply::Array(None),
         },
     }
