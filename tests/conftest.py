@@ -127,7 +127,8 @@ class Proc:
 
 
 class Redis:
-    def __init__(self, tmp: Path, persistent: bool = False):
+    def __init__(self, tmp: Path, persistent: bool = False, extra_args: list[str] | None = None):
+        """`extra_args`: more redis-server flags, e.g. ["--enable-debug-command", "yes"]."""
         exe = need(find_tool("redis-server"), "redis-server")
         self.port = free_port()
         durability = (["--appendonly", "yes", "--appendfsync", "always", "--save", ""] if persistent
@@ -135,7 +136,8 @@ class Redis:
         data = tmp / f"redis-{self.port}"
         data.mkdir()
         self.proc = Proc(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", *durability, "--dir", str(data)],
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", *durability, "--dir", str(data),
+             *(extra_args or [])],
             tmp / f"redis-{self.port}.log",
         )
         wait_for(lambda: port_open(self.port), what="redis-server")
@@ -158,10 +160,12 @@ class Redis:
 
 
 class Ferret:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, port: int | None = None):
+        """`port`: listen there (one taken earlier with free_port(), e.g. to
+        start FerretDB after the rules that name it)."""
         exe = need(find_tool("ferretdb", [str(Path.home() / "go" / "bin" / "ferretdb"),
                                           "/usr/local/bin/ferretdb"]), "FerretDB")
-        self.port = free_port()
+        self.port = port or free_port()
         data = tmp / f"ferret-{self.port}"
         data.mkdir()
         self.proc = Proc(

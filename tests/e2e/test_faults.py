@@ -11,10 +11,12 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import Redis, default_rules, free_port, wait_for
+from conftest import Redis, default_rules, wait_for
+from relay import Relay
 
 N = 3000
 
@@ -97,72 +99,6 @@ def test_target_redis_stopped_and_started(syncs_factory, tmp_path):
         target.stop()
 
 
-class Relay:
-    """A TCP relay between proxy and server whose connections the test can cut."""
-
-    def __init__(self, upstream: int):
-        self.port = free_port()
-        self.upstream = upstream
-        self.srv = socket.create_server(("127.0.0.1", self.port))
-        self.srv.settimeout(0.1)
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.open = True
-        self.stopped = False
-        self.cuts = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stopped:
-            try:
-                c, _ = self.srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            if not self.open:
-                c.close()
-                continue
-            try:
-                u = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self, for_seconds: float):
-        self.open = False
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                    c.close()
-                except OSError:
-                    pass
-            self.conns.clear()
-        self.cuts += 1
-        time.sleep(for_seconds)
-        self.open = True
-
-    def stop(self):
-        self.stopped = True
-        self.srv.close()
-
-
 def test_link_cut_and_restored(syncs_factory, redis_target):
     s = syncs_factory(default_rules(redis_target.url, None), start_server=True)
     relay = Relay(s.server_port)
@@ -183,6 +119,102 @@ def test_link_cut_and_restored(syncs_factory, redis_target):
         assert "link lost" in s.proxy.text()
     finally:
         relay.stop()
+
+
+def _metric_total(metrics: dict[str, float], name: str) -> float:
+    """The sum of a metric over all its labels."""
+    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+
+def _redis_asleep(port: int, probes: list[socket.socket]) -> bool:
+    """True when the Redis at `port` does not answer a PING within 0.1 s
+    (DEBUG SLEEP under way). The probe stays open (in `probes`): its PING
+    waits in Redis' queue, and `_queued_at_redis` must tell it apart."""
+    probe = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    probes.append(probe)
+    probe.sendall(b"PING\r\n")
+    probe.settimeout(0.1)
+    try:
+        probe.recv(64)
+    except TimeoutError:
+        return True
+    return False
+
+
+def _queued_at_redis(port: int, probes: list[socket.socket]) -> int:
+    """Bytes received by the Redis at `port` and not yet read by it, over
+    its connections other than `probes` (from /proc/net/tcp)."""
+    mine = {p.getsockname()[1] for p in probes}
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) != port or int(remote.split(":")[1], 16) in mine:
+            continue
+        waiting += int(queues.split(":")[1], 16)
+    return waiting
+
+
+def test_reset_while_exec_is_held_applies_once(syncs_factory, tmp_path):
+    """The server has sent a run's MULTI ... EXEC to a target that is busy
+    (DEBUG SLEEP), and the proxy's connection is reset (TCP RST) meanwhile.
+    The proxy reconnects and offers the record again (it never saw it
+    acknowledged); once the target wakes, the record must be applied once,
+    not once per session. Before the fix in 0b3c1cc the list ended as
+    [1, 2, 2]."""
+    import intc
+
+    target = Redis(tmp_path, extra_args=["--enable-debug-command", "yes"])
+    relay: Relay | None = None
+    probes: list[socket.socket] = []
+    try:
+        s = syncs_factory(default_rules(target.url, None))
+        relay = Relay(s.server_port)
+        s.proxy.stop()
+        s.proxy_dest = relay.port
+        s.start_proxy()
+        r = target.client(0)
+        ic = intc.IncClient()
+        ic.redis_one(s.socket, 6379, 0, ("rpush", "seq", "1"))
+        wait_for(lambda: r.lrange("seq", 0, -1) == [b"1"], what="record 1 applied")
+        wait_for(lambda: s.proxy_metric("syncs_proxy_pending_records") == 0, what="record 1 acknowledged")
+
+        def received() -> float:
+            return _metric_total(s._metrics(s.server_metrics), "syncs_server_records_received_total")
+
+        before = received()
+        bytes_before = relay.bytes_up
+
+        slept: list[object] = []
+        sleeper = target.client(0)
+        t = threading.Thread(target=lambda: slept.append(sleeper.execute_command("DEBUG", "SLEEP", 2)))
+        t.start()
+        wait_for(lambda: _redis_asleep(target.port, probes), timeout=1.5, interval=0,
+                 what="DEBUG SLEEP under way")
+
+        ic.redis_one(s.socket, 6379, 0, ("rpush", "seq", "2"))
+        wait_for(lambda: relay.bytes_up > bytes_before and received() >= before + 1, timeout=1.0,
+                 what="record 2 through the relay and received by the server")
+        wait_for(lambda: _queued_at_redis(target.port, probes) > 0, timeout=1.0,
+                 what="the server's run waiting in the sleeping target's socket")
+        assert t.is_alive(), "the target woke before the reset: the scenario did not happen (slow machine?)"
+        relay.cut_now(reset=True)
+        relay.restore()
+
+        t.join(10)
+        assert slept == [b"OK"], slept
+        wait_for(lambda: relay.accepted >= 2 and relay.live >= 1, timeout=20, what="the proxy reconnected")
+        wait_for(lambda: s.proxy_metric("syncs_proxy_pending_records") == 0, timeout=20,
+                 what="record 2 acknowledged")
+        got = r.lrange("seq", 0, -1)
+        print(f"\nRELIABILITY {{'test': 'RST while EXEC held', 'sent': 2, 'list': {got!r}}}")
+        assert got == [b"1", b"2"]
+    finally:
+        for p in probes:
+            p.close()
+        if relay is not None:
+            relay.stop()
+        target.stop()
 
 
 def test_kill_9_proxy_mid_stream(syncs_factory, redis_target):
