@@ -20,6 +20,7 @@
 //! **Architecture invariant:** nothing here parses a wire format or a rule:
 //! codecs live in `syncs-engine`, the language in `syncs-dsl`.
 
+pub mod backoff;
 pub mod check;
 pub mod config;
 pub mod nats;

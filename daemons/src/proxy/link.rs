@@ -15,6 +15,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::spool::Spool;
+use crate::backoff::Backoff;
 use crate::security::proxy::ProxySecurity;
 use crate::security::BoxIo;
 
@@ -55,7 +56,7 @@ impl Link {
     /// Runs until `stop` and every record is acknowledged (or `drain`
     /// expires after `stop`).
     pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut failures = 0u32;
         // The newest version first; a server that refuses it (an older
         // build, during a rolling upgrade) gets the previous one.
@@ -93,7 +94,7 @@ impl Link {
                                 tracing::info!(dest = %self.addr, failures, "connected to server");
                             }
                             failures = 0;
-                            backoff = Duration::from_millis(100);
+                            backoff.reset();
                             match self.session(framed, last_applied, &stop, &drained).await {
                                 Ok(()) => return,
                                 Err(e) => tracing::warn!(dest = %self.addr, "link lost: {e:#}"),
@@ -107,9 +108,8 @@ impl Link {
             tokio::select! {
                 _ = drained.cancelled() => return,
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
-                _ = tokio::time::sleep(backoff) => {}
+                _ = backoff.sleep() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use link::{Identity, Link};
 use spool::{Spool, SpoolConfig};
 
@@ -157,13 +158,13 @@ pub async fn serve(
         syncs_engine::stats::PROXY_CLIENTS_REFUSED,
         "max_clients",
     );
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((sock, addr)) => {
-                    backoff = Duration::from_millis(10);
+                    backoff.reset();
                     // Over --max-clients: `sock` is dropped, i.e. closed.
                     let Some(slot) = admission.admit(&addr) else { continue };
                     let client = client::serve(
@@ -178,9 +179,9 @@ pub async fn serve(
                     });
                 }
                 Err(e) => {
-                    tracing::error!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let wait = backoff.next_wait();
+                    tracing::error!("accept failed: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

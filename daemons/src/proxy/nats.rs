@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{Identity, LinkUp};
 use super::spool::Spool;
+use crate::backoff::Backoff;
 use crate::nats::{self as common, NatsSettings};
 
 /// Room for the subject and headers above a record in one NATS message.
@@ -65,7 +66,7 @@ impl NatsLink {
         };
         let js = jetstream::new(client.clone());
         let mut partitions: Option<u16> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut failures = 0u32;
         loop {
             if drained.is_cancelled() || (stop.is_cancelled() && self.all_acked()) {
@@ -112,9 +113,8 @@ impl NatsLink {
             tokio::select! {
                 _ = drained.cancelled() => return,
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
-                _ = tokio::time::sleep(backoff) => {}
+                _ = backoff.sleep() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 

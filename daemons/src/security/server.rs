@@ -32,6 +32,7 @@ use syncs_engine::stats;
 use syncs_engine::wire::peer::{refuse, Message, PeerCodec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Encoder, Framed};
 
@@ -41,11 +42,11 @@ use super::{parse_bool, tls, BoxIo, SecurityError, Token};
 pub const TLS_KEYS: [&str; 4] = ["cert", "key", "client_ca", "require_client_cert"];
 pub const AUTH_KEYS: [&str; 1] = ["token_file"];
 
-/// How long a new connection has to finish the TLS handshake (or, in
-/// plaintext, to send its first bytes).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a version 2 proxy has to send AUTH after HELLO.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has, from accept, to be authenticated: the TLS
+/// handshake (or, in plaintext, its first bytes), HELLO and AUTH together.
+/// One deadline for all of them, so a peer trickling bytes holds a
+/// connection slot for this long at most.
+pub const PRE_SESSION_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The server's TLS files.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,10 +180,14 @@ impl ServerSecurity {
     /// plaintext. A plaintext peer on a TLS server gets a plaintext REFUSE
     /// (`TLS_REQUIRED`) so that it says why; a TLS peer on a plaintext
     /// server is closed. Failures are counted and logged here.
-    pub async fn accept(&self, mut sock: TcpStream, peer: SocketAddr) -> Result<BoxIo, Refused> {
+    pub async fn accept(
+        &self,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+    ) -> Result<BoxIo, Refused> {
         let result = async {
-            let looks_tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, sniff_tls(&sock)).await
-            {
+            let looks_tls = match tokio::time::timeout_at(deadline, sniff_tls(&sock)).await {
                 Ok(Ok(Some(tls))) => tls,
                 Ok(Ok(None)) => return Err(refused("", "closed before saying anything")),
                 Ok(Err(e)) => return Err(refused("", format!("reading: {e}"))),
@@ -190,7 +195,7 @@ impl ServerSecurity {
             };
             match (&self.tls, looks_tls) {
                 (Some(acceptor), true) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(sock)).await {
                         Ok(Ok(tls)) => Ok(Box::new(tls) as BoxIo),
                         Ok(Err(e)) => Err(refused(
                             tls::failure_reason(&e),
@@ -231,14 +236,19 @@ impl ServerSecurity {
         framed: &mut Framed<S, PeerCodec>,
         version: u16,
         peer: SocketAddr,
+        deadline: Instant,
     ) -> anyhow::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let failed = |reason: &'static str| {
+            metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => reason).increment(1);
+        };
         let offered = if version >= 2 {
-            match tokio::time::timeout(AUTH_TIMEOUT, framed.next()).await {
+            match tokio::time::timeout_at(deadline, framed.next()).await {
                 Ok(Some(Ok(Message::Auth { token }))) => Some(token),
                 Ok(Some(Ok(other))) => {
+                    failed("bad_message");
                     let _ = framed
                         .send(Message::Refuse {
                             code: refuse::BAD_MESSAGE,
@@ -247,9 +257,15 @@ impl ServerSecurity {
                         .await;
                     bail!("{peer}: expected AUTH, got {other:?}");
                 }
-                Ok(Some(Err(e))) => bail!("{peer}: bad AUTH: {e}"),
+                Ok(Some(Err(e))) => {
+                    failed("bad_message");
+                    bail!("{peer}: bad AUTH: {e}")
+                }
                 Ok(None) => bail!("{peer}: closed before AUTH"),
-                Err(_) => bail!("{peer}: no AUTH in time"),
+                Err(_) => {
+                    failed("auth_timeout");
+                    bail!("{peer}: no AUTH within {PRE_SESSION_DEADLINE:?} of connecting")
+                }
             }
         } else {
             None

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::rules::Snapshot;
 use super::Shared;
+use crate::backoff::Backoff;
 
 /// The batch could not be finished (shutdown while a target was down).
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +276,7 @@ async fn retry(
     down: &DownSince,
 ) -> Result<Attempt, Interrupted> {
     let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut attempts = 0u32;
     let mut suspects = 0u32;
     loop {
@@ -291,10 +292,11 @@ async fn retry(
         };
         attempts += 1;
         down.failed();
+        let wait = backoff.next_wait();
         metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
             .increment(1);
         if attempts == 1 || attempts.is_power_of_two() {
-            tracing::warn!(%source, attempts, "{e}; retrying in {backoff:?}, holding the acknowledgement");
+            tracing::warn!(%source, attempts, "{e}; retrying in {wait:?}, holding the acknowledgement");
         }
         // A run that failed "suspiciously" while the target answers a probe
         // counts against the run; any other failure starts the count again.
@@ -309,9 +311,8 @@ async fn retry(
         }
         tokio::select! {
             _ = stop.cancelled() => return Err(Interrupted),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

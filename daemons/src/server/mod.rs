@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::config::ServerConfig;
 use rules::LiveRules;
 
@@ -106,21 +107,23 @@ pub async fn serve(
         "max_connections",
     );
     let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    backoff = Duration::from_millis(10);
+                    backoff.reset();
                     // Over max_connections: `socket` is dropped, i.e. closed.
                     let Some(slot) = admission.admit(&peer) else { continue };
                     let _ = socket.set_nodelay(true);
                     let shared = Arc::clone(&shared);
                     tracker.spawn(async move {
                         // TLS handshake (refusals are logged and counted there).
-                        if let Ok(io) = shared.security.accept(socket, peer).await {
-                            if let Err(e) = session::run(io, peer, shared).await {
+                        let deadline = tokio::time::Instant::now()
+                            + crate::security::server::PRE_SESSION_DEADLINE;
+                        if let Ok(io) = shared.security.accept(socket, peer, deadline).await {
+                            if let Err(e) = session::run(io, peer, shared, deadline).await {
                                 tracing::warn!(%peer, "session ended: {e:#}");
                             }
                         }
@@ -129,9 +132,9 @@ pub async fn serve(
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off, keep serving.
-                    tracing::error!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let wait = backoff.next_wait();
+                    tracing::error!("accept failed: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

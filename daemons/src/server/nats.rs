@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::apply_batch;
 use super::Shared;
+use crate::backoff::Backoff;
 use crate::nats::{self as common, ServerNats};
 
 /// Gauge: partitions this server consumes now.
@@ -65,7 +66,7 @@ pub async fn run(
     let id = conf.server_id.clone().unwrap_or_else(default_id);
     let client = common::connect(&conf.settings, &format!("syncs-server {id}")).await?;
     let js = jetstream::new(client);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let (stream, partitions, leases, applied) = loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -74,12 +75,12 @@ pub async fn run(
         match attempt {
             Ok(v) => break v,
             Err(e) => {
-                tracing::warn!("NATS not ready: {e:#}; retrying in {backoff:?}");
+                let wait = backoff.next_wait();
+                tracing::warn!("NATS not ready: {e:#}; retrying in {wait:?}");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     };

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{prepare_batch, Prepared};
 use super::lane::{Arrivals, Entry, Lane, LaneContext};
 use super::Shared;
+use crate::security::server::PRE_SESSION_DEADLINE;
 
 /// Protocol overhead allowed above the largest record in one message.
 const PEER_SLACK: u64 = 1 << 20;
@@ -43,9 +44,6 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// The largest message before authentication: HELLO and AUTH (a token of
 /// at most 4 KiB) fit many times over.
 const PRE_AUTH_LIMIT: u64 = 64 * 1024;
-
-/// How long a new connection has to say HELLO.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A stream's place in the server.
 #[derive(Debug, Default)]
@@ -77,18 +75,20 @@ impl StreamState {
 }
 
 /// Runs one session on a connection whose transport (TLS or plaintext) is
-/// set up: HELLO, then AUTH and the token check, then WELCOME and batches.
+/// set up: HELLO, then AUTH and the token check (both by `deadline`), then
+/// WELCOME and batches.
 pub async fn run(
     socket: crate::security::BoxIo,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<()> {
     // Until the peer is authenticated nothing it sends may cost more than
     // a small message; the configured limit applies after.
     let mut framed = Framed::new(socket, PeerCodec::new(PRE_AUTH_LIMIT));
-    let Ok(hello) = tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await else {
+    let Ok(hello) = tokio::time::timeout_at(deadline, framed.next()).await else {
         metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "hello_timeout").increment(1);
-        bail!("{peer}: no HELLO within {HELLO_TIMEOUT:?}");
+        bail!("{peer}: no HELLO within {PRE_SESSION_DEADLINE:?} of connecting");
     };
     let (stream, name, version) = match hello {
         Some(Ok(Message::Hello {
@@ -111,7 +111,7 @@ pub async fn run(
             // Refused here (REFUSE sent, counted) before any BATCH is read.
             shared
                 .security
-                .authenticate(&mut framed, version, peer)
+                .authenticate(&mut framed, version, peer, deadline)
                 .await?;
             framed
                 .codec_mut()
@@ -119,6 +119,7 @@ pub async fn run(
             (stream, name, version)
         }
         Some(Ok(other)) => {
+            metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "bad_message").increment(1);
             let _ = framed
                 .send(Message::Refuse {
                     code: refuse::BAD_MESSAGE,
@@ -127,7 +128,10 @@ pub async fn run(
                 .await;
             bail!("{peer}: expected HELLO, got {other:?}");
         }
-        Some(Err(e)) => bail!("{peer}: bad HELLO: {e}"),
+        Some(Err(e)) => {
+            metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "bad_message").increment(1);
+            bail!("{peer}: bad HELLO: {e}")
+        }
         None => return Ok(()),
     };
     let source = format!("{name}/{stream:016x}");
