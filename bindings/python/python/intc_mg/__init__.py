@@ -9,10 +9,19 @@ Regex, uuid.UUID (as a standard subtype-4 Binary), ...
 
 The description is ``{op: "insert_one", document}``, ``{op: "insert_many",
 documents}``, ``{op: "update_one" | "update_many", filter, update, upsert}``,
-``{op: "replace_one", filter, replacement, upsert}`` or ``{op: "delete_one" |
-"delete_many", filter}``. Arguments are checked here as pymongo's own
-``update_one``/``replace_one`` check them; bad ones raise
-``intc.InvalidOperation``.
+``{op: "replace_one", filter, replacement, upsert}``, ``{op: "delete_one" |
+"delete_many", filter}`` or ``{op: "drop"}``. Arguments are checked here as
+pymongo's own ``update_one``/``replace_one`` check them; bad ones raise
+``intc.InvalidOperation`` (a ``ValueError``).
+
+The names of the original ``intc_mg`` work unchanged, with their positional
+arguments and meanings: ``mg_insert(data)``, ``mg_insert_many(data)``,
+``mg_delete_many(cond)``, ``mg_drop()``, ``mg_udpate(cond, new_kv, iine)``
+(sic; ``mg_update`` beside it) and ``mg_update_many(cond, new_kv, iine)``,
+where ``new_kv`` without update operators means "set these fields"
+(``{'$set': new_kv}``) and ``iine`` ("insert if not exists") is upsert.
+A collection drop is destructive: the server applies it only where a rule
+names it (docs/rules.md).
 """
 
 from collections.abc import Mapping
@@ -29,9 +38,13 @@ __all__ = [
     "CODEC_OPTIONS",
     "mg_delete_many",
     "mg_delete_one",
+    "mg_drop",
+    "mg_insert",
     "mg_insert_many",
     "mg_insert_one",
     "mg_replace_one",
+    "mg_udpate",
+    "mg_update",
     "mg_update_many",
     "mg_update_one",
 ]
@@ -92,13 +105,18 @@ def mg_insert_many(docs: Iterable[Document]) -> bytes:
     return _encode({"op": "insert_many", "documents": items})
 
 
-def _update(op: str, filter: Document, update: Update, upsert: bool) -> bytes:
+def _update(
+    op: str, filter: Document, update: Update, upsert: bool, set_fields: bool = False
+) -> bytes:
     filt = _doc("filter", filter)
     if isinstance(update, Mapping):
         first = _first_key(update)
         if first is None:
             raise InvalidOperation("update is empty: give update operators such as $set")
-        if not first.startswith("$"):
+        if set_fields and not first.startswith("$"):
+            # The original intc_mg: fields without operators are set.
+            update = {"$set": update}
+        elif not first.startswith("$"):
             raise InvalidOperation(
                 f"update must hold update operators such as $set (found {first!r}); "
                 "use mg_replace_one to replace a whole document"
@@ -124,8 +142,33 @@ def mg_update_one(filter: Document, update: Update, upsert: bool = False) -> byt
 
 
 def mg_update_many(filter: Document, update: Update, upsert: bool = False) -> bytes:
-    """As ``mg_update_one``, for every matching document."""
-    return _update("update_many", filter, update, upsert)
+    """As ``mg_update_one``, for every matching document; as in the original
+    ``intc_mg``, ``update`` without operators sets those fields."""
+    return _update("update_many", filter, update, upsert, set_fields=True)
+
+
+def mg_update(cond: Document, new_kv: Update, iine: bool = False) -> bytes:
+    """The original ``intc_mg`` update: the first document matching ``cond``
+    gets the fields of ``new_kv`` (``{'$set': new_kv}`` unless it holds
+    update operators); ``iine`` (insert if not exists) is upsert."""
+    return _update("update_one", cond, new_kv, iine, set_fields=True)
+
+
+#: The original ``intc_mg`` spelling of ``mg_update``, kept so that old
+#: code runs unchanged.
+mg_udpate = mg_update
+
+
+def mg_insert(data: Document) -> bytes:
+    """The original ``intc_mg`` name of ``mg_insert_one``."""
+    return mg_insert_one(data)
+
+
+def mg_drop() -> bytes:
+    """Drop the collection. Destructive: the server applies it only where a
+    rule names the ``drop`` operation; by default it is dropped (not
+    applied) and counted."""
+    return _encode({"op": "drop"})
 
 
 def mg_replace_one(filter: Document, replacement: Document, upsert: bool = False) -> bytes:
