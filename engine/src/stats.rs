@@ -38,7 +38,8 @@ pub const SERVER_TARGET_BEHIND_SECONDS: &str = "syncs_server_target_behind_secon
 pub const SERVER_TARGET_DOWN_SECONDS: &str = "syncs_server_target_down_seconds";
 /// Per stream and target: bytes of records held in memory for it.
 pub const SERVER_TARGET_BACKLOG_BYTES: &str = "syncs_server_target_backlog_bytes";
-/// Records a target's backlog had no room for (asked again later), per target.
+/// Records a lagging target's backlog did not keep (asked again later), per
+/// target; a record counts again each time it is not kept.
 pub const SERVER_TARGET_SPILLED: &str = "syncs_server_target_spilled_records_total";
 /// REWINDs sent to proxies (or sessions closed for a version 2 proxy).
 pub const SERVER_REWINDS: &str = "syncs_server_rewinds_total";

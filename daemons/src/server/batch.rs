@@ -39,6 +39,11 @@ pub(crate) async fn apply_batch(
     execute_batch(shared, source, stream, &prepared, stop).await
 }
 
+/// Memory an operation takes beside its record's bytes (the decoded
+/// command's vectors and slices), counted against a lane's backlog so that
+/// `target_backlog` bounds memory, not only payload.
+const OP_OVERHEAD: usize = 256;
+
 /// A batch decoded and routed, ready to apply: the operations each target
 /// receives, with the rules snapshot that routed them.
 pub(crate) struct Prepared {
@@ -117,7 +122,7 @@ pub(crate) async fn prepare_batch(
                     }
                     if let Some((list, bytes)) = per_target.get_mut(usize::from(r.target.0)) {
                         list.push((seq, r.op));
-                        *bytes += payload.len();
+                        *bytes += payload.len() + OP_OVERHEAD;
                     }
                 }
             }
@@ -177,9 +182,11 @@ pub(crate) async fn execute_batch(
 pub(crate) struct DownSince(Mutex<Option<Instant>>);
 
 impl DownSince {
-    fn failed(&self) {
+    /// An attempt that began at `attempt` failed: the target has been
+    /// down since then at least (a Mongo attempt can take seconds to fail).
+    fn failed(&self, attempt: Instant) {
         if let Ok(mut since) = self.0.lock() {
-            since.get_or_insert_with(Instant::now);
+            since.get_or_insert(attempt);
         }
     }
 
@@ -280,6 +287,7 @@ async fn retry(
     let mut attempts = 0u32;
     let mut suspects = 0u32;
     loop {
+        let attempt = Instant::now();
         let e = match target.apply(stream, &ops).await {
             Ok(results) => {
                 down.recovered();
@@ -291,7 +299,7 @@ async fn retry(
             Err(e) => e,
         };
         attempts += 1;
-        down.failed();
+        down.failed(attempt);
         let wait = backoff.next_wait();
         metrics::counter!(stats::SERVER_TARGET_RETRIES, "target" => target.name().to_owned())
             .increment(1);

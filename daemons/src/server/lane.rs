@@ -74,6 +74,10 @@ pub(crate) struct Lane {
     closing: CancellationToken,
     /// Every record up to here is queued or done.
     pub(crate) queued_upto: u64,
+    /// The `upto` of the last entry handed to the task. Shares with
+    /// nothing in them are not sent: [`Lane::skip_idle`] moves the
+    /// position over them once the task has caught up.
+    sent_upto: u64,
     /// REWIND was asked from here and those records have not come yet.
     pub(crate) rewound: Option<u64>,
 }
@@ -93,6 +97,7 @@ impl Lane {
             task,
             closing,
             queued_upto: position,
+            sent_upto: position,
             rewound: None,
         }
     }
@@ -118,6 +123,13 @@ impl Lane {
     pub(crate) fn push(&mut self, entry: Entry) {
         self.queued_upto = entry.upto;
         self.rewound = None;
+        if entry.items.is_empty() {
+            // Nothing to apply: a lane a stream's traffic does not touch
+            // costs no queue (however long its target is down).
+            self.skip_idle();
+            return;
+        }
+        self.sent_upto = entry.upto;
         self.progress
             .queued_bytes
             .fetch_add(entry.bytes, Ordering::AcqRel);
@@ -125,14 +137,47 @@ impl Lane {
         let _ = self.tx.send(entry);
     }
 
+    /// Once the task has applied every entry it was sent, moves the
+    /// position over the empty shares queued since. Only the session sends
+    /// entries, so an idle task cannot be handed one meanwhile.
+    pub(crate) fn skip_idle(&self) {
+        let at = self.position();
+        let to = past_idle(at, self.sent_upto, self.queued_upto);
+        if to > at {
+            self.progress.position.store(to, Ordering::Release);
+        }
+    }
+
     /// Lets the run in hand finish (or be interrupted by `stop`), drops the
     /// rest of the queue, and returns the lane's position.
     pub(crate) async fn finish(self) -> u64 {
         self.closing.cancel();
-        if let Err(e) = self.task.await {
-            tracing::error!(target = %self.name, "lane task failed: {e}");
+        let Lane {
+            name,
+            task,
+            progress,
+            sent_upto,
+            queued_upto,
+            ..
+        } = self;
+        if let Err(e) = task.await {
+            tracing::error!(target = %name, "lane task failed: {e}");
         }
-        self.progress.position.load(Ordering::Acquire)
+        past_idle(
+            progress.position.load(Ordering::Acquire),
+            sent_upto,
+            queued_upto,
+        )
+    }
+}
+
+/// A lane's position counting the empty shares queued after the last
+/// entry sent, once the task has applied everything it was sent.
+fn past_idle(position: u64, sent_upto: u64, queued_upto: u64) -> u64 {
+    if position >= sent_upto {
+        position.max(queued_upto)
+    } else {
+        position
     }
 }
 

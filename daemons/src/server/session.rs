@@ -347,7 +347,12 @@ impl Session {
             // stream itself, after a proxy's machine crashed, is no hole
             // for a lane that has had every record before it.)
             let behind = lane.queued_upto < self.prepared_upto;
-            if lane.queued_upto >= last || (behind && lane.queued_upto + 1 < first) {
+            if lane.queued_upto >= last {
+                continue;
+            }
+            if behind && lane.queued_upto + 1 < first {
+                metrics::counter!(stats::SERVER_TARGET_SPILLED, "target" => lane.name.clone())
+                    .increment(last + 1 - first);
                 continue;
             }
             let index = snap.rules.target_id(&lane.name);
@@ -380,6 +385,9 @@ impl Session {
     /// After a lane moved (or a batch was taken): ACK what every target
     /// is done with, and ask again for what a drained lane had no room for.
     async fn progress(&mut self, framed: &mut Conn) -> anyhow::Result<()> {
+        for lane in &self.lanes {
+            lane.skip_idle();
+        }
         let applied = self
             .lanes
             .iter()
