@@ -60,6 +60,31 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def wait_settled(proxy_metrics: int, counters, timeout: float = 60.0, quiet: float = 1.5,
+                 what: str = "no record pending at the proxy and the targets still") -> None:
+    """Waits until nothing more can reach the targets, in place of a fixed
+    wait before asserting "nothing more arrives / no duplicate": the proxy
+    whose metrics are on port `proxy_metrics` has no record pending (every
+    record acknowledged by every destination, none to send again) and
+    `counters()` (the targets' state) does not change, both for `quiet`
+    seconds in a row. `quiet` is longer than the period (1 s) at which the
+    proxy republishes syncs_proxy_pending_records, so that a 0 read before
+    the newest records were counted cannot end the wait. The caller makes
+    sure first that the proxy has every frame (a SYNC, say)."""
+    still: dict = {"since": None, "seen": None}
+
+    def settled() -> bool:
+        now = time.monotonic()
+        pending = Syncs._metrics(proxy_metrics).get("syncs_proxy_pending_records")
+        seen = counters()
+        if pending != 0 or seen != still["seen"]:
+            still.update(since=now if pending == 0 else None, seen=seen if pending == 0 else None)
+            return False
+        return now - still["since"] >= quiet
+
+    wait_for(settled, timeout=timeout, interval=0.1, what=what)
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

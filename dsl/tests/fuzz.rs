@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use syncs_dsl::parse_sources;
+use syncs_dsl::{parse_sources, Diagnostic};
 
 const VALID: &str = include_str!("../../rules/examples/20-redis.sync");
 const TARGETS: &str = include_str!("../../rules/examples/10-targets.sync");
@@ -67,10 +67,44 @@ fn run(files: Vec<String>) {
     // Either outcome is fine; errors must carry positions inside the text.
     if let Err(diags) = parse_sources(&sources) {
         assert!(!diags.is_empty());
-        for d in diags {
+        for d in &diags {
             assert!(!d.message.is_empty());
+            assert_position_in_text(&sources, d);
         }
     }
+}
+
+/// Every diagnostic of `parse_sources` is about a place in one of the texts
+/// (the input is text, so there always is one): its file is one of the
+/// sources, `line:col` (1-based, columns in characters, as pest counts them)
+/// is inside that file or just past its end, and the rendered message shows
+/// `file:line:col`.
+fn assert_position_in_text(sources: &[(PathBuf, String)], d: &Diagnostic) {
+    let Some((_, text)) = sources.iter().find(|(p, _)| *p == d.file) else {
+        panic!("diagnostic about a file that is not a source: {d:?}");
+    };
+    // Lines end at '\n' (a "\r\n" ends one line too: the '\r' is not
+    // shown); the position after a final '\n' is on an empty last line.
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert!(
+        (1..=lines.len()).contains(&d.line),
+        "line {} outside the {} line(s) of the text: {d:?}\n{text:?}",
+        d.line,
+        lines.len()
+    );
+    let line = lines[d.line - 1]
+        .strip_suffix('\r')
+        .unwrap_or(lines[d.line - 1]);
+    let width = line.chars().count();
+    assert!(
+        (1..=width + 1).contains(&d.col),
+        "column {} outside line {} ({width} characters): {d:?}\n{text:?}",
+        d.col,
+        d.line
+    );
+    let place = format!("{}:{}:{}", d.file.display(), d.line, d.col);
+    let rendered = d.to_string();
+    assert!(rendered.contains(&place), "{place} not in:\n{rendered}");
 }
 
 #[derive(Debug, Clone)]

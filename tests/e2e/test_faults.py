@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Redis, default_rules, wait_for
+from conftest import Redis, default_rules, wait_for, wait_settled
 from relay import Relay
 
 N = 3000
@@ -36,6 +36,42 @@ def assert_exactly_once(r, n: int, name: str):
     assert report["duplicated"] == 0 and report["lost"] == 0 and report["in_order"], report
     assert report["incr"] == n, report
     assert [int(x) for x in r.lrange("seq", 0, -1)] == list(range(1, n + 1))
+
+
+def settle(s, counters, confirm: bool = True, timeout: float = 60.0) -> None:
+    """Waits until nothing more can reach the target, before asserting
+    "exactly once" (a fixed wait lets a late duplicate land just after it):
+
+    1. the proxy holds every frame sent: with `confirm`, a SYNC on this
+       process's shared connection says so (a first SYNC after frames went
+       out on a broken connection reports them unconfirmed: the next one
+       answers); otherwise every client connection has been read to its end
+       (syncs_proxy_clients == 0);
+    2. then the proxy has no record unacknowledged (every record applied,
+       none to send again) and `counters()` (the target's state) does not
+       change (conftest.wait_settled).
+    """
+    import intc
+
+    if confirm:
+        ic = intc.IncClient()
+
+        def synced():
+            try:
+                return ("answered", ic.sync(s.socket, 5.0))
+            except intc.IntcError:
+                return None
+
+        _, refused = wait_for(synced, timeout=timeout, interval=0.1, what="a SYNC for every frame sent")
+        assert refused == 0, f"the proxy refused {refused} frame(s)"
+    else:
+        wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, timeout=timeout,
+                 what="every client connection read to its end")
+    wait_settled(s.proxy_metrics, counters, timeout=timeout)
+
+
+def seq_and_count(r):
+    return lambda: (r.llen("seq"), r.get("count"))
 
 
 def writer(socket_path: str, n: int, pause_every: int = 100, pause: float = 0.01, retry: bool = False):
@@ -73,7 +109,7 @@ def test_kill_9_server_mid_stream(syncs_factory, redis_target):
     s.start_server()
     t.join()
     wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write after the restart")
-    time.sleep(0.5)
+    settle(s, seq_and_count(r))
     assert_exactly_once(r, N, "kill -9 server")
 
 
@@ -92,7 +128,7 @@ def test_target_redis_stopped_and_started(syncs_factory, tmp_path):
         wait_for(lambda: target.ping(), what="target back")
         t.join()
         wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write after the target is back")
-        time.sleep(0.5)
+        settle(s, seq_and_count(r))
         assert_exactly_once(r, N, "target Redis stopped and started")
         assert "holding the acknowledgement" in s.server.text()
     finally:
@@ -114,7 +150,7 @@ def test_link_cut_and_restored(syncs_factory, redis_target):
             relay.cut(0.7)
         t.join()
         wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write after the cuts")
-        time.sleep(0.5)
+        settle(s, seq_and_count(r))
         assert_exactly_once(r, N, "proxy-server link cut 3 times")
         assert "link lost" in s.proxy.text()
     finally:
@@ -232,7 +268,7 @@ def test_kill_9_proxy_mid_stream(syncs_factory, redis_target):
     # The writer's last frames reach the restarted proxy, so the run ends
     # with N.
     wait_for(lambda: r.lindex("seq", -1) == str(N).encode(), timeout=60, what="the last write")
-    time.sleep(1.0)
+    settle(s, seq_and_count(r))
     report = verdict(r, N, "kill -9 proxy")
     # Without acknowledged writes (SYNC, see test_sync.py), frames still in
     # the unix socket's buffer at the kill vanish with the process: those
@@ -266,7 +302,9 @@ def test_spool_full_blocks_writers_until_the_server_catches_up(syncs_factory, re
     # Frames the proxy read before the cap are delivered; the ones still in
     # the socket buffer when the writer gave up go in once there is room.
     wait_for(lambda: r.llen("big") >= sent, timeout=30, what="spooled writes delivered")
-    time.sleep(0.5)
+    # The writer's connection broke when it gave up: the proxy reads what
+    # is left of it once there is room.
+    settle(s, lambda: r.llen("big"), confirm=False)
     got = [int(x.split(b":")[0]) for x in r.lrange("big", 0, -1)]
     assert got == list(range(1, len(got) + 1)), "in order, no gap, no duplicate"
     print(f"\nRELIABILITY {{'test': 'spool full (block)', 'sent': {sent}, 'arrived': {len(got)}}}")
@@ -358,7 +396,7 @@ def test_machine_crash_never_reuses_a_sequence_a_server_applied(syncs_factory, r
         ic.redis_one(s.socket, 6379, 0, ("incr", "count"))
     assert ic.sync(s.socket, 10.0) == 0
     wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write after the crash")
-    time.sleep(0.5)
+    settle(s, seq_and_count(r))
     assert_exactly_once(r, N, "machine crash after sending unfsynced records")
     assert "sequences" in s.proxy.text() and "skipped" in s.proxy.text()
     assert "sequence gap" in s.server.text()

@@ -5,11 +5,11 @@
  * do not edit by hand.
  *
  * Frames go to the local proxy over its unix socket:
- * [uint32 little-endian length][payload]. The proxy never answers, so
- * INTC_OK means "written to the socket" (or, with intc_cli_set_buffering,
- * "buffered": call intc_flush / intc_cli_free before exit, or
- * intc_atexit_flush once), not "applied at the target"; intc_sync
- * confirms frames are in the proxy's durable spool.
+ * [uint32 little-endian length][payload]. The proxy answers only
+ * intc_sync's SYNC requests, so for a send INTC_OK means "written to the
+ * socket" (or, with intc_cli_set_buffering, "buffered": call intc_flush /
+ * intc_cli_free before exit, or intc_atexit_flush once), not "applied at
+ * the target"; intc_sync confirms frames are in the proxy's durable spool.
  *
  * Connect policy: fail fast by default (INTC_ERR_UNAVAILABLE at once when
  * the proxy is down); intc_cli_set_connect_timeout waits for it instead.

@@ -25,8 +25,10 @@
 //! every byte it sends was produced by `syncs_engine::wire` and accepted by
 //! `syncs_engine::wire::client::decode_payload`.
 //!
-//! **Architecture invariant:** the proxy never answers on the socket, so a
-//! successful send means "written to the socket", not "applied".
+//! **Architecture invariant:** the proxy answers nothing but SYNC control
+//! frames on the socket, so a successful send means "written to the socket",
+//! not "accepted" nor "applied"; only a successful `sync` says the frames
+//! sent before it are in the proxy's spool.
 //!
 //! ```no_run
 //! use intc_client::{Frame, Registry};

@@ -1,12 +1,26 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from proxy_stub import StubProxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value; returns that value
+    (the same helper as tests/conftest.py)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 
 def cut_frames(data: bytes) -> List[bytes]:
@@ -58,6 +58,9 @@ class StubProxy:
         self.conns: List[bytearray] = []
         self.peers: List[socket.socket] = []
         self.closed: List[threading.Event] = []
+        # time.monotonic() of the first bytes read, over all connections.
+        self.first_read: Optional[float] = None
+        self.marks: List[bytes] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -82,6 +85,8 @@ class StubProxy:
                 if not data:
                     break
                 with self.lock:
+                    if self.first_read is None:
+                        self.first_read = time.monotonic()
                     buf += data
         except OSError:
             pass
@@ -105,6 +110,32 @@ class StubProxy:
                     f"expected {count} frames, got {[cut_frames(c) for c in conns]!r}"
                 )
             time.sleep(0.005)
+
+    def mark(self) -> bytes:
+        """Opens a marker connection, sends a token on it, closes it and
+        returns the token: see `before_mark`."""
+        token = b"mark:" + os.urandom(16).hex().encode()
+        with self.lock:
+            self.marks.append(token)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as marker:
+            marker.connect(self.path)
+            marker.sendall(token)
+        return token
+
+    def before_mark(self, token: bytes) -> Optional[List[bytes]]:
+        """The payloads of every connection made before `mark()` returned
+        `token`, once each of them has been closed by its peer; None until
+        then. A connection still in the listen backlog when `mark()` was
+        called is accepted before the marker (the backlog is a queue), so it
+        is waited for too: once a client has exited, nothing more can arrive
+        from it."""
+        assert self.read, "before_mark() needs a reading stub"
+        with self.lock:
+            at = next((i for i, c in enumerate(self.conns) if bytes(c) == token), None)
+            if at is None or not all(e.is_set() for e in self.closed[:at]):
+                return None
+            earlier = [bytes(c) for c in self.conns[:at] if bytes(c) not in self.marks]
+        return [p for c in earlier for p in cut_frames(c)]
 
     def close(self) -> None:
         """The proxy goes away: listener, socket file and connections."""

@@ -13,6 +13,7 @@ import time
 import intc
 import pytest
 
+from conftest import wait_for
 from proxy_stub import StubProxy, complete_frames, cut_frames
 from test_client import held, sync_frame  # noqa: F401 (fixture)
 from test_seed import resp
@@ -24,6 +25,22 @@ PROXY_BIN = os.path.join(ROOT, "target", "release", "proxy")
 
 def frames_now(proxy):
     return sum(complete_frames(c) for c in proxy.connections())
+
+
+def drained(proxy):
+    """The payloads of every connection made so far, once each has been
+    read to its end: after the client exited, nothing more can arrive."""
+    mark = proxy.mark()
+    found = []
+
+    def done():
+        got = proxy.before_mark(mark)
+        if got is not None:
+            found.append(got)
+        return got is not None
+
+    wait_for(done, timeout=10, what="every connection accepted and closed by its peer")
+    return found[0]
 
 
 def setk(value):
@@ -82,10 +99,15 @@ def test_the_linger_bounds_how_long_a_frame_waits(proxy):
     c = intc.IncClient(buffer=True, linger=0.1)
     start = time.monotonic()
     c.redis_one(proxy.path, 6379, 0, ("set", "k", "late"))
-    time.sleep(0.03)
-    assert frames_now(proxy) == 0
+    # Still buffered while the linger runs (checked only if this thread
+    # really looked before the linger was over).
+    seen = frames_now(proxy)
+    if time.monotonic() - start < 0.09:
+        assert seen == 0
     assert proxy.wait_frames(1, timeout=5) == [setk(b"late")]
-    waited = time.monotonic() - start
+    # When the stub read it, not when this thread looked: written once the
+    # linger was over, without a flush.
+    waited = proxy.first_read - start
     assert 0.09 <= waited < 2, waited
 
 
@@ -184,8 +206,7 @@ def test_buffered_frames_are_written_at_exit_not_after_a_crash(proxy, how):
         [sys.executable, "-c", SCRIPT, proxy.path, how], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stderr
-    time.sleep(0.3)
-    got = sorted(p for c in proxy.connections() for p in cut_frames(c))
+    got = sorted(drained(proxy))
     if how == "exit":
         assert got == [setk(b"client"), setk(b"incclient")]
     else:
@@ -220,19 +241,28 @@ def test_a_forked_child_never_writes_its_parents_buffer(proxy):
 
 def test_connect_timeout_waits_for_a_proxy_that_comes_up(tmp_path):
     path = str(tmp_path / "late.sock")
+    sending = threading.Event()
     started = []
+    up = []
 
     def start_later():
+        # The proxy comes up 0.3 s after the call began, not 0.3 s after
+        # this thread did.
+        sending.wait(10)
         time.sleep(0.3)
+        up.append(time.monotonic())
         started.append(StubProxy(path))
 
     threading.Thread(target=start_later).start()
     c = intc.Client(path, connect_timeout=10)
     t0 = time.monotonic()
+    sending.set()
     c.redis(6379, 0, "set", "k", "waited")
-    waited = time.monotonic() - t0
+    done = time.monotonic()
+    waited = done - t0
     try:
         assert 0.25 <= waited < 5, waited
+        assert done >= up[0], "returned before the proxy was listening"
         assert started[0].wait_frames(1) == [setk(b"waited")]
         assert c.stats()["connects"] == 1
     finally:
@@ -260,9 +290,12 @@ def test_a_real_proxy_started_late_spools_buffered_frames(tmp_path):
     path = str(tmp_path / "us1")
     spool = tmp_path / "spool"
     c = intc.Client(path, connect_timeout=20, buffer=True, linger=0.005)
+    sending = threading.Event()
     procs = []
 
     def start_later():
+        # Absent for 0.3 s after the first send began.
+        sending.wait(10)
         time.sleep(0.3)
         procs.append(
             subprocess.Popen(
@@ -274,6 +307,7 @@ def test_a_real_proxy_started_late_spools_buffered_frames(tmp_path):
 
     threading.Thread(target=start_later).start()
     try:
+        sending.set()
         for i in range(500):
             c.redis(6379, 0, "set", f"k{i}", str(i))
         assert c.sync(timeout=20) == 0

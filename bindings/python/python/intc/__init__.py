@@ -8,9 +8,10 @@
 >>> ic.mongo_exec('/tmp/us1', 'db', 'coll', mg_delete_many({'key': 'value'}))
 
 Each call writes one frame to the proxy's unix socket and returns once it is
-written (the proxy does not answer: "sent" is not "applied"). Errors are
-raised at once: `ProxyUnavailable` when the proxy is down, `InvalidOperation`
-for bad arguments, `FrameTooLarge` above the proxy's limit.
+written: "sent" is not "applied". The proxy answers only ``sync()``, which
+confirms that the frames sent before it are in its spool. Errors are raised
+at once: `ProxyUnavailable` when the proxy is down, `InvalidOperation` for
+bad arguments, `FrameTooLarge` above the proxy's limit.
 
 Options (keyword arguments of `IncClient`, `Client`, `AsyncClient`):
 ``buffer=True`` gathers frames and writes several at once (flushed when

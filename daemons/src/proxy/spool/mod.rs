@@ -1,7 +1,7 @@
 //! The durable spool: the proxy's records, numbered in order of
 //! acceptance, kept in segment files until every destination has
-//! acknowledged them. It replaces the in-memory [`super::queue::Queue`]
-//! with the same shape, and survives a crash of the proxy.
+//! acknowledged them. Unlike the in-memory queue it replaced, it survives
+//! a crash of the proxy (format and guarantees: `docs/spool.md`).
 //!
 //! # Layout
 //!
