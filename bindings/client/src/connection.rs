@@ -875,7 +875,6 @@ impl Inner {
         let buf = std::mem::take(&mut state.buf);
         state.buf_frames = 0;
         state.oldest = None;
-        self.counters.pending.store(0, Ordering::Relaxed);
         let result = self.write_locked(state, &buf, frames);
         match &result {
             Ok(()) => Counters::bump(&self.counters.flushes, 1),
@@ -886,6 +885,9 @@ impl Inner {
                 state.lost += frames;
             }
         }
+        // Only now: a reader that sees nothing pending also sees the
+        // frames counted as written (or dropped).
+        self.counters.pending.store(0, Ordering::Relaxed);
         // Keep the allocation for the next frames.
         state.buf = buf;
         state.buf.clear();
