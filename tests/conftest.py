@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
@@ -83,6 +84,20 @@ def wait_settled(proxy_metrics: int, counters, timeout: float = 60.0, quiet: flo
         return now - still["since"] >= quiet
 
     wait_for(settled, timeout=timeout, interval=0.1, what=what)
+
+
+def frame(payload: bytes) -> bytes:
+    """A client frame built by hand (not by syncs' encoder): the u32
+    little-endian length, then the payload."""
+    return struct.pack("<I", len(payload)) + payload
+
+
+def resp(*args: bytes) -> bytes:
+    """A RESP command (array of bulk strings), built by hand."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
 
 
 def port_open(port: int) -> bool:

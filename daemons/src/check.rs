@@ -1,6 +1,12 @@
 //! `syncs-check`: loads a rules path, reports every error and warning, runs
 //! the tests written in the rules files through the engine's router, and
 //! explains the routing of one operation on request.
+//!
+//! Given a server INI instead, it checks the rules the INI names; given an
+//! `rmt.ini` of the original system, it says so, points at `--migrate`
+//! and checks the rules the server makes of it ([`crate::legacy`]).
+//! [`migrate`] is `--migrate`: it writes those rules and a server INI as
+//! files, then checks them.
 
 use std::path::Path;
 
@@ -12,6 +18,8 @@ use syncs_dsl::{
 };
 use syncs_engine::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
 use syncs_engine::route::{keys, route, Outcome};
+
+use crate::config::{RulesSource, ServerConfig};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +41,8 @@ pub struct TestResult {
 /// Everything `syncs-check` found.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// What the path is, or what `--migrate` did, before the checks.
+    pub note: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
     pub tests: Vec<TestResult>,
     pub explain: Option<String>,
@@ -56,6 +66,7 @@ impl Report {
             Format::Json => {
                 let mut s = serde_json::to_string_pretty(&serde_json::json!({
                     "ok": self.ok(),
+                    "note": self.note,
                     "diagnostics": self.diagnostics,
                     "tests": self.tests,
                     "explain": self.explain,
@@ -66,7 +77,7 @@ impl Report {
                 s
             }
             Format::Text => {
-                let mut out = String::new();
+                let mut out = self.note.clone().unwrap_or_default();
                 for d in &self.diagnostics {
                     out.push_str(&format!("{d}\n"));
                 }
@@ -101,17 +112,34 @@ impl Report {
     }
 }
 
-/// Checks `path`; explains `explain` when given.
+/// Checks `path` (rules, a server INI, or an original `rmt.ini`); explains
+/// `explain` when given.
 pub fn run(path: &Path, explain: Option<&str>) -> Report {
     let mut report = Report::default();
-    let rules = match syncs_dsl::load_path(path) {
-        Ok(r) => r,
-        Err(diags) => {
-            report.diagnostics = diags;
+    let source = match identify(path) {
+        Ok((note, source)) => {
+            report.note = note;
+            source
+        }
+        Err(message) => {
+            report.diagnostics = vec![Diagnostic::error(path, 0, 0, message, "")];
             return report;
         }
     };
-    report.diagnostics = rules.warnings().to_vec();
+    check_source(report, &source, explain)
+}
+
+fn check_source(mut report: Report, source: &RulesSource, explain: Option<&str>) -> Report {
+    let loaded = match source.load() {
+        Ok(r) => r,
+        Err(diags) => {
+            report.diagnostics.extend(diags);
+            return report;
+        }
+    };
+    let rules = loaded.rules;
+    report.diagnostics.extend(loaded.warnings);
+    report.diagnostics.extend(rules.warnings().iter().cloned());
     report.tests = rules.tests().iter().map(|t| run_test(&rules, t)).collect();
     if let Some(text) = explain {
         match parse_op(text) {
@@ -120,6 +148,90 @@ pub fn run(path: &Path, explain: Option<&str>) -> Report {
         }
     }
     report
+}
+
+/// What `path` holds: rules (a file or a directory), a server INI (then
+/// its rules are checked), or an original-format `rmt.ini` (then the rules
+/// the server makes of it). `Err`: an INI that does not load.
+fn identify(path: &Path) -> Result<(Option<String>, RulesSource), String> {
+    let rules = || Ok((None, RulesSource::Path(path.to_owned())));
+    let is_rules_file = path
+        .extension()
+        .is_some_and(|x| x == syncs_dsl::RULES_EXTENSION);
+    if path.is_dir() || is_rules_file {
+        return rules();
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return rules(); // the rules loader reports it
+    };
+    let Ok(ini) = crate::legacy::parse_ini(&text) else {
+        return rules();
+    };
+    if crate::legacy::is_original(&ini).map_err(|e| format!("{e:#}"))? {
+        let config = ServerConfig::load(path).map_err(|e| format!("{e:#}"))?;
+        let mut note = format!(
+            "{p} is in the format of the system syncs replaces (the original rmt.ini).\n\
+             sync_server runs it as it is: the settings and rules below are what it makes of it.\n\
+             To write syncs' own rmt.ini and rules from it (docs/migrating.md):\n\
+             \x20   syncs-check --migrate {p} --out <dir>\n",
+            p = path.display()
+        );
+        for line in config.original.iter().flat_map(|o| o.describe()) {
+            note.push_str(&format!("  {line}\n"));
+        }
+        return Ok((Some(note), config.rules));
+    }
+    if ini.section(Some("server")).is_some() {
+        let config = ServerConfig::load(path).map_err(|e| format!("{e:#}"))?;
+        let note = format!(
+            "{} is a sync_server configuration; checking its rules: {}\n",
+            path.display(),
+            config.rules
+        );
+        return Ok((Some(note), config.rules));
+    }
+    rules()
+}
+
+/// `syncs-check --migrate <original rmt.ini> --out <dir>`: writes the
+/// translation (see [`crate::legacy::migrate`]), says what it wrote, then
+/// checks the written rules and runs their tests.
+pub fn migrate(source: &Path, out: &Path) -> Report {
+    let mut report = Report::default();
+    let migrated = match crate::legacy::migrate(source, out) {
+        Ok(m) => m,
+        Err(e) => {
+            report.usage_error = Some(format!("{e:#}"));
+            return report;
+        }
+    };
+    let o = &migrated.translation.original;
+    let mut note = format!(
+        "{} is in the original system's format; translated:\n",
+        source.display()
+    );
+    for line in o.describe() {
+        note.push_str(&format!("  {line}\n"));
+    }
+    for w in &o.warnings {
+        note.push_str(&format!("  warning: {w}\n"));
+    }
+    note.push_str(&format!(
+        "wrote {} (listen = 0.0.0.0:{}, allow = {}, plaintext = yes)\n\
+         wrote {} ({} rule(s), one test per route)\n\
+         next: `sync_server {}` behaves as the original file; then configure [tls] \
+         (docs/migrating.md)\n\
+         checking {}:\n",
+        migrated.config.display(),
+        o.port,
+        o.allow,
+        migrated.rules_file.display(),
+        o.routes.len(),
+        migrated.config.display(),
+        migrated.rules_dir.display(),
+    ));
+    report.note = Some(note);
+    check_source(report, &RulesSource::Path(migrated.rules_dir), None)
 }
 
 /// Builds the operation a test or `--explain` describes.
@@ -165,6 +277,7 @@ fn sample_write(kind: MongoOpKind) -> MongoWrite {
         },
         MongoOpKind::DeleteOne => MongoWrite::DeleteOne { filter: d() },
         MongoOpKind::DeleteMany => MongoWrite::DeleteMany { filter: d() },
+        MongoOpKind::Drop => MongoWrite::Drop,
     }
 }
 
@@ -298,7 +411,7 @@ pub fn parse_op(text: &str) -> Result<Op, String> {
         }
         ["mongo", db, coll, op] => {
             let op = MongoOpKind::from_name(op).ok_or_else(|| {
-                format!("unknown op `{op}` (insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many)")
+                format!("unknown op `{op}` (insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many, drop)")
             })?;
             input_op(&TestInput::Mongo {
                 db: (*db).to_owned(),
@@ -318,6 +431,7 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
         let (rule, what) = match d {
             Decision::Route { rule, .. } => (*rule, "route".to_owned()),
             Decision::Drop { rule, reason } => (*rule, format!("drop ({reason:?})")),
+            Decision::DeadLetter { rule, .. } => (*rule, "dead-letter".to_owned()),
         };
         let name = rule
             .map(|r| format!("rule `{}`", rules.rule_name(r)))

@@ -14,12 +14,18 @@
 //! ```
 //! Relative paths are relative to the directory of the INI file. Unknown
 //! sections and keys are errors, so a typo never passes for a setting.
+//!
+//! A file in the format of the system syncs replaces (`[listen]`, `[wl]`,
+//! `[mongo]`, `[redisN]`; no `[server]`) is told apart by its sections and
+//! run through [`crate::legacy`]: the server settings it means, and its
+//! routes as rules ([`RulesSource::Original`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use ini::Ini;
+use syncs_dsl::{Diagnostic, RuleSet};
 
 use crate::security::server::{ServerSecuritySettings, AUTH_KEYS, TLS_KEYS};
 use crate::telemetry::parse_size;
@@ -28,7 +34,7 @@ use crate::telemetry::parse_size;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    pub rules: PathBuf,
+    pub rules: RulesSource,
     pub dead_letter: PathBuf,
     pub max_frame: u32,
     pub metrics: Option<SocketAddr>,
@@ -43,7 +49,15 @@ pub struct ServerConfig {
     /// lags (`[server] target_backlog`); past it the records are asked
     /// from the proxy again later.
     pub target_backlog: usize,
+    /// The file was in the original system's format: what it said (the
+    /// rules are [`RulesSource::Original`]).
+    pub original: Option<crate::legacy::Original>,
 }
+
+/// The dead-letter file's name when `dead_letter` is not set: in
+/// `$STATE_DIRECTORY` under systemd (the units' writable directory), else
+/// beside the INI file.
+pub const DEFAULT_DEAD_LETTER: &str = "dead-letter.jsonl";
 
 /// `target_backlog` by default.
 pub const DEFAULT_TARGET_BACKLOG: usize = 64 << 20;
@@ -51,17 +65,77 @@ pub const DEFAULT_TARGET_BACKLOG: usize = 64 << 20;
 /// Proxy connections at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
-const SERVER_KEYS: [&str; 8] = [
+const SERVER_KEYS: [&str; 9] = [
     "listen",
     "rules",
     "dead_letter",
     "max_frame",
     "metrics",
     "plaintext",
+    "allow",
     "max_connections",
     "target_backlog",
 ];
 const LOG_KEYS: [&str; 1] = ["level"];
+
+/// Where the rules come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RulesSource {
+    /// `[server] rules`: a rules file or a directory of `*.sync` files.
+    Path(PathBuf),
+    /// A `rmt.ini` in the original system's format: its routes, translated
+    /// into rules at each (re)load by [`crate::legacy::translate`].
+    Original(PathBuf),
+}
+
+/// A rule set as loaded from its source.
+#[derive(Debug)]
+pub struct LoadedRules {
+    pub rules: RuleSet,
+    /// Warnings about the source beyond the rules' own
+    /// ([`RuleSet::warnings`]): settings of an original file it ignores.
+    pub warnings: Vec<Diagnostic>,
+    /// For an original file: the server settings it translates to, so a
+    /// reload can tell when `[listen]` or `[wl]` changed (they apply at
+    /// the next start only).
+    pub server_settings: Option<String>,
+}
+
+impl RulesSource {
+    /// The file or directory to read (and watch).
+    pub fn path(&self) -> &Path {
+        match self {
+            RulesSource::Path(p) | RulesSource::Original(p) => p,
+        }
+    }
+
+    /// Reads, checks and compiles the rules; every problem on failure.
+    pub fn load(&self) -> Result<LoadedRules, Vec<Diagnostic>> {
+        match self {
+            RulesSource::Path(p) => syncs_dsl::load_path(p).map(|rules| LoadedRules {
+                rules,
+                warnings: Vec::new(),
+                server_settings: None,
+            }),
+            RulesSource::Original(p) => crate::legacy::load_rules(p),
+        }
+    }
+}
+
+impl std::fmt::Display for RulesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RulesSource::Path(p) => write!(f, "{}", p.display()),
+            RulesSource::Original(p) => write!(f, "{} (original format, translated)", p.display()),
+        }
+    }
+}
+
+/// systemd's `$STATE_DIRECTORY` (the first one), where the units let the
+/// daemons write.
+pub fn state_directory() -> Option<PathBuf> {
+    std::env::var_os("STATE_DIRECTORY").and_then(|d| std::env::split_paths(&d).next())
+}
 
 /// Refuses sections and keys an INI file may not have: `sections` lists
 /// each known section with its keys; `expected` names the sections in the
@@ -96,10 +170,30 @@ pub(crate) fn check_keys(
 }
 
 impl ServerConfig {
+    /// Loads a syncs server INI, or an original-format `rmt.ini` (told
+    /// apart by its sections), which then means what the original server
+    /// did with it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let ini = Ini::load_from_file(path)
+        let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let raw = crate::legacy::parse_ini(&text)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        if crate::legacy::is_original(&raw)
+            .with_context(|| format!("in config {}", path.display()))?
+        {
+            let translation = crate::legacy::translate(&raw, path)
+                .with_context(|| format!("in {} (the original system's format)", path.display()))?;
+            let ini = Ini::load_from_str(&translation.config)
+                .context("reading the translated configuration")?;
+            let mut config = Self::from_ini(&ini, base)
+                .with_context(|| format!("in {} (the original system's format)", path.display()))?;
+            config.rules = RulesSource::Original(path.to_owned());
+            config.original = Some(translation.original);
+            return Ok(config);
+        }
+        let ini = Ini::load_from_str(&text)
+            .with_context(|| format!("reading config {}", path.display()))?;
         Self::from_ini(&ini, base).with_context(|| format!("in config {}", path.display()))
     }
 
@@ -132,8 +226,15 @@ impl ServerConfig {
             .unwrap_or("127.0.0.1:7379")
             .parse()
             .context("`listen` must be host:port, e.g. 127.0.0.1:7379")?;
-        let rules = resolve(get("rules").ok_or_else(|| anyhow!("[server] needs `rules`"))?);
-        let dead_letter = resolve(get("dead_letter").unwrap_or("dead-letter.jsonl"));
+        let rules = RulesSource::Path(resolve(
+            get("rules").ok_or_else(|| anyhow!("[server] needs `rules`"))?,
+        ));
+        let dead_letter = match get("dead_letter") {
+            Some(p) => resolve(p),
+            None => state_directory()
+                .unwrap_or_else(|| base.to_owned())
+                .join(DEFAULT_DEAD_LETTER),
+        };
         let max_frame = match get("max_frame") {
             Some(v) => {
                 let n = parse_size(v).map_err(|e| anyhow!("`max_frame`: {e}"))?;
@@ -181,6 +282,7 @@ impl ServerConfig {
             security,
             max_connections,
             target_backlog,
+            original: None,
         })
     }
 }
@@ -201,7 +303,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.listen.port(), 7000);
-        assert_eq!(c.rules, Path::new("/etc/syncs/rules"));
+        assert_eq!(c.rules, RulesSource::Path("/etc/syncs/rules".into()));
         assert_eq!(c.dead_letter, Path::new("/var/lib/dl.jsonl"));
         assert_eq!(c.max_frame, 1 << 20);
         assert_eq!(c.log_level, "debug");

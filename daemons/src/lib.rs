@@ -10,10 +10,14 @@
 //! - [`proxy`]: the local side. Accepts client libraries on a unix socket,
 //!   validates and queues their frames, and forwards them to one or more
 //!   servers with sequence numbers, resending what was not acknowledged.
-//! - [`check`]: `syncs-check`, the rules linter and explainer.
+//! - [`check`]: `syncs-check`, the rules linter and explainer, and
+//!   `--migrate`.
 //! - [`status`]: `syncs-status`, health and lag from the metrics endpoints.
 //! - [`config`]: the server's INI file.
-//! - [`security`]: TLS, the shared token, the plaintext rule, connection limits.
+//! - [`legacy`]: the original system's `rmt.ini`, translated into a server
+//!   configuration and rules (run as is, or written out by `--migrate`).
+//! - [`security`]: TLS, the shared token, the plaintext rule, the address
+//!   allowlist, connection limits.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
 //! - [`shutdown`]: the signal that tells every task to finish.
 //!
@@ -23,6 +27,7 @@
 pub mod backoff;
 pub mod check;
 pub mod config;
+pub mod legacy;
 pub mod nats;
 pub mod proxy;
 pub mod security;

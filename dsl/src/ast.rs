@@ -150,6 +150,28 @@ pub struct MongoConds {
     pub repeated: Vec<Spanned<&'static str>>,
 }
 
+impl MongoConds {
+    /// The kinds the rule's conditions match, a bit per [`MongoOpKind`]:
+    /// every kind when there is no `op` condition.
+    pub fn op_bits(&self) -> u8 {
+        match &self.ops {
+            None => MongoOpKind::ALL.iter().fold(0, |m, k| m | k.bit()),
+            Some(items) => items
+                .iter()
+                .flat_map(|i| i.node.kinds())
+                .fold(0, |m, k| m | k.bit()),
+        }
+    }
+
+    /// The `op` condition names `drop`, which a rule must to route one.
+    pub fn names_drop(&self) -> bool {
+        self.ops
+            .iter()
+            .flatten()
+            .any(|i| i.node == OpItem::Exact(MongoOpKind::Drop))
+    }
+}
+
 /// An `op` item: one kind, or a family (`insert` = `insert_one` and
 /// `insert_many`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +198,7 @@ impl OpItem {
             OpItem::Exact(ReplaceOne) => &[ReplaceOne],
             OpItem::Exact(DeleteOne) => &[DeleteOne],
             OpItem::Exact(DeleteMany) => &[DeleteMany],
+            OpItem::Exact(Drop) => &[Drop],
         }
     }
 }
@@ -183,6 +206,8 @@ impl OpItem {
 #[derive(Clone, Debug)]
 pub enum OutcomeAst {
     Drop,
+    /// `dead-letter ["reason"]`.
+    DeadLetter(Option<String>),
     Route(Vec<ActionAst>),
 }
 

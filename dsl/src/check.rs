@@ -7,14 +7,15 @@
 //! match because an earlier rule catches everything they would, tests that
 //! name unknown targets or mix protocols.
 //!
-//! Warnings: unused targets, rules that route dangerous commands, unknown
-//! Redis command names, duplicate test names.
+//! Warnings: unused targets, rules that route dangerous commands or mongo
+//! `drop`, unknown Redis command names, duplicate test names.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::ast::*;
 use crate::commands::{self, Group};
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::matcher::MongoOpKind;
 use crate::pattern::{analyze, covers, Analyzed, PatternSrc};
 use crate::target::{Target, TargetId, TargetKind, TargetOptions};
 use crate::template::{split, RawPiece};
@@ -492,7 +493,9 @@ fn check_rules(
             } else {
                 names.insert(name.clone(), (fi, r.name.span));
             }
-            let drop = matches!(r.outcome.node, OutcomeAst::Drop);
+            // Dropping and dead-lettering rules decide without routing:
+            // dangerous commands are not passed over by them.
+            let drop = matches!(r.outcome.node, OutcomeAst::Drop | OutcomeAst::DeadLetter(_));
             let errors_before = cx.error_count();
             let (kind, caps) = match &r.conds {
                 Conditions::Redis(c) => {
@@ -532,13 +535,23 @@ fn check_rules(
                     }
                     let dbs = check_patterns(cx, fi, &c.dbs);
                     let colls = check_patterns(cx, fi, &c.colls);
-                    let ops = match &c.ops {
-                        None => 0x7f,
-                        Some(items) => items
-                            .iter()
-                            .flat_map(|i| i.node.kinds())
-                            .fold(0u8, |m, k| m | k.bit()),
-                    };
+                    // The kinds the rule decides: a routing rule passes
+                    // over a drop unless it names it.
+                    let mut ops = c.op_bits();
+                    if !drop && !c.names_drop() {
+                        ops &= !MongoOpKind::Drop.bit();
+                    }
+                    if !drop {
+                        for it in c.ops.iter().flatten() {
+                            if it.node == OpItem::Exact(MongoOpKind::Drop) {
+                                cx.warning(
+                                    fi,
+                                    it.span,
+                                    format!("rule `{name}` routes mongo `drop`: its targets will drop whole collections"),
+                                );
+                            }
+                        }
+                    }
                     (
                         ShapeKind::Mongo { dbs, colls, ops },
                         KeyCaptures { patterns: None },

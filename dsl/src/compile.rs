@@ -72,8 +72,12 @@ impl Compiler<'_> {
     }
 
     fn outcome(&mut self, fi: usize, outcome: &OutcomeAst, keys: Option<&[Analyzed]>) -> Outcome {
-        let OutcomeAst::Route(actions) = outcome else {
-            return Outcome::Drop;
+        let actions = match outcome {
+            OutcomeAst::Drop => return Outcome::Drop,
+            OutcomeAst::DeadLetter(reason) => {
+                return Outcome::DeadLetter(reason.as_deref().unwrap_or_default().into())
+            }
+            OutcomeAst::Route(actions) => actions,
         };
         let mut out = Vec::with_capacity(actions.len());
         for a in actions {
@@ -185,8 +189,8 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
     let mut metas = Vec::new();
     let mut redis_pre = Vec::new();
     let mut mongo_rules = Vec::new();
-    let mut redis_default = None;
-    let mut mongo_default = None;
+    let mut redis_default = Outcome::Drop;
+    let mut mongo_default = Outcome::Drop;
     let mut tests = Vec::new();
 
     for (fi, file) in files.iter().enumerate() {
@@ -233,13 +237,7 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                         Conditions::Mongo(c) => {
                             let dbs = cx.analyze_all(fi, &c.dbs);
                             let colls = cx.analyze_all(fi, &c.colls);
-                            let ops = match &c.ops {
-                                None => 0x7f,
-                                Some(items) => items
-                                    .iter()
-                                    .flat_map(|i| i.node.kinds())
-                                    .fold(0u8, |m, k| m | k.bit()),
-                            };
+                            let ops = c.op_bits();
                             let outcome = cx.outcome(fi, &r.outcome.node, None);
                             let m = |v: Option<Vec<Analyzed>>| {
                                 v.map(|v| v.into_iter().map(|a| a.matcher).collect())
@@ -247,6 +245,7 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                             mongo_rules.push(MongoRule {
                                 id,
                                 ops,
+                                names_drop: c.names_drop(),
                                 dbs: m(dbs),
                                 colls: m(colls),
                                 outcome,
@@ -255,13 +254,10 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                     }
                 }
                 Item::Default(d) => {
-                    let actions = match cx.outcome(fi, &d.outcome.node, None) {
-                        Outcome::Route(a) => Some(a),
-                        Outcome::Drop => None,
-                    };
+                    let outcome = cx.outcome(fi, &d.outcome.node, None);
                     match d.protocol {
-                        Protocol::Redis => redis_default = actions,
-                        Protocol::Mongo => mongo_default = actions,
+                        Protocol::Redis => redis_default = outcome,
+                        Protocol::Mongo => mongo_default = outcome,
                     }
                 }
                 Item::Test(t) => {
@@ -502,7 +498,7 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
         cmd_dangerous,
         key_rows,
         trie: build_trie(&trie_entries),
-        default: None,
+        default: Outcome::Drop,
     }
 }
 

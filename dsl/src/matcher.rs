@@ -48,10 +48,13 @@ pub enum MongoOpKind {
     ReplaceOne,
     DeleteOne,
     DeleteMany,
+    /// A collection drop: destructive, routed only by a rule that names
+    /// it (`op drop`), as dangerous Redis commands are.
+    Drop,
 }
 
 impl MongoOpKind {
-    pub const ALL: [MongoOpKind; 7] = [
+    pub const ALL: [MongoOpKind; 8] = [
         MongoOpKind::InsertOne,
         MongoOpKind::InsertMany,
         MongoOpKind::UpdateOne,
@@ -59,6 +62,7 @@ impl MongoOpKind {
         MongoOpKind::ReplaceOne,
         MongoOpKind::DeleteOne,
         MongoOpKind::DeleteMany,
+        MongoOpKind::Drop,
     ];
 
     /// The name used in rules files: `insert_one`, ...
@@ -71,6 +75,7 @@ impl MongoOpKind {
             MongoOpKind::ReplaceOne => "replace_one",
             MongoOpKind::DeleteOne => "delete_one",
             MongoOpKind::DeleteMany => "delete_many",
+            MongoOpKind::Drop => "drop",
         }
     }
 
@@ -111,6 +116,13 @@ pub enum Decision<'r> {
         rule: Option<RuleId>,
         reason: DropReason,
     },
+    /// Do not replicate, and write the operation to the dead-letter file
+    /// with `reason` (`-> dead-letter "reason"`; empty when none was
+    /// written). `rule` is `None` when the `default` decided.
+    DeadLetter {
+        rule: Option<RuleId>,
+        reason: &'r str,
+    },
 }
 
 /// Why an operation is dropped.
@@ -130,6 +142,28 @@ pub enum DropReason {
 pub(crate) enum Outcome {
     Route(Box<[Action]>),
     Drop,
+    /// The reason given in the rule (may be empty).
+    DeadLetter(Box<str>),
+}
+
+impl Outcome {
+    /// The decision of a rule (`Some`) or of the default (`None`) with
+    /// this outcome.
+    #[inline]
+    fn decision(&self, rule: Option<RuleId>) -> Decision<'_> {
+        match self {
+            Outcome::Route(actions) => Decision::Route { rule, actions },
+            Outcome::Drop => Decision::Drop {
+                rule,
+                reason: if rule.is_some() {
+                    DropReason::Rule
+                } else {
+                    DropReason::Default
+                },
+            },
+            Outcome::DeadLetter(reason) => Decision::DeadLetter { rule, reason },
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -328,7 +362,7 @@ impl PrefixTrie {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RedisMatcher {
     pub(crate) words: usize,
     pub(crate) rules: Vec<RedisRule>,
@@ -344,7 +378,8 @@ pub(crate) struct RedisMatcher {
     pub(crate) key_rows: Vec<u64>,
     /// The rules whose every key pattern has a literal prefix.
     pub(crate) trie: PrefixTrie,
-    pub(crate) default: Option<Box<[Action]>>,
+    /// `Drop` when there is no `default redis` line.
+    pub(crate) default: Outcome,
 }
 
 /// Progress of one decision: the first rule that decides, and the first
@@ -461,34 +496,18 @@ impl RedisMatcher {
 
         if let Some(i) = scan.decisive {
             let rule = &self.rules[i];
-            return match &rule.outcome {
-                Outcome::Drop => Decision::Drop {
-                    rule: Some(rule.id),
-                    reason: DropReason::Rule,
-                },
-                Outcome::Route(actions) => Decision::Route {
-                    rule: Some(rule.id),
-                    actions,
-                },
-            };
+            return rule.outcome.decision(Some(rule.id));
         }
         match (&self.default, danger.is_some()) {
             (_, true) if scan.passed.is_some() => Decision::Drop {
                 rule: scan.passed.map(|i| self.rules[i].id),
                 reason: DropReason::Dangerous,
             },
-            (Some(_), true) => Decision::Drop {
+            (Outcome::Route(_), true) => Decision::Drop {
                 rule: None,
                 reason: DropReason::Dangerous,
             },
-            (Some(actions), false) => Decision::Route {
-                rule: None,
-                actions,
-            },
-            (None, _) => Decision::Drop {
-                rule: None,
-                reason: DropReason::Default,
-            },
+            (default, _) => default.decision(None),
         }
     }
 }
@@ -498,17 +517,20 @@ impl RedisMatcher {
 #[derive(Debug)]
 pub(crate) struct MongoRule {
     pub(crate) id: RuleId,
-    /// Bit per [`MongoOpKind`].
+    /// Bit per [`MongoOpKind`]; all of them without an `op` condition.
     pub(crate) ops: u8,
+    /// The `op` condition names `drop`: only then may the rule route one.
+    pub(crate) names_drop: bool,
     pub(crate) dbs: Option<Box<[ByteMatcher]>>,
     pub(crate) colls: Option<Box<[ByteMatcher]>>,
     pub(crate) outcome: Outcome,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct MongoMatcher {
     pub(crate) rules: Vec<MongoRule>,
-    pub(crate) default: Option<Box<[Action]>>,
+    /// `Drop` when there is no `default mongo` line.
+    pub(crate) default: Outcome,
 }
 
 fn any_match(pats: &Option<Box<[ByteMatcher]>>, s: &str) -> bool {
@@ -519,33 +541,34 @@ fn any_match(pats: &Option<Box<[ByteMatcher]>>, s: &str) -> bool {
 }
 
 impl MongoMatcher {
+    /// As for Redis, a drop (destructive) is routed only by a rule that
+    /// names it: a routing rule without `op drop` is passed over, the
+    /// default never routes it.
     pub(crate) fn decide(&self, q: &MongoQuery<'_>) -> Decision<'_> {
         let bit = q.op.bit();
+        let dangerous = q.op == MongoOpKind::Drop;
+        let mut passed = None;
         for rule in &self.rules {
             if rule.ops & bit == 0 || !any_match(&rule.dbs, q.db) || !any_match(&rule.colls, q.coll)
             {
                 continue;
             }
-            return match &rule.outcome {
-                Outcome::Drop => Decision::Drop {
-                    rule: Some(rule.id),
-                    reason: DropReason::Rule,
-                },
-                Outcome::Route(actions) => Decision::Route {
-                    rule: Some(rule.id),
-                    actions,
-                },
-            };
+            if dangerous && !rule.names_drop && matches!(rule.outcome, Outcome::Route(_)) {
+                passed.get_or_insert(rule.id);
+                continue;
+            }
+            return rule.outcome.decision(Some(rule.id));
         }
-        match &self.default {
-            Some(actions) => Decision::Route {
-                rule: None,
-                actions,
+        match (&self.default, dangerous) {
+            (_, true) if passed.is_some() => Decision::Drop {
+                rule: passed,
+                reason: DropReason::Dangerous,
             },
-            None => Decision::Drop {
+            (Outcome::Route(_), true) => Decision::Drop {
                 rule: None,
-                reason: DropReason::Default,
+                reason: DropReason::Dangerous,
             },
+            (default, _) => default.decision(None),
         }
     }
 }

@@ -91,9 +91,11 @@ pub fn describe(rule: &Rule) -> String {
         Rule::name_pattern => "a name pattern (\"glob\" or /regex/)",
         Rule::op_cond => "an `op` condition",
         Rule::op_name => {
-            "an operation (`insert`, `update`, `replace`, `delete`, or one kind such as `insert_one`)"
+            "an operation (`insert`, `update`, `replace`, `delete`, `drop`, or one kind such as `insert_one`)"
         }
-        Rule::outcome => "`drop` or a target name",
+        Rule::outcome => "`drop`, `dead-letter` or a target name",
+        Rule::kw_dead_letter | Rule::dead_letter => "`dead-letter`",
+        Rule::dead_letter_reason => "a quoted reason",
         Rule::action => "a target name",
         Rule::action_opt => "`db`, `key`, `prefix` or `coll`",
         Rule::act_db => "`db`",
@@ -119,7 +121,7 @@ pub fn describe(rule: &Rule) -> String {
         Rule::mongo_input => "a mongo input line",
         Rule::word | Rule::bare_word => "a name",
         Rule::exact_op => {
-            "an operation (`insert_one`, `insert_many`, `update_one`, `update_many`, `replace_one`, `delete_one` or `delete_many`)"
+            "an operation (`insert_one`, `insert_many`, `update_one`, `update_many`, `replace_one`, `delete_one`, `delete_many` or `drop`)"
         }
         Rule::expect_line => "an `expect` line",
         Rule::expect_drop => "`drop`",
@@ -544,6 +546,17 @@ fn parse_outcome(pair: Pair<'_, Rule>) -> Option<Spanned<OutcomeAst>> {
                     node: OutcomeAst::Drop,
                     span: sp,
                 })
+            }
+            Rule::dead_letter => {
+                let reason = p
+                    .into_inner()
+                    .find(|r| r.as_rule() == Rule::dead_letter_reason)
+                    .and_then(|r| r.into_inner().next())
+                    .map(parse_string);
+                return Some(Spanned {
+                    node: OutcomeAst::DeadLetter(reason),
+                    span: sp,
+                });
             }
             Rule::action => actions.push(parse_action(p)?),
             Rule::comma => {}

@@ -202,6 +202,7 @@ fn actual(rs: &RuleSet, d: Decision<'_>) -> (Option<usize>, &'static str) {
         |r: Option<RuleId>| r.map(|r| rs.rule_name(r)[1..].parse::<usize>().unwrap_or(usize::MAX));
     match d {
         Decision::Route { rule, .. } => (idx(rule), "route"),
+        Decision::DeadLetter { rule, .. } => (idx(rule), "dead-letter"),
         Decision::Drop { rule, reason } => (
             idx(rule),
             match reason {

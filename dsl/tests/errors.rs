@@ -58,7 +58,7 @@ fn missing_rule_name() {
 #[test]
 fn missing_outcome() {
     let d = one_error("rule x: redis ->\n");
-    assert_diag(&d, 2, 1, "expected `drop` or a target name");
+    assert_diag(&d, 2, 1, "expected `drop`, `dead-letter` or a target name");
 }
 
 #[test]

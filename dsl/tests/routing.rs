@@ -336,6 +336,54 @@ fn no_default_means_drop() {
 }
 
 #[test]
+fn dead_letter_outcome() {
+    let rs = rules(
+        "target r = redis \"redis://a\"\n\
+         target m = mongo \"mongodb://a\"\n\
+         rule known: redis port 6379 db 1 -> r\n\
+         rule retired: redis db 9 -> dead-letter\n\
+         rule old: mongo db \"old\" -> dead-letter \"db old is gone\"\n\
+         default redis -> dead-letter \"no route for this port and db\"\n\
+         default mongo -> m\n",
+    );
+    assert_eq!(who(&rs, 6379, 1, "SET", Some("k")), "known");
+    assert_eq!(
+        rs.decide_redis(&redis(6379, 9, "SET", Some("k"))),
+        Decision::DeadLetter {
+            rule: rs.rule_id("retired"),
+            reason: ""
+        }
+    );
+    assert_eq!(
+        rs.decide_redis(&redis(6380, 1, "SET", Some("k"))),
+        Decision::DeadLetter {
+            rule: None,
+            reason: "no route for this port and db"
+        }
+    );
+    assert_eq!(
+        mongo_who(&rs, "old", "c", MongoOpKind::InsertOne),
+        "dead-letter(\"db old is gone\", old)"
+    );
+    assert_eq!(
+        mongo_who(&rs, "new", "c", MongoOpKind::InsertOne),
+        "<default>"
+    );
+    // Dangerous commands: a routing rule passes over them (dropped as
+    // dangerous); one no rule names falls to the dead-letter default, which
+    // routes nothing; a dead-letter rule takes them like a drop rule.
+    assert_eq!(who(&rs, 6379, 1, "FLUSHDB", None), "drop(Dangerous, known)");
+    assert_eq!(
+        who(&rs, 6380, 1, "FLUSHDB", None),
+        "dead-letter(\"no route for this port and db\")"
+    );
+    assert_eq!(
+        who(&rs, 6379, 9, "FLUSHDB", None),
+        "dead-letter(\"\", retired)"
+    );
+}
+
+#[test]
 fn dangerous_commands_need_an_explicit_rule() {
     let rs = with_targets(
         "rule everything: redis port 6379 -> r1\n\

@@ -54,7 +54,19 @@ fn default_sync_loads_without_warnings_and_copies_everything() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(rs.tests().len(), 3);
+    // A collection drop is destructive: the default never routes it.
+    assert_eq!(
+        rs.decide_mongo(&MongoQuery {
+            db: "app",
+            coll: "users",
+            op: MongoOpKind::Drop,
+        }),
+        Decision::Drop {
+            rule: None,
+            reason: DropReason::Dangerous
+        }
+    );
+    assert_eq!(rs.tests().len(), 4);
     run_all(&rs);
 }
 

@@ -133,6 +133,10 @@ pub enum MongoWrite {
     DeleteMany {
         filter: Document,
     },
+    /// Drop the whole collection. Destructive: the rules route it only
+    /// where a rule names it (`op drop`), as they do dangerous Redis
+    /// commands. A collection that does not exist counts as dropped.
+    Drop,
 }
 
 impl MongoWrite {
@@ -146,6 +150,7 @@ impl MongoWrite {
             MongoWrite::ReplaceOne { .. } => "replace_one",
             MongoWrite::DeleteOne { .. } => "delete_one",
             MongoWrite::DeleteMany { .. } => "delete_many",
+            MongoWrite::Drop => "drop",
         }
     }
 }

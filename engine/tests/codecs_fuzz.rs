@@ -6,7 +6,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use syncs_engine::op::Op;
-use syncs_engine::wire::client::{decode_payload, mongo_frame, redis_frame, FrameDecoder, Framed};
+use syncs_engine::wire::client::{
+    check_payload, decode_payload, mongo_frame, redis_frame, FrameDecoder, Framed,
+};
 use syncs_engine::wire::mongo::decode_write;
 use syncs_engine::wire::peer::{Message, PeerCodec};
 use syncs_engine::wire::resp::{encode_command, parse_commands};
@@ -76,6 +78,47 @@ proptest! {
             frame[at] = b;
         }
         let _ = decode_payload(&Bytes::copy_from_slice(&frame[4..]));
+    }
+
+    #[test]
+    fn original_transactions_round_trip_and_mutations_never_panic(db in any::<u32>(), cmds in prop::collection::vec(args(), 1..300), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
+        let cmds: Vec<Vec<Vec<u8>>> = cmds.into_iter().map(|mut c| { c[0] = b"SET".to_vec(); c }).collect();
+        // The original library's layout: flag 0x80 | (n mod 128), then
+        // [u16 LE length][RESP command] per command.
+        let mut payload = format!("6379,{db}").into_bytes();
+        payload.push(0x80 | (cmds.len() % 128) as u8);
+        for c in &cmds {
+            let mut one = Vec::new();
+            encode_command(&mut one, c);
+            payload.extend_from_slice(&(one.len() as u16).to_le_bytes());
+            payload.extend_from_slice(&one);
+        }
+        let Ok(Op::Redis(op)) = decode_payload(&Bytes::copy_from_slice(&payload)) else {
+            return Err(TestCaseError::fail("valid transaction refused"));
+        };
+        prop_assert_eq!((op.port, op.db, op.commands.len()), (6379, db, cmds.len()));
+        let got: Vec<Vec<Vec<u8>>> = op.commands.iter().map(|c| c.args().iter().map(|a| a.to_vec()).collect()).collect();
+        prop_assert_eq!(got, cmds);
+        for (i, b) in flips {
+            let at = i.index(payload.len());
+            payload[at] = b;
+        }
+        let decoded = decode_payload(&Bytes::copy_from_slice(&payload)).map(|_| ());
+        prop_assert_eq!(check_payload(&payload), decoded);
+    }
+
+    #[test]
+    fn original_mongo_frames_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), cut in any::<prop::sample::Index>()) {
+        let json = br#"{"db":"a","tab":"b","o":{"mtd":"update","v":{"c":{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}},"new":{"t":{"$date":{"$numberLong":"17"}},"n":{"$numberDecimal":"1.5"},"b":{"$binary":"AQID","$type":"00"}},"iine":true}}}"#;
+        let mut payload = json.to_vec();
+        for (i, b) in flips {
+            let at = i.index(payload.len());
+            payload[at] = b;
+        }
+        let decoded = decode_payload(&Bytes::copy_from_slice(&payload)).map(|_| ());
+        prop_assert_eq!(check_payload(&payload), decoded);
+        let short = &json[..cut.index(json.len())];
+        prop_assert!(decode_payload(&Bytes::copy_from_slice(short)).is_err());
     }
 
     #[test]

@@ -221,3 +221,53 @@ fn mongo_namespace_is_renamed() {
         matches!(route(&r, &other), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty())
     );
 }
+
+#[test]
+fn dead_letter_rules_refuse_with_their_reason() {
+    let text = r#"
+target a = redis "redis://127.0.0.1:1"
+target m = mongo "mongodb://127.0.0.1:3"
+rule gone: redis key "gone:*" -> dead-letter
+rule known: redis port 6379 db 1 -> a db 3
+default redis -> dead-letter "no route for this port and db"
+default mongo -> dead-letter "no mongo target"
+"#;
+    let r = match syncs_dsl::parse_sources(&[("dl.sync".into(), text.to_owned())]) {
+        Ok(r) => r,
+        Err(e) => panic!("rules: {e:?}"),
+    };
+    assert_eq!(
+        routed(&r, &redis(1, &["SET k v"])),
+        (vec![(s("a"), 3, vec![s("SET k v")])], None)
+    );
+    let refused = |op: &Op| match route(&r, op) {
+        Outcome::Refused(reason) => reason,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        refused(&redis(2, &["SET k v"])),
+        "no route for this port and db (the default)"
+    );
+    assert_eq!(
+        refused(&redis(1, &["SET gone:1 v"])),
+        "dead-lettered by rule `gone`"
+    );
+    // A command split by its keys is refused whole when one part is
+    // dead-lettered; so is a transaction holding such a command.
+    assert_eq!(
+        refused(&redis(1, &["DEL k gone:1"])),
+        "dead-lettered by rule `gone`"
+    );
+    assert_eq!(
+        refused(&redis(1, &["SET k v", "SET gone:2 v"])),
+        "transaction command #2: dead-lettered by rule `gone`"
+    );
+    let mongo = Op::Mongo(MongoOp {
+        db: "x".into(),
+        coll: "y".into(),
+        write: MongoWrite::DeleteOne {
+            filter: bson::doc! {},
+        },
+    });
+    assert_eq!(refused(&mongo), "no mongo target (the default)");
+}

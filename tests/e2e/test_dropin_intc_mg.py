@@ -60,3 +60,31 @@ def test_a_bad_argument_is_a_value_error(legacy):
         mg_insert(["not", "a", "document"])
     with pytest.raises(ValueError):
         mg_udpate({"_id": 1}, {"a": 1}, "yes")
+
+
+def test_mg_drop_is_dropped_by_default_and_applied_where_a_rule_names_it(syncs_factory, mongo_target,
+                                                                          redis_target):
+    import intc
+    from intc_mg import mg_drop, mg_insert
+
+    ic = intc.IncClient()
+    client = mongo_target.client()
+    for name in ("kept", "gone"):
+        client[DB][name].insert_one({"_id": 1})
+    # The shipped rules: a drop is never routed by a default.
+    s = syncs_factory(default_rules(redis_target.url, mongo_target.url))
+    ic.mongo_exec(s.socket, DB, "kept", mg_drop())
+    ic.mongo_exec(s.socket, DB, "kept", mg_insert({"_id": "after"}))
+    wait_for(lambda: client[DB]["kept"].find_one({"_id": "after"}), what="the write after the drop")
+    assert client[DB]["kept"].find_one({"_id": 1}) == {"_id": 1}
+    assert s.server_metric('syncs_server_ops_dropped_total{rule="default",reason="dangerous"}') == 1
+    s.stop()
+
+    # A rule that names `op drop` applies it.
+    rules = default_rules(redis_target.url, mongo_target.url) + (
+        f'\nrule drops: mongo db "{DB}" coll "gone" op drop -> local_mongo\n')
+    s = syncs_factory(rules)
+    ic.mongo_exec(s.socket, DB, "gone", mg_drop())
+    wait_for(lambda: "gone" not in client[DB].list_collection_names(), what="the collection dropped")
+    assert "kept" in client[DB].list_collection_names()
+    assert s.dead_letters() == []

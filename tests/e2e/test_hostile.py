@@ -64,7 +64,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import frame, resp, wait_for
 
 GOOD_N = 5000
 HOSTILES = 4
@@ -87,16 +87,6 @@ default mongo -> drop
 
 
 # ---------------------------------------------------------------- frames
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack("<I", len(payload)) + payload
-
-
-def resp(*args: bytes) -> bytes:
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
 
 
 def scrub(tail: bytes, chunk: bytes) -> bytes:

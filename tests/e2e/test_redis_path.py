@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, SEED_SOCKET, default_rules, wait_for
+from conftest import ROOT, SEED_SOCKET, default_rules, frame, resp, wait_for
 
 # The seed's Python example, byte for byte (checked against the seed by
 # bindings/python/tests/test_seed.py).
 SEED_PY = ROOT / "bindings/python/tests/seed_example.py"
 
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack("<I", len(payload)) + payload
-
-
-def resp(*args: bytes) -> bytes:
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
 
 
 def redis_payload(port: int, db: int, *cmds: tuple[bytes, ...]) -> bytes:

@@ -121,7 +121,8 @@ def test_bad_writes_raise_invalid_operation(make, message):
     "op, message",
     [
         (bson.encode({"op": "delete_many", "filter": {}, "upsret": True}), "unknown field `upsret`"),
-        (bson.encode({"op": "drop", "filter": {}}), "unknown op `drop`"),
+        (bson.encode({"op": "drop", "filter": {}}), "unknown field `filter` in a drop write"),
+        (bson.encode({"op": "truncate"}), "unknown op `truncate`"),
         (bson.encode({"op": "insert_many", "documents": []}), "is empty"),
         (mg_delete_many({"a": 1})[:-1], "bad BSON"),
         (b"", "bad BSON"),

@@ -137,9 +137,8 @@ fn parse_when_full(s: &str) -> Result<WhenFull, String> {
 
 /// The default spool directory for a socket.
 fn default_spool_dir(socket: &std::path::Path) -> PathBuf {
-    let base = std::env::var_os("STATE_DIRECTORY")
-        .and_then(|d| std::env::split_paths(&d).next())
-        .unwrap_or_else(|| PathBuf::from("/var/lib/syncs"));
+    let base =
+        syncs_daemons::config::state_directory().unwrap_or_else(|| PathBuf::from("/var/lib/syncs"));
     let name = socket
         .file_name()
         .map(|n| format!("{}.spool", n.to_string_lossy()))

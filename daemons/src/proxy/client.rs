@@ -18,7 +18,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
     check_payload, decode_payload, parse_sync_request, sync_reply, FrameDecoder, FrameError,
-    Framed, CONTROL_MARK, MONGO_MARK,
+    Framed, CONTROL_MARK, MONGO_JSON_MARK, MONGO_MARK,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -183,12 +183,14 @@ pub async fn serve(
 
 /// Checks a payload as the server will decode it (the same payloads
 /// accepted, the same errors); returns its kind for the metrics. A Redis
-/// payload is checked in place, without building the operation.
+/// payload is checked in place, without building the operation; both
+/// formats of the original system are checked too (and forwarded as they
+/// are: the server decodes them to the same operations).
 fn validate(payload: &Bytes) -> Result<&'static str, FrameError> {
-    if payload.first() == Some(&MONGO_MARK) {
-        decode_payload(payload).map(|_| "mongo")
-    } else {
-        check_payload(payload).map(|()| "redis")
+    match payload.first() {
+        Some(&MONGO_MARK) => decode_payload(payload).map(|_| "mongo"),
+        Some(&MONGO_JSON_MARK) => check_payload(payload).map(|()| "mongo"),
+        _ => check_payload(payload).map(|()| "redis"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! At most N connections at once. A connection over the limit is accepted
 //! and closed at once (rather than left in the kernel's backlog, where its
 //! peer would wait without knowing why), counted, and logged — the first
-//! one, then at most one line every 10 seconds with the count since.
+//! one, then at most one line every 10 seconds with the count since
+//! ([`LogThrottle`], also used for peers `allow` refuses).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,13 +19,33 @@ pub struct Admission {
     /// Metric counting refusals (label `reason="<what>"`).
     counter: &'static str,
     what: &'static str,
-    log: Mutex<LogState>,
+    log: LogThrottle,
 }
+
+/// Paces the log lines of an event that may repeat fast (a refused
+/// connection): the first one, then at most one every 10 seconds, carrying
+/// the number of events since the previous line.
+#[derive(Debug, Default)]
+pub struct LogThrottle(Mutex<LogState>);
 
 #[derive(Debug, Default)]
 struct LogState {
     last: Option<Instant>,
     since: u64,
+}
+
+impl LogThrottle {
+    /// Counts one event; `Some(n)` when a line is due, `n` being the events
+    /// since the last line, this one included.
+    pub fn due(&self) -> Option<u64> {
+        let mut log = self.0.lock().ok()?;
+        log.since += 1;
+        if log.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        log.last = Some(Instant::now());
+        Some(std::mem::take(&mut log.since))
+    }
 }
 
 /// Held by a connection while it lives; dropping it frees its slot.
@@ -40,7 +61,7 @@ impl Admission {
             limit,
             counter,
             what,
-            log: Mutex::new(LogState::default()),
+            log: LogThrottle::default(),
         }
     }
 
@@ -51,22 +72,16 @@ impl Admission {
             return Some(Slot(permit));
         }
         metrics::counter!(self.counter, "reason" => self.what).increment(1);
-        if let Ok(mut log) = self.log.lock() {
-            log.since += 1;
-            let due = log.last.is_none_or(|t| t.elapsed() >= LOG_EVERY);
-            if due {
-                tracing::warn!(
-                    ?peer,
-                    limit = self.limit,
-                    refused = log.since,
-                    "{} connections already open ({} = {}): connection closed",
-                    self.limit,
-                    self.what,
-                    self.limit
-                );
-                log.last = Some(Instant::now());
-                log.since = 0;
-            }
+        if let Some(refused) = self.log.due() {
+            tracing::warn!(
+                ?peer,
+                limit = self.limit,
+                refused,
+                "{} connections already open ({} = {}): connection closed",
+                self.limit,
+                self.what,
+                self.limit
+            );
         }
         None
     }
@@ -84,5 +99,17 @@ mod tests {
         assert!(a.admit(&"p3").is_none());
         drop(one);
         assert!(a.admit(&"p4").is_some());
+    }
+
+    #[test]
+    fn throttle_logs_the_first_then_counts() {
+        let t = LogThrottle::default();
+        assert_eq!(t.due(), Some(1));
+        assert_eq!(t.due(), None);
+        assert_eq!(t.due(), None);
+        if let Ok(mut s) = t.0.lock() {
+            s.last = Instant::now().checked_sub(LOG_EVERY);
+        }
+        assert_eq!(t.due(), Some(3), "the two held back and this one");
     }
 }

@@ -8,12 +8,15 @@
 //!   the plaintext rule for its destinations, and the TLS connect.
 //! - [`limits`]: at most N connections at once, the rest accepted and
 //!   closed, counted and logged (rate-limited).
+//! - [`allow`]: `[server] allow`, the addresses proxies may connect from;
+//!   any other peer is closed at accept and counted.
 //!
 //! A peer that fails authentication is refused before any record is read:
 //! a TLS failure ends the connection at the handshake, a missing or wrong
 //! token gets REFUSE before WELCOME. Every refusal is logged with the
 //! peer's address and counted in `syncs_server_auth_failures_total{reason}`.
 
+pub mod allow;
 pub mod limits;
 pub mod proxy;
 pub mod server;

@@ -5,6 +5,7 @@
 //! [server]
 //! listen = 0.0.0.0:7379
 //! ; plaintext = yes      ; only to accept unencrypted proxies off loopback
+//! allow = 10.1.0.0/16    ; optional: the addresses proxies may connect from
 //!
 //! [tls]
 //! cert = /etc/syncs/tls/server.pem        ; certificate chain, leaf first
@@ -36,6 +37,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Encoder, Framed};
 
+use super::allow::Allowlist;
+use super::limits::LogThrottle;
 use super::{parse_bool, tls, BoxIo, SecurityError, Token};
 
 /// Keys of `[tls]` and `[auth]` in the server's INI.
@@ -63,11 +66,13 @@ pub struct ServerTls {
 pub struct ServerSecuritySettings {
     pub tls: Option<ServerTls>,
     pub token_file: Option<PathBuf>,
+    /// `[server] allow`: only proxies from these addresses (`None`: any).
+    pub allow: Option<Allowlist>,
 }
 
 impl ServerSecuritySettings {
-    /// Reads `[tls]`, `[auth]` and `[server] plaintext`, and applies the
-    /// plaintext rule to `listen`.
+    /// Reads `[tls]`, `[auth]`, `[server] plaintext` and `[server] allow`,
+    /// and applies the plaintext rule to `listen`.
     pub fn from_ini(
         ini: &Ini,
         listen: SocketAddr,
@@ -118,7 +123,14 @@ impl ServerSecuritySettings {
             _ => {}
         }
         let token_file = value("auth", "token_file").map(resolve);
-        Ok(Self { tls, token_file })
+        let allow = value("server", "allow")
+            .map(|v| Allowlist::parse(v).map_err(|e| anyhow::anyhow!("`allow`: {e}")))
+            .transpose()?;
+        Ok(Self {
+            tls,
+            token_file,
+            allow,
+        })
     }
 }
 
@@ -127,6 +139,9 @@ impl ServerSecuritySettings {
 pub struct ServerSecurity {
     tls: Option<TlsAcceptor>,
     token: Option<Token>,
+    allow: Option<Allowlist>,
+    /// Paces the log lines about peers `allow` refuses.
+    not_allowed_log: std::sync::Arc<LogThrottle>,
 }
 
 impl std::fmt::Debug for ServerSecurity {
@@ -134,6 +149,7 @@ impl std::fmt::Debug for ServerSecurity {
         f.debug_struct("ServerSecurity")
             .field("tls", &self.tls.is_some())
             .field("token", &self.token.is_some())
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -169,11 +185,51 @@ impl ServerSecurity {
             .as_deref()
             .map(Token::from_file)
             .transpose()?;
-        Ok(Self { tls, token })
+        Ok(Self {
+            tls,
+            token,
+            allow: settings.allow.clone(),
+            not_allowed_log: Default::default(),
+        })
     }
 
     pub fn describe(&self) -> &'static str {
         super::mode(self.tls.is_some(), self.token.is_some())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// `[server] allow`, if set.
+    pub fn allowlist(&self) -> Option<&Allowlist> {
+        self.allow.as_ref()
+    }
+
+    /// Whether a new connection from `peer` may go on (to TLS, HELLO and
+    /// the token). One `allow` refuses is counted
+    /// (`reason="not_allowed"`) and logged, rate-limited: the caller closes
+    /// it without reading from it.
+    pub fn admits(&self, peer: SocketAddr) -> bool {
+        let Some(allow) = &self.allow else {
+            return true;
+        };
+        if allow.allows(peer.ip()) {
+            return true;
+        }
+        metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "not_allowed").increment(1);
+        if let Some(refused) = self.not_allowed_log.due() {
+            tracing::warn!(
+                %peer, reason = "not_allowed", refused,
+                "proxy refused: {} is not in `allow` ({allow}); connection closed",
+                peer.ip().to_canonical()
+            );
+        }
+        false
     }
 
     /// Sets up the transport of a new connection: the TLS handshake, or
@@ -401,6 +457,26 @@ mod tests {
         let s = parse("[server]\nlisten = 0.0.0.0:7379\nplaintext = yes\n").expect("explicit");
         assert!(s.tls.is_none());
         assert!(parse("[server]\nplaintext = no\n").is_err());
+    }
+
+    #[test]
+    fn allow_is_a_list_of_addresses_with_any_security() {
+        let s = parse("[server]\nallow = 10.0.0.0/8, 127.0.0.1\n").expect("valid");
+        let allow = s.allow.expect("allow");
+        assert!(allow.allows("10.9.8.7".parse().expect("ip")));
+        assert!(!allow.allows("192.168.0.1".parse().expect("ip")));
+        let s = parse(
+            "[server]\nlisten = 0.0.0.0:7379\nallow = 192.168.1.2\n[tls]\ncert = s.pem\nkey = s.key\n[auth]\ntoken_file = t\n",
+        )
+        .expect("with TLS and a token");
+        assert!(s.allow.is_some() && s.tls.is_some() && s.token_file.is_some());
+        let err = parse("[server]\nallow = 10.0.0.1, proxy-a\n").expect_err("a name");
+        assert!(
+            format!("{err:#}").contains("`allow`: `proxy-a` is not an IP address"),
+            "{err:#}"
+        );
+        // `allow` alone does not open plaintext off loopback.
+        assert!(parse("[server]\nlisten = 0.0.0.0:7379\nallow = 10.0.0.1\n").is_err());
     }
 
     #[test]

@@ -63,10 +63,24 @@ impl Shared {
 /// Runs the server until `stop` is cancelled, then lets every session finish
 /// the batch in hand.
 pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    if let (Some(original), crate::config::RulesSource::Original(path)) =
+        (&config.original, &config.rules)
+    {
+        tracing::info!(
+            "{} is in the original system's format: running it as the original did; \
+             `syncs-check --migrate {} --out <dir>` writes syncs' own rmt.ini and rules \
+             from it (docs/migrating.md)",
+            path.display(),
+            path.display()
+        );
+        for line in original.describe() {
+            tracing::info!("  {line}");
+        }
+    }
     let live = LiveRules::load(&config.rules).map_err(|errors| {
         anyhow::anyhow!(
             "rules {} are not valid:\n{}",
-            config.rules.display(),
+            config.rules,
             errors.join("\n")
         )
     })?;
@@ -84,12 +98,47 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    warn_if_exposed(&config, &security);
     tracing::info!(
-        listen = %config.listen, rules = %config.rules.display(),
-        security = security.describe(), "sync_server ready"
+        listen = %config.listen, rules = %config.rules,
+        security = security.describe(),
+        allow = %security.allowlist().map_or("any address".to_owned(), ToString::to_string),
+        "sync_server ready"
     );
     crate::shutdown::notify_ready();
     serve(listener, live, &config, security, stop).await
+}
+
+/// Says loudly when proxies may connect unencrypted from other machines
+/// (`plaintext = yes`, or an original-format file, off loopback).
+fn warn_if_exposed(config: &ServerConfig, security: &crate::security::server::ServerSecurity) {
+    if security.is_tls() || config.listen.ip().is_loopback() {
+        return;
+    }
+    let original = config.original.is_some();
+    match security.allowlist() {
+        Some(allow) => tracing::warn!(
+            "listening on {} WITHOUT TLS{}: {} cross the network unencrypted, and only the \
+             allowlist ({allow}) keeps other machines out. Configure [tls] \
+             (docs/operations.md, Security; docs/migrating.md)",
+            config.listen,
+            if original {
+                ", as the original system did"
+            } else {
+                ""
+            },
+            if security.has_token() {
+                "records and the token"
+            } else {
+                "records, unauthenticated,"
+            },
+        ),
+        None => tracing::warn!(
+            "listening on {} WITHOUT TLS and without `allow`: any machine that reaches this \
+             port can write to the targets. Configure [tls] or `allow` (docs/operations.md, Security)",
+            config.listen
+        ),
+    }
 }
 
 /// Accept loop on an already bound listener (tests bind port 0).
@@ -114,7 +163,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     backoff.reset();
-                    // Over max_connections: `socket` is dropped, i.e. closed.
+                    // Not in `allow`, or over max_connections: `socket` is
+                    // dropped, i.e. closed, before anything is read.
+                    if !shared.security.admits(peer) { continue }
                     let Some(slot) = admission.admit(&peer) else { continue };
                     let _ = socket.set_nodelay(true);
                     let shared = Arc::clone(&shared);

@@ -8,8 +8,13 @@
 //! `file:line:col`, and counts `syncs_server_rules_reloads_total{outcome="rejected"}`.
 //!
 //! Triggers: file changes under the rules path (notify, debounced) and SIGHUP.
+//!
+//! An original-format `rmt.ini` ([`RulesSource::Original`]) reloads the
+//! same way: its routes are translated again and swapped in; `[listen]`
+//! and `[wl]` are read at start only, and a reload that finds them changed
+//! says so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +25,8 @@ use syncs_engine::apply::TargetSet;
 use syncs_engine::stats;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::RulesSource;
 
 /// One compiled rule set with its open targets.
 #[derive(Debug)]
@@ -39,20 +46,22 @@ pub enum Reload {
 /// The rule set in force, swappable while batches run.
 #[derive(Debug)]
 pub struct LiveRules {
-    path: PathBuf,
+    source: RulesSource,
     current: ArcSwap<Snapshot>,
+    /// An original file's server settings as started (see
+    /// [`crate::config::LoadedRules::server_settings`]).
+    started_settings: Option<String>,
 }
 
 impl LiveRules {
-    /// Loads `path`; fails (with every error) if it is not a valid rule set.
-    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
-        let snapshot = build(path, None, 1)?;
-        for w in snapshot.rules.warnings() {
-            tracing::warn!("{w}");
-        }
+    /// Loads `source`; fails (with every error) if it is not a valid rule
+    /// set.
+    pub fn load(source: &RulesSource) -> Result<Self, Vec<String>> {
+        let (snapshot, started_settings) = build(source, None, 1)?;
         Ok(Self {
-            path: path.to_owned(),
+            source: source.clone(),
             current: ArcSwap::from_pointee(snapshot),
+            started_settings,
         })
     }
 
@@ -61,22 +70,27 @@ impl LiveRules {
         self.current.load_full()
     }
 
+    /// The rules file or directory (or original `rmt.ini`) watched.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.source.path()
     }
 
     /// Re-reads the rules path; swaps only a fully valid set.
     pub fn reload(&self) -> Reload {
         let old = self.current();
-        match build(&self.path, Some(&old.targets), old.generation + 1) {
-            Ok(new) => {
-                for w in new.rules.warnings() {
-                    tracing::warn!("{w}");
-                }
+        match build(&self.source, Some(&old.targets), old.generation + 1) {
+            Ok((new, settings)) => {
                 let generation = new.generation;
                 self.current.store(Arc::new(new));
                 metrics::counter!(stats::SERVER_RULES_RELOADS, "outcome" => "ok").increment(1);
-                tracing::info!(generation, path = %self.path.display(), "rules reloaded");
+                tracing::info!(generation, path = %self.source, "rules reloaded");
+                if settings != self.started_settings {
+                    tracing::warn!(
+                        path = %self.source,
+                        "[listen] or [wl] changed: the routes are reloaded, the port and the \
+                         allowlist take effect at the next start of sync_server"
+                    );
+                }
                 Reload::Applied { generation }
             }
             Err(errors) => {
@@ -91,19 +105,28 @@ impl LiveRules {
     }
 }
 
+/// Loads, compiles and opens the targets; logs the warnings. Returns an
+/// original file's server settings beside the snapshot.
 fn build(
-    path: &Path,
+    source: &RulesSource,
     previous: Option<&TargetSet>,
     generation: u64,
-) -> Result<Snapshot, Vec<String>> {
-    let rules = syncs_dsl::load_path(path)
+) -> Result<(Snapshot, Option<String>), Vec<String>> {
+    let loaded = source
+        .load()
         .map_err(|diags| diags.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let targets = TargetSet::build(&rules, previous).map_err(|e| vec![e])?;
-    Ok(Snapshot {
-        rules,
-        targets,
-        generation,
-    })
+    let targets = TargetSet::build(&loaded.rules, previous).map_err(|e| vec![e])?;
+    for w in loaded.warnings.iter().chain(loaded.rules.warnings()) {
+        tracing::warn!("{w}");
+    }
+    Ok((
+        Snapshot {
+            rules: loaded.rules,
+            targets,
+            generation,
+        },
+        loaded.server_settings,
+    ))
 }
 
 /// Reloads on changes under the rules path (debounced by `debounce`) and on
@@ -177,4 +200,60 @@ pub fn watch(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncs_dsl::{Decision, RedisQuery};
+
+    /// The target db an original file's routes give (port 6379, `db`).
+    fn routed_db(live: &LiveRules, db: u32) -> Option<u32> {
+        let snap = live.current();
+        let q = RedisQuery {
+            port: 6379,
+            db,
+            command: b"SET",
+            key: Some(b"k"),
+        };
+        match snap.rules.decide_redis(&q) {
+            Decision::Route { actions, .. } => actions.first().map(|a| a.redis_db(db)),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_original_file_reloads_its_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rmt.ini");
+        let file = |port: u16, map: &str| {
+            format!(
+                "[listen]\nport = {port}\n[wl]\nip = 127.0.0.1\n\
+                 [redis0]\nhost = redis://127.0.0.1:6379/1\nmap = {map}\n"
+            )
+        };
+        std::fs::write(&path, file(3392, "6379/3")).expect("write");
+        let live = LiveRules::load(&RulesSource::Original(path.clone())).expect("loads");
+        assert_eq!(routed_db(&live, 1), Some(3));
+        assert_eq!(routed_db(&live, 2), None, "dead-lettered");
+
+        std::fs::write(&path, file(3392, "6379/7")).expect("write");
+        assert_eq!(live.reload(), Reload::Applied { generation: 2 });
+        assert_eq!(routed_db(&live, 1), Some(7));
+
+        // A broken edit keeps the routes in force.
+        std::fs::write(&path, file(3392, "7")).expect("write");
+        match live.reload() {
+            Reload::Rejected { errors } => {
+                assert!(errors.join("\n").contains("[redis0] map = 7"), "{errors:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(routed_db(&live, 1), Some(7));
+
+        // [listen] changes apply at the next start; the routes reload.
+        std::fs::write(&path, file(4000, "6379/8")).expect("write");
+        assert_eq!(live.reload(), Reload::Applied { generation: 3 });
+        assert_eq!(routed_db(&live, 1), Some(8));
+    }
 }

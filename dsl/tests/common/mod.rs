@@ -64,6 +64,11 @@ pub fn outcome(rs: &RuleSet, d: &Decision<'_>) -> String {
             rule.map(|r| format!(", {}", rs.rule_name(r)))
                 .unwrap_or_default()
         ),
+        Decision::DeadLetter { rule, reason } => format!(
+            "dead-letter({reason:?}{})",
+            rule.map(|r| format!(", {}", rs.rule_name(r)))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -80,7 +85,7 @@ pub fn redis_routes(rs: &RuleSet, q: &RedisQuery<'_>) -> Vec<(String, u32, Strin
                 (rs.target(a.target).name.clone(), a.redis_db(q.db), key)
             })
             .collect(),
-        Decision::Drop { .. } => Vec::new(),
+        Decision::Drop { .. } | Decision::DeadLetter { .. } => Vec::new(),
     }
 }
 
@@ -123,6 +128,7 @@ pub fn run_rule_test(rs: &RuleSet, t: &RuleTest) -> Result<(), String> {
             } else {
                 match first {
                     Decision::Drop { reason, .. } => Expected::Drop(Some(*reason)),
+                    Decision::DeadLetter { .. } => Expected::DeadLetter,
                     Decision::Route { actions, .. } => Expected::Routed(
                         actions
                             .iter()
@@ -149,6 +155,7 @@ pub fn run_rule_test(rs: &RuleSet, t: &RuleTest) -> Result<(), String> {
         TestInput::Mongo { db, coll, op } => {
             match rs.decide_mongo(&MongoQuery { db, coll, op: *op }) {
                 Decision::Drop { reason, .. } => Expected::Drop(Some(reason)),
+                Decision::DeadLetter { .. } => Expected::DeadLetter,
                 Decision::Route { actions, .. } => Expected::Routed(
                     actions
                         .iter()

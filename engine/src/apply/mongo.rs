@@ -8,6 +8,11 @@
 //! it, so one bad document never takes its neighbours with it. A
 //! duplicate-key error on an insert is the mark of a redelivered write: it
 //! is counted, logged and treated as applied.
+//!
+//! A collection drop (`MongoWrite::Drop`, routed only where a rule names
+//! it) is its own `drop` command; a collection that is not there
+//! (`NamespaceNotFound`) counts as dropped, so a redelivered drop is
+//! harmless.
 
 use std::time::Duration;
 
@@ -32,6 +37,8 @@ const MAX_MATCHING_STATEMENTS: usize = 50;
 pub const DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
+/// MongoDB's error code for a database or collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
 /// Command error codes that mean "try again later".
 const TRANSIENT_CODES: [i32; 14] = [
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150,
@@ -53,6 +60,8 @@ enum Verb {
     Insert,
     Update,
     Delete,
+    /// A collection drop: one command per write, never batched.
+    Drop,
 }
 
 impl MongoTarget {
@@ -124,6 +133,11 @@ impl MongoTarget {
             };
             // The run: consecutive writes with the same namespace and verb.
             let verb = verb(&first.write);
+            if verb == Verb::Drop {
+                out[i] = self.drop_collection(client, first).await?;
+                i += 1;
+                continue;
+            }
             let mut end = i + 1;
             let mut statements = statement_count(&first.write);
             while end < ops.len() && statements < MAX_STATEMENTS {
@@ -150,6 +164,18 @@ impl MongoTarget {
             i = end;
         }
         Ok(out)
+    }
+
+    /// Drops `op`'s collection. Not there is dropped; trouble reaching the
+    /// target is "unavailable" (retried); any other refusal is the write's.
+    async fn drop_collection(&self, client: &Client, op: &MongoOp) -> Result<Applied, TargetError> {
+        let db = client.database(&op.db);
+        match db.run_command(doc! { "drop": &op.coll }).await {
+            Ok(_) => Ok(Applied::Ok),
+            Err(e) if is_namespace_not_found(&e) => Ok(Applied::Ok),
+            Err(e) if is_transient(&e) => Err(self.unavailable(e)),
+            Err(e) => Ok(Applied::Refused(e.to_string())),
+        }
     }
 
     /// Applies one run (same namespace, same verb), resuming after each
@@ -179,7 +205,7 @@ impl MongoTarget {
             let verb = verb(&run[0].write);
             let max_statements = match verb {
                 Verb::Insert => MAX_STATEMENTS,
-                Verb::Update | Verb::Delete => MAX_MATCHING_STATEMENTS,
+                Verb::Update | Verb::Delete | Verb::Drop => MAX_MATCHING_STATEMENTS,
             };
             while end < stmts.len()
                 && (end == start
@@ -195,7 +221,11 @@ impl MongoTarget {
             let command = match verb {
                 Verb::Insert => doc! { "insert": coll, "documents": chunk, "ordered": true },
                 Verb::Update => doc! { "update": coll, "updates": chunk, "ordered": true },
-                Verb::Delete => doc! { "delete": coll, "deletes": chunk, "ordered": true },
+                // A drop has no statements (`apply` sends it on its own),
+                // so it never gets here.
+                Verb::Delete | Verb::Drop => {
+                    doc! { "delete": coll, "deletes": chunk, "ordered": true }
+                }
             };
             let reply = match db.run_command(command).await {
                 Ok(r) => {
@@ -278,6 +308,7 @@ fn verb(w: &MongoWrite) -> Verb {
         | MongoWrite::UpdateMany { .. }
         | MongoWrite::ReplaceOne { .. } => Verb::Update,
         MongoWrite::DeleteOne { .. } | MongoWrite::DeleteMany { .. } => Verb::Delete,
+        MongoWrite::Drop => Verb::Drop,
     }
 }
 
@@ -314,7 +345,14 @@ fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
         ),
         MongoWrite::DeleteOne { filter } => push(doc! { "q": filter.clone(), "limit": 1 }),
         MongoWrite::DeleteMany { filter } => push(doc! { "q": filter.clone(), "limit": 0 }),
+        // Applied on its own (`drop_collection`): no statement.
+        MongoWrite::Drop => {}
     }
+}
+
+/// The namespace to drop is not there (MongoDB before 7.0, FerretDB).
+fn is_namespace_not_found(e: &MongoError) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND)
 }
 
 /// Network trouble, elections, shutdowns: retry later, hold the ack.

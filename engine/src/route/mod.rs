@@ -76,6 +76,9 @@ fn route_mongo(rules: &RuleSet, op: &MongoOp) -> Outcome {
     };
     match rules.decide_mongo(&q) {
         Decision::Drop { rule, reason } => Outcome::dropped(Dropped { rule, reason }),
+        Decision::DeadLetter { rule, reason } => {
+            Outcome::Refused(dead_letter_reason(rules, rule, reason))
+        }
         Decision::Route { actions, rule } => Outcome::Routed {
             ops: actions
                 .iter()
@@ -107,6 +110,7 @@ pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
         MongoWrite::ReplaceOne { .. } => MongoOpKind::ReplaceOne,
         MongoWrite::DeleteOne { .. } => MongoOpKind::DeleteOne,
         MongoWrite::DeleteMany { .. } => MongoOpKind::DeleteMany,
+        MongoWrite::Drop => MongoOpKind::Drop,
     }
 }
 
@@ -215,14 +219,14 @@ fn route_command(
         })
     };
     if positions.is_empty() {
-        return Ok(apply_decision(decide(None), db, cmd, &[]));
+        return apply_decision(rules, decide(None), db, cmd, &[]);
     }
     let decisions: Vec<Decision<'_>> = positions
         .iter()
         .map(|&p| decide(Some(&cmd.args()[p])))
         .collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
-        return Ok(apply_decision(decisions[0], db, cmd, &positions));
+        return apply_decision(rules, decisions[0], db, cmd, &positions);
     }
     if split == Split::No {
         let detail: Vec<String> = positions
@@ -271,21 +275,28 @@ fn route_command(
         };
         let mut sub_positions = Vec::new();
         keys::positions(&sub, spec, &mut sub_positions);
-        let (p, dr) = apply_decision(decisions[d], db, &sub, &sub_positions);
+        // A part that a rule dead-letters refuses the whole command.
+        let (p, dr) = apply_decision(rules, decisions[d], db, &sub, &sub_positions)?;
         parts.extend(p);
         dropped = dropped.or(dr);
     }
     Ok((parts, dropped))
 }
 
+/// What `decision` makes of `cmd`; `Err` (the reason) when a rule
+/// dead-letters it.
 fn apply_decision(
+    rules: &RuleSet,
     decision: Decision<'_>,
     db: u32,
     cmd: &RedisCommand,
     positions: &[usize],
-) -> (Parts, Option<Dropped>) {
-    match decision {
+) -> Result<(Parts, Option<Dropped>), String> {
+    Ok(match decision {
         Decision::Drop { rule, reason } => (Vec::new(), Some(Dropped { rule, reason })),
+        Decision::DeadLetter { rule, reason } => {
+            return Err(dead_letter_reason(rules, rule, reason))
+        }
         Decision::Route { actions, rule } => (
             actions
                 .iter()
@@ -293,6 +304,20 @@ fn apply_decision(
                 .collect(),
             None,
         ),
+    })
+}
+
+/// The dead-letter reason of a `-> dead-letter ["reason"]` decision, naming
+/// the rule (or the default) that gave it.
+fn dead_letter_reason(rules: &RuleSet, rule: Option<RuleId>, reason: &str) -> String {
+    let by = match rule {
+        Some(id) => format!("rule `{}`", rules.rule_name(id)),
+        None => "the default".to_owned(),
+    };
+    if reason.is_empty() {
+        format!("dead-lettered by {by}")
+    } else {
+        format!("{reason} ({by})")
     }
 }
 
@@ -312,6 +337,7 @@ fn rewrite(action: &Action, cmd: &RedisCommand, positions: &[usize]) -> RedisCom
 fn same(a: &Decision<'_>, b: &Decision<'_>) -> bool {
     match (a, b) {
         (Decision::Drop { .. }, Decision::Drop { .. }) => true,
+        (Decision::DeadLetter { .. }, Decision::DeadLetter { .. }) => a == b,
         (Decision::Route { actions: x, .. }, Decision::Route { actions: y, .. }) => x == y,
         _ => false,
     }
@@ -324,6 +350,7 @@ fn describe(rules: &RuleSet, d: &Decision<'_>) -> String {
     };
     match d {
         Decision::Drop { rule: r, reason } => format!("dropped by {} ({reason:?})", rule(r)),
+        Decision::DeadLetter { rule: r, .. } => format!("dead-lettered by {}", rule(r)),
         Decision::Route { rule: r, actions } => {
             let names: Vec<&str> = actions
                 .iter()

@@ -3,9 +3,13 @@
 //! A byte stream of frames, each `[u32 length, little-endian][payload]`.
 //! The payload's first byte tells its kind:
 //!
-//! - an ASCII digit: Redis, `"<port>,<db>\x01"` then one or more RESP
-//!   commands (several = one transaction);
+//! - an ASCII digit: Redis, `"<port>,<db>"` then a flag byte: `0x01` and
+//!   one or more RESP commands (several = one transaction), or, as the
+//!   original system's library wrote transactions, `0x80 | n` and
+//!   `[u16 length][RESP command]` pieces;
 //! - `0x02`: Mongo, `0x02 <db> 0x00 <collection> 0x00 <BSON write description>`;
+//! - `{`: Mongo as the original system's library wrote it, compact JSON
+//!   with Extended JSON values ([`crate::wire::mongo_json`]);
 //! - `0x03`: a control frame between a client and its proxy, never
 //!   forwarded: today only SYNC, `0x03 'S' <u64 token>`, which asks the
 //!   proxy to answer once every earlier frame of the connection is in the
@@ -13,12 +17,15 @@
 //! - `0x04`..`0x1f`: reserved; refused.
 //!
 //! The proxy forwards payloads unchanged; the server decodes them with
-//! [`decode_payload`].
+//! [`decode_payload`]. Both formats of the original system decode here, to
+//! the same [`Op`] as the matching new frame: the rules, `--explain`, the
+//! dead-letter file and the NATS transport never see the difference.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::op::{MongoOp, Op, RedisCommand, RedisOp};
 use crate::wire::mongo::{decode_write, MongoDecodeError};
+use crate::wire::mongo_json::{decode_json_write, JSON_MARK};
 use crate::wire::resp::{self, RespError};
 
 /// Bytes in the length prefix.
@@ -33,8 +40,14 @@ pub const SYNC: u8 = b'S';
 pub const SYNC_REQUEST_LEN: usize = LEN_PREFIX + 10;
 /// Bytes of a SYNC reply, length prefix included.
 pub const SYNC_REPLY_LEN: usize = LEN_PREFIX + 14;
-/// Ends the `<port>,<db>` header of a Redis frame.
+/// Ends the `<port>,<db>` header of a Redis frame: RESP commands follow.
 pub const REDIS_HEADER_END: u8 = 0x01;
+/// The flag byte of the original library's transactions is `0x80 | n`,
+/// `n` the number of commands modulo 128; `[u16 LE length][RESP command]`
+/// pieces follow.
+pub const REDIS_TX_FLAG: u8 = 0x80;
+/// First payload byte of an original-format (JSON) Mongo frame.
+pub const MONGO_JSON_MARK: u8 = JSON_MARK;
 /// The default largest payload accepted (64 MiB), configurable in the daemons.
 pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024 * 1024;
 
@@ -76,19 +89,27 @@ const REFUSED: [&str; 24] = [
 pub enum FrameError {
     #[error("empty payload")]
     Empty,
-    #[error("bad Redis header: {0} (expected \"<port>,<db>\\x01\")")]
+    #[error(
+        "bad Redis header: {0} (expected \"<port>,<db>\" then 0x01, or 0x80 | n for a transaction)"
+    )]
     RedisHeader(&'static str),
     #[error("{0}")]
     Resp(#[from] RespError),
     #[error("Redis frame has no command after its header")]
     NoCommand,
+    #[error(
+        "bad Redis transaction (flag byte 0x80 | n, then [u16 length][RESP command] pieces): {0}"
+    )]
+    Transaction(String),
     #[error("command {0} is not allowed in a frame: the frame header sets the db, several commands already form a transaction, and the server's connection to the target is not the client's to change")]
     RefusedCommand(String),
     #[error("bad Mongo header: {0} (expected 0x02 <db> 0x00 <collection> 0x00 <BSON>)")]
     MongoHeader(&'static str),
     #[error("{0}")]
     Mongo(#[from] MongoDecodeError),
-    #[error("unknown payload kind 0x{0:02x} (0x03 is a control frame for the proxy, 0x04..0x1f are reserved)")]
+    #[error("bad Mongo JSON frame: {0}")]
+    MongoJson(String),
+    #[error("unknown payload kind 0x{0:02x} (a digit starts a Redis frame, 0x02 or `{{` a Mongo frame; 0x03 is a control frame for the proxy, 0x04..0x1f are reserved)")]
     UnknownKind(u8),
 }
 
@@ -99,9 +120,11 @@ impl FrameError {
             FrameError::Empty => "empty",
             FrameError::RedisHeader(_) => "redis_header",
             FrameError::Resp(_) | FrameError::NoCommand => "bad_resp",
+            FrameError::Transaction(_) => "bad_transaction",
             FrameError::RefusedCommand(_) => "refused_command",
             FrameError::MongoHeader(_) => "mongo_header",
             FrameError::Mongo(_) => "bad_bson",
+            FrameError::MongoJson(_) => "bad_json",
             FrameError::UnknownKind(_) => "unknown_kind",
         }
     }
@@ -114,6 +137,9 @@ pub fn decode_payload(payload: &Bytes) -> Result<Op, FrameError> {
         None => Err(FrameError::Empty),
         Some(b'0'..=b'9') => decode_redis(payload).map(Op::Redis),
         Some(&MONGO_MARK) => decode_mongo(payload).map(Op::Mongo),
+        Some(&MONGO_JSON_MARK) => decode_json_write(payload)
+            .map(Op::Mongo)
+            .map_err(FrameError::MongoJson),
         Some(&other) => Err(FrameError::UnknownKind(other)),
     }
 }
@@ -127,18 +153,29 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
         None => Err(FrameError::Empty),
         Some(b'0'..=b'9') => {
             let (_, _, end) = redis_header(payload)?;
+            let flag = payload[end];
             let body = &payload[end + 1..];
-            if body.is_empty() {
-                return Err(FrameError::NoCommand);
-            }
             // Every command is read before a refused name is reported, as
             // `decode_payload` does: a syntax error later in the payload wins.
             let mut refused = None;
-            for name in resp::command_names(body) {
-                let name = name?;
-                if refused.is_none() && is_refused(name) {
-                    refused = Some(name);
+            if flag == REDIS_HEADER_END {
+                if body.is_empty() {
+                    return Err(FrameError::NoCommand);
                 }
+                for name in resp::command_names(body) {
+                    let name = name?;
+                    if refused.is_none() && is_refused(name) {
+                        refused = Some(name);
+                    }
+                }
+            } else {
+                walk_transaction(body, flag, |command| {
+                    let (name, used) = resp::command_name(command)?;
+                    if refused.is_none() && is_refused(name) {
+                        refused = Some(name);
+                    }
+                    Ok(used)
+                })?;
             }
             match refused {
                 Some(bad) => Err(refused_command(bad)),
@@ -146,11 +183,75 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
             }
         }
         Some(&MONGO_MARK) => decode_mongo(&Bytes::copy_from_slice(payload)).map(|_| ()),
+        Some(&MONGO_JSON_MARK) => decode_json_write(payload)
+            .map(|_| ())
+            .map_err(FrameError::MongoJson),
         Some(&other) => Err(FrameError::UnknownKind(other)),
     }
 }
 
-/// The port, the db and the position of the `0x01` ending the header.
+/// True for a flag byte ending a Redis header: `0x01`, or `0x80 | n`.
+fn is_redis_flag(b: u8) -> bool {
+    b == REDIS_HEADER_END || b & REDIS_TX_FLAG != 0
+}
+
+/// Reads the commands of an original-library transaction: `body` (what
+/// follows the flag byte) is `[u16 LE length][RESP command of exactly that
+/// length]` pieces filling it exactly, and their number modulo 128 is the
+/// flag's low seven bits (the original library counted in seven bits and
+/// never checked, so 130 commands say 2). `command` reads one RESP command
+/// from the start of its slice and returns the bytes it took. Byte offsets
+/// in errors count from the first byte after the flag, as RESP errors do.
+fn walk_transaction<'a>(
+    body: &'a [u8],
+    flag: u8,
+    mut command: impl FnMut(&'a [u8]) -> Result<usize, RespError>,
+) -> Result<(), FrameError> {
+    let tx = FrameError::Transaction;
+    let mut pos = 0;
+    let mut count = 0usize;
+    while pos < body.len() {
+        let (at, n) = (pos, count + 1);
+        let Some(&[lo, hi]) = body.get(pos..pos + 2) else {
+            return Err(tx(format!(
+                "command {n} at byte {at}: its u16 length is cut short (1 byte left)"
+            )));
+        };
+        let len = usize::from(u16::from_le_bytes([lo, hi]));
+        pos += 2;
+        if len == 0 {
+            return Err(tx(format!("command {n} at byte {at} is empty (length 0)")));
+        }
+        let Some(slot) = body.get(pos..pos + len) else {
+            return Err(tx(format!(
+                "command {n} at byte {at} announces {len} bytes, but only {} are left",
+                body.len() - pos
+            )));
+        };
+        let used = command(slot).map_err(|e| FrameError::Resp(e.shifted(pos)))?;
+        if used != len {
+            return Err(tx(format!(
+                "command {n} at byte {at}: its {len} bytes hold a RESP command of {used} bytes and {} bytes more (one command per length)",
+                len - used
+            )));
+        }
+        pos += len;
+        count += 1;
+    }
+    let announced = usize::from(flag & !REDIS_TX_FLAG);
+    if count == 0 {
+        return Err(tx("no command after the flag byte".into()));
+    }
+    if count % 128 != announced {
+        return Err(tx(format!(
+            "{count} commands, but the flag byte 0x{flag:02x} announces {announced} (the count modulo 128)"
+        )));
+    }
+    Ok(())
+}
+
+/// The port, the db and the position of the flag byte ending the header
+/// (`0x01`, or `0x80 | n` for an original-library transaction).
 fn redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     match plain_redis_header(payload) {
         Some(header) => Ok(header),
@@ -158,12 +259,13 @@ fn redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     }
 }
 
-/// [`redis_header`] for any payload, naming what is wrong.
+/// [`redis_header`] for any payload, naming what is wrong. The header is
+/// the digits and commas at the start; the byte after them is the flag.
 fn general_redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError> {
     let end = payload
         .iter()
-        .position(|&b| b == REDIS_HEADER_END)
-        .ok_or(FrameError::RedisHeader("no 0x01 after the header"))?;
+        .position(|&b| !(b.is_ascii_digit() || b == b','))
+        .ok_or(FrameError::RedisHeader("nothing after the header"))?;
     let header = &payload[..end];
     let comma = header
         .iter()
@@ -175,14 +277,19 @@ fn general_redis_header(payload: &[u8]) -> Result<(u16, u32, usize), FrameError>
     let db = parse_decimal(&header[comma + 1..])
         .and_then(|d| u32::try_from(d).ok())
         .ok_or(FrameError::RedisHeader("db is not a number"))?;
+    if !is_redis_flag(payload[end]) {
+        return Err(FrameError::RedisHeader(
+            "the byte after the header is neither 0x01 (commands follow) nor 0x80 | n (a transaction of n commands)",
+        ));
+    }
     Ok((port, db, end))
 }
 
 /// [`redis_header`] in one pass for the headers the libraries write: 1 to
-/// 5 digits, a comma, 1 to 10 digits, `0x01`, in range. Digits and the
-/// comma are not `0x01`, so what this accepts the general reading accepts
-/// with the same values; anything else (`None`) is left to it, which also
-/// names the error.
+/// 5 digits, a comma, 1 to 10 digits, a flag byte, in range. A flag byte
+/// is neither a digit nor a comma, so what this accepts the general
+/// reading accepts with the same values; anything else (`None`) is left to
+/// it, which also names the error.
 fn plain_redis_header(payload: &[u8]) -> Option<(u16, u32, usize)> {
     let (port, comma) = leading_decimal(payload, 5)?;
     if payload.get(comma) != Some(&b',') {
@@ -190,7 +297,7 @@ fn plain_redis_header(payload: &[u8]) -> Option<(u16, u32, usize)> {
     }
     let (db, digits) = leading_decimal(payload.get(comma + 1..)?, 10)?;
     let end = comma + 1 + digits;
-    if payload.get(end) != Some(&REDIS_HEADER_END) {
+    if !is_redis_flag(*payload.get(end)?) {
         return None;
     }
     Some((u16::try_from(port).ok()?, u32::try_from(db).ok()?, end))
@@ -216,11 +323,23 @@ fn leading_decimal(input: &[u8], max: usize) -> Option<(u64, usize)> {
 
 fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let (port, db, end) = redis_header(payload)?;
+    let flag = payload[end];
     let body = payload.slice(end + 1..);
-    if body.is_empty() {
-        return Err(FrameError::NoCommand);
-    }
-    let commands = resp::parse_commands_shared(&body)?
+    let commands = if flag == REDIS_HEADER_END {
+        if body.is_empty() {
+            return Err(FrameError::NoCommand);
+        }
+        resp::parse_commands_shared(&body)?
+    } else {
+        let mut commands = Vec::new();
+        walk_transaction(&body, flag, |command| {
+            let (args, used) = resp::parse_command(command)?;
+            commands.push(args.into_iter().map(|a| body.slice_ref(a)).collect());
+            Ok(used)
+        })?;
+        commands
+    };
+    let commands = commands
         .into_iter()
         .map(|args| RedisCommand::new(args).ok_or(FrameError::Resp(RespError::Empty)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -591,18 +710,28 @@ mod tests {
             "12345678901,1",
             "",
         ] {
-            for tail in ["\x01*1\r\n", "\x01", "", "\x02\x01", ",\x01"] {
-                let payload = format!("{header}{tail}");
-                let general = general_redis_header(payload.as_bytes());
-                if let Some(plain) = plain_redis_header(payload.as_bytes()) {
+            let tails: [&[u8]; 8] = [
+                b"\x01*1\r\n",
+                b"\x01",
+                b"",
+                b"\x02\x01",
+                b",\x01",
+                b"\x82\x01\x00",
+                b"\x80",
+                b"\x7f\x01",
+            ];
+            for tail in tails {
+                let payload = [header.as_bytes(), tail].concat();
+                let general = general_redis_header(&payload);
+                if let Some(plain) = plain_redis_header(&payload) {
                     assert_eq!(Ok(plain), general, "{payload:?}");
                     accepted += 1;
                 }
-                assert_eq!(redis_header(payload.as_bytes()), general, "{payload:?}");
+                assert_eq!(redis_header(&payload), general, "{payload:?}");
             }
         }
-        // Four headers, each with two tails starting 0x01.
-        assert_eq!(accepted, 8);
+        // Four headers, each with four tails starting with a flag byte.
+        assert_eq!(accepted, 16);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod mongo;
+pub mod mongo_json;
 pub mod resp;
 
 #[cfg(feature = "runtime")]

@@ -7,6 +7,7 @@
 //! { op: "update_one" | "update_many", filter: {..}, update: {..} | [ {..}, .. ], upsert: bool? }
 //! { op: "replace_one", filter: {..}, replacement: {..}, upsert: bool? }
 //! { op: "delete_one" | "delete_many", filter: {..} }
+//! { op: "drop" }
 //! ```
 //! Unknown fields are refused, so a typo (`upsret`) is an error, not a
 //! silently different write.
@@ -97,6 +98,7 @@ pub fn to_document(write: &MongoWrite) -> Document {
         MongoWrite::DeleteOne { filter } | MongoWrite::DeleteMany { filter } => {
             out.insert("filter", filter.clone());
         }
+        MongoWrite::Drop => {}
     }
     out
 }
@@ -155,9 +157,10 @@ pub fn from_document(mut doc: Document) -> Result<MongoWrite, MongoDecodeError> 
         "delete_many" => MongoWrite::DeleteMany {
             filter: take_doc(&mut doc, "filter")?,
         },
+        "drop" => MongoWrite::Drop,
         other => {
             return Err(shape(format!(
-                "unknown op `{other}` (expected insert_one, insert_many, update_one, update_many, replace_one, delete_one or delete_many)"
+                "unknown op `{other}` (expected insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many or drop)"
             )))
         }
     };

@@ -135,16 +135,10 @@ impl<'a> Iterator for CommandNames<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.input.get(self.pos..).filter(|r| !r.is_empty())?;
-        if let Some((name, used)) = plain_command(rest) {
-            self.pos += used;
-            return Some(Ok(name));
-        }
-        let mut name = NameOnly(None);
-        match walk_command(rest, &mut name) {
-            Ok(used) => {
+        match command_name(rest) {
+            Ok((name, used)) => {
                 self.pos += used;
-                // A command has at least one argument (`*0` is an error).
-                Some(Ok(name.0.unwrap_or_default()))
+                Some(Ok(name))
             }
             Err(e) => {
                 let e = e.shifted(self.pos);
@@ -153,6 +147,19 @@ impl<'a> Iterator for CommandNames<'a> {
             }
         }
     }
+}
+
+/// The name of the command at the start of `input` and the bytes it takes,
+/// read exactly as [`parse_command`] reads it (the same input accepted,
+/// the same errors) without allocating.
+pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
+    if let Some(found) = plain_command(input) {
+        return Ok(found);
+    }
+    let mut name = NameOnly(None);
+    let used = walk_command(input, &mut name)?;
+    // A command has at least one argument (`*0` is an error).
+    Ok((name.0.unwrap_or_default(), used))
 }
 
 /// Parses commands until `input` is used up.
@@ -202,7 +209,8 @@ pub fn encoded_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
 }
 
 impl RespError {
-    fn shifted(self, by: usize) -> Self {
+    /// The same error with its offset moved `by` bytes further.
+    pub(crate) fn shifted(self, by: usize) -> Self {
         match self {
             RespError::Syntax { offset, expected } => RespError::Syntax {
                 offset: offset + by,
