@@ -35,7 +35,8 @@ pub(crate) async fn apply_batch(
     records: &[Bytes],
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
-    let prepared = prepare_batch(shared, source, applied, applied, first_seq, records).await;
+    let snap = shared.rules.current();
+    let prepared = prepare_batch(shared, snap, source, applied, applied, first_seq, records).await;
     execute_batch(shared, source, stream, &prepared, stop).await
 }
 
@@ -61,6 +62,7 @@ pub(crate) struct Prepared {
 /// that lagged): they are only routed again.
 pub(crate) async fn prepare_batch(
     shared: &Shared,
+    snap: Arc<Snapshot>,
     source: &str,
     skip_upto: u64,
     seen_upto: u64,
@@ -68,7 +70,6 @@ pub(crate) async fn prepare_batch(
     records: &[Bytes],
 ) -> Prepared {
     let started = Instant::now();
-    let snap = shared.rules.current();
     let mut per_target: Vec<(Vec<(u64, Op)>, usize)> =
         (0..snap.targets.len()).map(|_| (Vec::new(), 0)).collect();
     // Operations routed per (rule, target), counted once per batch.

@@ -307,8 +307,11 @@ impl Session {
                 self.prepared_upto + 1, first - 1
             );
         }
+        // One snapshot for the lanes and the routing: a target a reload
+        // adds between the two would get operations no lane takes.
+        let snap = self.ctx.shared.rules.current();
         // Targets of the rules that have no lane yet start here.
-        for def in self.ctx.shared.rules.current().rules.targets() {
+        for def in snap.rules.targets() {
             if !self.lanes.iter().any(|l| l.name == def.name) {
                 self.lanes
                     .push(Lane::spawn(def.name.clone(), first - 1, &self.ctx));
@@ -324,6 +327,7 @@ impl Session {
             .min(self.prepared_upto);
         let prepared = prepare_batch(
             &self.ctx.shared,
+            snap,
             source,
             needed_from,
             self.prepared_upto,
