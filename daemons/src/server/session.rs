@@ -65,13 +65,14 @@ struct StreamState {
 impl StreamState {
     /// What every target is done with: the ACK.
     fn applied(&self) -> u64 {
-        self.positions
-            .values()
-            .copied()
-            .min()
-            .unwrap_or(self.prepared_upto)
-            .min(self.prepared_upto)
+        lowest(self.positions.values().copied(), self.prepared_upto)
     }
+}
+
+/// The lowest of `marks` (one per target), never above `prepared_upto`;
+/// with no target, `prepared_upto` itself.
+fn lowest(marks: impl Iterator<Item = u64>, prepared_upto: u64) -> u64 {
+    marks.min().unwrap_or(prepared_upto).min(prepared_upto)
 }
 
 /// Runs one session on a connection whose transport (TLS or plaintext) is
@@ -318,13 +319,7 @@ impl Session {
             }
         }
         // Nothing at or below every lane's queue is needed again.
-        let needed_from = self
-            .lanes
-            .iter()
-            .map(|l| l.queued_upto)
-            .min()
-            .unwrap_or(self.prepared_upto)
-            .min(self.prepared_upto);
+        let needed_from = lowest(self.lanes.iter().map(|l| l.queued_upto), self.prepared_upto);
         let prepared = prepare_batch(
             &self.ctx.shared,
             snap,
@@ -392,13 +387,7 @@ impl Session {
         for lane in &self.lanes {
             lane.skip_idle();
         }
-        let applied = self
-            .lanes
-            .iter()
-            .map(Lane::position)
-            .min()
-            .unwrap_or(self.prepared_upto)
-            .min(self.prepared_upto);
+        let applied = lowest(self.lanes.iter().map(Lane::position), self.prepared_upto);
         if applied > self.acked {
             self.acked = applied;
             self.arrivals.trim(applied);
