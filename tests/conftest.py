@@ -232,14 +232,30 @@ class Nats:
     def __init__(self, tmp: Path):
         exe = need(find_tool("nats-server"), "nats-server")
         self.port = free_port()
+        self.monitor = free_port()
         data = tmp / f"nats-{self.port}"
         data.mkdir()
         self.proc = Proc(
-            [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(data)],
+            [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor),
+             "-sd", str(data)],
             tmp / f"nats-{self.port}.log",
         )
         wait_for(lambda: port_open(self.port), what="nats-server")
         self.url = f"nats://127.0.0.1:{self.port}"
+
+    def stream_messages(self, stream: str) -> int:
+        """Messages stored in `stream` now (the monitoring endpoint's /jsz)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.monitor}/jsz?streams=true", timeout=5) as r:
+            jsz = json.load(r)
+        for account in jsz.get("account_details") or []:
+            for st in account.get("stream_detail") or []:
+                if st.get("name") == stream:
+                    return int(st["state"]["messages"])
+        raise AssertionError(f"no stream {stream} in /jsz")
 
     def stop(self, sig: int = signal.SIGTERM):
         self.proc.stop(sig)

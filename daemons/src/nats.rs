@@ -5,14 +5,19 @@
 //!
 //! Layout (docs/protocol.md, section 4):
 //!
-//! - stream `<stream>` (default `SYNCS`, work-queue retention: a record
-//!   leaves the stream once a server acknowledged it), subjects `<prefix>.>`; one message
-//!   per spool record, subject `<prefix>.<partition>.<stream id hex>`;
+//! - stream `<stream>` (default `SYNCS`, limits retention), subjects
+//!   `<prefix>.>`; one message per spool record, subject
+//!   `<prefix>.<partition>.<stream id hex>`. Each target reads a partition
+//!   through a durable consumer of its own (`p<partition>-<target>`), and the
+//!   server holding the partition purges what every target has acknowledged:
+//!   a record stays until the last target that reads it is done with it;
 //! - KV bucket `<stream>_leases`: `p<partition>` = id of the server that
 //!   consumes that partition now, `member.<server id>` = a live server;
 //!   both expire after the lease TTL unless renewed;
-//! - KV bucket `<stream>_applied`: `<stream id hex>` = last sequence of that
-//!   source applied by whichever server held its partition.
+//! - KV bucket `<stream>_applied`: `<stream id hex>.<target>` = last sequence
+//!   of that source applied at that target by whichever server held its
+//!   partition (`<stream id hex>` alone: the joint checkpoint of syncs
+//!   before per-target consumers, read once as a starting point).
 
 use std::time::Duration;
 
@@ -114,10 +119,35 @@ impl NatsSettings {
         format!("{}.{partition}.>", self.prefix)
     }
 
-    /// The durable consumer of one partition.
-    pub fn consumer_name(partition: u16) -> String {
-        format!("p{partition}")
+    /// The prefix of every durable consumer of one partition.
+    pub fn consumer_prefix(partition: u16) -> String {
+        format!("p{partition}-")
     }
+
+    /// The durable consumer through which `target` reads one partition
+    /// (target names are identifiers: `-` never occurs in them).
+    pub fn consumer_name(partition: u16, target: &str) -> String {
+        format!("{}{target}", Self::consumer_prefix(partition))
+    }
+}
+
+/// The key of a source's checkpoint at one target in the applied bucket.
+pub fn checkpoint_key(stream: u64, target: &str) -> String {
+    format!("{}.{target}", legacy_checkpoint_key(stream))
+}
+
+/// The key of a source's joint checkpoint (all targets together), as syncs
+/// wrote it before each target had its own consumer.
+pub fn legacy_checkpoint_key(stream: u64) -> String {
+    format!("{stream:016x}")
+}
+
+/// FNV-1a, 64 bits: the hash that places a source in a partition.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// Splits `a,b` lists and repeated flags into URLs, adding `nats://` where
@@ -142,11 +172,7 @@ pub fn parse_urls<S: AsRef<str>>(items: &[S]) -> Vec<String> {
 /// modulo the number of partitions. Stable across versions: proxies and
 /// servers of different builds must agree.
 pub fn partition_of(stream: u64, partitions: u16) -> u16 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{stream:016x}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a(format!("{stream:016x}").as_bytes());
     (h % u64::from(partitions.max(1))) as u16
 }
 
@@ -198,7 +224,7 @@ pub async fn ensure_stream(
         subjects: vec![format!("{}.>", settings.prefix)],
         description: Some(description(settings.partitions)),
         storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::WorkQueue,
+        retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::New,
         max_bytes: settings.max_bytes,
         max_age: settings.max_age,
@@ -216,6 +242,16 @@ pub async fn ensure_stream(
         .await
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("reading the stream {}", settings.stream))?;
+    if info.config.retention == stream::RetentionPolicy::WorkQueue {
+        bail!(
+            "stream {name} has work-queue retention (made by an older syncs); each target now \
+             reads it through a consumer of its own, which needs limits retention, and NATS \
+             cannot change a stream's retention. Let the servers drain it (`nats stream info \
+             {name}`: 0 messages), delete it (`nats stream rm {name}`) and start again, or set \
+             another stream name (docs/migrating.md)",
+            name = settings.stream
+        );
+    }
     let partitions = match partitions_in(info.config.description.as_deref()) {
         Some(p) => p,
         None => bail!(

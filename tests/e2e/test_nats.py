@@ -48,6 +48,11 @@ class NatsServer:
         assert self.proc.alive(), self.proc.text()
 
     def metric(self, name: str) -> float:
+        return self.metric_where(name)
+
+    def metric_where(self, name: str, **labels: str) -> float:
+        """The sum of metric `name` over its series whose labels include `labels`."""
+        import re
         import urllib.request
 
         try:
@@ -57,10 +62,13 @@ class NatsServer:
             return 0.0
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                if key == name or key.startswith(name + "{"):
-                    total += float(value)
+            key, _, value = line.rpartition(" ")
+            base, _, rest = key.partition("{")
+            if line.startswith("#") or base != name:
+                continue
+            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(value)
         return total
 
     def stop(self, sig: int = signal.SIGTERM):

@@ -1,5 +1,5 @@
 //! The pieces of applying records that the TCP session and the NATS
-//! consumer share: decode and route a batch ([`prepare_batch`]), apply one
+//! consumers share: decode and route a batch ([`prepare_batch`]), apply one
 //! target's share with retries ([`apply_with_retry`]), and the dead-letter
 //! file.
 
@@ -23,22 +23,6 @@ use crate::backoff::Backoff;
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted before the batch was applied; not acknowledged")]
 pub(crate) struct Interrupted;
-
-/// Decodes, routes and applies one batch. Returns only when every record
-/// is applied, dead-lettered or dropped by rule — or with `Interrupted`.
-pub(crate) async fn apply_batch(
-    shared: &Shared,
-    source: &str,
-    stream: u64,
-    applied: u64,
-    first_seq: u64,
-    records: &[Bytes],
-    stop: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let snap = shared.rules.current();
-    let prepared = prepare_batch(shared, snap, source, applied, applied, first_seq, records).await;
-    execute_batch(shared, source, stream, &prepared, stop).await
-}
 
 /// Memory an operation takes beside its record's bytes (the decoded
 /// command's vectors and slices), counted against a lane's backlog so that
@@ -141,41 +125,6 @@ pub(crate) async fn prepare_batch(
         per_target,
         started,
     }
-}
-
-/// The second half of a batch: applies each target's share (targets in
-/// parallel). Returns only when every operation is applied or
-/// dead-lettered — or with `Interrupted`.
-pub(crate) async fn execute_batch(
-    shared: &Shared,
-    source: &str,
-    stream: u64,
-    prepared: &Prepared,
-    stop: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let Prepared {
-        snap,
-        per_target,
-        started,
-        ..
-    } = prepared;
-    let down = DownSince::default();
-    let jobs = per_target
-        .iter()
-        .enumerate()
-        .filter(|(_, (items, _))| !items.is_empty())
-        .filter_map(|(t, (items, _))| {
-            let target = snap.targets.get(syncs_dsl::TargetId(t as u16))?;
-            Some(apply_with_retry(
-                shared, source, stream, target, items, stop, &down,
-            ))
-        });
-    let results = futures::future::join_all(jobs).await;
-    if results.iter().any(Result::is_err) {
-        return Err(Interrupted);
-    }
-    metrics::histogram!(stats::SERVER_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// Since when a target has been failing, as one lane sees it.

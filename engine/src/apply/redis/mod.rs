@@ -3,7 +3,7 @@
 //! A run of a stream's operations goes as one pipeline: `MULTI`, each
 //! operation's commands (with a `SELECT` only where the db changes; a
 //! transaction's commands simply sit inside the one MULTI), then
-//! `HSET syncs:applied <stream> <last sequence>` in db 0, then `EXEC`. The
+//! `HSET syncs:applied <stream>:<target> <last sequence>` in db 0, then `EXEC`. The
 //! data and the stream's marker commit together, so after a crash at any
 //! point the marker says exactly what was applied, and records at or below
 //! it are skipped when they are delivered again: no gap, no duplicate.
@@ -90,7 +90,8 @@ enum Part {
 }
 
 /// The hash, in db [`MARKER_DB`] of each Redis target, that holds the last
-/// applied sequence of every stream (field: the stream id in 16 hex digits).
+/// applied sequence of every stream (field: the stream id in 16 hex digits,
+/// `:`, the target's name).
 pub const APPLIED_KEY: &str = "syncs:applied";
 /// The db holding [`APPLIED_KEY`].
 pub const MARKER_DB: u32 = 0;
@@ -124,6 +125,8 @@ fn shared_streams() -> bool {
 /// our WATCH and EXEC, before the target counts as unavailable.
 const WATCH_RETRIES: u32 = 64;
 
+/// The marker field a stream had before each target had its own (read
+/// once as a starting point when the target's own field is absent).
 fn stream_field(stream: u64) -> String {
     format!("{stream:016x}")
 }
@@ -152,6 +155,13 @@ impl RedisTarget {
             endpoint,
             slots: (0..pool).map(|_| Mutex::new(Slot::default())).collect(),
         })
+    }
+
+    /// This target's marker field for `stream`: `<stream id hex>:<target>`,
+    /// so that two targets on one Redis (two dbs, say) keep apart where
+    /// each stands.
+    fn marker_field(&self, stream: u64) -> String {
+        format!("{}:{}", stream_field(stream), self.name)
     }
 
     pub fn name(&self) -> &str {
@@ -299,10 +309,16 @@ impl RedisTarget {
         if shared {
             encode_command(&mut packed, &[&b"WATCH"[..], APPLIED_KEY.as_bytes()]);
         }
-        let field = stream_field(stream);
+        let field = self.marker_field(stream);
+        let legacy = stream_field(stream);
         encode_command(
             &mut packed,
-            &[&b"HGET"[..], APPLIED_KEY.as_bytes(), field.as_bytes()],
+            &[
+                &b"HMGET"[..],
+                APPLIED_KEY.as_bytes(),
+                field.as_bytes(),
+                legacy.as_bytes(),
+            ],
         );
         let n = if shared { 3 } else { 2 };
         let replies = live
@@ -310,11 +326,26 @@ impl RedisTarget {
             .round_trip(&packed, n)
             .await
             .map_err(|e| self.unavailable(e))?;
-        if let Some(e) = replies.iter().take(n - 1).find_map(Reply::as_error) {
+        if let Some(e) = replies.iter().find_map(Reply::as_error) {
             return Err(self.unavailable(format!("reading {APPLIED_KEY}: {}", escape(e))));
         }
-        let m = match &replies[n - 1] {
-            Reply::Bulk(Some(b)) => std::str::from_utf8(b)
+        // This target's own field; before there was one, the stream's.
+        let value = match &replies[n - 1] {
+            Reply::Array(Some(values)) => values
+                .iter()
+                .find_map(|v| match v {
+                    Reply::Bulk(Some(b)) => Some(Ok(b)),
+                    Reply::Bulk(None) => None,
+                    other => Some(Err(format!("{other:?}"))),
+                })
+                .transpose(),
+            other => Err(format!("{other:?}")),
+        }
+        .map_err(|other| {
+            self.unavailable(format!("unexpected reply to HMGET {APPLIED_KEY}: {other}"))
+        })?;
+        let m = match value {
+            Some(b) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| {
@@ -322,15 +353,7 @@ impl RedisTarget {
                         "{APPLIED_KEY} holds a non-number for stream {stream:016x}"
                     ))
                 })?,
-            Reply::Bulk(None) => 0,
-            Reply::Error(e) => {
-                return Err(self.unavailable(format!("reading {APPLIED_KEY}: {}", escape(e))))
-            }
-            other => {
-                return Err(
-                    self.unavailable(format!("unexpected reply to HGET {APPLIED_KEY}: {other:?}"))
-                )
-            }
+            None => 0,
         };
         if !shared {
             live.markers.insert(stream, m);
@@ -416,7 +439,7 @@ impl RedisTarget {
         // One MULTI/EXEC: the data, then the stream's marker. A command
         // refused while queueing aborts the EXEC; it is taken out and the
         // rest sent again.
-        let field = stream_field(stream);
+        let field = self.marker_field(stream);
         let last = last_seq.to_string();
         let mut first_round = true;
         loop {
