@@ -23,16 +23,16 @@
 //! - `socket.rs`: the stream, connect (and waiting for the proxy), whole
 //!   writes;
 //! - `buffer.rs`: the buffer of a buffering connection and its flush;
-//! - `flusher.rs`: the background flusher thread and [`flush_all`].
+//! - `flusher.rs`: the background flusher thread and [`flush_all`];
+//! - `sync.rs`: the SYNC exchange, whose answer is awaited without the
+//!   lock.
 
-use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
-use syncs_engine::wire::client::{parse_sync_reply, sync_request, SYNC_REPLY_LEN};
 
 use crate::error::ClientError;
 use crate::frame::{Encode, Frame};
@@ -42,6 +42,7 @@ mod config;
 mod flusher;
 mod socket;
 mod stats;
+mod sync;
 
 pub use buffer::TryBuffer;
 pub use config::{
@@ -50,8 +51,9 @@ pub use config::{
 pub use flusher::flush_all;
 pub use stats::Stats;
 
-use socket::{write_all, Open};
+use socket::Open;
 use stats::Counters;
+use sync::InFlight;
 
 /// A connection to the proxy at one socket path. Thread-safe: sends from
 /// several threads are serialised by a mutex, so frames never interleave.
@@ -68,6 +70,8 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes the flusher: a first frame in the buffer, or the drop.
     wake: Condvar,
+    /// Wakes a `sync` waiting for its turn: the SYNC in flight ended.
+    synced: Condvar,
     counters: Counters,
     /// The process whose frames the buffer may hold (0: never buffered):
     /// the drop of a connection inherited through `fork()` must not touch
@@ -98,7 +102,10 @@ struct State {
     flusher_pid: u32,
     /// Why the last background flush failed, for the next `flush()`.
     deferred: Option<String>,
+    /// This process's SYNC waiting for its answer, if any.
+    in_flight: Option<InFlight>,
 }
+
 impl State {
     /// Drops the stream, remembering frames it carried unconfirmed.
     fn drop_open(&mut self, open: Open) {
@@ -147,8 +154,10 @@ impl Connection {
                     oldest: None,
                     flusher_pid: 0,
                     deferred: None,
+                    in_flight: None,
                 }),
                 wake: Condvar::new(),
+                synced: Condvar::new(),
                 counters: Counters::default(),
                 owner: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
@@ -265,9 +274,14 @@ impl Connection {
     }
 
     /// Waits until the proxy confirms that every frame sent on this
-    /// connection is in its spool (durable per its `--fsync` policy), and
-    /// returns how many of them it refused (bad frames, spool full).
-    /// Buffered frames are written first.
+    /// connection before the call is in its spool (durable per its
+    /// `--fsync` policy), and returns how many of them it refused (bad
+    /// frames, spool full). Buffered frames are written first.
+    ///
+    /// Other threads go on sending while it waits (their frames are left
+    /// for the next `sync`). A `sync` called while another thread of the
+    /// process waits in one waits for it to end first, within its own
+    /// `timeout`.
     ///
     /// Errors with [`ClientError::Unconfirmed`] when no answer comes within
     /// `timeout`, when the connection breaks, or when earlier frames went
@@ -275,78 +289,7 @@ impl Connection {
     /// dropped from the buffer); with [`ClientError::Unavailable`] when the
     /// proxy cannot be reached.
     pub fn sync(&self, timeout: Duration) -> Result<u32, ClientError> {
-        if timeout.is_zero() {
-            return Err(ClientError::InvalidArgument(
-                "the sync timeout must be above zero".into(),
-            ));
-        }
-        let inner = &*self.inner;
-        let mut state = inner.lock();
-        if let Err(e) = inner.flush_locked(&mut state) {
-            Counters::bump(&inner.counters.errors, 1);
-            return Err(e);
-        }
-        state.deferred = None;
-        let unconfirmed = |reason: String| ClientError::Unconfirmed {
-            path: inner.path.clone(),
-            reason,
-        };
-        let pid = crate::pid::current();
-        let lost = std::mem::take(&mut state.lost);
-        let open = state.take_own_open(pid);
-        if lost > 0 {
-            if let Some(open) = open {
-                state.open = Some(open);
-            }
-            Counters::bump(&inner.counters.errors, 1);
-            return Err(unconfirmed(format!(
-                "{lost} frame(s) went out on a connection that broke before they were confirmed, or were dropped from the buffer when a write failed; they may or may not be in the spool"
-            )));
-        }
-        let open = match open {
-            Some(open) => open,
-            None => inner.connect(&state.config, pid)?,
-        };
-        state.token = state.token.wrapping_add(1);
-        let token = state.token;
-        let result = (|| {
-            write_all(&open.stream, &sync_request(token))
-                .map_err(|(_, e)| unconfirmed(format!("sending the SYNC: {e}")))?;
-            open.stream
-                .set_read_timeout(Some(timeout))
-                .map_err(|e| unconfirmed(format!("setting the read timeout: {e}")))?;
-            let mut reply = [0u8; SYNC_REPLY_LEN];
-            (&open.stream).read_exact(&mut reply).map_err(|e| {
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                    unconfirmed(format!("no answer within {timeout:?}"))
-                } else {
-                    unconfirmed(format!("reading the answer: {e}"))
-                }
-            })?;
-            match parse_sync_reply(&reply) {
-                Some((t, refused)) if t == token => Ok(refused),
-                _ => Err(unconfirmed(
-                    "the proxy's answer is not the SYNC reply expected".into(),
-                )),
-            }
-        })();
-        match result {
-            Ok(refused) => {
-                let mut open = open;
-                open.unconfirmed = 0;
-                state.open = Some(open);
-                Ok(refused)
-            }
-            Err(e) => {
-                // The stream's state is unknown: drop it, and the frames it
-                // carried stay unconfirmed.
-                let lost = open.unconfirmed;
-                drop(open);
-                state.lost += lost;
-                Counters::bump(&inner.counters.errors, 1);
-                Err(e)
-            }
-        }
+        self.inner.sync(timeout)
     }
 
     /// Connects now rather than on the first send (a no-op when connected),
@@ -484,5 +427,23 @@ impl Inner {
             state.open = None;
             state
         })
+    }
+
+    /// Waits on `condvar` with the state lock, as [`Self::lock`] takes it.
+    fn wait_timeout<'a>(
+        &self,
+        condvar: &Condvar,
+        state: MutexGuard<'a, State>,
+        wait: Duration,
+    ) -> MutexGuard<'a, State> {
+        match condvar.wait_timeout(state, wait) {
+            Ok((state, _)) => state,
+            Err(poisoned) => {
+                let (mut state, _) = poisoned.into_inner();
+                self.state.clear_poison();
+                state.open = None;
+                state
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io::{self, ErrorKind};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockRef, Socket, Type};
@@ -22,9 +23,11 @@ const CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// An open stream and the process that opened it.
 #[derive(Debug)]
 pub(super) struct Open {
-    pub(super) stream: UnixStream,
+    /// Shared with a `sync` that reads its answer without the lock.
+    pub(super) stream: Arc<UnixStream>,
     pub(super) pid: u32,
-    /// Frames written on this stream since the last confirmed SYNC.
+    /// Frames written on this stream since the last SYNC request (those
+    /// before it are its `InFlight::frames`, until its answer).
     pub(super) unconfirmed: u64,
 }
 
@@ -126,7 +129,7 @@ impl Inner {
             Counters::bump(&self.counters.reconnects, 1);
         }
         Ok(Open {
-            stream: UnixStream::from(std::os::fd::OwnedFd::from(socket)),
+            stream: Arc::new(UnixStream::from(std::os::fd::OwnedFd::from(socket))),
             pid,
             unconfirmed: 0,
         })
