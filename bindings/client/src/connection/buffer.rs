@@ -36,11 +36,7 @@ impl Inner {
         let buffering = state.config.buffering?;
         let pid = crate::pid::current();
         let len = source.wire_len();
-        let fits = state.buf.len().saturating_add(len) < buffering.size;
-        let ready = state.flusher_pid == pid
-            && state.open.as_ref().is_some_and(|o| o.pid == pid)
-            && (state.buf.is_empty() || state.buf_pid == pid);
-        if !fits || !ready {
+        if !state.can_buffer(len, buffering, pid) {
             return None;
         }
         let start = state.buf.len();
@@ -56,11 +52,9 @@ impl Inner {
         if let Err(e) = source.encode_checked(guard.buf) {
             return Some(Err(e));
         }
-        let payload = (len - LEN_PREFIX) as u64;
-        let max = u64::from(state.config.max_frame);
-        if payload > max {
+        if let Err(e) = state.config.check_payload((len - LEN_PREFIX) as u64) {
             Counters::bump(&self.counters.errors, 1);
-            return Some(Err(ClientError::TooLarge { len: payload, max }));
+            return Some(Err(e));
         }
         guard.len = guard.buf.len();
         drop(guard);
@@ -76,13 +70,7 @@ impl Inner {
         frame: &Frame,
         buffering: Buffering,
     ) -> Result<(), ClientError> {
-        let max = state.config.max_frame;
-        if frame.payload_len() as u64 > u64::from(max) {
-            return Err(ClientError::TooLarge {
-                len: frame.payload_len() as u64,
-                max: u64::from(max),
-            });
-        }
+        state.config.check_payload(frame.payload_len() as u64)?;
         let pid = crate::pid::current();
         self.adopt_buffer(state, pid);
         // Fail fast (or wait, per the connect policy) as without buffering:
@@ -197,11 +185,21 @@ impl Inner {
         result?;
         match deferred {
             None => Ok(()),
-            Some(reason) => Err(ClientError::Unconfirmed {
-                path: self.path.clone(),
-                reason,
-            }),
+            Some(reason) => Err(self.unconfirmed(reason)),
         }
+    }
+}
+
+impl State {
+    /// True when a frame of `len` bytes can go into the buffer with no I/O:
+    /// this process owns the open stream, the flusher and the buffer, and
+    /// the frame fits with room to spare (so neither a flush before nor
+    /// one after it would be due).
+    pub(super) fn can_buffer(&self, len: usize, buffering: Buffering, pid: u32) -> bool {
+        self.buf.len().saturating_add(len) < buffering.size
+            && self.flusher_pid == pid
+            && self.open.as_ref().is_some_and(|o| o.pid == pid)
+            && (self.buf.is_empty() || self.buf_pid == pid)
     }
 }
 

@@ -69,6 +69,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Refuses a payload of `len` bytes above [`Self::max_frame`].
+    pub(super) fn check_payload(&self, len: u64) -> Result<(), ClientError> {
+        let max = u64::from(self.max_frame);
+        if len > max {
+            return Err(ClientError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
     /// Checks the settings (a zero timeout cannot be set on a socket).
     pub fn validate(&self) -> Result<(), ClientError> {
         if self.send_timeout == Some(Duration::ZERO) {

@@ -96,15 +96,7 @@ impl Inner {
                     due - now
                 }
             };
-            state = match self.wake.wait_timeout(state, wait) {
-                Ok((state, _)) => state,
-                Err(poisoned) => {
-                    let (mut state, _) = poisoned.into_inner();
-                    self.state.clear_poison();
-                    state.open = None;
-                    state
-                }
-            };
+            state = self.wait_timeout(&self.wake, state, wait);
         }
     }
 }

@@ -28,7 +28,7 @@
 //!   lock.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -217,11 +217,12 @@ impl Connection {
         };
         let pid = crate::pid::current();
         let wire = frame.as_bytes();
-        let fits = state.buf.len() + wire.len() < buffering.size;
-        let ready = state.flusher_pid == pid
-            && state.open.as_ref().is_some_and(|o| o.pid == pid)
-            && (state.buf.is_empty() || state.buf_pid == pid);
-        if !fits || !ready || frame.payload_len() as u64 > u64::from(state.config.max_frame) {
+        if !state.can_buffer(wire.len(), buffering, pid)
+            || state
+                .config
+                .check_payload(frame.payload_len() as u64)
+                .is_err()
+        {
             return TryBuffer::NeedsSend;
         }
         inner.append(&mut state, wire, pid);
@@ -382,19 +383,7 @@ impl Connection {
 
     /// The counters so far (read without waiting for a send in progress).
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Stats {
-            frames: get(&c.frames),
-            bytes: get(&c.bytes),
-            errors: get(&c.errors),
-            connects: get(&c.connects),
-            reconnects: get(&c.reconnects),
-            buffered: get(&c.buffered),
-            pending: get(&c.pending),
-            flushes: get(&c.flushes),
-            dropped: get(&c.dropped),
-        }
+        self.inner.counters.snapshot()
     }
 }
 
@@ -427,6 +416,14 @@ impl Inner {
             state.open = None;
             state
         })
+    }
+
+    /// A [`ClientError::Unconfirmed`] for this connection.
+    fn unconfirmed(&self, reason: String) -> ClientError {
+        ClientError::Unconfirmed {
+            path: self.path.clone(),
+            reason,
+        }
     }
 
     /// Waits on `condvar` with the state lock, as [`Self::lock`] takes it.

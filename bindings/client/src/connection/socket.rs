@@ -34,13 +34,7 @@ pub(super) struct Open {
 impl Inner {
     /// Writes one frame now (buffering off, or a frame too large for it).
     pub(super) fn write_frame(&self, state: &mut State, frame: &Frame) -> Result<(), ClientError> {
-        let max = state.config.max_frame;
-        if frame.payload_len() as u64 > u64::from(max) {
-            return Err(ClientError::TooLarge {
-                len: frame.payload_len() as u64,
-                max: u64::from(max),
-            });
-        }
+        state.config.check_payload(frame.payload_len() as u64)?;
         self.write_locked(state, frame.as_bytes(), 1)
     }
 

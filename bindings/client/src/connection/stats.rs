@@ -65,6 +65,23 @@ impl Counters {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
+    /// The counters now, each read on its own (without waiting for a send
+    /// in progress).
+    pub(super) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            frames: get(&self.frames),
+            bytes: get(&self.bytes),
+            errors: get(&self.errors),
+            connects: get(&self.connects),
+            reconnects: get(&self.reconnects),
+            buffered: get(&self.buffered),
+            pending: get(&self.pending),
+            flushes: get(&self.flushes),
+            dropped: get(&self.dropped),
+        }
+    }
+
     pub(super) fn bump_and_get(counter: &AtomicU64) -> u64 {
         counter.fetch_add(1, Ordering::Relaxed) + 1
     }

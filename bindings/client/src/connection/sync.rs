@@ -153,13 +153,6 @@ impl Inner {
             _ => Err(self.unconfirmed("the proxy's answer is not the SYNC reply expected".into())),
         }
     }
-
-    fn unconfirmed(&self, reason: String) -> ClientError {
-        ClientError::Unconfirmed {
-            path: self.path.clone(),
-            reason,
-        }
-    }
 }
 
 impl State {
