@@ -16,7 +16,9 @@
 //!   fast, or wait for the proxy up to a timeout), whole frames under a
 //!   mutex, optional buffering (several frames per write, flushed by size,
 //!   linger, `flush`, `sync`, drop and [`flush_all`]), drop on error and
-//!   reconnect on the next send, fork safety, send timeout, counters.
+//!   reconnect on the next send, fork safety, send timeout, counters, and
+//!   `sync`, whose answer is awaited without the mutex, so other threads
+//!   keep sending meanwhile.
 //! - [`registry`]: [`Registry`], connections by path for the bindings'
 //!   "fetch by path" calls.
 //! - [`error`]: [`ClientError`], what can go wrong.
