@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ast::*;
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::pattern::Analyzed;
 use crate::target::{Target, TargetId};
 
 /// What the checker found, and the resolved targets for the compiler.
@@ -36,6 +37,22 @@ pub struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     pub targets: Vec<Target>,
     pub target_ids: HashMap<String, TargetId>,
+    /// The analysed patterns of every rule, in matching order, so that the
+    /// compiler builds each pattern once.
+    pub(crate) rule_patterns: Vec<RulePatterns>,
+}
+
+/// One rule's patterns as the checker analysed them (`None`: no such
+/// condition). An invalid pattern is reported and left out, so these are
+/// complete only when the check found no error.
+#[derive(Debug, Default)]
+pub(crate) struct RulePatterns {
+    /// Redis `key` patterns.
+    pub(crate) keys: Option<Vec<Analyzed>>,
+    /// Mongo `db` patterns.
+    pub(crate) dbs: Option<Vec<Analyzed>>,
+    /// Mongo `coll` patterns.
+    pub(crate) colls: Option<Vec<Analyzed>>,
 }
 
 pub(super) struct Ctx<'a> {
@@ -78,7 +95,7 @@ pub fn check(files: &[File]) -> Checked {
     };
     let (targets, target_ids, target_decl) = targets::check_targets(&mut cx);
     let mut used: HashSet<String> = HashSet::new();
-    rules::check_rules(&mut cx, &targets, &target_ids, &mut used);
+    let rule_patterns = rules::check_rules(&mut cx, &targets, &target_ids, &mut used);
     rules::check_defaults(&mut cx, &targets, &target_ids, &mut used);
     test_blocks::check_tests(&mut cx, &targets, &target_ids);
 
@@ -98,5 +115,6 @@ pub fn check(files: &[File]) -> Checked {
         diagnostics: diags.into_iter().map(|(_, d)| d).collect(),
         targets,
         target_ids,
+        rule_patterns,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use super::outcome::{check_outcome, KeyCaptures};
 use super::shadow::{cmd_set, merge, shadows, Shape, ShapeKind};
 use super::suggest::{closest, suggest};
-use super::Ctx;
+use super::{Ctx, RulePatterns};
 use crate::ast::*;
 use crate::commands::{self, Group};
 use crate::matcher::MongoOpKind;
@@ -72,9 +72,10 @@ pub(super) fn check_rules(
     targets: &[Target],
     ids: &HashMap<String, TargetId>,
     used: &mut HashSet<String>,
-) {
+) -> Vec<RulePatterns> {
     let mut names: HashMap<String, (usize, Span)> = HashMap::new();
     let mut shapes: Vec<Shape> = Vec::new();
+    let mut patterns = Vec::new();
     for (fi, file) in cx.files.iter().enumerate() {
         for item in &file.items {
             let Item::Rule(r) = item else { continue };
@@ -154,6 +155,7 @@ pub(super) fn check_rules(
                     )
                 }
             };
+            patterns.push(rule_patterns(&kind));
             let who = format!("rule `{name}`");
             check_outcome(
                 cx,
@@ -192,6 +194,26 @@ pub(super) fn check_rules(
             }
             shapes.push(shape);
         }
+    }
+    patterns
+}
+
+/// The analysed patterns of a rule's conditions, for the compiler.
+fn rule_patterns(kind: &ShapeKind) -> RulePatterns {
+    let analyzed = |p: &Option<Vec<(PatternSrc, Analyzed)>>| {
+        p.as_ref()
+            .map(|v| v.iter().map(|(_, a)| a.clone()).collect())
+    };
+    match kind {
+        ShapeKind::Redis { keys, .. } => RulePatterns {
+            keys: analyzed(keys),
+            ..RulePatterns::default()
+        },
+        ShapeKind::Mongo { dbs, colls, .. } => RulePatterns {
+            dbs: analyzed(dbs),
+            colls: analyzed(colls),
+            ..RulePatterns::default()
+        },
     }
 }
 
