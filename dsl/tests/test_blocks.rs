@@ -179,3 +179,56 @@ fn tests_from_several_files_keep_file_order() {
         .collect();
     assert_eq!(names, [("one", Some("a.sync")), ("two", Some("b.sync"))]);
 }
+
+#[test]
+fn a_lone_input_line_parses_with_the_test_grammar() {
+    // `syncs-check --explain` takes this: quoting works as in a test block.
+    assert_eq!(
+        TestInput::parse(r#"redis 6379 0 SET "a b" v"#),
+        Ok(TestInput::Redis {
+            port: 6379,
+            db: 0,
+            args: bytes(&["SET", "a b", "v"])
+        })
+    );
+    assert_eq!(
+        TestInput::parse("  redis 1 2 SET {user:1}:name \"x\\\"y\"  # a comment\n"),
+        Ok(TestInput::Redis {
+            port: 1,
+            db: 2,
+            args: bytes(&["SET", "{user:1}:name", "x\"y"])
+        })
+    );
+    assert_eq!(
+        TestInput::parse("mongo app \"users v2\" delete_many"),
+        Ok(TestInput::Mongo {
+            db: "app".into(),
+            coll: "users v2".into(),
+            op: MongoOpKind::DeleteMany
+        })
+    );
+}
+
+#[test]
+fn a_bad_input_line_says_what_was_expected_and_where() {
+    let e = TestInput::parse("redis 6379 x SET a").expect_err("bad db");
+    assert!(
+        matches!(&e, InputError::Syntax { col: 12, message } if message.contains("a db number")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("column 12"), "{e}");
+    let e = TestInput::parse("mongo app users upsert").expect_err("bad op");
+    assert!(e.to_string().contains("an operation"), "{e}");
+    assert_eq!(
+        TestInput::parse("redis 70000 0 GET k"),
+        Err(InputError::Port(70000))
+    );
+    assert_eq!(
+        TestInput::parse("redis 1 4294967296 GET k"),
+        Err(InputError::Db(4_294_967_296))
+    );
+    // One line only: a second line is not part of the input.
+    assert!(TestInput::parse("redis 1 0 GET k\nredis 1 0 GET j").is_err());
+    assert!(TestInput::parse("redis 1 0").is_err());
+    assert!(TestInput::parse("").is_err());
+}
