@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use syncs_dsl::{Diagnostic, MongoOpKind, Severity, TestInput};
+use syncs_dsl::{Diagnostic, Severity, TestInput};
 use syncs_engine::op::Op;
 pub use syncs_engine::route::ruletest::{explain_op, TestResult};
 use syncs_engine::route::ruletest::{input_op, run_test};
@@ -221,34 +221,104 @@ pub fn migrate(source: &Path, out: &Path) -> Report {
     check_source(report, &RulesSource::Path(migrated.rules_dir), None)
 }
 
-/// Parses `redis PORT DB CMD ARG...` or `mongo DB COLL OP`.
+/// Parses the `--explain` argument, one input line as in a rules file's
+/// `test` block (`redis PORT DB CMD ARG...` or `mongo DB COLL OP`), with the
+/// rules grammar: quoted arguments (`SET "a b" v`) work there as here.
 pub fn parse_op(text: &str) -> Result<Op, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
     let usage = "expected `redis PORT DB COMMAND [ARG...]` or `mongo DB COLLECTION OP`";
-    match words.as_slice() {
-        ["redis", port, db, args @ ..] if !args.is_empty() => {
-            let port = port
-                .parse()
-                .map_err(|_| format!("bad port `{port}`; {usage}"))?;
-            let db = db.parse().map_err(|_| format!("bad db `{db}`; {usage}"))?;
-            input_op(&TestInput::Redis {
-                port,
-                db,
-                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            })
-            .ok_or_else(|| usage.to_owned())
+    let input = TestInput::parse(text).map_err(|e| format!("{e}; {usage}"))?;
+    input_op(&input).ok_or_else(|| usage.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join("t.sync");
+        std::fs::write(&path, text).expect("write the rules file");
+        path
+    }
+
+    const TWO_TARGETS: &str = "target r = redis \"redis://x:1\"\n\
+                               target b = redis \"redis://y:1\"\n\
+                               rule s: redis key \"session:*\", \"a b\" -> b db 2\n\
+                               default redis -> r\n\
+                               default mongo -> drop\n";
+
+    #[test]
+    fn explain_takes_quoted_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        let report = run(&path, Some(r#"redis 6379 0 SET "a b" v"#));
+        assert!(report.ok(), "{}", report.render(Format::Text));
+        let explain = report.explain.unwrap_or_default();
+        assert!(explain.contains("key a b: route by rule `s`"), "{explain}");
+        assert!(explain.contains("=> b: db 2: SET a b v"), "{explain}");
+    }
+
+    #[test]
+    fn explain_splits_multi_key_commands_like_the_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        let report = run(&path, Some("redis 6379 1 MSET session:7 x other y"));
+        let text = report.render(Format::Text);
+        assert!(report.ok(), "{text}");
+        assert!(text.contains("key session:7: route by rule `s`"), "{text}");
+        assert!(text.contains("key other: route by the default"), "{text}");
+        assert!(text.contains("b: db 2: MSET session:7 x"), "{text}");
+        assert!(text.contains("r: db 1: MSET other y"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_explain_is_a_usage_error_naming_what_was_expected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        for (line, words) in [
+            ("redis 6379 x SET a", "a db number (column 12)"),
+            ("redis 70000 0 SET a", "port 70000 is out of range"),
+            ("mongo app users upsert", "an operation"),
+            ("set a b", "expected `redis PORT DB COMMAND [ARG...]`"),
+        ] {
+            let report = run(&path, Some(line));
+            assert!(!report.ok(), "{line}");
+            let e = report.usage_error.unwrap_or_default();
+            assert!(e.contains(words), "{line}: {e}");
         }
-        ["mongo", db, coll, op] => {
-            let op = MongoOpKind::from_name(op).ok_or_else(|| {
-                format!("unknown op `{op}` (insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many, drop)")
-            })?;
-            input_op(&TestInput::Mongo {
-                db: (*db).to_owned(),
-                coll: (*coll).to_owned(),
-                op,
-            })
-            .ok_or_else(|| usage.to_owned())
-        }
-        _ => Err(usage.to_owned()),
+    }
+
+    #[test]
+    fn tests_in_rules_files_run_with_the_split_and_report_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{TWO_TARGETS}\
+             test \"split\" {{\n    redis 6379 1 MSET session:7 x other y\n\
+             \x20   expect b db 2: MSET session:7 x\n    expect r: MSET other y\n}}\n\
+             test \"wrong on purpose\" {{\n    redis 6379 1 SET session:7 x\n\
+             \x20   expect b db 3: SET session:7 x\n}}\n"
+        );
+        let path = rules_file(&dir, &text);
+        let report = run(&path, None);
+        let results: Vec<_> = report
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.passed, t.detail.clone()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("split", true, None),
+                (
+                    "wrong on purpose",
+                    false,
+                    Some("got: b: db 2: SET session:7 x".to_owned())
+                ),
+            ]
+        );
+        let out = report.render(Format::Text);
+        assert!(
+            out.ends_with("FAILED: 0 error(s), 0 warning(s), 1 test(s) passed, 1 failed\n"),
+            "{out}"
+        );
     }
 }
