@@ -232,3 +232,48 @@ fn a_bad_input_line_says_what_was_expected_and_where() {
     assert!(TestInput::parse("redis 1 0").is_err());
     assert!(TestInput::parse("").is_err());
 }
+
+/// Runs every test of `body` (after HEAD and a session rule) with the one
+/// runner; returns (name, error) of each failure.
+fn failures(body: &str) -> Vec<(String, String)> {
+    let rs = rules(&format!(
+        "{HEAD}rule s: redis key \"session:*\" -> replica db 2 key \"sess:{{1}}\"\n{body}"
+    ));
+    rs.tests()
+        .iter()
+        .filter_map(|t| {
+            common::run_rule_test(&rs, t)
+                .err()
+                .map(|e| (t.name.clone(), e))
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_key_command_is_split_as_the_server_splits_it() {
+    // MSET's keys disagree: one part per destination, keys rewritten.
+    let split = "test \"split\" {\n  redis 6379 1 MSET session:7 x other y session:8 z\n  \
+                 expect replica db 2: MSET sess:7 x sess:8 z\n  \
+                 expect replica: MSET other y\n  expect audit: MSET other y\n}\n";
+    assert_eq!(failures(split), []);
+    // DEL splits too; every key of a part is rewritten.
+    let del = "test \"del\" {\n  redis 6379 0 DEL session:1 k\n  \
+               expect replica db 2: DEL sess:1\n  expect replica: DEL k\n  expect audit: DEL k\n}\n";
+    assert_eq!(failures(del), []);
+    // RENAME cannot be split: dead-lettered whole.
+    let rename = "test \"rename\" {\n  redis 6379 0 RENAME session:1 k\n  expect dead-letter\n}\n";
+    assert_eq!(failures(rename), []);
+}
+
+#[test]
+fn a_wrong_split_expectation_fails_with_what_the_router_did() {
+    let wrong = "test \"not split\" {\n  redis 6379 1 MSET session:7 x other y\n  \
+                 expect replica db 2: MSET sess:7 x sess:other y\n}\n";
+    let f = failures(wrong);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].1.contains("replica: db 2: MSET sess:7 x")
+            && f[0].1.contains("audit: db 1: MSET other y"),
+        "{f:?}"
+    );
+}
