@@ -10,14 +10,11 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
 use serde::Serialize;
-use syncs_dsl::{
-    Decision, Diagnostic, Expected, ExpectedOutput, MongoOpKind, RedisQuery, RuleSet, RuleTest,
-    Severity, TestInput,
-};
-use syncs_engine::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
-use syncs_engine::route::{keys, route, Outcome};
+use syncs_dsl::{Diagnostic, Severity, TestInput};
+use syncs_engine::op::Op;
+pub use syncs_engine::route::ruletest::{explain_op, TestResult};
+use syncs_engine::route::ruletest::{input_op, run_test};
 
 use crate::config::{RulesSource, ServerConfig};
 
@@ -26,16 +23,6 @@ use crate::config::{RulesSource, ServerConfig};
 pub enum Format {
     Text,
     Json,
-}
-
-/// One rules-file test and how it went.
-#[derive(Debug, Serialize)]
-pub struct TestResult {
-    pub name: String,
-    pub location: String,
-    pub passed: bool,
-    /// What the router did, in words (on failure).
-    pub detail: Option<String>,
 }
 
 /// Everything `syncs-check` found.
@@ -234,254 +221,104 @@ pub fn migrate(source: &Path, out: &Path) -> Report {
     check_source(report, &RulesSource::Path(migrated.rules_dir), None)
 }
 
-/// Builds the operation a test or `--explain` describes.
-fn input_op(input: &TestInput) -> Option<Op> {
-    Some(match input {
-        TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
-            port: *port,
-            db: *db,
-            commands: vec![RedisCommand::new(
-                args.iter().map(|a| Bytes::from(a.clone())).collect(),
-            )?],
-        }),
-        TestInput::Mongo { db, coll, op } => Op::Mongo(MongoOp {
-            db: db.clone(),
-            coll: coll.clone(),
-            write: sample_write(*op),
-        }),
-    })
-}
-
-/// A write of the given kind; routing looks only at the kind.
-fn sample_write(kind: MongoOpKind) -> MongoWrite {
-    let d = bson::Document::new;
-    match kind {
-        MongoOpKind::InsertOne => MongoWrite::InsertOne { document: d() },
-        MongoOpKind::InsertMany => MongoWrite::InsertMany {
-            documents: vec![d()],
-        },
-        MongoOpKind::UpdateOne => MongoWrite::UpdateOne {
-            filter: d(),
-            update: syncs_engine::op::MongoUpdate::Document(d()),
-            upsert: false,
-        },
-        MongoOpKind::UpdateMany => MongoWrite::UpdateMany {
-            filter: d(),
-            update: syncs_engine::op::MongoUpdate::Document(d()),
-            upsert: false,
-        },
-        MongoOpKind::ReplaceOne => MongoWrite::ReplaceOne {
-            filter: d(),
-            replacement: d(),
-            upsert: false,
-        },
-        MongoOpKind::DeleteOne => MongoWrite::DeleteOne { filter: d() },
-        MongoOpKind::DeleteMany => MongoWrite::DeleteMany { filter: d() },
-        MongoOpKind::Drop => MongoWrite::Drop,
-    }
-}
-
-/// (target name, rendered output) of each routed op, sorted.
-fn outputs(rules: &RuleSet, ops: &[syncs_engine::route::Routed]) -> Vec<(String, ExpectedOutput)> {
-    let mut out: Vec<(String, ExpectedOutput)> = ops
-        .iter()
-        .flat_map(|r| {
-            let name = rules.target(r.target).name.clone();
-            match &r.op {
-                Op::Redis(op) => op
-                    .commands
-                    .iter()
-                    .map(|c| {
-                        (
-                            name.clone(),
-                            ExpectedOutput::Redis {
-                                db: op.db,
-                                args: c.args().iter().map(|a| a.to_vec()).collect(),
-                            },
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                Op::Mongo(op) => vec![(
-                    name,
-                    ExpectedOutput::Mongo {
-                        db: op.db.clone(),
-                        coll: op.coll.clone(),
-                    },
-                )],
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    out
-}
-
-fn describe_outcome(rules: &RuleSet, outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Refused(reason) => format!("dead-letter: {reason}"),
-        Outcome::Routed { ops, dropped } if ops.is_empty() => match dropped {
-            Some(d) => format!(
-                "drop ({:?}{})",
-                d.reason,
-                d.rule
-                    .map(|r| format!(", rule {}", rules.rule_name(r)))
-                    .unwrap_or_default()
-            ),
-            None => "nothing".into(),
-        },
-        Outcome::Routed { ops, dropped } => {
-            let mut lines: Vec<String> = outputs(rules, ops)
-                .into_iter()
-                .map(|(t, o)| format!("{t}: {}", render_output(&o)))
-                .collect();
-            if let Some(d) = dropped {
-                lines.push(format!("(part dropped: {:?})", d.reason));
-            }
-            lines.join("; ")
-        }
-    }
-}
-
-fn render_output(o: &ExpectedOutput) -> String {
-    match o {
-        ExpectedOutput::Redis { db, args } => {
-            let words: Vec<String> = args
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            format!("db {db}: {}", words.join(" "))
-        }
-        ExpectedOutput::Mongo { db, coll } => format!("{db}.{coll}"),
-    }
-}
-
-fn run_test(rules: &RuleSet, test: &RuleTest) -> TestResult {
-    let location = format!("{}:{}", test.file.display(), test.line);
-    let Some(op) = input_op(&test.input) else {
-        return TestResult {
-            name: test.name.clone(),
-            location,
-            passed: false,
-            detail: Some("the test's input has no command".into()),
-        };
-    };
-    let outcome = route(rules, &op);
-    let passed = match (&test.expect, &outcome) {
-        (Expected::DeadLetter, Outcome::Refused(_)) => true,
-        (
-            Expected::Drop(want),
-            Outcome::Routed {
-                ops,
-                dropped: Some(d),
-            },
-        ) if ops.is_empty() => want.is_none_or(|w| w == d.reason),
-        (Expected::Routed(want), Outcome::Routed { ops, .. }) if !ops.is_empty() => {
-            let mut want: Vec<(String, ExpectedOutput)> = want
-                .iter()
-                .map(|w| (w.target_name.clone(), w.output.clone()))
-                .collect();
-            want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-            want == outputs(rules, ops)
-        }
-        _ => false,
-    };
-    TestResult {
-        name: test.name.clone(),
-        location,
-        passed,
-        detail: (!passed).then(|| format!("got: {}", describe_outcome(rules, &outcome))),
-    }
-}
-
-/// Parses `redis PORT DB CMD ARG...` or `mongo DB COLL OP`.
+/// Parses the `--explain` argument, one input line as in a rules file's
+/// `test` block (`redis PORT DB CMD ARG...` or `mongo DB COLL OP`), with the
+/// rules grammar: quoted arguments (`SET "a b" v`) work there as here.
 pub fn parse_op(text: &str) -> Result<Op, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
     let usage = "expected `redis PORT DB COMMAND [ARG...]` or `mongo DB COLLECTION OP`";
-    match words.as_slice() {
-        ["redis", port, db, args @ ..] if !args.is_empty() => {
-            let port = port
-                .parse()
-                .map_err(|_| format!("bad port `{port}`; {usage}"))?;
-            let db = db.parse().map_err(|_| format!("bad db `{db}`; {usage}"))?;
-            input_op(&TestInput::Redis {
-                port,
-                db,
-                args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            })
-            .ok_or_else(|| usage.to_owned())
-        }
-        ["mongo", db, coll, op] => {
-            let op = MongoOpKind::from_name(op).ok_or_else(|| {
-                format!("unknown op `{op}` (insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many, drop)")
-            })?;
-            input_op(&TestInput::Mongo {
-                db: (*db).to_owned(),
-                coll: (*coll).to_owned(),
-                op,
-            })
-            .ok_or_else(|| usage.to_owned())
-        }
-        _ => Err(usage.to_owned()),
-    }
+    let input = TestInput::parse(text).map_err(|e| format!("{e}; {usage}"))?;
+    input_op(&input).ok_or_else(|| usage.to_owned())
 }
 
-/// Which rule decides each key, and what is sent where.
-pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
-    let mut out = String::new();
-    let rule_of = |d: &Decision<'_>| {
-        let (rule, what) = match d {
-            Decision::Route { rule, .. } => (*rule, "route".to_owned()),
-            Decision::Drop { rule, reason } => (*rule, format!("drop ({reason:?})")),
-            Decision::DeadLetter { rule, .. } => (*rule, "dead-letter".to_owned()),
-        };
-        let name = rule
-            .map(|r| format!("rule `{}`", rules.rule_name(r)))
-            .unwrap_or_else(|| "the default".into());
-        format!("{what} by {name}")
-    };
-    match op {
-        Op::Redis(r) => {
-            let cmd = &r.commands[0];
-            let (spec, _) = keys::spec(cmd);
-            let mut positions = Vec::new();
-            keys::positions(cmd, spec, &mut positions);
-            let q = |key| RedisQuery {
-                port: r.port,
-                db: r.db,
-                command: cmd.name(),
-                key,
-            };
-            if positions.is_empty() {
-                out.push_str(&format!(
-                    "(no key): {}\n",
-                    rule_of(&rules.decide_redis(&q(None)))
-                ));
-            }
-            for p in positions {
-                let key = &cmd.args()[p];
-                out.push_str(&format!(
-                    "key {}: {}\n",
-                    String::from_utf8_lossy(key),
-                    rule_of(&rules.decide_redis(&q(Some(key))))
-                ));
-            }
-        }
-        Op::Mongo(m) => {
-            let q = syncs_dsl::MongoQuery {
-                db: &m.db,
-                coll: &m.coll,
-                op: syncs_engine::route::mongo_kind(&m.write),
-            };
-            out.push_str(&format!(
-                "{}.{}: {}\n",
-                m.db,
-                m.coll,
-                rule_of(&rules.decide_mongo(&q))
-            ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join("t.sync");
+        std::fs::write(&path, text).expect("write the rules file");
+        path
+    }
+
+    const TWO_TARGETS: &str = "target r = redis \"redis://x:1\"\n\
+                               target b = redis \"redis://y:1\"\n\
+                               rule s: redis key \"session:*\", \"a b\" -> b db 2\n\
+                               default redis -> r\n\
+                               default mongo -> drop\n";
+
+    #[test]
+    fn explain_takes_quoted_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        let report = run(&path, Some(r#"redis 6379 0 SET "a b" v"#));
+        assert!(report.ok(), "{}", report.render(Format::Text));
+        let explain = report.explain.unwrap_or_default();
+        assert!(explain.contains("key a b: route by rule `s`"), "{explain}");
+        assert!(explain.contains("=> b: db 2: SET a b v"), "{explain}");
+    }
+
+    #[test]
+    fn explain_splits_multi_key_commands_like_the_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        let report = run(&path, Some("redis 6379 1 MSET session:7 x other y"));
+        let text = report.render(Format::Text);
+        assert!(report.ok(), "{text}");
+        assert!(text.contains("key session:7: route by rule `s`"), "{text}");
+        assert!(text.contains("key other: route by the default"), "{text}");
+        assert!(text.contains("b: db 2: MSET session:7 x"), "{text}");
+        assert!(text.contains("r: db 1: MSET other y"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_explain_is_a_usage_error_naming_what_was_expected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = rules_file(&dir, TWO_TARGETS);
+        for (line, words) in [
+            ("redis 6379 x SET a", "a db number (column 12)"),
+            ("redis 70000 0 SET a", "port 70000 is out of range"),
+            ("mongo app users upsert", "an operation"),
+            ("set a b", "expected `redis PORT DB COMMAND [ARG...]`"),
+        ] {
+            let report = run(&path, Some(line));
+            assert!(!report.ok(), "{line}");
+            let e = report.usage_error.unwrap_or_default();
+            assert!(e.contains(words), "{line}: {e}");
         }
     }
-    out.push_str(&format!(
-        "=> {}\n",
-        describe_outcome(rules, &route(rules, op))
-    ));
-    out
+
+    #[test]
+    fn tests_in_rules_files_run_with_the_split_and_report_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{TWO_TARGETS}\
+             test \"split\" {{\n    redis 6379 1 MSET session:7 x other y\n\
+             \x20   expect b db 2: MSET session:7 x\n    expect r: MSET other y\n}}\n\
+             test \"wrong on purpose\" {{\n    redis 6379 1 SET session:7 x\n\
+             \x20   expect b db 3: SET session:7 x\n}}\n"
+        );
+        let path = rules_file(&dir, &text);
+        let report = run(&path, None);
+        let results: Vec<_> = report
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.passed, t.detail.clone()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("split", true, None),
+                (
+                    "wrong on purpose",
+                    false,
+                    Some("got: b: db 2: SET session:7 x".to_owned())
+                ),
+            ]
+        );
+        let out = report.render(Format::Text);
+        assert!(
+            out.ends_with("FAILED: 0 error(s), 0 warning(s), 1 test(s) passed, 1 failed\n"),
+            "{out}"
+        );
+    }
 }

@@ -2,21 +2,23 @@
 //! are resolved, and the Redis rules get their bitset indexes (see
 //! [`crate::matcher`]).
 //!
-//! The compiler runs only after [`crate::check`] found no error; anything it
-//! still cannot build is reported as a diagnostic rather than a panic.
+//! The compiler runs only after [`crate::check`] found no error, and takes
+//! the patterns the checker analysed ([`Checked`]) instead of building them
+//! again; anything it still cannot build is reported as a diagnostic rather
+//! than a panic.
 
 use std::collections::HashMap;
 
 use crate::action::{Action, KeyRewrite};
 use crate::ast::*;
-use crate::check::Checked;
+use crate::check::{Checked, RulePatterns};
 use crate::commands::{self, Group};
 use crate::diagnostic::Diagnostic;
 use crate::matcher::{
     FxMap, IntervalIndex, MongoMatcher, MongoRule, Outcome, PrefixTrie, RedisMatcher, RedisRule,
     RuleId, RuleMeta, RuleSet, TrieNode,
 };
-use crate::pattern::{analyze, Analyzed, ByteMatcher, PatternSrc};
+use crate::pattern::{Analyzed, ByteMatcher};
 use crate::ruletest::{Expected, ExpectedOutput, ExpectedRoute, RuleTest, TestInput};
 use crate::target::TargetId;
 use crate::template::{split, KeyPiece, KeyTemplate, NsPiece, NsTemplate, RawPiece};
@@ -53,22 +55,6 @@ impl Compiler<'_> {
             message,
             f.line_text(span.line),
         ));
-    }
-
-    fn analyze_all(
-        &mut self,
-        fi: usize,
-        pats: &Option<Vec<Spanned<PatternSrc>>>,
-    ) -> Option<Vec<Analyzed>> {
-        let pats = pats.as_ref()?;
-        let mut out = Vec::with_capacity(pats.len());
-        for p in pats {
-            match analyze(&p.node) {
-                Ok(a) => out.push(a),
-                Err(e) => self.error(fi, p.span, e.to_string()),
-            }
-        }
-        Some(out)
     }
 
     fn outcome(&mut self, fi: usize, outcome: &OutcomeAst, keys: Option<&[Analyzed]>) -> Outcome {
@@ -180,7 +166,9 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
         diagnostics: warnings,
         targets,
         target_ids,
+        rule_patterns,
     } = checked;
+    let mut rule_patterns = rule_patterns.into_iter();
     let mut cx = Compiler {
         files,
         target_ids: &target_ids,
@@ -203,6 +191,16 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                         continue;
                     };
                     let id = RuleId(n);
+                    // The checker analysed every pattern; a rule it did
+                    // not see would compile into one without conditions.
+                    let Some(patterns) = rule_patterns.next() else {
+                        cx.error(
+                            fi,
+                            r.span,
+                            format!("rule `{}` was not checked", r.name.node),
+                        );
+                        continue;
+                    };
                     metas.push(RuleMeta {
                         name: r.name.node.clone(),
                         file: file.path.clone(),
@@ -210,7 +208,7 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                     });
                     match &r.conds {
                         Conditions::Redis(c) => {
-                            let keys = cx.analyze_all(fi, &c.keys);
+                            let keys = patterns.keys;
                             let outcome = cx.outcome(fi, &r.outcome.node, keys.as_deref());
                             let cmds = c.cmds.as_ref().map(|items| {
                                 let mut pre = CmdPre {
@@ -235,8 +233,7 @@ pub fn compile(files: &[File], checked: Checked) -> Result<RuleSet, Vec<Diagnost
                             });
                         }
                         Conditions::Mongo(c) => {
-                            let dbs = cx.analyze_all(fi, &c.dbs);
-                            let colls = cx.analyze_all(fi, &c.colls);
+                            let RulePatterns { dbs, colls, .. } = patterns;
                             let ops = c.op_bits();
                             let outcome = cx.outcome(fi, &r.outcome.node, None);
                             let m = |v: Option<Vec<Analyzed>>| {
@@ -503,18 +500,8 @@ fn build_redis(pre: Vec<RedisPre>) -> RedisMatcher {
 }
 
 fn compile_test(file: &File, t: &TestDecl, ids: &HashMap<String, TargetId>) -> Option<RuleTest> {
-    let input = match &t.input.node {
-        TestInputAst::Redis { port, db, args } => TestInput::Redis {
-            port: u16::try_from(*port).ok()?,
-            db: u32::try_from(*db).ok()?,
-            args: args.clone(),
-        },
-        TestInputAst::Mongo { db, coll, op } => TestInput::Mongo {
-            db: db.clone(),
-            coll: coll.clone(),
-            op: *op,
-        },
-    };
+    // Out-of-range ports and dbs are the checker's errors.
+    let input = TestInput::from_ast(&t.input.node).ok()?;
     let mut routes = Vec::new();
     let mut expect = None;
     for e in &t.expects {

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 pub use action::Action;
 pub use diagnostic::{render, Diagnostic, Severity};
 pub use matcher::{Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet};
-pub use ruletest::{Expected, ExpectedOutput, ExpectedRoute, RuleTest, TestInput};
+pub use ruletest::{Expected, ExpectedOutput, ExpectedRoute, InputError, RuleTest, TestInput};
 pub use target::{Target, TargetId, TargetKind, TargetOptions};
 
 /// The file extension of rules files in a directory.

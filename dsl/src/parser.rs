@@ -16,6 +16,7 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::matcher::{DropReason, MongoOpKind};
 use crate::pattern::PatternSrc;
+use crate::ruletest::InputError;
 use crate::target::TargetKind;
 
 #[derive(pest_derive::Parser, Debug)]
@@ -113,6 +114,7 @@ pub fn describe(rule: &Rule) -> String {
         Rule::test_input => {
             "a test input line (`redis PORT DB COMMAND ARG...` or `mongo DB COLL OPERATION`)"
         }
+        Rule::input_line => "an input line",
         Rule::eol => "end of line",
         Rule::redis_input => "a redis input line",
         Rule::input_port => "a port number",
@@ -154,6 +156,28 @@ pub fn parse_file(path: &Path, text: &str) -> Result<File, Box<Diagnostic>> {
         source: text.to_string(),
         items,
     })
+}
+
+/// Parses one test input line on its own, as `syncs-check --explain` takes
+/// it: the grammar's `test_input`, so quoting works as in a `test` block.
+pub fn parse_input_line(text: &str) -> Result<TestInputAst, InputError> {
+    let syntax = |e: pest::error::Error<Rule>| {
+        let e = e.renamed_rules(describe);
+        let col = match e.line_col {
+            LineColLocation::Pos((_, c)) | LineColLocation::Span((_, c), _) => c,
+        };
+        InputError::Syntax {
+            col,
+            message: e.variant.message().into_owned(),
+        }
+    };
+    let pairs = RulesParser::parse(Rule::input_line, text).map_err(syntax)?;
+    pairs
+        .into_iter()
+        .find(|p| p.as_rule() == Rule::test_input)
+        .and_then(parse_test_input)
+        .map(|s| s.node)
+        .ok_or(InputError::Empty)
 }
 
 fn syntax_error(path: &Path, e: pest::error::Error<Rule>) -> Diagnostic {

@@ -1,10 +1,12 @@
 //! Tests written inside rules files (`test "name" { ... }` blocks), as plain
 //! data. This crate only parses and checks them; the engine runs them (it
 //! owns key extraction and the splitting of multi-key commands) and compares
-//! what it would do with [`RuleTest::expect`].
+//! what it would do with [`RuleTest::expect`]. [`TestInput::parse`] reads a
+//! lone input line (`syncs-check --explain`) with the same grammar.
 
 use std::path::PathBuf;
 
+use crate::ast::TestInputAst;
 use crate::matcher::{DropReason, MongoOpKind};
 use crate::target::TargetId;
 
@@ -38,6 +40,48 @@ pub enum TestInput {
         coll: String,
         op: MongoOpKind,
     },
+}
+
+impl TestInput {
+    /// Parses one input line on its own, e.g. `redis 6379 0 SET "a b" v` or
+    /// `mongo app users insert_one`: the grammar of a `test` block's input
+    /// line, quoting included.
+    pub fn parse(line: &str) -> Result<TestInput, InputError> {
+        TestInput::from_ast(&crate::parser::parse_input_line(line)?)
+    }
+
+    /// The input a parsed line describes; `Err` when its port or db is out
+    /// of range.
+    pub(crate) fn from_ast(ast: &TestInputAst) -> Result<TestInput, InputError> {
+        Ok(match ast {
+            TestInputAst::Redis { port, db, args } => TestInput::Redis {
+                port: u16::try_from(*port).map_err(|_| InputError::Port(*port))?,
+                db: u32::try_from(*db).map_err(|_| InputError::Db(*db))?,
+                args: args.clone(),
+            },
+            TestInputAst::Mongo { db, coll, op } => TestInput::Mongo {
+                db: db.clone(),
+                coll: coll.clone(),
+                op: *op,
+            },
+        })
+    }
+}
+
+/// Why a lone input line ([`TestInput::parse`]) describes no operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not an input line: `message` says what was expected at column `col`
+    /// (1-based), in the words of the rules files' syntax errors.
+    #[error("{message} (column {col})")]
+    Syntax { col: usize, message: String },
+    #[error("port {0} is out of range (0 to 65535)")]
+    Port(u64),
+    #[error("db {0} is out of range (0 to {max})", max = u32::MAX)]
+    Db(u64),
+    /// The grammar matched but left nothing to read (not expected).
+    #[error("the input line is empty")]
+    Empty,
 }
 
 /// The `expect` lines of a test.

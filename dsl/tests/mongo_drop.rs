@@ -111,6 +111,9 @@ fn tests_can_say_drop() {
     ));
     let tests = rs.tests();
     assert_eq!(tests.len(), 2);
+    for t in tests {
+        assert_eq!(common::run_rule_test(&rs, t), Ok(()));
+    }
     assert!(matches!(
         tests[0].input,
         TestInput::Mongo {

@@ -179,3 +179,101 @@ fn tests_from_several_files_keep_file_order() {
         .collect();
     assert_eq!(names, [("one", Some("a.sync")), ("two", Some("b.sync"))]);
 }
+
+#[test]
+fn a_lone_input_line_parses_with_the_test_grammar() {
+    // `syncs-check --explain` takes this: quoting works as in a test block.
+    assert_eq!(
+        TestInput::parse(r#"redis 6379 0 SET "a b" v"#),
+        Ok(TestInput::Redis {
+            port: 6379,
+            db: 0,
+            args: bytes(&["SET", "a b", "v"])
+        })
+    );
+    assert_eq!(
+        TestInput::parse("  redis 1 2 SET {user:1}:name \"x\\\"y\"  # a comment\n"),
+        Ok(TestInput::Redis {
+            port: 1,
+            db: 2,
+            args: bytes(&["SET", "{user:1}:name", "x\"y"])
+        })
+    );
+    assert_eq!(
+        TestInput::parse("mongo app \"users v2\" delete_many"),
+        Ok(TestInput::Mongo {
+            db: "app".into(),
+            coll: "users v2".into(),
+            op: MongoOpKind::DeleteMany
+        })
+    );
+}
+
+#[test]
+fn a_bad_input_line_says_what_was_expected_and_where() {
+    let e = TestInput::parse("redis 6379 x SET a").expect_err("bad db");
+    assert!(
+        matches!(&e, InputError::Syntax { col: 12, message } if message.contains("a db number")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("column 12"), "{e}");
+    let e = TestInput::parse("mongo app users upsert").expect_err("bad op");
+    assert!(e.to_string().contains("an operation"), "{e}");
+    assert_eq!(
+        TestInput::parse("redis 70000 0 GET k"),
+        Err(InputError::Port(70000))
+    );
+    assert_eq!(
+        TestInput::parse("redis 1 4294967296 GET k"),
+        Err(InputError::Db(4_294_967_296))
+    );
+    // One line only: a second line is not part of the input.
+    assert!(TestInput::parse("redis 1 0 GET k\nredis 1 0 GET j").is_err());
+    assert!(TestInput::parse("redis 1 0").is_err());
+    assert!(TestInput::parse("").is_err());
+}
+
+/// Runs every test of `body` (after HEAD and a session rule) with the one
+/// runner; returns (name, error) of each failure.
+fn failures(body: &str) -> Vec<(String, String)> {
+    let rs = rules(&format!(
+        "{HEAD}rule s: redis key \"session:*\" -> replica db 2 key \"sess:{{1}}\"\n{body}"
+    ));
+    rs.tests()
+        .iter()
+        .filter_map(|t| {
+            common::run_rule_test(&rs, t)
+                .err()
+                .map(|e| (t.name.clone(), e))
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_key_command_is_split_as_the_server_splits_it() {
+    // MSET's keys disagree: one part per destination, keys rewritten.
+    let split = "test \"split\" {\n  redis 6379 1 MSET session:7 x other y session:8 z\n  \
+                 expect replica db 2: MSET sess:7 x sess:8 z\n  \
+                 expect replica: MSET other y\n  expect audit: MSET other y\n}\n";
+    assert_eq!(failures(split), []);
+    // DEL splits too; every key of a part is rewritten.
+    let del = "test \"del\" {\n  redis 6379 0 DEL session:1 k\n  \
+               expect replica db 2: DEL sess:1\n  expect replica: DEL k\n  expect audit: DEL k\n}\n";
+    assert_eq!(failures(del), []);
+    // RENAME cannot be split: dead-lettered whole.
+    let rename = "test \"rename\" {\n  redis 6379 0 RENAME session:1 k\n  expect dead-letter\n}\n";
+    assert_eq!(failures(rename), []);
+}
+
+#[test]
+fn a_wrong_split_expectation_fails_with_what_the_router_did() {
+    let wrong = "test \"not split\" {\n  redis 6379 1 MSET session:7 x other y\n  \
+                 expect replica db 2: MSET sess:7 x sess:other y\n}\n";
+    let f = failures(wrong);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].1.contains("replica: db 2: MSET sess:7 x")
+            && f[0].1.contains("audit: db 1: MSET other y"),
+        "{f:?}"
+    );
+}

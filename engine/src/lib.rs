@@ -17,7 +17,8 @@
 //!   and JSON-lines files, plus the dead-letter file.
 //!
 //! Everything except [`op`] and the codecs in [`wire`] sits behind the
-//! `runtime` feature, so the client libraries link only what they use.
+//! `runtime` feature, so the client libraries link only what they use;
+//! the `route` feature alone gives the router (the dsl's tests use it).
 //!
 //! **Architecture invariant:** the engine knows nothing of sockets it did not
 //! open itself: daemons hand it decoded records and receive outcomes.
@@ -27,7 +28,7 @@ pub mod wire;
 
 #[cfg(feature = "runtime")]
 pub mod apply;
-#[cfg(feature = "runtime")]
+#[cfg(feature = "route")]
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod stats;

@@ -28,7 +28,8 @@ struct Args {
     #[arg(long, value_name = "DIR", requires = "migrate")]
     out: Option<PathBuf>,
     /// One operation to route, e.g. "redis 6379 1 SET session:7 x" or
-    /// "mongo app users insert_one".
+    /// "mongo app users insert_one": the input line of a rules file's
+    /// test, quoting included ('redis 6379 1 SET "a b" v').
     #[arg(long, value_name = "OPERATION", conflicts_with = "migrate")]
     explain: Option<String>,
     /// Output format.

@@ -89,114 +89,18 @@ pub fn redis_routes(rs: &RuleSet, q: &RedisQuery<'_>) -> Vec<(String, u32, Strin
     }
 }
 
-/// Key positions of the few multi-key commands the shipped tests use; other
-/// commands have their key at position 1, or none.
-fn key_positions(cmd: &str, argc: usize) -> Vec<usize> {
-    match cmd.to_ascii_uppercase().as_str() {
-        "FLUSHALL" | "FLUSHDB" | "PING" | "SAVE" | "CONFIG" => vec![],
-        "RENAME" | "RENAMENX" | "COPY" | "SMOVE" | "LMOVE" => vec![1, 2],
-        "MSET" | "MSETNX" => (1..argc).step_by(2).collect(),
-        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" => (1..argc).collect(),
-        _ if argc > 1 => vec![1],
-        _ => vec![],
-    }
-}
-
-/// A small stand-in for the engine's test runner: asks once per key, routes
-/// when every key agrees, dead-letters otherwise (no splitting).
+/// Runs a rules-file test with the one runner, the engine's (the server's
+/// router: key positions, multi-key splitting, refusals).
 pub fn run_rule_test(rs: &RuleSet, t: &RuleTest) -> Result<(), String> {
-    let actual = match &t.input {
-        TestInput::Redis { port, db, args } => {
-            let cmd = String::from_utf8_lossy(&args[0]).into_owned();
-            let keys = key_positions(&cmd, args.len());
-            let ask = |key: Option<&[u8]>| {
-                rs.decide_redis(&RedisQuery {
-                    port: *port,
-                    db: *db,
-                    command: &args[0],
-                    key,
-                })
-            };
-            let decisions: Vec<_> = if keys.is_empty() {
-                vec![ask(None)]
-            } else {
-                keys.iter().map(|&i| ask(Some(&args[i]))).collect()
-            };
-            let first = &decisions[0];
-            if decisions.iter().any(|d| d != first) {
-                Expected::DeadLetter
-            } else {
-                match first {
-                    Decision::Drop { reason, .. } => Expected::Drop(Some(*reason)),
-                    Decision::DeadLetter { .. } => Expected::DeadLetter,
-                    Decision::Route { actions, .. } => Expected::Routed(
-                        actions
-                            .iter()
-                            .map(|a| {
-                                let mut out = args.clone();
-                                for &i in &keys {
-                                    out[i] = a.rewrite_key(&args[i]).into_owned();
-                                }
-                                ExpectedRoute {
-                                    target: a.target,
-                                    target_name: rs.target(a.target).name.clone(),
-                                    line: 0,
-                                    output: ExpectedOutput::Redis {
-                                        db: a.redis_db(*db),
-                                        args: out,
-                                    },
-                                }
-                            })
-                            .collect(),
-                    ),
-                }
-            }
-        }
-        TestInput::Mongo { db, coll, op } => {
-            match rs.decide_mongo(&MongoQuery { db, coll, op: *op }) {
-                Decision::Drop { reason, .. } => Expected::Drop(Some(reason)),
-                Decision::DeadLetter { .. } => Expected::DeadLetter,
-                Decision::Route { actions, .. } => Expected::Routed(
-                    actions
-                        .iter()
-                        .map(|a| {
-                            let (db, coll) = a.mongo_namespace(db, coll);
-                            ExpectedRoute {
-                                target: a.target,
-                                target_name: rs.target(a.target).name.clone(),
-                                line: 0,
-                                output: ExpectedOutput::Mongo { db, coll },
-                            }
-                        })
-                        .collect(),
-                ),
-            }
-        }
-    };
-    let ok = match (&t.expect, &actual) {
-        (Expected::Drop(None), Expected::Drop(_)) => true,
-        (Expected::Drop(Some(a)), Expected::Drop(Some(b))) => a == b,
-        (Expected::DeadLetter, Expected::DeadLetter) => true,
-        (Expected::Routed(want), Expected::Routed(got)) => {
-            let strip = |v: &Vec<ExpectedRoute>| {
-                let mut v: Vec<_> = v.iter().map(|r| (r.target, r.output.clone())).collect();
-                v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-                v
-            };
-            strip(want) == strip(got)
-        }
-        _ => false,
-    };
-    if ok {
+    let r = syncs_engine::route::ruletest::run_test(rs, t);
+    if r.passed {
         Ok(())
     } else {
         Err(format!(
-            "test {:?} ({}:{}): expected {:?}, got {:?}",
-            t.name,
-            t.file.display(),
-            t.line,
-            t.expect,
-            actual
+            "test {:?} ({}): {}",
+            r.name,
+            r.location,
+            r.detail.unwrap_or_default()
         ))
     }
 }
