@@ -365,27 +365,6 @@ pub const TRANSPORT_KEYS: [&str; 14] = [
     "gap_timeout",
 ];
 
-/// `500ms`, `5s`, `2m`, `3h`, `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{s}`: a number with a unit (ms, s, m, h, d)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}`: a number with a unit (ms, s, m, h, d)"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("`{s}`: unit must be ms, s, m, h or d")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
-}
-
 /// Parses the `[transport]` section (absent: TCP).
 pub fn parse_transport(section: Option<&ini::Properties>) -> anyhow::Result<Transport> {
     let Some(sec) = section else {
@@ -405,7 +384,7 @@ pub fn parse_transport(section: Option<&ini::Properties>) -> anyhow::Result<Tran
     let mut n = ServerNats::default();
     let dur = |k: &str, d: Duration| -> anyhow::Result<Duration> {
         match get(k) {
-            Some(v) => parse_duration(v).map_err(|e| anyhow!("`{k}`: {e}")),
+            Some(v) => syncs_dsl::parse_duration(v).map_err(|e| anyhow!("`{k}`: {e}")),
             None => Ok(d),
         }
     };
@@ -520,7 +499,7 @@ mod tests {
         for bad in [
             "partitions = 0",
             "partitions = 70000",
-            "lease_ttl = 10",
+            "lease_ttl = ten",
             "lease_ttl = 500ms",
             "batch = 0",
             "server_id = a.b",

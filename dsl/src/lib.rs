@@ -43,6 +43,7 @@ pub mod check;
 pub mod commands;
 pub mod compile;
 pub mod diagnostic;
+pub mod duration;
 pub mod matcher;
 pub mod parser;
 pub mod pattern;
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 
 pub use action::Action;
 pub use diagnostic::{render, Diagnostic, Severity};
+pub use duration::{parse_duration, DurationError};
 pub use matcher::{Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet};
 pub use ruletest::{Expected, ExpectedOutput, ExpectedRoute, InputError, RuleTest, TestInput};
 pub use target::{Target, TargetId, TargetKind, TargetOptions};

@@ -363,16 +363,10 @@ fn parse_option_value(pair: Pair<'_, Rule>) -> Option<Spanned<OptionValue>> {
     Some(Spanned { node, span: sp })
 }
 
-/// `500ms`, `2s`, `1m`, `1h` (saturating).
+/// `500ms`, `2s`, `1m`, `1h` (the grammar's `duration`; one too large to
+/// hold is the longest there is).
 fn parse_duration(s: &str) -> Duration {
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits_end].parse().unwrap_or(u64::MAX);
-    match &s[digits_end..] {
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => Duration::from_secs(n),
-    }
+    crate::duration::parse_duration(s).unwrap_or(Duration::MAX)
 }
 
 // --------------------------------------------------------------- rules --

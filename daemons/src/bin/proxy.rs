@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
     nats_max_bytes: u64,
     /// Stream age limit, when this proxy creates the stream (e.g. 7d, 12h).
-    #[arg(long, default_value = "7d", value_parser = syncs_daemons::nats::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = syncs_dsl::parse_duration)]
     nats_max_age: Duration,
     /// Stream replicas, when this proxy creates the stream.
     #[arg(long, default_value_t = 1)]
@@ -86,9 +86,10 @@ struct Args {
     /// Permissions of the socket file (octal).
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
-    /// Seconds to wait at shutdown for the servers to acknowledge.
-    #[arg(long, default_value_t = 10)]
-    drain_timeout: u64,
+    /// How long to wait at shutdown for the servers to acknowledge (`10s`;
+    /// a number alone is seconds).
+    #[arg(long, default_value = "10s", value_parser = syncs_dsl::parse_duration)]
+    drain_timeout: Duration,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
@@ -108,22 +109,11 @@ fn parse_fsync(s: &str) -> Result<Fsync, String> {
     match s {
         "always" => Ok(Fsync::Always),
         "never" => Ok(Fsync::Never),
-        period => {
-            let ms = period
-                .strip_suffix("ms")
-                .and_then(|n| n.parse::<u64>().ok())
-                .or_else(|| {
-                    period
-                        .strip_suffix('s')
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .map(|s| s * 1000)
-                })
-                .filter(|&ms| ms > 0)
-                .ok_or_else(|| {
-                    format!("`{s}`: expected always, never, or a period like 100ms or 1s")
-                })?;
-            Ok(Fsync::Every(Duration::from_millis(ms)))
-        }
+        period => match syncs_dsl::parse_duration(period) {
+            Ok(d) if !d.is_zero() => Ok(Fsync::Every(d)),
+            Ok(_) => Err(format!("`{s}`: a period of fsyncs must be above zero")),
+            Err(e) => Err(format!("expected always, never, or a period: {e}")),
+        },
     }
 }
 
@@ -209,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow!("--frame-budget is too large"))?,
         spool,
         socket_mode: args.socket_mode,
-        drain_timeout: Duration::from_secs(args.drain_timeout),
+        drain_timeout: args.drain_timeout,
         nats,
         security,
     };
