@@ -202,7 +202,7 @@ impl Spool {
     fn full(&self, used: u64) {
         let limits = self.shared.limits;
         metrics::counter!(SPOOL_FULL, "policy" => limits.when_full.label()).increment(1);
-        if let Some(suppressed) = self.shared.full_logged.allow() {
+        if let Some(suppressed) = self.shared.full_logged.due() {
             let doing = match limits.when_full {
                 WhenFull::Block => "pushes wait (clients are slowed down)",
                 WhenFull::Refuse => "records are refused",

@@ -52,15 +52,17 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
-use format::{boot_id, now_ms, LOCK_FILE};
+use format::{boot_id, LOCK_FILE};
 use writer::Cmd;
+
+use crate::log_throttle::LogThrottle;
 
 pub use admit::Receipt;
 use config::{validate, Limits};
@@ -79,8 +81,6 @@ pub const SPOOL_FSYNCS: &str = "syncs_proxy_spool_fsyncs_total";
 
 /// How long `open` waits for the directory's lock.
 const LOCK_WAIT: Duration = Duration::from_millis(300);
-/// At most one log line per this long for a recurring condition.
-const LOG_EVERY_MS: u64 = 10_000;
 
 /// Everything that can go wrong with the spool. Messages name the file,
 /// and the offset where it matters.
@@ -142,33 +142,10 @@ struct Shared {
     /// Tests hold it to stop the writer between a write and its fsync.
     #[cfg(test)]
     pub fsync_gate: tokio::sync::Mutex<()>,
-    full_logged: RateLimit,
-    beyond_logged: RateLimit,
-}
-
-#[derive(Debug, Default)]
-struct RateLimit {
-    last_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    /// `Some(events suppressed since the last line)` when a line may be
-    /// logged now.
-    fn allow(&self) -> Option<u64> {
-        let now = now_ms();
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
-            && self
-                .last_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
+    /// Paces the lines about pushes at the disk cap.
+    full_logged: LogThrottle,
+    /// Paces the lines about acknowledgements beyond the newest record.
+    beyond_logged: LogThrottle,
 }
 
 impl Shared {
@@ -312,8 +289,8 @@ impl Spool {
             gate: tokio::sync::Mutex::new(()),
             #[cfg(test)]
             fsync_gate: tokio::sync::Mutex::new(()),
-            full_logged: RateLimit::default(),
-            beyond_logged: RateLimit::default(),
+            full_logged: LogThrottle::default(),
+            beyond_logged: LogThrottle::default(),
         });
         shared.lock().publish_gauges();
         let (cmds, rx) = mpsc::channel();
@@ -369,7 +346,9 @@ impl Spool {
 
     #[cfg(test)]
     fn fsyncs(&self) -> u64 {
-        self.shared.fsyncs.load(Ordering::Relaxed)
+        self.shared
+            .fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[cfg(test)]

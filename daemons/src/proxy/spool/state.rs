@@ -207,7 +207,7 @@ impl Spool {
         // nothing is sent again for them.
         let seq = if seq > st.visible {
             let log = if seq >= st.next_seq {
-                self.shared.beyond_logged.allow()
+                self.shared.beyond_logged.due()
             } else {
                 None
             };
