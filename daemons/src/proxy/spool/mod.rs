@@ -13,6 +13,8 @@
 //! - `admit.rs`: pushes: sequences, the disk cap, handing records to the
 //!   writer ([`Receipt`]).
 //! - `read.rs`: reading records back, from memory or from disk.
+//! - `cursor.rs`: [`Cursor`], a destination's place in the spool: it
+//!   waits for records to become readable, then reads them.
 //! - `format.rs`: the bytes on disk (documented in `docs/spool.md`).
 //! - `segment.rs`: what is kept in memory per segment file (a sparse
 //!   index) and reading records back from a file.
@@ -37,6 +39,7 @@
 
 mod admit;
 mod config;
+mod cursor;
 mod format;
 mod read;
 mod recover;
@@ -67,6 +70,7 @@ use crate::log_throttle::LogThrottle;
 pub use admit::Receipt;
 use config::{validate, Limits};
 pub use config::{Fsync, SpoolConfig, WhenFull};
+pub use cursor::Cursor;
 use state::{Cached, State, HINTS};
 
 /// Bytes of all segment files (gauge).
@@ -105,6 +109,8 @@ pub enum SpoolError {
     TooLarge { len: u64, max: u64 },
     #[error("{}: the spool is in use by another process", .0.display())]
     Locked(PathBuf),
+    #[error("the spool has no record {seq}, though it is readable (a bug)")]
+    Missing { seq: u64 },
     #[error("spool configuration: {0}")]
     Config(String),
     #[error("the spool stopped writing after an error: {0}")]
