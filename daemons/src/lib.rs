@@ -19,6 +19,8 @@
 //! - [`security`]: TLS, the shared token, the plaintext rule, the address
 //!   allowlist, connection limits.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
+//! - [`log_throttle`]: the one pace for log lines of an event that may
+//!   repeat fast.
 //! - [`shutdown`]: the signal that tells every task to finish.
 //!
 //! **Architecture invariant:** nothing here parses a wire format or a rule:
@@ -28,6 +30,7 @@ pub mod backoff;
 pub mod check;
 pub mod config;
 pub mod legacy;
+pub mod log_throttle;
 pub mod nats;
 pub mod proxy;
 pub mod security;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use syncs_engine::stats;
 use syncs_engine::wire::peer::{refuse, Message, PeerCodec, Secret, VERSION};
@@ -184,44 +184,37 @@ impl Link {
         let _up = LinkUp::new();
         let acked_before = self.spool.acked(self.index);
         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
-        let mut next = acked_before + 1;
+        let mut cursor = self.spool.cursor(acked_before + 1);
         // The server's TAKEN: records up to it no longer count against the
         // window (version 3; else the window counts from the ACK).
         let mut taken = 0u64;
-        let mut pushed = self.spool.subscribe();
         let (mut sink, mut stream) = framed.split();
         loop {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
             }
             let acked = self.spool.acked(self.index);
-            let have = next <= self.spool.last();
-            let room = (next - 1).saturating_sub(acked.max(taken)) < WINDOW;
-            if have && room {
-                let (first, records) = self
-                    .spool
-                    .read_async(next, BATCH_RECORDS, BATCH_BYTES)
+            let room = (cursor.position() - 1).saturating_sub(acked.max(taken)) < WINDOW;
+            if room && cursor.ready() {
+                // An error (a record missing: a bug) ends the session;
+                // the link reconnects and resends from the ACK.
+                let read = cursor
+                    .read(BATCH_RECORDS, BATCH_BYTES)
                     .await
                     .context("reading the spool")?;
-                if records.is_empty() {
-                    // Nothing is trimmed past this destination's cursor, so
-                    // an empty read is a bug: say so and reconnect.
-                    return Err(anyhow!("the spool has no record {next}"));
+                if let Some((first, records)) = read {
+                    sink.send(Message::Batch {
+                        first_seq: first,
+                        records,
+                    })
+                    .await?;
                 }
-                next = first + records.len() as u64;
-                sink.send(Message::Batch {
-                    first_seq: first,
-                    records,
-                })
-                .await?;
                 continue;
             }
             tokio::select! {
                 _ = drained.cancelled() => return Ok(()),
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
-                changed = pushed.changed(), if !have => {
-                    if changed.is_err() { return Ok(()); }
-                }
+                ready = cursor.wait(), if room => ready.context("waiting for the spool")?,
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Ack { seq })) => {
                         let before = self.spool.acked(self.index);
@@ -235,7 +228,7 @@ impl Link {
                         let from = seq.max(self.spool.acked(self.index) + 1);
                         tracing::debug!(dest = %self.addr, from, "server asked to send again");
                         metrics::counter!(stats::PROXY_REWINDS).increment(1);
-                        next = from;
+                        cursor.seek(from);
                     }
                     Some(Ok(Message::Refuse { code, reason })) => bail!("server refused (code {code}): {reason}"),
                     Some(Ok(other)) => bail!("unexpected {other:?} from the server"),

@@ -146,48 +146,38 @@ impl NatsLink {
         failures: &mut u32,
     ) -> anyhow::Result<()> {
         let subject = common::subject(&self.settings.prefix, partitions, self.identity.stream);
-        let mut next = self.spool.acked(self.index) + 1;
-        let mut pushed = self.spool.subscribe();
+        let mut cursor = self.spool.cursor(self.spool.acked(self.index) + 1);
         let mut inflight = FuturesOrdered::new();
         let mut up: Option<LinkUp> = None;
         loop {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
             }
-            let have = next <= self.spool.last();
-            if have && inflight.len() < WINDOW {
+            let room = inflight.len() < WINDOW;
+            if room && cursor.ready() {
                 let want = READ_RECORDS.min(WINDOW - inflight.len());
-                let (first, records) = self
-                    .spool
-                    .read_async(next, want, READ_BYTES)
+                // An error (a record missing: a bug) ends the session;
+                // the next one resends from the last stored record.
+                let read = cursor
+                    .read(want, READ_BYTES)
                     .await
                     .context("reading the spool")?;
-                if records.is_empty() {
-                    if first > self.spool.last() {
-                        // Not yet readable (fsync pending): wait for a push.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
+                if let Some((first, records)) = read {
+                    for (i, payload) in records.into_iter().enumerate() {
+                        let seq = first + i as u64;
+                        let ack = js
+                            .publish_with_headers(subject.clone(), self.headers(seq), payload)
+                            .await
+                            .map_err(|e| anyhow!("publishing record {seq}: {e}"))?;
+                        inflight.push_back(async move { (seq, ack.await) });
                     }
-                    return Err(anyhow!("the spool has no record {next}"));
                 }
-                let count = records.len() as u64;
-                for (i, payload) in records.into_iter().enumerate() {
-                    let seq = first + i as u64;
-                    let ack = js
-                        .publish_with_headers(subject.clone(), self.headers(seq), payload)
-                        .await
-                        .map_err(|e| anyhow!("publishing record {seq}: {e}"))?;
-                    inflight.push_back(async move { (seq, ack.await) });
-                }
-                next = first + count;
                 continue;
             }
             tokio::select! {
                 _ = drained.cancelled() => return Ok(()),
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
-                changed = pushed.changed(), if !have => {
-                    if changed.is_err() { return Ok(()); }
-                }
+                ready = cursor.wait(), if room => ready.context("waiting for the spool")?,
                 done = inflight.next(), if !inflight.is_empty() => {
                     let Some((seq, result)) = done else { continue };
                     match result {

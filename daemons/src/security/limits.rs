@@ -1,15 +1,14 @@
 //! At most N connections at once. A connection over the limit is accepted
 //! and closed at once (rather than left in the kernel's backlog, where its
 //! peer would wait without knowing why), counted, and logged — the first
-//! one, then at most one line every 10 seconds with the count since
-//! ([`LogThrottle`], also used for peers `allow` refuses).
+//! one, then at most one line every 10 seconds with the count held back
+//! since ([`LogThrottle`]).
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-const LOG_EVERY: Duration = Duration::from_secs(10);
+use crate::log_throttle::LogThrottle;
 
 /// Admits connections up to a limit.
 #[derive(Debug)]
@@ -20,32 +19,6 @@ pub struct Admission {
     counter: &'static str,
     what: &'static str,
     log: LogThrottle,
-}
-
-/// Paces the log lines of an event that may repeat fast (a refused
-/// connection): the first one, then at most one every 10 seconds, carrying
-/// the number of events since the previous line.
-#[derive(Debug, Default)]
-pub struct LogThrottle(Mutex<LogState>);
-
-#[derive(Debug, Default)]
-struct LogState {
-    last: Option<Instant>,
-    since: u64,
-}
-
-impl LogThrottle {
-    /// Counts one event; `Some(n)` when a line is due, `n` being the events
-    /// since the last line, this one included.
-    pub fn due(&self) -> Option<u64> {
-        let mut log = self.0.lock().ok()?;
-        log.since += 1;
-        if log.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            return None;
-        }
-        log.last = Some(Instant::now());
-        Some(std::mem::take(&mut log.since))
-    }
 }
 
 /// Held by a connection while it lives; dropping it frees its slot.
@@ -72,11 +45,11 @@ impl Admission {
             return Some(Slot(permit));
         }
         metrics::counter!(self.counter, "reason" => self.what).increment(1);
-        if let Some(refused) = self.log.due() {
+        if let Some(suppressed) = self.log.due() {
             tracing::warn!(
                 ?peer,
                 limit = self.limit,
-                refused,
+                more_since_last_line = suppressed,
                 "{} connections already open ({} = {}): connection closed",
                 self.limit,
                 self.what,
@@ -99,17 +72,5 @@ mod tests {
         assert!(a.admit(&"p3").is_none());
         drop(one);
         assert!(a.admit(&"p4").is_some());
-    }
-
-    #[test]
-    fn throttle_logs_the_first_then_counts() {
-        let t = LogThrottle::default();
-        assert_eq!(t.due(), Some(1));
-        assert_eq!(t.due(), None);
-        assert_eq!(t.due(), None);
-        if let Ok(mut s) = t.0.lock() {
-            s.last = Instant::now().checked_sub(LOG_EVERY);
-        }
-        assert_eq!(t.due(), Some(3), "the two held back and this one");
     }
 }

@@ -38,8 +38,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Encoder, Framed};
 
 use super::allow::Allowlist;
-use super::limits::LogThrottle;
 use super::{parse_bool, tls, BoxIo, SecurityError, Token};
+use crate::log_throttle::LogThrottle;
 
 /// Keys of `[tls]` and `[auth]` in the server's INI.
 pub const TLS_KEYS: [&str; 4] = ["cert", "key", "client_ca", "require_client_cert"];
@@ -222,9 +222,9 @@ impl ServerSecurity {
             return true;
         }
         metrics::counter!(stats::SERVER_AUTH_FAILURES, "reason" => "not_allowed").increment(1);
-        if let Some(refused) = self.not_allowed_log.due() {
+        if let Some(suppressed) = self.not_allowed_log.due() {
             tracing::warn!(
-                %peer, reason = "not_allowed", refused,
+                %peer, reason = "not_allowed", more_since_last_line = suppressed,
                 "proxy refused: {} is not in `allow` ({allow}); connection closed",
                 peer.ip().to_canonical()
             );

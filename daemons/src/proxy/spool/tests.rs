@@ -1030,3 +1030,134 @@ async fn an_unknown_boot_counts_as_a_reboot() {
     let s = Spool::open_on_boot(config(copy.path()), 1, 0).expect("recover");
     assert_eq!(s.push(rec(6)).await.expect("push"), mark + 1);
 }
+
+/// A waker that records that it was woken.
+#[derive(Default)]
+struct Woken(std::sync::atomic::AtomicBool);
+
+impl futures::task::ArcWake for Woken {
+    fn wake_by_ref(me: &std::sync::Arc<Self>) {
+        me.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Woken {
+    fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_waits_for_an_append_and_is_woken_by_it() {
+    use std::future::Future;
+    use std::task::Context;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = std::sync::Arc::new(Spool::open(config(dir.path()), 1).expect("open"));
+    let mut cursor = s.cursor(1);
+    assert!(!cursor.ready());
+    // Dropped while waiting (as `select!` does): nothing is lost.
+    assert!(futures::FutureExt::now_or_never(cursor.wait()).is_none());
+
+    let woken = std::sync::Arc::new(Woken::default());
+    let waker = futures::task::waker(std::sync::Arc::clone(&woken));
+    {
+        let read = cursor.next_batch(10, 1 << 20);
+        tokio::pin!(read);
+        assert!(read
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert!(!woken.take());
+        // A record is readable before `push` returns (written, then
+        // fsynced): the append has woken the waiting cursor by then.
+        assert_eq!(s.push(rec(1)).await.expect("push"), 1);
+        assert!(woken.take(), "the append wakes the cursor");
+        let batch = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("read once woken")
+            .expect("read");
+        assert_eq!(batch, (1, vec![rec(1)]));
+    }
+    assert_eq!(cursor.position(), 2);
+    assert!(!cursor.ready());
+
+    // Caught up: it waits again, and reads what the next appends bring.
+    {
+        let read = cursor.next_batch(10, 1 << 20);
+        tokio::pin!(read);
+        assert!(read
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        push_n(&s, 2..=3).await;
+        assert!(woken.take(), "the append wakes the cursor");
+        let batch = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("read once woken")
+            .expect("read");
+        assert_eq!(batch, (2, vec![rec(2), rec(3)]));
+    }
+    assert!(
+        matches!(
+            futures::FutureExt::now_or_never(cursor.read(10, 1 << 20)),
+            Some(Ok(None))
+        ),
+        "nothing readable: no records, and no waiting"
+    );
+
+    // A rewind reads again from there.
+    cursor.seek(2);
+    assert!(cursor.ready());
+    let read = cursor.read(1, 1 << 20).await.expect("read");
+    assert_eq!(read, Some((2, vec![rec(2)])));
+    assert_eq!(cursor.position(), 3);
+    // Below what every destination acknowledged, it starts at the oldest
+    // record kept.
+    s.ack(0, 2);
+    cursor.seek(1);
+    let read = cursor.read(10, 1 << 20).await.expect("read");
+    assert_eq!(read, Some((3, vec![rec(3)])));
+    assert_eq!(cursor.position(), 4);
+    assert!(
+        futures::FutureExt::now_or_never(cursor.wait()).is_none(),
+        "caught up: the wait goes on"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_goes_past_the_unused_sequences_of_a_jump() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let s = Spool::open_on_boot(config(dir.path()), 1, 0).expect("open");
+    push_n(&s, 1..=5).await;
+    let mark = reserved_mark(dir.path());
+    crash_copy(dir.path(), copy.path(), 0, 5);
+    drop(s);
+    // A reboot: the next record takes the first sequence past the mark.
+    let s = std::sync::Arc::new(Spool::open_on_boot(config(copy.path()), 1, 0).expect("recover"));
+    assert!(mark > 6, "a jump to test");
+    let mut cursor = s.cursor(6);
+    assert!(!cursor.ready());
+    let reader = {
+        let s = std::sync::Arc::clone(&s);
+        tokio::spawn(async move {
+            let mut cursor = s.cursor(6);
+            cursor.next_batch(10, 1 << 20).await
+        })
+    };
+    assert_eq!(s.push(rec(6)).await.expect("push"), mark + 1);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("woken by the append")
+            .expect("joined")
+            .expect("read"),
+        (mark + 1, vec![rec(6)])
+    );
+    assert_eq!(
+        cursor.read(10, 1 << 20).await.expect("read"),
+        Some((mark + 1, vec![rec(6)]))
+    );
+    assert_eq!(cursor.position(), mark + 2);
+}
