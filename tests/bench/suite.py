@@ -51,7 +51,7 @@ from conftest import BIN, ROOT, Ferret, Redis, Syncs, default_rules, find_tool, 
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
-ROWS = ("throughput", "callcost", "latency", "mongo", "backlog")
+ROWS = ("throughput", "callcost", "latency", "isolation", "mongo", "backlog")
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -83,13 +83,25 @@ def build_c_bench(tmp: Path, name: str = "bench_set") -> Path:
 
 
 class Rig:
-    """A fresh target Redis plus syncs (server and proxy) for one run."""
+    """A fresh target Redis plus syncs (server and proxy) for one run.
 
-    def __init__(self, tmp: Path, proxy_args: list[str] | None = None, start_server: bool = True):
+    `second`: also fan every write out to a second Redis, "up" or "down"
+    (stopped before the run: the isolation row)."""
+
+    def __init__(self, tmp: Path, proxy_args: list[str] | None = None, start_server: bool = True,
+                 second: str | None = None):
         self.dir = Path(tempfile.mkdtemp(dir=tmp))
         self.target = Redis(self.dir)
-        self.syncs = Syncs(self.dir, default_rules(self.target.url, None), start_server=start_server,
-                           proxy_args=proxy_args)
+        self.second = Redis(self.dir) if second else None
+        if self.second is not None:
+            rules = (f'target a = redis "{self.target.url}"\n'
+                     f'target b = redis "{self.second.url}"\n'
+                     'rule all: redis key "*" -> a, b\n')
+            if second == "down":
+                self.second.stop()
+        else:
+            rules = default_rules(self.target.url, None)
+        self.syncs = Syncs(self.dir, rules, start_server=start_server, proxy_args=proxy_args)
         self.r = self.target.client(0)
 
     def wait_marker(self, timeout: float = 1200) -> float:
@@ -107,6 +119,8 @@ class Rig:
     def stop(self) -> None:
         self.syncs.stop()
         self.target.stop()
+        if self.second is not None:
+            self.second.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -166,9 +180,10 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
         rig.stop()
 
 
-def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str]) -> dict:
-    """Row 4: client call to visible in the target, at a steady rate."""
-    rig = Rig(tmp, proxy_args)
+def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], second: str | None = None) -> dict:
+    """Row 4: client call to visible in the target, at a steady rate
+    (`second`: see `Rig`)."""
+    rig = Rig(tmp, proxy_args, second=second)
     try:
         sent_file, seen_file = rig.dir / "sent.json", rig.dir / "seen.json"
         n = int(rate * seconds)
@@ -197,11 +212,12 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str]) -> 
         rig.stop()
 
 
-def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], runs: int) -> dict:
+def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], runs: int,
+                 second: str | None = None) -> dict:
     """Row 4 over several runs: the run with the median p99, with every
     run's percentiles beside it (the tail varies from run to run on a
     shared 2-core machine)."""
-    samples = [row_latency(tmp, rate, seconds, proxy_args) for _ in range(runs)]
+    samples = [row_latency(tmp, rate, seconds, proxy_args, second) for _ in range(runs)]
     ordered = sorted(samples, key=lambda r: r["p99_ms"])
     out = dict(ordered[len(ordered) // 2])
     out["runs"] = [{k: r[k] for k in ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms")} for r in samples]
@@ -333,7 +349,9 @@ def table(results: dict) -> str:
         call = f"{r['call_ns'] / 1000:.2f}" if r.get("call_ns") else "—"
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
                      f"{r['ops_per_s'] / pipelined:.2f}× | {call} |")
-    for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never")):
+    for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never"),
+                      ("latency_fanout", "fanned out to Redis a and b, both up; latency at a"),
+                      ("latency_fanout_b_down", "fanned out to Redis a and b, b stopped; latency at a")):
         lat = results.get(key)
         if lat:
             each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat.get("runs", []))
@@ -419,6 +437,14 @@ def main() -> None:
                 each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
                       f"p99 of each run: {each})", flush=True)
+        if "isolation" in wanted:
+            # Every write fanned out to a second Redis, up, then stopped for
+            # the whole run: the first target's latency must not change.
+            for key, second in (("latency_fanout", "up"), ("latency_fanout_b_down", "down")):
+                results[key] = latency_runs(tmp, rate, seconds, proxy_args, runs, second)
+                lat = results[key]
+                print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs})",
+                      flush=True)
         if "mongo" in wanted:
             results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
         if "backlog" in wanted:
