@@ -194,7 +194,8 @@ fn syntax_error(path: &Path, e: pest::error::Error<Rule>) -> Diagnostic {
         line,
         col,
         message,
-        e.line().trim_end_matches(['\r', '\n']),
+        // pest shows a line's end as ␊ (and ␍): the excerpt is the text.
+        e.line().trim_end_matches(['\r', '\n', '␊', '␍']),
     )
 }
 

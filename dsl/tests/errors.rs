@@ -77,6 +77,8 @@ fn missing_command() {
 fn unterminated_string() {
     let d = one_error("rule x: redis key \"abc -> drop\nrule y: redis -> drop");
     assert_diag(&d, 1, 31, "expected a closing `\"`");
+    // The excerpt is the line as written, without pest's ␊ for its end.
+    assert_eq!(d.source_line, "rule x: redis key \"abc -> drop");
 }
 
 #[test]
