@@ -216,11 +216,7 @@ impl Link {
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
                 ready = cursor.wait(), if room => ready.context("waiting for the spool")?,
                 msg = stream.next() => match msg {
-                    Some(Ok(Message::Ack { seq })) => {
-                        let before = self.spool.acked(self.index);
-                        self.spool.ack(self.index, seq);
-                        metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(seq.saturating_sub(before));
-                    }
+                    Some(Ok(Message::Ack { seq })) => self.spool.ack(self.index, seq),
                     Some(Ok(Message::Taken { seq })) => taken = taken.max(seq),
                     Some(Ok(Message::Rewind { seq })) => {
                         // A lagging target's backlog had no room: send

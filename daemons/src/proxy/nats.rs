@@ -189,10 +189,7 @@ impl NatsLink {
                                 }
                                 *failures = 0;
                             }
-                            let before = self.spool.acked(self.index);
                             self.spool.ack(self.index, seq);
-                            metrics::counter!(stats::PROXY_RECORDS_ACKED)
-                                .increment(seq.saturating_sub(before));
                         }
                         Err(e) => return Err(describe(seq, e)),
                     }

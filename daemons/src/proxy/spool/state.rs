@@ -197,7 +197,8 @@ impl State {
 }
 
 impl Spool {
-    /// Destination `dest` has applied everything up to `seq`. Segments
+    /// Destination `dest` has applied everything up to `seq` (counted in
+    /// `syncs_proxy_records_acked_total`). Segments
     /// every destination has acknowledged entirely are deleted (by the
     /// writer thread; this does no file IO).
     pub fn ack(&self, dest: usize, seq: u64) {
@@ -231,6 +232,9 @@ impl Spool {
         if seq <= *a {
             return;
         }
+        // Every way an acknowledgement comes (ACK, WELCOME, a NATS PubAck)
+        // is counted here, once.
+        metrics::counter!(syncs_engine::stats::PROXY_RECORDS_ACKED).increment(seq - *a);
         *a = seq;
         let floor = st.acked.iter().copied().min().unwrap_or(0);
         if floor <= st.floor {
