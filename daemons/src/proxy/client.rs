@@ -135,7 +135,15 @@ pub async fn serve(
                 break;
             }
         }
+        // A large frame split off `buf` shares its allocation with what is
+        // left of `buf`: once one was decoded, the rest moves to a buffer
+        // of its own, so that the large allocation lives only as long as
+        // that frame, not as long as the connection.
+        let mut large_done = false;
         while let Some(item) = decoder.decode(&mut buf) {
+            if matches!(&item, Framed::Frame(p) if p.len() > READ_CHUNK) {
+                large_done = true;
+            }
             match item {
                 Framed::Frame(payload) if payload.first() == Some(&CONTROL_MARK) => {
                     let Some(token) = parse_sync_request(&payload) else {
@@ -172,6 +180,11 @@ pub async fn serve(
                     );
                 }
             }
+        }
+        if large_done {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(buf.len()));
+            fresh.extend_from_slice(&buf);
+            buf = fresh;
         }
         conn.admit().await;
     }
@@ -276,14 +289,22 @@ impl Conn {
 /// every read. One copy of the read's frames (at most one read's bytes)
 /// frees the read buffer for reuse and bounds the spool's memory by the
 /// bytes it counts.
+///
+/// A frame larger than one read has an allocation of its own once the
+/// read buffer is renewed after it (see `serve`): it is kept as it is, not
+/// copied.
 fn compact(records: Vec<Bytes>) -> Vec<Bytes> {
-    let total = records.iter().map(Bytes::len).sum();
+    let small = |r: &Bytes| r.len() <= READ_CHUNK;
+    let total = records.iter().filter(|r| small(r)).map(Bytes::len).sum();
     let mut arena = BytesMut::with_capacity(total);
-    for r in &records {
+    for r in records.iter().filter(|r| small(r)) {
         arena.extend_from_slice(r);
     }
     let mut arena = arena.freeze();
-    records.iter().map(|r| arena.split_to(r.len())).collect()
+    records
+        .into_iter()
+        .map(|r| if small(&r) { arena.split_to(r.len()) } else { r })
+        .collect()
 }
 
 /// The client's pid, for log lines (Linux peer credentials).
@@ -312,6 +333,21 @@ mod tests {
         // live on in their own allocation.
         assert!(buf.try_reclaim(READ_CHUNK));
         assert_eq!(&compacted[1][..], b"second frame");
+    }
+
+    #[test]
+    fn a_large_frame_is_kept_as_it_is_and_small_ones_are_compacted() {
+        let big = Bytes::from(vec![7u8; READ_CHUNK + 1]);
+        let frames = vec![
+            Bytes::from_static(b"a"),
+            big.clone(),
+            Bytes::from_static(b"bc"),
+        ];
+        let compacted = compact(frames.clone());
+        assert_eq!(compacted, frames);
+        // Not copied: the same allocation.
+        assert_eq!(compacted[1].as_ptr(), big.as_ptr());
+        assert_eq!(compacted[2].as_ptr(), compacted[0].as_ptr().wrapping_add(1));
     }
 
     #[test]
