@@ -23,7 +23,7 @@ use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
 
 use super::partition::NO_TARGET;
-use super::{Ctx, GAPS};
+use super::Ctx;
 use crate::nats::{self as common, NatsSettings};
 use crate::server::batch::{apply_with_retry, prepare_batch, DownSince};
 use crate::server::rules::Snapshot;
@@ -317,7 +317,7 @@ impl Reader<'_> {
                     "sequence gap: records {}..{} never arrived within {:?}; going on without them",
                     src.applied + 1, first - 1, ctx.conf.gap_timeout
                 );
-                metrics::counter!(GAPS).increment(missing);
+                metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
                 src.applied = first - 1;
             }
             src.gap_since = None;
