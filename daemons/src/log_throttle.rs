@@ -1,11 +1,14 @@
 //! Paces the log lines of an event that may repeat fast (a refused
 //! connection, a spool at its disk cap): per reason, the first line, then
 //! at most one per interval, carrying the number of lines held back since
-//! the previous one. One [`LogThrottle`] per reason.
+//! the previous one. One [`LogThrottle`] per reason; [`LogThrottles`]
+//! holds one per reason for a caller with many (refused client frames,
+//! by their `reason` label).
 //!
 //! It paces only the log: the caller counts every event in its metric
 //! before asking, so counters always carry the full count.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +70,26 @@ impl LogThrottle {
     }
 }
 
+/// One [`LogThrottle`] per reason, each made on the reason's first event:
+/// reasons are paced apart, at [`LOG_EVERY`].
+#[derive(Debug, Default)]
+pub struct LogThrottles {
+    by_reason: Mutex<HashMap<&'static str, LogThrottle>>,
+}
+
+impl LogThrottles {
+    /// [`LogThrottle::due`] for `reason`.
+    pub fn due(&self, reason: &'static str) -> Option<u64> {
+        self.due_at(reason, Instant::now())
+    }
+
+    fn due_at(&self, reason: &'static str, now: Instant) -> Option<u64> {
+        // An insert or a lookup: a poisoned lock still holds a sound map.
+        let mut by_reason = self.by_reason.lock().unwrap_or_else(|p| p.into_inner());
+        by_reason.entry(reason).or_default().due_at(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +121,26 @@ mod tests {
             beyond.due(),
             Some(0),
             "one reason does not hold back another"
+        );
+    }
+
+    #[test]
+    fn throttles_pace_each_reason_on_its_own() {
+        let t = LogThrottles::default();
+        let t0 = Instant::now();
+        assert_eq!(t.due_at("oversize", t0), Some(0));
+        assert_eq!(t.due_at("oversize", t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            t.due_at("bad_resp", t0 + Duration::from_secs(2)),
+            Some(0),
+            "another reason has its own pace"
+        );
+        assert_eq!(t.due_at("bad_resp", t0 + Duration::from_secs(3)), None);
+        assert_eq!(t.due_at("oversize", t0 + LOG_EVERY), Some(1));
+        assert_eq!(t.due_at("bad_resp", t0 + LOG_EVERY), None);
+        assert_eq!(
+            t.due_at("bad_resp", t0 + LOG_EVERY + Duration::from_secs(2)),
+            Some(2)
         );
     }
 }

@@ -111,9 +111,9 @@ pub struct Verdict {
 /// Sums up a proxy's samples; `destinations` is how many `-d` it has.
 pub fn proxy(m: &Samples, destinations: usize, max_lag: Duration) -> Verdict {
     let up = m.total(stats::PROXY_LINKS_UP) as usize;
-    let lag = m.total("syncs_proxy_oldest_pending_seconds");
+    let lag = m.total(stats::PROXY_OLDEST_PENDING_SECONDS);
     let pending = m.total(stats::PROXY_PENDING);
-    let full = m.total("syncs_proxy_spool_full_total");
+    let full = m.total(stats::PROXY_SPOOL_FULL);
     let mut problems = Vec::new();
     if up < destinations {
         problems.push(format!(
@@ -131,7 +131,7 @@ pub fn proxy(m: &Samples, destinations: usize, max_lag: Duration) -> Verdict {
         problems.push(format!("the spool hit its cap {full} time(s)"));
     }
     let mut lines = vec![
-        format!("  lag: {lag:.1}s (oldest unacknowledged record), {pending} record(s) pending, {} spooled", bytes(m.total("syncs_proxy_spool_bytes"))),
+        format!("  lag: {lag:.1}s (oldest unacknowledged record), {pending} record(s) pending, {} spooled", bytes(m.total(stats::PROXY_SPOOL_BYTES))),
         format!("  servers connected: {up} of {destinations}; connect errors: {}", m.get(stats::PROXY_CONNECTS, "outcome=\"error\"")),
         format!(
             "  frames accepted: {}; refused: {}{}",
@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn parses_and_judges_a_proxy() {
         let m = Samples::parse(PROXY);
-        assert_eq!(m.total("syncs_proxy_frames_refused_total"), 2.0);
+        assert_eq!(m.total(stats::PROXY_FRAMES_REFUSED), 2.0);
         let v = proxy(&m, 1, Duration::from_secs(60));
         assert!(v.healthy, "{:?}", v.lines);
         assert!(v.lines.iter().any(|l| l.contains("lag: 2.5s")));

@@ -21,6 +21,17 @@ pub const PROXY_LINKS_UP: &str = "syncs_proxy_links_up";
 /// REWINDs a server sent: records sent again for a target that lagged.
 pub const PROXY_REWINDS: &str = "syncs_proxy_rewinds_total";
 
+/// Bytes of all the spool's segment files (gauge).
+pub const PROXY_SPOOL_BYTES: &str = "syncs_proxy_spool_bytes";
+/// Age of the oldest spooled record not acknowledged by every destination
+/// (gauge).
+pub const PROXY_OLDEST_PENDING_SECONDS: &str = "syncs_proxy_oldest_pending_seconds";
+/// Pushes that found the spool at its disk cap (counter, label `policy`:
+/// block | refuse).
+pub const PROXY_SPOOL_FULL: &str = "syncs_proxy_spool_full_total";
+/// Fsync calls made by the spool (counter).
+pub const PROXY_SPOOL_FSYNCS: &str = "syncs_proxy_spool_fsyncs_total";
+
 /// Records received by the server.
 pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";
 /// Records skipped because they were already applied (redelivery).
@@ -58,6 +69,32 @@ pub const SERVER_RULES_RELOADS: &str = "syncs_server_rules_reloads_total";
 /// Operations sent to a target by a rule (labels `rule` — `default` when
 /// no rule matched — and `target`).
 pub const SERVER_ROUTED: &str = "syncs_server_ops_routed_total";
+
+/// Records a Redis target skipped because it had applied them already
+/// (label `target`).
+pub const SERVER_REDIS_ALREADY_APPLIED: &str = "syncs_server_redis_already_applied_total";
+/// Redis runs planned again because another server moved the marker hash
+/// under WATCH (shared streams only; label `target`).
+pub const SERVER_REDIS_MARKER_CONFLICTS: &str = "syncs_server_redis_marker_conflicts_total";
+/// Redis connections dropped with a request in flight that the next
+/// connection killed before going on (labels `target`, `outcome`: `killed`,
+/// `gone`, `refused`).
+pub const SERVER_REDIS_FENCES: &str = "syncs_server_redis_fences_total";
+/// Mongo inserts that met a document already there (label `target`).
+pub const SERVER_MONGO_DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
+
+// The NATS JetStream transport (server side).
+
+/// Gauge: partitions this server consumes now.
+pub const SERVER_NATS_PARTITIONS_HELD: &str = "syncs_server_nats_partitions_held";
+/// Counter: partition leases taken (label `outcome`: taken | lost | released).
+pub const SERVER_NATS_LEASES: &str = "syncs_server_nats_leases_total";
+/// Counter: records skipped after waiting `gap_timeout` for them.
+pub const SERVER_NATS_GAPS: &str = "syncs_server_nats_gap_records_total";
+/// Gauge, per partition and target: records in the stream that target's
+/// consumer has not acknowledged yet (not delivered, or delivered and not
+/// yet applied).
+pub const SERVER_NATS_PENDING: &str = "syncs_server_nats_pending_records";
 
 /// Histogram: seconds from a batch's arrival to every record in it being
 /// applied, dead-lettered or dropped (what the ACK waits for).

@@ -67,14 +67,14 @@ struct Args {
     /// When spooled records are fsynced: `always` (before a frame counts as
     /// accepted; concurrent frames share one fsync), a period such as
     /// `100ms`, or `never` (only on segment close and shutdown).
-    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    #[arg(long, default_value = "always", value_parser = clap::value_parser!(Fsync))]
     fsync: Fsync,
     /// Disk cap of the spool.
     #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
     spool_max: u64,
     /// At the disk cap: `block` clients until servers catch up, or `refuse`
     /// their frames (each one counted and logged).
-    #[arg(long, default_value = "block", value_parser = parse_when_full)]
+    #[arg(long, default_value = "block", value_parser = clap::value_parser!(WhenFull))]
     when_full: WhenFull,
     /// Size of one spool segment file.
     #[arg(long, default_value = "64MiB", value_parser = telemetry::parse_size)]
@@ -103,26 +103,6 @@ struct Args {
 fn parse_frame(s: &str) -> Result<u32, String> {
     let n = telemetry::parse_size(s)?;
     u32::try_from(n).map_err(|_| "must be below 4GiB".to_owned())
-}
-
-fn parse_fsync(s: &str) -> Result<Fsync, String> {
-    match s {
-        "always" => Ok(Fsync::Always),
-        "never" => Ok(Fsync::Never),
-        period => match syncs_dsl::parse_duration(period) {
-            Ok(d) if !d.is_zero() => Ok(Fsync::Every(d)),
-            Ok(_) => Err(format!("`{s}`: a period of fsyncs must be above zero")),
-            Err(e) => Err(format!("expected always, never, or a period: {e}")),
-        },
-    }
-}
-
-fn parse_when_full(s: &str) -> Result<WhenFull, String> {
-    match s {
-        "block" => Ok(WhenFull::Block),
-        "refuse" => Ok(WhenFull::Refuse),
-        _ => Err(format!("`{s}`: expected block or refuse")),
-    }
 }
 
 /// The default spool directory for a socket.

@@ -2,8 +2,10 @@
 //!
 //! Frames are cut from the byte stream and validated with the engine's
 //! decoder; the valid ones of each read are appended to the spool together
-//! (one fsync covers them). A bad frame is logged and counted and the
-//! stream goes on with the next one. An oversized length prefix is skipped
+//! (one fsync covers them). A bad frame is counted and the stream goes on
+//! with the next one; its log line is paced per reason across all clients
+//! (the `LogThrottle` pace: the first, then one per 10 s with the number
+//! held back). An oversized length prefix is skipped
 //! without buffering its payload, so the stream stays in step.
 //!
 //! A SYNC control frame is answered on the same socket once every frame
@@ -26,18 +28,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::spool::{Spool, SpoolError};
+use crate::log_throttle::LogThrottles;
 
 /// Bytes asked of the socket per read, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What every client connection shares: the frame size limit, and one
-/// budget for the large frames being read from all clients together.
+/// What every client connection shares: the frame size limit, one budget
+/// for the large frames being read from all clients together, and the pace
+/// of the log lines about refused frames.
 #[derive(Debug, Clone)]
 pub struct Limits {
     max_frame: u32,
     /// Permits are bytes.
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// Per `reason` label of a refused frame.
+    refusal_logs: Arc<LogThrottles>,
 }
 
 impl Limits {
@@ -50,6 +56,7 @@ impl Limits {
             max_frame,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            refusal_logs: Arc::default(),
         }
     }
 
@@ -75,7 +82,7 @@ pub async fn serve(
     let mut conn = Conn {
         spool,
         peer,
-        refused: 0,
+        refusal_logs: Arc::clone(&limits.refusal_logs),
         refused_since_sync: 0,
         accepted: Vec::new(),
         inflight: FuturesOrdered::new(),
@@ -121,11 +128,14 @@ pub async fn serve(
                 if !decoder.is_idle(&buf) {
                     metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
                         .increment(1);
-                    tracing::warn!(
-                        ?peer,
-                        bytes = buf.len(),
-                        "client closed in the middle of a frame; partial frame discarded"
-                    );
+                    if let Some(suppressed) = conn.refusal_logs.due("truncated") {
+                        tracing::warn!(
+                            ?peer,
+                            bytes = buf.len(),
+                            more_since_last_line = suppressed,
+                            "client closed in the middle of a frame; partial frame discarded"
+                        );
+                    }
                 }
                 break;
             }
@@ -147,8 +157,13 @@ pub async fn serve(
             match item {
                 Framed::Frame(payload) if payload.first() == Some(&CONTROL_MARK) => {
                     let Some(token) = parse_sync_request(&payload) else {
-                        conn.refuse("bad_control");
-                        tracing::warn!(?peer, "unknown control frame refused");
+                        if let Some(suppressed) = conn.refuse("bad_control") {
+                            tracing::warn!(
+                                ?peer,
+                                more_since_last_line = suppressed,
+                                "unknown control frame refused"
+                            );
+                        }
                         continue;
                     };
                     // Everything before the SYNC must be in the spool.
@@ -164,20 +179,26 @@ pub async fn serve(
                 Framed::Frame(payload) => match validate(&payload) {
                     Ok(kind) => conn.accepted.push((payload, kind)),
                     Err(e) => {
-                        conn.refuse(e.reason());
-                        if conn.refused.is_power_of_two() {
-                            tracing::warn!(?peer, refused = conn.refused, "bad frame refused: {e}");
+                        if let Some(suppressed) = conn.refuse(e.reason()) {
+                            tracing::warn!(
+                                ?peer,
+                                reason = e.reason(),
+                                more_since_last_line = suppressed,
+                                "bad frame refused: {e}"
+                            );
                         }
                     }
                 },
                 Framed::Oversize { len } => {
-                    conn.refuse("oversize");
-                    tracing::warn!(
-                        ?peer,
-                        len,
-                        max_frame,
-                        "frame larger than max_frame refused; its bytes are skipped"
-                    );
+                    if let Some(suppressed) = conn.refuse("oversize") {
+                        tracing::warn!(
+                            ?peer,
+                            len,
+                            max_frame,
+                            more_since_last_line = suppressed,
+                            "frame larger than max_frame refused; its bytes are skipped"
+                        );
+                    }
                 }
             }
         }
@@ -217,7 +238,7 @@ type Settled = (Vec<Result<u64, SpoolError>>, Vec<&'static str>);
 struct Conn {
     spool: Arc<Spool>,
     peer: Option<i32>,
-    refused: u64,
+    refusal_logs: Arc<LogThrottles>,
     refused_since_sync: u32,
     /// Valid frames of the current read, not yet admitted.
     accepted: Vec<(Bytes, &'static str)>,
@@ -226,10 +247,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn refuse(&mut self, reason: &'static str) {
-        self.refused += 1;
+    /// Counts a refused frame (every one, in the metric and for the next
+    /// SYNC); `Some(held back)` when its log line is due, see
+    /// [`LogThrottles::due`].
+    #[must_use = "the caller logs the refusal when it is due"]
+    fn refuse(&mut self, reason: &'static str) -> Option<u64> {
         self.refused_since_sync = self.refused_since_sync.saturating_add(1);
         metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
+        self.refusal_logs.due(reason)
     }
 
     /// Hands the accepted frames to the spool (they get their sequences
@@ -270,9 +295,13 @@ impl Conn {
                         SpoolError::TooLarge { .. } => "spool_too_large",
                         _ => "spool_failed",
                     };
-                    self.refuse(reason);
-                    if self.refused.is_power_of_two() {
-                        tracing::error!(peer = ?self.peer, refused = self.refused, "frame not accepted: {e}");
+                    if let Some(suppressed) = self.refuse(reason) {
+                        tracing::error!(
+                            peer = ?self.peer,
+                            reason,
+                            more_since_last_line = suppressed,
+                            "frame not accepted: {e}"
+                        );
                     }
                 }
             }

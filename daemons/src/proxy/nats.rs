@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use async_nats::jetstream::{self, context::PublishError};
-use async_nats::HeaderMap;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use syncs_engine::stats;
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::{Identity, LinkUp};
 use super::spool::Spool;
 use crate::backoff::Backoff;
-use crate::nats::{self as common, NatsSettings};
+use crate::nats::{self as common, envelope, NatsSettings};
 
 /// Room for the subject and headers above a record in one NATS message.
 const HEADER_ROOM: u64 = 1024;
@@ -118,23 +117,6 @@ impl NatsLink {
         }
     }
 
-    fn headers(&self, seq: u64) -> HeaderMap {
-        let stream = format!("{:016x}", self.identity.stream);
-        let mut h = HeaderMap::new();
-        h.insert(common::HDR_MSG_ID, format!("{stream}:{seq}").as_str());
-        h.insert(common::HDR_STREAM, stream.as_str());
-        h.insert(common::HDR_SEQ, seq.to_string().as_str());
-        // A header value cannot hold a line break: the name is only a label.
-        let name: String = self
-            .identity
-            .name
-            .chars()
-            .map(|c| if c.is_control() { '_' } else { c })
-            .collect();
-        h.insert(common::HDR_NAME, name.as_str());
-        h
-    }
-
     /// Publishes from this destination's cursor on; returns on `stop` once
     /// everything is stored, or with the first error.
     async fn session(
@@ -166,7 +148,11 @@ impl NatsLink {
                     for (i, payload) in records.into_iter().enumerate() {
                         let seq = first + i as u64;
                         let ack = js
-                            .publish_with_headers(subject.clone(), self.headers(seq), payload)
+                            .publish_with_headers(
+                                subject.clone(),
+                                envelope::encode(self.identity.stream, seq, &self.identity.name),
+                                payload,
+                            )
                             .await
                             .map_err(|e| anyhow!("publishing record {seq}: {e}"))?;
                         inflight.push_back(async move { (seq, ack.await) });

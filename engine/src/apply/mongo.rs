@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 
 use super::{Applied, TargetError};
 use crate::op::{MongoOp, MongoWrite, Op};
+use crate::stats;
 
 /// Write statements per command, and encoded bytes per command (MongoDB
 /// takes up to 100,000 statements and 48 MB per message).
@@ -33,8 +34,6 @@ const MAX_COMMAND_BYTES: usize = 8 << 20;
 /// v1 holds a SQLite connection per statement until the command ends and
 /// deadlocks past its pool of 100; MongoDB is as fast at this size.
 const MAX_MATCHING_STATEMENTS: usize = 50;
-/// Counted when an insert meets a document already there.
-pub const DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
 /// MongoDB's error code for a database or collection that does not exist.
@@ -287,7 +286,7 @@ impl MongoTarget {
                     let at = (start + index).min(end - 1);
                     let (n, _) = stmts[at];
                     if code == DUPLICATE_KEY && verb == Verb::Insert {
-                        metrics::counter!(DUPLICATE_KEYS, "target" => self.name.clone())
+                        metrics::counter!(stats::SERVER_MONGO_DUPLICATE_KEYS, "target" => self.name.clone())
                             .increment(1);
                         tracing::warn!(target = %self.name, "insert met an existing _id (a redelivered write?): {msg}");
                     } else {

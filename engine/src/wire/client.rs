@@ -404,9 +404,9 @@ where
     // One piece: "<port>,<db>\x01", at most 5 + 1 + 10 + 1 bytes.
     let mut header = [0u8; 17];
     let mut len = 0;
+    let mut decimal = itoa::Buffer::new();
     for (n, end) in [(u32::from(port), b','), (db, REDIS_HEADER_END)] {
-        let mut digits = [0u8; 10];
-        let digits = decimal(&mut digits, n);
+        let digits = decimal.format(n).as_bytes();
         header[len..len + digits.len()].copy_from_slice(digits);
         len += digits.len();
         header[len] = end;
@@ -425,27 +425,9 @@ pub fn redis_header_len(port: u16, db: u32) -> usize {
     decimal_len(u32::from(port)) + 1 + decimal_len(db) + 1
 }
 
-fn decimal_len(mut n: u32) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
-}
-
-/// `n` in decimal, written at the end of `digits`.
-fn decimal(digits: &mut [u8; 10], mut n: u32) -> &[u8] {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[start..]
+/// Digits of `n` in decimal.
+fn decimal_len(n: u32) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// A whole Redis frame, length prefix included.
@@ -673,6 +655,24 @@ mod tests {
         for payload in cases {
             let decoded = decode_payload(&Bytes::from(payload.clone())).map(|_| ());
             assert_eq!(check_payload(&payload), decoded, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn redis_header_len_is_the_written_length() {
+        for (port, db) in [
+            (0u16, 0u32),
+            (9, 10),
+            (10, 9),
+            (99, 100),
+            (6379, 999_999_999),
+            (65535, 1_000_000_000),
+            (65535, u32::MAX),
+        ] {
+            let mut out = Vec::new();
+            put_redis_payload::<[&[u8]; 0], &[u8]>(&mut out, port, db, &[]);
+            assert_eq!(out, format!("{port},{db}\x01").as_bytes());
+            assert_eq!(redis_header_len(port, db), out.len(), "{port},{db}");
         }
     }
 

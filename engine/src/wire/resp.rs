@@ -297,35 +297,26 @@ fn body(input: &[u8], len: usize) -> IResult<&[u8], &[u8]> {
 /// The longest [`put_header`] output: `\r\n`, sigil, 20 digits, `\r\n`.
 const HEADER_MAX: usize = 2 + 1 + 20 + 2;
 
-/// Writes `[\r\n]<sigil><n>\r\n` at the end of `scratch`; returns it.
+/// Writes `[\r\n]<sigil><n>\r\n` into `scratch`; returns it.
 fn put_header(scratch: &mut [u8; HEADER_MAX], crlf_first: bool, sigil: u8, n: usize) -> &[u8] {
-    let mut i = HEADER_MAX - 2;
-    scratch[i..].copy_from_slice(b"\r\n");
-    let mut v = n;
-    loop {
-        i -= 1;
-        scratch[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    i -= 1;
-    scratch[i] = sigil;
+    let mut len = 0;
     if crlf_first {
-        i -= 2;
-        scratch[i..i + 2].copy_from_slice(b"\r\n");
+        scratch[..2].copy_from_slice(b"\r\n");
+        len = 2;
     }
-    &scratch[i..]
+    scratch[len] = sigil;
+    len += 1;
+    let mut decimal = itoa::Buffer::new();
+    let digits = decimal.format(n).as_bytes();
+    scratch[len..len + digits.len()].copy_from_slice(digits);
+    len += digits.len();
+    scratch[len..len + 2].copy_from_slice(b"\r\n");
+    &scratch[..len + 2]
 }
 
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
+/// Digits of `n` in decimal.
+fn digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 #[cfg(test)]
@@ -341,6 +332,28 @@ mod tests {
         let (parsed, used) = parse_command(&buf).expect("valid");
         assert_eq!(used, buf.len());
         assert_eq!(parsed, args.to_vec());
+    }
+
+    #[test]
+    fn headers_and_lengths_in_decimal() {
+        let mut scratch = [0u8; HEADER_MAX];
+        assert_eq!(put_header(&mut scratch, false, b'*', 0), b"*0\r\n");
+        assert_eq!(put_header(&mut scratch, true, b'$', 9), b"\r\n$9\r\n");
+        assert_eq!(put_header(&mut scratch, false, b'$', 10), b"$10\r\n");
+        assert_eq!(
+            put_header(&mut scratch, true, b'$', usize::MAX),
+            format!("\r\n${}\r\n", usize::MAX).as_bytes()
+        );
+        for n in [0, 1, 9, 10, 99, 100, 12_345, usize::MAX / 10, usize::MAX] {
+            assert_eq!(digits(n), n.to_string().len(), "{n}");
+        }
+        let mut buf = Vec::new();
+        encode_command(&mut buf, &["SET", "key", "0123456789"]);
+        assert_eq!(
+            buf,
+            b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$10\r\n0123456789\r\n"
+        );
+        assert_eq!(buf.len(), encoded_len(&["SET", "key", "0123456789"]));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! records to the writer; a [`Receipt`] tells how each one ended.
 
 use bytes::Bytes;
+use syncs_engine::stats;
 use tokio::sync::oneshot;
 
 use super::config::WhenFull;
 use super::format::{now_ms, record_size, MAX_RECORD, RECORD_HEADER, SEGMENT_HEADER};
 use super::writer::{Append, Cmd};
-use super::{Spool, SpoolError, SPOOL_FULL};
+use super::{Spool, SpoolError};
 
 /// Records in one request to the writer, at most (the writer's round
 /// takes several requests).
@@ -201,7 +202,8 @@ impl Spool {
 
     fn full(&self, used: u64) {
         let limits = self.shared.limits;
-        metrics::counter!(SPOOL_FULL, "policy" => limits.when_full.label()).increment(1);
+        metrics::counter!(stats::PROXY_SPOOL_FULL, "policy" => limits.when_full.label())
+            .increment(1);
         if let Some(suppressed) = self.shared.full_logged.due() {
             let doing = match limits.when_full {
                 WhenFull::Block => "pushes wait (clients are slowed down)",

@@ -2,6 +2,7 @@
 //! limits the spool runs with once it is checked ([`Limits`]).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use super::format::{RECORD_HEADER, SEGMENT_HEADER};
@@ -28,6 +29,37 @@ pub enum WhenFull {
     Block,
     /// Return [`SpoolError::Full`] at once.
     Refuse,
+}
+
+/// As operators write it (`--fsync`): `always`, `never`, or a period
+/// above zero (`100ms`, `1s`), read by [`syncs_dsl::parse_duration`].
+impl FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            period => match syncs_dsl::parse_duration(period) {
+                Ok(d) if !d.is_zero() => Ok(Fsync::Every(d)),
+                Ok(_) => Err(format!("`{s}`: a period of fsyncs must be above zero")),
+                Err(e) => Err(format!("expected always, never, or a period: {e}")),
+            },
+        }
+    }
+}
+
+/// As operators write it (`--when-full`): `block` or `refuse`.
+impl FromStr for WhenFull {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "block" => Ok(WhenFull::Block),
+            "refuse" => Ok(WhenFull::Refuse),
+            _ => Err(format!("`{s}`: expected block or refuse")),
+        }
+    }
 }
 
 impl WhenFull {
@@ -120,4 +152,38 @@ pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
         fsync: config.fsync,
         when_full: config.when_full,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_parses_as_operators_write_it() {
+        assert_eq!("always".parse(), Ok(Fsync::Always));
+        assert_eq!("never".parse(), Ok(Fsync::Never));
+        assert_eq!(
+            "100ms".parse(),
+            Ok(Fsync::Every(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            "0s".parse::<Fsync>(),
+            Err("`0s`: a period of fsyncs must be above zero".to_owned())
+        );
+        let e = "sometimes".parse::<Fsync>().unwrap_err();
+        assert!(
+            e.starts_with("expected always, never, or a period: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn when_full_parses_as_operators_write_it() {
+        assert_eq!("block".parse(), Ok(WhenFull::Block));
+        assert_eq!("refuse".parse(), Ok(WhenFull::Refuse));
+        assert_eq!(
+            "drop".parse::<WhenFull>(),
+            Err("`drop`: expected block or refuse".to_owned())
+        );
+    }
 }

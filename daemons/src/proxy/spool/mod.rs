@@ -73,16 +73,6 @@ pub use config::{Fsync, SpoolConfig, WhenFull};
 pub use cursor::Cursor;
 use state::{Cached, State, HINTS};
 
-/// Bytes of all segment files (gauge).
-pub const SPOOL_BYTES: &str = "syncs_proxy_spool_bytes";
-/// Age of the oldest record not acknowledged by every destination (gauge).
-pub const SPOOL_OLDEST_PENDING_SECONDS: &str = "syncs_proxy_oldest_pending_seconds";
-/// Pushes that found the spool at its disk cap (counter, label `policy`:
-/// block | refuse).
-pub const SPOOL_FULL: &str = "syncs_proxy_spool_full_total";
-/// Fsync calls made by the spool (counter).
-pub const SPOOL_FSYNCS: &str = "syncs_proxy_spool_fsyncs_total";
-
 /// How long `open` waits for the directory's lock.
 const LOCK_WAIT: Duration = Duration::from_millis(300);
 

@@ -8,11 +8,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use syncs_engine::stats;
 
 use super::format::now_ms;
 use super::segment::{IndexEntry, Segment};
 use super::writer::Cmd;
-use super::{Spool, SPOOL_BYTES, SPOOL_OLDEST_PENDING_SECONDS};
+use super::Spool;
 
 /// Read positions remembered for readers that go on where they stopped.
 pub(super) const HINTS: usize = 16;
@@ -189,10 +190,10 @@ impl State {
 
     /// Sets the gauges (a few arithmetic operations and lookups).
     pub fn publish_gauges(&self) {
-        metrics::gauge!(SPOOL_BYTES).set(self.disk_bytes as f64);
-        metrics::gauge!(syncs_engine::stats::PROXY_PENDING).set(self.pending() as f64);
+        metrics::gauge!(stats::PROXY_SPOOL_BYTES).set(self.disk_bytes as f64);
+        metrics::gauge!(stats::PROXY_PENDING).set(self.pending() as f64);
         let age = self.oldest_pending_age().map_or(0.0, |d| d.as_secs_f64());
-        metrics::gauge!(SPOOL_OLDEST_PENDING_SECONDS).set(age);
+        metrics::gauge!(stats::PROXY_OLDEST_PENDING_SECONDS).set(age);
     }
 }
 

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
+use syncs_engine::stats;
 use tokio::sync::oneshot;
 
-use super::{Shared, SpoolError, SPOOL_FSYNCS};
+use super::{Shared, SpoolError};
 
 /// One round the writer wrote, waiting for its fsync.
 #[derive(Debug)]
@@ -94,7 +95,7 @@ impl Syncer {
                 return Err(why);
             }
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(SPOOL_FSYNCS).increment(1);
+            metrics::counter!(stats::PROXY_SPOOL_FSYNCS).increment(1);
         }
         self.durable.fetch_max(upto, Ordering::AcqRel);
         Ok(())

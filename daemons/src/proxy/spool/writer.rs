@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use syncs_engine::stats;
 use tokio::sync::oneshot;
 
 use super::format::{
@@ -32,7 +33,7 @@ use super::format::{
 use super::recover::{create_segment, sync_dir, write_reserved};
 use super::segment::Segment;
 use super::syncer::{Round, Syncer};
-use super::{Cached, Fsync, Shared, SpoolError, SPOOL_FSYNCS};
+use super::{Cached, Fsync, Shared, SpoolError};
 
 /// Appends taken in one round, at most.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -492,7 +493,7 @@ impl Writer {
             source,
         })?;
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(SPOOL_FSYNCS).increment(1);
+        metrics::counter!(stats::PROXY_SPOOL_FSYNCS).increment(1);
         self.dirty = false;
         self.last_sync = Instant::now();
         self.durable.fetch_max(self.written, Ordering::AcqRel);

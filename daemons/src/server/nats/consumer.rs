@@ -23,7 +23,8 @@ use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
 
 use super::partition::NO_TARGET;
-use super::{Ctx, GAPS};
+use super::Ctx;
+use crate::nats::envelope::{self, Envelope};
 use crate::nats::{self as common, NatsSettings};
 use crate::server::batch::{apply_with_retry, prepare_batch, DownSince};
 use crate::server::rules::Snapshot;
@@ -60,18 +61,6 @@ struct Held {
     /// When JetStream took it from the proxy (ms since the epoch).
     published_ms: u64,
     msgs: Vec<jetstream::Message>,
-}
-
-/// The identity a message carries in its headers.
-fn identify(msg: &jetstream::Message) -> Option<(u64, u64, String)> {
-    let h = msg.headers.as_ref()?;
-    let stream = u64::from_str_radix(h.get(common::HDR_STREAM)?.as_str(), 16).ok()?;
-    let seq: u64 = h.get(common::HDR_SEQ)?.as_str().parse().ok()?;
-    let name = h
-        .get(common::HDR_NAME)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    (seq > 0).then_some((stream, seq, name))
 }
 
 fn now_ms() -> u64 {
@@ -167,7 +156,12 @@ impl Reader<'_> {
                         continue;
                     }
                 };
-                let Some((stream, seq, source_name)) = identify(&msg) else {
+                let Some(Envelope {
+                    stream,
+                    seq,
+                    name: source_name,
+                }) = msg.headers.as_ref().and_then(envelope::decode)
+                else {
                     metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_nats_message")
                         .increment(1);
                     tracing::warn!(partition = p, subject = %msg.subject, "message without syncs headers; terminated");
@@ -317,7 +311,7 @@ impl Reader<'_> {
                     "sequence gap: records {}..{} never arrived within {:?}; going on without them",
                     src.applied + 1, first - 1, ctx.conf.gap_timeout
                 );
-                metrics::counter!(GAPS).increment(missing);
+                metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
                 src.applied = first - 1;
             }
             src.gap_since = None;

@@ -9,10 +9,11 @@ use anyhow::{anyhow, Context};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
+use syncs_engine::stats;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{partition, Ctx, LEASES, PARTITIONS_HELD};
+use super::{partition, Ctx};
 use crate::nats as common;
 
 /// A partition this server holds.
@@ -55,7 +56,7 @@ impl Coordinator {
             if let Err(e) = self.round().await {
                 tracing::warn!("lease round: {e:#}");
             }
-            metrics::gauge!(PARTITIONS_HELD).set(self.held.len() as f64);
+            metrics::gauge!(stats::SERVER_NATS_PARTITIONS_HELD).set(self.held.len() as f64);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
@@ -66,7 +67,7 @@ impl Coordinator {
             self.release(p).await;
         }
         let _ = self.leases.delete(self.member_key()).await;
-        metrics::gauge!(PARTITIONS_HELD).set(0.0);
+        metrics::gauge!(stats::SERVER_NATS_PARTITIONS_HELD).set(0.0);
     }
 
     fn member_key(&self) -> String {
@@ -109,7 +110,7 @@ impl Coordinator {
                 }
                 Err(e) => {
                     tracing::warn!(partition = p, "lease lost ({e}); stopping this partition");
-                    metrics::counter!(LEASES, "outcome" => "lost").increment(1);
+                    metrics::counter!(stats::SERVER_NATS_LEASES, "outcome" => "lost").increment(1);
                     if let Some(h) = self.held.remove(&p) {
                         h.token.cancel();
                         let _ = h.task.await;
@@ -136,7 +137,7 @@ impl Coordinator {
                     .create(lease_key(p), Bytes::from(self.id.clone()))
                     .await
                 {
-                    metrics::counter!(LEASES, "outcome" => "taken").increment(1);
+                    metrics::counter!(stats::SERVER_NATS_LEASES, "outcome" => "taken").increment(1);
                     tracing::info!(partition = p, members, fair, "partition lease taken");
                     let token = CancellationToken::new();
                     let task =
@@ -193,7 +194,7 @@ impl Coordinator {
         };
         h.token.cancel();
         let _ = h.task.await;
-        metrics::counter!(LEASES, "outcome" => "released").increment(1);
+        metrics::counter!(stats::SERVER_NATS_LEASES, "outcome" => "released").increment(1);
         if let Err(e) = self
             .leases
             .delete_expect_revision(lease_key(p), Some(h.revision))

@@ -38,17 +38,6 @@ mod consumer;
 mod lease;
 mod partition;
 
-/// Gauge: partitions this server consumes now.
-pub const PARTITIONS_HELD: &str = "syncs_server_nats_partitions_held";
-/// Counter: partition leases taken (label `outcome`: taken | lost | released).
-pub const LEASES: &str = "syncs_server_nats_leases_total";
-/// Counter: records skipped after waiting `gap_timeout` for them.
-pub const GAPS: &str = "syncs_server_nats_gap_records_total";
-/// Gauge, per partition and target: records in the stream that target's
-/// consumer has not acknowledged yet (not delivered, or delivered and not
-/// yet applied).
-pub const PENDING: &str = "syncs_server_nats_pending_records";
-
 /// What every partition task shares.
 #[derive(Debug)]
 struct Ctx {

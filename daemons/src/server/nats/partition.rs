@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use futures::StreamExt;
+use syncs_engine::stats;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{consumer, Ctx, PENDING};
+use super::{consumer, Ctx};
 use crate::backoff::Backoff;
 use crate::nats::NatsSettings;
 
@@ -150,7 +151,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, p: u16, token: CancellationToken) {
     for (name, r) in std::mem::take(&mut readers) {
         r.stop().await;
         // Whoever holds the partition next reports it.
-        metrics::gauge!(PENDING, "partition" => p.to_string(), "target" => name).set(0.0);
+        metrics::gauge!(stats::SERVER_NATS_PENDING, "partition" => p.to_string(), "target" => name)
+            .set(0.0);
     }
 }
 
@@ -193,7 +195,7 @@ async fn pending_gauges<'a>(ctx: &Ctx, p: u16, targets: impl Iterator<Item = &'a
     for target in targets {
         let name = NatsSettings::consumer_name(p, target);
         if let Ok(info) = ctx.stream.consumer_info(&name).await {
-            metrics::gauge!(PENDING, "partition" => p.to_string(), "target" => target.clone())
+            metrics::gauge!(stats::SERVER_NATS_PENDING, "partition" => p.to_string(), "target" => target.clone())
                 .set((info.num_pending + info.num_ack_pending as u64) as f64);
         }
     }

@@ -38,6 +38,7 @@ use tokio::sync::Mutex;
 use self::conn::{Conn, Endpoint};
 use super::{Applied, TargetError};
 use crate::op::{Op, RedisOp};
+use crate::stats;
 use crate::wire::reply::{error_code, escape, Reply};
 use crate::wire::resp::encode_command;
 
@@ -95,14 +96,6 @@ enum Part {
 pub const APPLIED_KEY: &str = "syncs:applied";
 /// The db holding [`APPLIED_KEY`].
 pub const MARKER_DB: u32 = 0;
-/// Records skipped because the target had applied them already.
-pub const ALREADY_APPLIED: &str = "syncs_server_redis_already_applied_total";
-/// Runs planned again because another server moved the marker hash under
-/// WATCH (shared streams only).
-pub const MARKER_CONFLICTS: &str = "syncs_server_redis_marker_conflicts_total";
-/// Connections dropped with a request in flight that the next connection
-/// killed before going on (label `outcome`: `killed`, `gone`, `refused`).
-pub const FENCES: &str = "syncs_server_redis_fences_total";
 
 /// Whether several servers may apply the same stream (the NATS transport:
 /// a partition changes hands when a server dies). Then the marker is never
@@ -245,7 +238,7 @@ impl RedisTarget {
                     "refused"
                 }
             };
-            metrics::counter!(FENCES, "target" => self.name.clone(), "outcome" => outcome)
+            metrics::counter!(stats::SERVER_REDIS_FENCES, "target" => self.name.clone(), "outcome" => outcome)
                 .increment(1);
             *fence = None;
         }
@@ -264,7 +257,8 @@ impl RedisTarget {
                 return Ok(out);
             }
             conflicts += 1;
-            metrics::counter!(MARKER_CONFLICTS, "target" => self.name.clone()).increment(1);
+            metrics::counter!(stats::SERVER_REDIS_MARKER_CONFLICTS, "target" => self.name.clone())
+                .increment(1);
             if conflicts >= WATCH_RETRIES {
                 return Err(self.unavailable(format!(
                     "{APPLIED_KEY} changed under WATCH {WATCH_RETRIES} times in a row"
@@ -414,7 +408,8 @@ impl RedisTarget {
             }
         }
         if skipped > 0 {
-            metrics::counter!(ALREADY_APPLIED, "target" => self.name.clone()).increment(skipped);
+            metrics::counter!(stats::SERVER_REDIS_ALREADY_APPLIED, "target" => self.name.clone())
+                .increment(skipped);
             tracing::info!(target = %self.name, skipped, marker, "skipped records this target had already applied");
         }
         if last_seq <= marker {

@@ -1,7 +1,8 @@
 //! What the proxy and the server share when NATS JetStream carries the
 //! records between them instead of the direct TCP link: the settings, the
-//! subject of each source, its partition, the message headers, and the
-//! JetStream stream and KV buckets both ends create if absent.
+//! subject of each source, its partition, the message headers (the one
+//! codec of them is [`envelope`]), and the JetStream stream and KV buckets
+//! both ends create if absent.
 //!
 //! Layout (docs/protocol.md, section 4):
 //!
@@ -24,14 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use async_nats::jetstream::{self, kv, stream};
 
-/// Header: broker-side dedupe id, `<stream id hex>:<seq>`.
-pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
-/// Header: the source's stream id, 16 hex digits.
-pub const HDR_STREAM: &str = "Syncs-Stream";
-/// Header: the record's sequence in its stream, decimal.
-pub const HDR_SEQ: &str = "Syncs-Seq";
-/// Header: the proxy's name (logs, metrics, dead letters).
-pub const HDR_NAME: &str = "Syncs-Name";
+pub mod envelope;
 
 /// Where the records go and how the stream is shaped. The proxy's flags
 /// and the server's `[transport]` section both fill one.
