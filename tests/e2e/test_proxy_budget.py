@@ -33,6 +33,8 @@ BUDGET = 64 * MiB
 # buffers, and the allocator's slack.
 MARGIN = 32 * MiB
 RECORDS = 2_000
+# Each big frame is 0xEE bytes: not a payload kind the proxy takes.
+REFUSED = 'syncs_proxy_frames_refused_total{reason="unknown_kind"}'
 
 
 def big_frame_client(path: str, sent: list[int], errors: list[str], i: int):
@@ -102,7 +104,7 @@ def test_frames_in_progress_share_one_budget(syncs_factory, redis_target):
 
     wait_for(sampled_until_done, timeout=180, interval=0.02, what="the big frames and the writer to finish")
     growth = (peak[0] - baseline) * 1024
-    refused = s.proxy_metric("syncs_proxy_frames_refused_total")
+    refused = s.proxy_metric(REFUSED)
     print(f"\nproxy RSS baseline {baseline / 1024:.1f} MiB, peak {peak[0] / 1024:.1f} MiB, growth "
           f"{growth / MiB:.1f} MiB (budget {BUDGET / MiB:.0f} MiB); {sum(sent) / MiB:.0f} MiB offered by "
           f"{CLIENTS} clients; frames refused {refused:.0f}")
@@ -110,7 +112,7 @@ def test_frames_in_progress_share_one_budget(syncs_factory, redis_target):
     assert not errors, errors
     assert sent == [FRAME] * CLIENTS, "the proxy stopped reading a client for good"
     assert growth < BUDGET + MARGIN, f"the proxy's RSS grew by {growth / MiB:.1f} MiB"
-    wait_for(lambda: s.proxy_metric("syncs_proxy_frames_refused_total") >= CLIENTS,
+    wait_for(lambda: s.proxy_metric(REFUSED) >= CLIENTS,
              what="every big frame refused and counted")
     assert len(written) == RECORDS
     wait_for(lambda: r.llen("seq") == RECORDS, timeout=30, what="every small write applied")
