@@ -332,7 +332,13 @@ fn compact(records: Vec<Bytes>) -> Vec<Bytes> {
     let mut arena = arena.freeze();
     records
         .into_iter()
-        .map(|r| if small(&r) { arena.split_to(r.len()) } else { r })
+        .map(|r| {
+            if small(&r) {
+                arena.split_to(r.len())
+            } else {
+                r
+            }
+        })
         .collect()
 }
 

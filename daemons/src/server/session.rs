@@ -7,9 +7,11 @@
 //! until its lanes have finished their runs in hand, and continues from
 //! each target's position.
 //!
-//! A version 3 proxy also gets TAKEN (records in the server's hands: its
-//! send window moves on while a target lags) and REWIND (send again from a
-//! sequence: a lagging target's backlog ran out of room and has drained).
+//! A version 3 proxy also gets TAKEN (records applied at every target
+//! that keeps up: its send window moves on past a target that lags, and
+//! waits for those that keep up, so a target that is up holds at most a
+//! window of records here) and REWIND (send again from a sequence: a
+//! lagging target's backlog ran out of room and has drained).
 //! A version 1 or 2 proxy gets neither: its window follows the ACK, and a
 //! rewind closes its session so that it resends from WELCOME.
 
@@ -38,8 +40,16 @@ use crate::security::server::PRE_SESSION_DEADLINE;
 const PEER_SLACK: u64 = 1 << 20;
 /// Records gathered into one batch from batches already received, at most.
 const GATHER_RECORDS: usize = 8192;
-/// How often the per-target gauges are brought up to date.
+/// How often the per-target gauges are brought up to date (and whether a
+/// lane has started to lag looked at again).
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// A lane whose oldest queued record has waited longer than this lags: the
+/// proxy's window no longer waits for it.
+const LAG_GRACE: Duration = Duration::from_secs(1);
+/// Bytes (as `target_backlog` counts them) a lane that keeps up may have
+/// queued before the session stops reading batches: enough for several
+/// full runs, while the rest of the proxy's window waits in the socket.
+const KEEP_UP_QUEUE: usize = 4 << 20;
 
 /// The largest message before authentication: HELLO and AUTH (a token of
 /// at most 4 KiB) fit many times over.
@@ -172,6 +182,7 @@ pub async fn run(
             .collect(),
         prepared_upto: state.prepared_upto,
         acked: welcome,
+        taken: welcome,
         arrivals: Arrivals::default(),
         ctx,
         version,
@@ -199,6 +210,8 @@ struct Session {
     prepared_upto: u64,
     /// The last ACK sent (or WELCOME's position).
     acked: u64,
+    /// The last TAKEN sent.
+    taken: u64,
     arrivals: Arrivals,
     ctx: LaneContext,
     /// The proxy's protocol version.
@@ -214,6 +227,9 @@ impl Session {
         // A message read while gathering batches, to handle next.
         let mut held = None;
         loop {
+            // Lanes that keep up have enough queued: the next batch waits
+            // in the socket (they will ask for it as they apply), not here.
+            let room = self.has_room();
             let msg = if let Some(m) = held.take() {
                 m
             } else {
@@ -225,9 +241,12 @@ impl Session {
                     }
                     _ = gauges.tick() => {
                         self.gauges();
+                        // A lane may have started to lag since: TAKEN
+                        // no longer waits for it.
+                        self.progress(framed).await?;
                         continue;
                     }
-                    m = framed.next() => m,
+                    m = framed.next(), if room => m,
                 }
             };
             match msg {
@@ -255,13 +274,6 @@ impl Session {
                     }
                     if !records.is_empty() {
                         self.take(first_seq, &records).await;
-                    }
-                    if self.version >= LANES_VERSION {
-                        framed
-                            .send(Message::Taken {
-                                seq: self.prepared_upto,
-                            })
-                            .await?;
                     }
                     self.progress(framed).await?;
                 }
@@ -393,6 +405,22 @@ impl Session {
             self.arrivals.trim(applied);
             framed.send(Message::Ack { seq: applied }).await?;
         }
+        // TAKEN: the proxy's window moves on past the lanes that lag (their
+        // queues take records up to their cap, then spill), but waits for
+        // the lanes that keep up, so that a target that is up holds at
+        // most a window of records in the server, however fast they come.
+        if self.version >= LANES_VERSION {
+            let keeping_up = self
+                .lanes
+                .iter()
+                .filter(|l| !self.lags(l))
+                .map(Lane::position)
+                .min();
+            if let Some(taken) = keeping_up.filter(|&t| t > self.taken.max(applied)) {
+                self.taken = taken;
+                framed.send(Message::Taken { seq: taken }).await?;
+            }
+        }
         let rewind = self
             .lanes
             .iter()
@@ -423,6 +451,20 @@ impl Session {
             framed.send(Message::Rewind { seq: from }).await?;
         }
         Ok(())
+    }
+
+    /// Whether every lane that keeps up has less than [`KEEP_UP_QUEUE`]
+    /// queued (a lane that lags takes records up to its backlog cap).
+    fn has_room(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| l.queued_bytes() < KEEP_UP_QUEUE || self.lags(l))
+    }
+
+    /// Whether a lane lags: its target fails, or a record has waited in
+    /// its queue longer than [`LAG_GRACE`] (a target that is slow).
+    fn lags(&self, lane: &Lane) -> bool {
+        lane.down_for().is_some() || self.arrivals.behind(lane.position()) > LAG_GRACE
     }
 
     /// Brings the per-target gauges up to date.
