@@ -250,13 +250,41 @@ async fn run(
     }
 }
 
-/// When batches arrived, to tell how long a lane has been behind.
+/// Batches arriving within this of the newest entry share it: one entry
+/// per interval, however small the batches.
+const ARRIVAL_GRAIN: Duration = Duration::from_millis(100);
+/// Entries kept at most; past it every two neighbours merge into one (a
+/// target down for days costs a fixed amount here).
+const ARRIVALS_MAX: usize = 1 << 16;
+
+/// When batches arrived, to tell how long a lane has been behind: entries
+/// `(last sequence, when)` in sequence order. An entry stands for the
+/// batches that arrived within [`ARRIVAL_GRAIN`] after its time, so an age
+/// read here is at most that much too old.
 #[derive(Debug, Default)]
 pub(crate) struct Arrivals(VecDeque<(u64, Instant)>);
 
 impl Arrivals {
     pub(crate) fn push(&mut self, last: u64) {
-        self.0.push_back((last, Instant::now()));
+        let now = Instant::now();
+        if let Some((newest, at)) = self.0.back_mut() {
+            if now.duration_since(*at) < ARRIVAL_GRAIN {
+                *newest = last;
+                return;
+            }
+        }
+        if self.0.len() >= ARRIVALS_MAX {
+            // Each merged pair keeps the older time and the later sequence.
+            let merged: VecDeque<(u64, Instant)> = self
+                .0
+                .iter()
+                .collect::<Vec<_>>()
+                .chunks(2)
+                .map(|pair| (pair[pair.len() - 1].0, pair[0].1))
+                .collect();
+            self.0 = merged;
+        }
+        self.0.push_back((last, now));
     }
 
     /// Forgets batches every lane is done with.
@@ -266,11 +294,45 @@ impl Arrivals {
         }
     }
 
-    /// How long ago the oldest record after `position` arrived.
+    /// How long ago the oldest record after `position` arrived (a binary
+    /// search: this is asked for every lane on every message).
     pub(crate) fn behind(&self, position: u64) -> Duration {
-        self.0
-            .iter()
-            .find(|&&(last, _)| last > position)
-            .map_or(Duration::ZERO, |(_, at)| at.elapsed())
+        let i = self.0.partition_point(|&(last, _)| last <= position);
+        self.0.get(i).map_or(Duration::ZERO, |(_, at)| at.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_say_how_long_the_oldest_record_after_a_position_waited() {
+        let mut a = Arrivals::default();
+        a.push(10);
+        assert!(a.behind(0) < Duration::from_secs(1));
+        assert_eq!(a.behind(10), Duration::ZERO);
+        // Batches within the grain share the entry: the age is the older.
+        a.push(20);
+        assert_eq!(a.0.len(), 1);
+        assert_eq!(a.0[0].0, 20);
+        a.trim(20);
+        assert_eq!(a.behind(0), Duration::ZERO);
+    }
+
+    #[test]
+    fn arrivals_stay_bounded_and_ordered() {
+        let mut a = Arrivals::default();
+        let t0 = Instant::now();
+        for i in 0..(ARRIVALS_MAX as u64 + 10) {
+            // Entries a grain apart, as a long outage makes them.
+            a.0.push_back((i, t0 - ARRIVAL_GRAIN * 2));
+        }
+        a.push(ARRIVALS_MAX as u64 + 100);
+        assert!(a.0.len() <= (ARRIVALS_MAX + 10) / 2 + 1, "{}", a.0.len());
+        assert!(a.0.iter().zip(a.0.iter().skip(1)).all(|(x, y)| x.0 < y.0));
+        // The oldest record after 0 still reads as old.
+        assert!(a.behind(0) >= ARRIVAL_GRAIN * 2);
+        assert_eq!(a.behind(ARRIVALS_MAX as u64 + 100), Duration::ZERO);
     }
 }
