@@ -30,7 +30,7 @@ FAULT_ONLY = {
     # a target down: the server retries it
     "syncs_server_target_retries_total": "engine/src/stats.rs",
     # the spool at its --spool-max cap
-    "syncs_proxy_spool_full_total": "daemons/src/proxy/spool/mod.rs",
+    "syncs_proxy_spool_full_total": "engine/src/stats.rs",
     # a target's backlog past [server] target_backlog
     "syncs_server_target_spilled_records_total": "engine/src/stats.rs",
 }
