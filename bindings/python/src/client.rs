@@ -346,10 +346,9 @@ impl IncClient {
     #[pyo3(signature = (path, timeout = 5.0))]
     fn sync(&self, py: Python<'_>, path: &Bound<'_, PyAny>, timeout: f64) -> PyResult<u32> {
         let path = path_arg(path)?;
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(invalid("timeout must be a positive number of seconds"));
-        }
-        let timeout = std::time::Duration::from_secs_f64(timeout);
+        // One check for every seconds argument: NaN, negative, zero and
+        // values too large for a duration (1e30) are refused, not a panic.
+        let timeout = seconds(timeout, "timeout", "")?;
         let registry = self.registry();
         py.detach(|| registry.get(&path)?.sync(timeout))
             .map_err(to_py)

@@ -164,6 +164,10 @@ def test_client_errors_are_the_intc_exceptions(tmp_path, proxy):
         intc.Client(42)  # type: ignore[arg-type]
     with pytest.raises(intc.FrameTooLarge):
         c.redis(6379, 0, "set", "k", b"x" * (intc.MAX_FRAME + 1))
+    # A timeout no duration can hold is refused like any other bad one.
+    for bad in (0, -1.0, float("nan"), float("inf"), 1e30):
+        with pytest.raises(intc.InvalidOperation, match="timeout"):
+            c.sync(timeout=bad)
     c.close()
     c.close()
     with pytest.raises(intc.InvalidOperation, match="closed"):
