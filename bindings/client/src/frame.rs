@@ -331,7 +331,7 @@ impl FrameAssembler {
 }
 
 /// Reads one BSON document given by a caller; `what` names it in errors
-/// ("filter", "documents[3]", ...).
+/// (`"filter"`, `"documents[3]"`, ...).
 pub fn bson_document(what: &str, bytes: &[u8]) -> Result<Document, ClientError> {
     let bad = |detail: String| ClientError::Bson {
         what: what.to_owned(),
