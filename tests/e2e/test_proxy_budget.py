@@ -50,7 +50,9 @@ def big_frame_client(path: str, sent: list[int], errors: list[str], i: int):
                 c.sendall(chunk[:n])
                 left -= n
                 sent[i] += n
-            # Wait for the proxy to answer (close) after refusing the frame.
+            # Done sending: the proxy reads the frame to its end, refuses
+            # it, then sees the end of the stream and closes.
+            c.shutdown(socket.SHUT_WR)
             try:
                 c.recv(1)
             except OSError:
