@@ -227,35 +227,58 @@ class Ferret:
 
 
 class Nats:
-    """A nats-server with JetStream (file storage in the test's directory)."""
+    """A nats-server with JetStream (file storage in the test's directory).
 
-    def __init__(self, tmp: Path):
+    `max_file_store` is set, never left to nats-server's default (75% of the
+    free disk): JetStream reserves each stream's whole `max_bytes` against it,
+    so the default made the tests depend on how full the machine's disk is.
+    """
+
+    def __init__(self, tmp: Path, max_file_store: str = "1TB"):
         exe = need(find_tool("nats-server"), "nats-server")
         self.port = free_port()
         self.monitor = free_port()
         data = tmp / f"nats-{self.port}"
         data.mkdir()
+        conf = tmp / f"nats-{self.port}.conf"
+        conf.write_text(
+            f'jetstream {{\n  store_dir: "{data}"\n  max_file_store: {max_file_store}\n'
+            "  max_memory_store: 256MB\n}\n"
+        )
         self.proc = Proc(
-            [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor),
-             "-sd", str(data)],
+            [exe, "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
+             "-m", str(self.monitor)],
             tmp / f"nats-{self.port}.log",
         )
         wait_for(lambda: port_open(self.port), what="nats-server")
         self.url = f"nats://127.0.0.1:{self.port}"
 
-    def stream_messages(self, stream: str) -> int:
-        """Messages stored in `stream` now (the monitoring endpoint's /jsz)."""
+    def _stream(self, stream: str) -> dict:
+        """`stream`'s entry in the monitoring endpoint's /jsz, with its consumers."""
         import json
         import urllib.request
 
         with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.monitor}/jsz?streams=true", timeout=5) as r:
+                f"http://127.0.0.1:{self.monitor}/jsz?streams=true&consumers=true",
+                timeout=5) as r:
             jsz = json.load(r)
         for account in jsz.get("account_details") or []:
             for st in account.get("stream_detail") or []:
                 if st.get("name") == stream:
-                    return int(st["state"]["messages"])
+                    return st
         raise AssertionError(f"no stream {stream} in /jsz")
+
+    def stream_messages(self, stream: str) -> int:
+        """Messages stored in `stream` now."""
+        return int(self._stream(stream)["state"]["messages"])
+
+    def consumers_settled(self, stream: str) -> bool:
+        """Every consumer of `stream` has been delivered everything and acked
+        it: nothing can be redelivered any more."""
+        consumers = self._stream(stream).get("consumer_detail") or []
+        return bool(consumers) and all(
+            c.get("num_pending", 0) == 0 and c.get("num_ack_pending", 0) == 0
+            for c in consumers)
 
     def stop(self, sig: int = signal.SIGTERM):
         self.proc.stop(sig)

@@ -78,11 +78,12 @@ class NatsServer:
 class NatsProxy:
     """A proxy whose only destination is NATS."""
 
-    def __init__(self, tmp: Path, name: str, nats_url: str):
+    def __init__(self, tmp: Path, name: str, nats_url: str, extra: list[str] | None = None):
         self.socket = str(tmp / f"{name}.sock")
         self.proc = Proc(
             [str(BIN / "proxy"), "-u", self.socket, "--nats", nats_url, "--name", name,
-             "--spool-dir", str(tmp / f"{name}.spool"), "--nats-partitions", "16"],
+             "--spool-dir", str(tmp / f"{name}.spool"), "--nats-partitions", "16",
+             *(extra or [])],
             tmp / f"{name}.log",
         )
         wait_for(lambda: Path(self.socket).exists() or not self.proc.alive(), what=f"{name} socket")
@@ -131,10 +132,13 @@ def assert_exactly_once(r, keys: list[str], n: int, name: str):
         assert report["incr"] == n, report
 
 
-def wait_all(r, keys: list[str], n: int, timeout: float = 90):
+def wait_all(c: "Cluster", r, keys: list[str], n: int, timeout: float = 90):
+    """Every write applied, then every consumer settled (all delivered and
+    acked), so no redelivery (a would-be duplicate) can still land."""
     wait_for(lambda: all(r.llen(f"seq:{k}") >= n and int(r.get(f"count:{k}") or 0) >= n for k in keys),
              timeout=timeout, interval=0.1, what="every write applied")
-    time.sleep(1.0)  # anything extra (a duplicate) would land now
+    wait_for(lambda: c.nats.consumers_settled("SYNCS"), timeout=30, interval=0.1,
+             what="every consumer delivered and acked")
 
 
 class Cluster:
@@ -187,7 +191,7 @@ def test_one_server_every_record_once_in_order(tmp_path, redis_target):
         r = redis_target.client(0)
         for t in run_writers(c, ["a"], N):
             t.join(120)
-        wait_all(r, ["a"], N)
+        wait_all(c, r, ["a"], N)
         assert_exactly_once(r, ["a"], N, "nats: one server")
         # The exactly-once marker is the same as with TCP.
         assert r.hlen("syncs:applied") == 1
@@ -212,7 +216,7 @@ def test_two_servers_share_the_stream(tmp_path, redis_target):
         r = redis_target.client(0)
         for t in run_writers(c, keys, N):
             t.join(180)
-        wait_all(r, keys, N)
+        wait_all(c, r, keys, N)
         assert_exactly_once(r, keys, N, "nats: two servers")
         got = [s.metric("syncs_server_records_received_total") for s in (s1, s2)]
         print(f"\nNATS records received per server: {got}")
@@ -246,7 +250,7 @@ def test_kill_9_one_of_two_servers_mid_stream(tmp_path, redis_target):
             t.join(180)
         wait_for(lambda: other.metric("syncs_server_nats_partitions_held") == 16,
                  timeout=30, interval=0.2, what="the survivor holds every partition")
-        wait_all(r, keys, N)
+        wait_all(c, r, keys, N)
         assert_exactly_once(r, keys, N, "nats: kill -9 one of two servers")
     except BaseException:
         print(c.logs())
@@ -268,7 +272,7 @@ def test_nats_down_then_up_while_proxy_spools(tmp_path, redis_target):
         c.nats.start()
         for t in threads:
             t.join(180)
-        wait_all(r, ["a"], N, timeout=120)
+        wait_all(c, r, ["a"], N, timeout=120)
         assert_exactly_once(r, ["a"], N, "nats: broker killed and restarted")
     except BaseException:
         print(c.logs())
@@ -300,13 +304,44 @@ def test_marker_changed_under_watch_is_replanned(tmp_path, redis_target):
         t.start()
         for w in run_writers(c, ["a"], N):
             w.join(120)
-        wait_all(r, ["a"], N)
+        wait_all(c, r, ["a"], N)
         done.set()
         t.join(10)
         assert_exactly_once(r, ["a"], N, "nats: marker moved under WATCH")
         conflicts = s1.metric("syncs_server_redis_marker_conflicts_total")
         print(f"\nNATS marker conflicts re-planned: {conflicts}")
         assert conflicts > 0
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def test_stream_larger_than_nats_storage_says_what_to_change(tmp_path, redis_target):
+    """JetStream reserves a stream's whole max_bytes up front. When the NATS
+    server cannot (its max_file_store is smaller), the server says which
+    setting to change; with max_bytes lowered the same setup replicates."""
+    nats = Nats(tmp_path, max_file_store="1GB")
+    rules = tmp_path / "rules.sync"
+    rules.write_text(default_rules(redis_target.url, None))
+    s = NatsServer(tmp_path, "s-big", rules, nats.url)  # default max_bytes: 10 GiB
+    try:
+        wait_for(lambda: "`max_bytes` in the server's [transport]" in s.proc.text(), timeout=30,
+                 interval=0.1, what="the storage hint in the server's log")
+        assert s.proc.alive(), s.proc.text()  # it keeps retrying, as for any NATS outage
+    finally:
+        s.stop()
+    c = Cluster.__new__(Cluster)
+    c.tmp, c.nats, c.rules, c.servers, c.proxies = tmp_path, nats, rules, [], []
+    try:
+        c.servers.append(NatsServer(tmp_path, "s-fits", rules, nats.url, extra="max_bytes = 512MiB\n"))
+        c.proxies.append(NatsProxy(tmp_path, "p1", nats.url, ["--nats-max-bytes", "512MiB"]))
+        r = redis_target.client(0)
+        for t in run_writers(c, ["a"], 2_000):
+            t.join(120)
+        wait_all(c, r, ["a"], 2_000)
+        assert_exactly_once(r, ["a"], 2_000, "nats: stream sized to the server's storage")
     except BaseException:
         print(c.logs())
         raise

@@ -207,6 +207,31 @@ pub async fn connect(settings: &NatsSettings, name: &str) -> anyhow::Result<asyn
         .with_context(|| format!("connecting to NATS at {}", settings.url_list()))
 }
 
+/// The stream's creation error, with what to do when the NATS server
+/// cannot reserve `max_bytes` (JetStream reserves a stream's whole limit
+/// up front, against `max_file_store`, by default 75% of the free disk).
+fn stream_error(
+    e: jetstream::context::CreateStreamError,
+    settings: &NatsSettings,
+) -> anyhow::Error {
+    let full = matches!(
+        e.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(ref j)
+            if j.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED
+    );
+    if full {
+        anyhow!(
+            "{e}: the NATS server cannot reserve this stream's max_bytes ({} bytes); lower it \
+             (`max_bytes` in the server's [transport], `--nats-max-bytes` for the proxy) or \
+             raise `max_file_store` in the NATS server's jetstream block (by default 75% of \
+             its free disk)",
+            settings.max_bytes
+        )
+    } else {
+        anyhow!("{e}")
+    }
+}
+
 /// Gets the stream, creating it with `settings` if absent; returns the
 /// partition count the stream was created with.
 pub async fn ensure_stream(
@@ -229,7 +254,7 @@ pub async fn ensure_stream(
     let mut s = js
         .get_or_create_stream(config)
         .await
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(|e| stream_error(e, settings))
         .with_context(|| format!("getting or creating the stream {}", settings.stream))?;
     let info = s
         .info()
