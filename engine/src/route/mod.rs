@@ -12,6 +12,7 @@
 //! (`Outcome::Refused`) the caller writes to the dead-letter file.
 
 pub mod keys;
+pub mod slot;
 pub mod ruletest;
 
 use bytes::Bytes;
