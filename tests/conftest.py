@@ -199,6 +199,198 @@ class Redis:
         self.proc.stop()
 
 
+class RedisCluster:
+    """A Redis Cluster on loopback: `masters` masters with one replica each,
+    made by `redis-cli --cluster create`; ready when every node reports
+    `cluster_state:ok` and all 16384 slots assigned."""
+
+    def __init__(self, tmp: Path, masters: int = 3):
+        self.exe = need(find_tool("redis-server"), "redis-server")
+        cli = need(find_tool("redis-cli"), "redis-cli")
+        import redis
+
+        self._redis = redis
+        self.tmp = tmp
+        self.ports = [free_port() for _ in range(2 * masters)]
+        self.procs = {p: self._start(p) for p in self.ports}
+        for p in self.ports:
+            wait_for(lambda p=p: port_open(p), what=f"cluster node {p}")
+        out = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stdout.decode(errors="replace") + out.stderr.decode(
+            errors="replace")
+        self.wait_ok()
+        self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.ports[:masters])
+
+    def _start(self, port: int) -> Proc:
+        data = self.tmp / f"cluster-{port}"
+        data.mkdir(exist_ok=True)
+        return Proc(
+            [self.exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+             "--save", "", "--appendonly", "no", "--dir", str(data)],
+            self.tmp / f"cluster-{port}.log")
+
+    def node(self, port: int):
+        return self._redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def client(self):
+        """redis-py's cluster client: the test's eyes on the whole cluster."""
+        from redis.cluster import RedisCluster as Client
+
+        return Client(host="127.0.0.1", port=self.masters()[0])
+
+    def _ok(self, port: int) -> bool:
+        try:
+            info = self.node(port).cluster("info")
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+        return info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
+
+    def wait_ok(self, timeout: float = 30):
+        wait_for(lambda: all(self._ok(p) for p, proc in self.procs.items() if proc.alive()),
+                 timeout=timeout, interval=0.1, what="cluster_state:ok on every node")
+
+    def masters(self) -> list[int]:
+        """Ports of the masters that serve slots now, seen from a live node."""
+        for p, proc in self.procs.items():
+            if not proc.alive():
+                continue
+            try:
+                slots = self.node(p).execute_command("CLUSTER", "SLOTS")
+            except Exception:  # noqa: BLE001 - ask the next node
+                continue
+            return sorted({int(r[2][1]) for r in slots})
+        raise AssertionError("no live cluster node answers CLUSTER SLOTS")
+
+    def kill(self, port: int):
+        self.procs[port].stop(signal.SIGKILL)
+
+    def restart(self, port: int):
+        self.procs[port].start()
+        wait_for(lambda: port_open(port), what=f"cluster node {port} restarted")
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.stop()
+
+
+class RedisSentinels:
+    """A master with two replicas and three sentinels watching it as
+    `mymaster` (down after 1 s); there is no redis-sentinel binary here,
+    `redis-server <conf> --sentinel` is the same program."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, tmp: Path):
+        self.exe = need(find_tool("redis-server"), "redis-server")
+        import redis
+
+        self._redis = redis
+        self.tmp = tmp
+        self.data_ports = [free_port() for _ in range(3)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.procs: dict[int, Proc] = {}
+        master = self.data_ports[0]
+        for p in self.data_ports:
+            data = tmp / f"sentinel-data-{p}"
+            data.mkdir()
+            extra = [] if p == master else ["--replicaof", "127.0.0.1", str(master)]
+            self.procs[p] = Proc(
+                [self.exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(data), *extra],
+                tmp / f"sentinel-data-{p}.log")
+        for p in self.sentinel_ports:
+            conf = tmp / f"sentinel-{p}.conf"
+            conf.write_text(
+                f"port {p}\nbind 127.0.0.1\ndir {tmp}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n")
+            self.procs[p] = Proc([self.exe, str(conf), "--sentinel"], tmp / f"sentinel-{p}.log")
+        self.wait_healthy()
+        self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def sentinel(self, port: int):
+        return self._redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
+                                 decode_responses=True)
+
+    def _ready(self, old: int | None = None, replicas: int = 2) -> bool:
+        """Every sentinel names the same master (not `old`) and sees
+        `replicas` replicas with their link to it up (else a failover has no replica
+        to promote: NOGOODSLAVE), and knows the other sentinels."""
+        try:
+            masters = set()
+            for p in self.sentinel_ports:
+                if not self.procs[p].alive():
+                    continue
+                s = self.sentinel(p)
+                _, port = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+                masters.add(int(port))
+                seen = s.execute_command("SENTINEL", "REPLICAS", self.MASTER)
+                up = [r for r in seen if r.get("master-link-status") == "ok"
+                      and "down" not in r.get("flags", "") and int(r.get("master-port", 0)) == int(port)]
+                if len(up) < replicas:
+                    return False
+                master = s.execute_command("SENTINEL", "MASTER", self.MASTER)
+                if int(master.get("num-other-sentinels", 0)) < 2:
+                    return False
+            return len(masters) == 1 and old not in masters
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    def master_port(self) -> int:
+        """The master's port as the first live sentinel sees it."""
+        for p in self.sentinel_ports:
+            try:
+                _, port = self.sentinel(p).execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+                return int(port)
+            except Exception:  # noqa: BLE001 - ask the next one
+                continue
+        raise AssertionError("no sentinel answers")
+
+    def master(self):
+        return self._redis.Redis(host="127.0.0.1", port=self.master_port(), socket_timeout=5)
+
+    def failover(self):
+        """`SENTINEL FAILOVER`: waits until the sentinels name another master
+        that says it is one."""
+        old = self.master_port()
+        self.sentinel(self.sentinel_ports[0]).execute_command("SENTINEL", "FAILOVER", self.MASTER)
+        self.wait_master_moved(old)
+
+    def wait_master_moved(self, old: int, timeout: float = 30):
+        """Until the sentinels agree on a master other than `old` that says
+        it is one."""
+        def moved() -> bool:
+            try:
+                port = self.master_port()
+                role = self._redis.Redis(host="127.0.0.1", port=port,
+                                         socket_timeout=2).execute_command("ROLE")
+            except Exception:  # noqa: BLE001 - failover in progress
+                return False
+            return port != old and role[0] in (b"master", "master")
+
+        wait_for(moved, timeout=timeout, interval=0.1, what="the sentinels promoted a replica")
+
+    def wait_healthy(self, old: int | None = None, replicas: int = 2, timeout: float = 30):
+        """Until every live sentinel agrees on one master (not `old`) with
+        `replicas` replicas linked to it: ready for the next failover."""
+        wait_for(lambda: self._ready(old, replicas), timeout=timeout, interval=0.1,
+                 what=f"every sentinel agrees on the master and sees {replicas} replicas linked")
+
+    def kill(self, port: int):
+        self.procs[port].stop(signal.SIGKILL)
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.stop()
+
+
 class Ferret:
     def __init__(self, tmp: Path, port: int | None = None):
         """`port`: listen there (one taken earlier with free_port(), e.g. to
