@@ -29,11 +29,20 @@ const KEYS: u64 = 64;
 const TARGET: &str = "s";
 
 fn target(set: &SentinelSet, replicas: u32, replica_timeout: Duration) -> RedisTarget {
+    target_at(set.sentinel_urls(), MASTER, replicas, replica_timeout)
+}
+
+fn target_at(
+    sentinels: Vec<String>,
+    master: &str,
+    replicas: u32,
+    replica_timeout: Duration,
+) -> RedisTarget {
     RedisTarget::with_settings(
         TARGET,
         RedisSource::Sentinel(SentinelSource {
-            sentinels: set.sentinel_urls(),
-            master: MASTER.into(),
+            sentinels,
+            master: master.into(),
             sentinel_user: None,
             sentinel_password: None,
         }),
@@ -129,17 +138,29 @@ fn assert_exact(port: u16, stream: u64, last: u64) {
     assert_eq!(text(&marker), Some(last.to_string()), "marker at {port}");
 }
 
+/// No fault. The first sentinel listed is down: the next one answers.
 #[tokio::test]
 async fn no_fault_exactly_once() {
     let Some(set) = SentinelSet::start() else {
         return;
     };
+    let dead = procs::free_ports(1)[0];
+    let mut sentinels = vec![format!("redis://127.0.0.1:{dead}")];
+    sentinels.extend(set.sentinel_urls());
     let begun = Instant::now();
-    let t = target(&set, 1, Duration::from_secs(1));
+    let t = target_at(sentinels.clone(), MASTER, 1, Duration::from_secs(1));
     let errors = drive(&t, 1, (1, 2000), 50, |_| {}).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_exact(set.master(Duration::from_secs(5)), 1, 2000);
     eprintln!("applied in {:?}", begun.elapsed());
+
+    let unknown = target_at(sentinels, "nope", 1, Duration::from_secs(1));
+    let e = unknown
+        .apply(1, &[(1, &push(1))])
+        .await
+        .expect_err("no such master");
+    assert!(!e.suspect, "{e}");
+    assert!(e.reason.contains("no sentinel knows master `nope`"), "{e}");
 }
 
 /// `SENTINEL FAILOVER` mid-stream. `replicas = 2` (every replica): a

@@ -3,12 +3,14 @@
 //!
 //! Follows the Sentinel client guidelines
 //! (<https://redis.io/docs/latest/develop/reference/sentinel-clients/>):
-//! the sentinels are asked in order, and the first that names the master
-//! moves to the front of the list; `SENTINEL get-master-addr-by-name`
+//! the sentinels are asked in order, and the one whose answer led to the
+//! master moves to the front of the list; `SENTINEL get-master-addr-by-name`
 //! gives `[ip, port]`; the server found there is asked `ROLE` and used only
-//! if it says `master` (during a failover a sentinel may still name the
-//! old master, now a replica: then the sentinels are asked again after a
-//! short pause, a bounded number of times).
+//! if it says `master`. When it cannot be reached or is not the master, the
+//! next sentinel's answer is tried (a sentinel cut off from the others
+//! may name a master long gone). When a server named master is a replica
+//! (a failover under way) the sentinels are asked again after a short
+//! pause, a bounded number of times.
 //!
 //! The resolver keeps no connection and no cached address: the applier asks
 //! it on every (re)connect, and drops its connection on anything that may
@@ -61,66 +63,94 @@ impl Resolver {
     /// Finds the master and connects to it; the connection has been
     /// checked to be a master's.
     pub(super) async fn connect(&self) -> Result<(Endpoint, Conn), String> {
-        let mut last = String::new();
+        let mut failures = Vec::new();
+        let mut named_any = false;
         for attempt in 0..ROLE_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(ROLE_PAUSE).await;
             }
-            let (host, port) = self.ask().await?;
-            let endpoint = self.data.at(&host, port);
-            let mut conn = endpoint.connect().await.map_err(|e| {
-                format!(
-                    "master `{}` at {host}:{port}, as the sentinels say: {e}",
-                    self.master
-                )
-            })?;
-            let role = conn
-                .command(&[&b"ROLE"[..]])
-                .await
-                .map_err(|e| format!("ROLE of {host}:{port}: {e}"))?;
-            match role_name(&role) {
-                Ok(role) if role == b"master" => return Ok((endpoint, conn)),
-                Ok(role) => {
-                    last = format!(
-                        "{host}:{port}, named master of `{}` by the sentinels, is a {} (a failover in progress?)",
-                        self.master,
-                        escape(role)
-                    );
-                    tracing::debug!("{last}; asking the sentinels again");
+            failures.clear();
+            let mut failing_over = false;
+            let sentinels = self
+                .sentinels
+                .lock()
+                .map_err(|_| "the sentinel list was poisoned".to_owned())?
+                .clone();
+            let mut tried: Vec<(String, u16)> = Vec::new();
+            for (i, sentinel) in sentinels.iter().enumerate() {
+                let from = sentinel.address();
+                let (host, port) = match self.ask_one(sentinel).await {
+                    Ok(Some(addr)) => addr,
+                    Ok(None) => {
+                        failures.push(format!("{from}: does not know it"));
+                        continue;
+                    }
+                    Err(e) => {
+                        failures.push(format!("{from}: {e}"));
+                        continue;
+                    }
+                };
+                named_any = true;
+                if tried.contains(&(host.clone(), port)) {
+                    continue;
                 }
-                Err(e) => return Err(format!("ROLE of {host}:{port}: {e}")),
+                tried.push((host.clone(), port));
+                match self.open_master(&host, port).await {
+                    Ok(found) => {
+                        if i > 0 {
+                            if let Ok(mut list) = self.sentinels.lock() {
+                                move_to_front(&mut list, &from);
+                            }
+                        }
+                        return Ok(found);
+                    }
+                    Err(Opened::NotMaster(role)) => {
+                        failing_over = true;
+                        failures.push(format!(
+                            "{from} names {host}:{port}, which is a {role} (a failover in progress?)"
+                        ));
+                    }
+                    Err(Opened::Failed(e)) => {
+                        failures.push(format!("{from} names {host}:{port}: {e}"));
+                    }
+                }
             }
+            // A replica named master is a failover under way: it settles
+            // within moments, so ask again soon. Anything else is the
+            // caller's to retry with its backoff.
+            if !failing_over {
+                break;
+            }
+            tracing::debug!(master = %self.master, "{}; asking the sentinels again", failures.join("; "));
         }
-        Err(last)
+        if named_any {
+            Err(format!("master `{}`: {}", self.master, failures.join("; ")))
+        } else {
+            Err(format!(
+                "no sentinel knows master `{}` ({})",
+                self.master,
+                failures.join("; ")
+            ))
+        }
     }
 
-    /// The master's address, from the first sentinel that knows it.
-    async fn ask(&self) -> Result<(String, u16), String> {
-        let sentinels = self
-            .sentinels
-            .lock()
-            .map_err(|_| "the sentinel list was poisoned".to_owned())?
-            .clone();
-        let mut failures = Vec::new();
-        for (i, sentinel) in sentinels.iter().enumerate() {
-            match self.ask_one(sentinel).await {
-                Ok(Some(addr)) => {
-                    if i > 0 {
-                        if let Ok(mut list) = self.sentinels.lock() {
-                            move_to_front(&mut list, &sentinel.address());
-                        }
-                    }
-                    return Ok(addr);
-                }
-                Ok(None) => failures.push(format!("{}: does not know it", sentinel.address())),
-                Err(e) => failures.push(format!("{}: {e}", sentinel.address())),
-            }
+    /// Connects to `host:port` with the data credentials; the connection
+    /// only if the server says it is a master.
+    async fn open_master(&self, host: &str, port: u16) -> Result<(Endpoint, Conn), Opened> {
+        let endpoint = self.data.at(host, port);
+        let mut conn = endpoint
+            .connect()
+            .await
+            .map_err(|e| Opened::Failed(e.to_string()))?;
+        let role = conn
+            .command(&[&b"ROLE"[..]])
+            .await
+            .map_err(|e| Opened::Failed(format!("ROLE: {e}")))?;
+        match role_name(&role) {
+            Ok(b"master") => Ok((endpoint, conn)),
+            Ok(role) => Err(Opened::NotMaster(escape(role))),
+            Err(e) => Err(Opened::Failed(format!("ROLE: {e}"))),
         }
-        Err(format!(
-            "no sentinel knows master `{}` ({})",
-            self.master,
-            failures.join("; ")
-        ))
     }
 
     async fn ask_one(&self, sentinel: &Endpoint) -> Result<Option<(String, u16)>, String> {
@@ -135,6 +165,13 @@ impl Resolver {
             .map_err(|e| e.to_string())?;
         parse_master_addr(&reply)
     }
+}
+
+/// Why a server named master was not used.
+enum Opened {
+    /// It answered `ROLE` with this.
+    NotMaster(String),
+    Failed(String),
 }
 
 /// Puts the endpoint at `address` first, keeping the others' order.
