@@ -137,6 +137,8 @@ pub struct SentinelSource {
     pub sentinels: Vec<String>,
     /// The master's name (`sentinel monitor <name> ...`).
     pub master: String,
+    /// The sentinels' own credentials, used when `sentinel_password` is
+    /// given (a user without a password is refused).
     pub sentinel_user: Option<String>,
     pub sentinel_password: Option<String>,
 }
@@ -165,11 +167,18 @@ impl Source {
         match source {
             RedisSource::Url(url) => parse(&url).map(Source::Fixed),
             RedisSource::Sentinel(s) => {
-                let data = parse(s.sentinels.first().map_or("", String::as_str))
-                    .map_err(|e| format!("sentinel URL: {e}"))?;
+                let Some(first) = s.sentinels.first() else {
+                    return Err("a sentinel target needs at least one sentinel URL".into());
+                };
+                let data = parse(first).map_err(|e| format!("sentinel URL `{first}`: {e}"))?;
+                // A sentinel answers at once or not at all: it gets
+                // `connect_timeout` for its reply too.
+                let wait = settings.connect_timeout;
                 let mut sentinels = Vec::with_capacity(s.sentinels.len());
                 for url in &s.sentinels {
-                    let endpoint = parse(url).map_err(|e| format!("sentinel URL `{url}`: {e}"))?;
+                    let endpoint = parse(url)
+                        .map_err(|e| format!("sentinel URL `{url}`: {e}"))?
+                        .with_timeouts(wait, wait);
                     sentinels.push(match &s.sentinel_password {
                         Some(password) => endpoint
                             .with_credentials(s.sentinel_user.clone(), Some(password.clone())),
@@ -755,5 +764,70 @@ impl RedisTarget {
                 other => return Err(self.broken(format!("unexpected EXEC reply {other:?}"))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(urls: &[&str], user: Option<&str>, password: Option<&str>) -> RedisSource {
+        RedisSource::Sentinel(SentinelSource {
+            sentinels: urls.iter().map(|u| u.to_string()).collect(),
+            master: "m".into(),
+            sentinel_user: user.map(str::to_owned),
+            sentinel_password: password.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn sentinel_sources_are_checked() {
+        let settings = RedisSettings::default();
+        let e = Source::new(sentinel(&[], None, None), &settings).expect_err("no sentinel");
+        assert!(e.contains("at least one sentinel"), "{e}");
+        let e = Source::new(sentinel(&["redis://h:1"], Some("u"), None), &settings)
+            .expect_err("a user alone");
+        assert!(e.contains("sentinel_password"), "{e}");
+        let e = Source::new(
+            sentinel(&["redis://h:1", "http://x"], None, None),
+            &settings,
+        )
+        .expect_err("a bad URL");
+        assert!(e.contains("`http://x`"), "{e}");
+    }
+
+    #[test]
+    fn sentinel_credentials() {
+        let settings = RedisSettings::default();
+        let urls = ["redis://data:pw@h:1", "redis://data:pw@h:2"];
+        let Ok(Source::Sentinel(own)) = Source::new(sentinel(&urls, None, None), &settings) else {
+            panic!("a sentinel source")
+        };
+        let text = format!("{own:?}");
+        assert_eq!(text.matches("Some(\"data\")").count(), 3, "{text}");
+        let Ok(Source::Sentinel(apart)) =
+            Source::new(sentinel(&urls, Some("sen"), Some("spw")), &settings)
+        else {
+            panic!("a sentinel source")
+        };
+        let text = format!("{apart:?}");
+        // Both sentinels take their own credentials; the data nodes keep
+        // the URL's.
+        assert_eq!(text.matches("Some(\"sen\")").count(), 2, "{text}");
+        assert_eq!(text.matches("Some(\"data\")").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn settings_from_options() {
+        let options = TargetOptions {
+            pool: Some(0),
+            timeout: Some(Duration::from_secs(2)),
+            ..TargetOptions::default()
+        };
+        let s = RedisSettings::from_options(&options);
+        assert_eq!(s.pool, 1);
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.replicas, 0);
     }
 }
