@@ -78,8 +78,13 @@ pub const SERVER_REDIS_ALREADY_APPLIED: &str = "syncs_server_redis_already_appli
 pub const SERVER_REDIS_MARKER_CONFLICTS: &str = "syncs_server_redis_marker_conflicts_total";
 /// Redis connections dropped with a request in flight that the next
 /// connection killed before going on (labels `target`, `outcome`: `killed`,
-/// `gone`, `refused`).
+/// `gone` — closed already, or its server restarted —, `refused`,
+/// `unreachable` — the master changed and the old one could not be reached).
 pub const SERVER_REDIS_FENCES: &str = "syncs_server_redis_fences_total";
+/// Redis runs whose WAIT found fewer replicas than the target's `replicas`
+/// within `replica_timeout` (label `target`): committed on the master, not
+/// yet safe from a failover, so held and retried.
+pub const SERVER_REDIS_WAIT_SHORTFALLS: &str = "syncs_server_redis_wait_shortfalls_total";
 /// Mongo inserts that met a document already there (label `target`).
 pub const SERVER_MONGO_DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
 

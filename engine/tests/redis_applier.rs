@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
-use syncs_engine::apply::redis::RedisTarget;
+use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget};
 use syncs_engine::apply::Applied;
 use syncs_engine::op::{Op, RedisCommand, RedisOp};
 use syncs_engine::wire::reply::{take_reply, Reply};
@@ -186,4 +186,73 @@ async fn a_run_cut_off_mid_exec_is_never_applied_twice() {
     assert_eq!(t.apply(9, &[(2, &two)]).await.expect("up"), [Applied::Ok]);
     sleeper.join().expect("the sleeper");
     assert_eq!(list(server.port, "l"), [&b"1"[..], b"2"]);
+}
+
+fn waiting_target(port: u16, replicas: u32, replica_timeout: Duration) -> RedisTarget {
+    RedisTarget::with_settings(
+        "r",
+        RedisSource::Url(format!("redis://127.0.0.1:{port}")),
+        RedisSettings {
+            replicas,
+            replica_timeout,
+            ..RedisSettings::default()
+        },
+    )
+    .expect("a target")
+}
+
+#[test]
+fn replica_timeout_must_be_shorter_than_timeout() {
+    let e = RedisTarget::with_settings(
+        "r",
+        RedisSource::Url("redis://127.0.0.1:1".into()),
+        RedisSettings {
+            replicas: 1,
+            timeout: Duration::from_secs(1),
+            replica_timeout: Duration::from_secs(1),
+            ..RedisSettings::default()
+        },
+    )
+    .expect_err("refused");
+    assert!(e.contains("replica_timeout"), "{e}");
+}
+
+#[tokio::test]
+async fn wait_holds_a_run_until_a_replica_has_it() {
+    let Some(primary) = start() else { return };
+    let t = waiting_target(primary.port, 1, Duration::from_millis(100));
+    let one = op(&[&b"RPUSH"[..], b"w", b"1"]);
+    let e = t
+        .apply(11, &[(1, &one)])
+        .await
+        .expect_err("no replica confirms it");
+    assert!(!e.suspect, "{e}");
+    assert!(
+        e.reason.contains("0 of 1 replicas confirmed within 100ms"),
+        "{e}"
+    );
+    // Committed on the master all the same.
+    assert_eq!(list(primary.port, "w"), [&b"1"[..]]);
+
+    // A replica attaches: the retry skips the record, touches the marker
+    // and is confirmed; nothing is applied twice.
+    let Some(replica) = start() else { return };
+    let port = primary.port.to_string();
+    let reply = call(
+        replica.port,
+        &[&b"REPLICAOF"[..], b"127.0.0.1", port.as_bytes()],
+    );
+    assert!(matches!(reply, Reply::Status(_)), "{reply:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match t.apply(11, &[(1, &one)]).await {
+            Ok(out) => {
+                assert_eq!(out, [Applied::Ok]);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never confirmed: {e}"),
+        }
+    }
+    assert_eq!(list(primary.port, "w"), [&b"1"[..]]);
+    assert_eq!(list(replica.port, "w"), [&b"1"[..]]);
 }

@@ -78,6 +78,9 @@ pub(super) struct Conn {
     /// `CLIENT ID` of this connection (`None`: the server would not say).
     id: Option<u64>,
     timeout: Duration,
+    /// A request was written and not all of its replies were read (a
+    /// failed or dropped [`Conn::round_trip`]).
+    pending: bool,
 }
 
 impl fmt::Debug for Conn {
@@ -108,6 +111,49 @@ impl Endpoint {
             connect_timeout,
             timeout,
         })
+    }
+
+    /// The same credentials and timeouts, another TCP address: a master a
+    /// sentinel named, a node a redirect named.
+    pub(super) fn at(&self, host: &str, port: u16) -> Self {
+        Self {
+            addr: Addr::Tcp(host.to_owned(), port),
+            ..self.clone()
+        }
+    }
+
+    /// The same address and timeouts, other credentials (`None` password:
+    /// no AUTH).
+    pub(super) fn with_credentials(
+        &self,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> Self {
+        Self {
+            username,
+            password,
+            ..self.clone()
+        }
+    }
+
+    /// The same, with other waits (a short one to reach a server that may
+    /// be gone).
+    pub(super) fn with_timeouts(&self, connect_timeout: Duration, timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// `host:port` or the socket path, for messages and to tell servers
+    /// apart.
+    pub(super) fn address(&self) -> String {
+        self.addr.to_string()
     }
 
     /// Connects, authenticates and asks for the connection's id.
@@ -143,6 +189,7 @@ impl Endpoint {
             rbuf: BytesMut::with_capacity(16 * 1024),
             id: None,
             timeout: self.timeout,
+            pending: false,
         };
         let mut packed = Vec::new();
         let mut n = 1;
@@ -184,10 +231,20 @@ impl Conn {
         n: usize,
     ) -> Result<Vec<Reply>, ConnError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange(packed, n)).await {
+        self.pending = true;
+        let result = match tokio::time::timeout(timeout, self.exchange(packed, n)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout(timeout)),
-        }
+        };
+        self.pending = result.is_err();
+        result
+    }
+
+    /// Whether every request sent has been answered: false after a round
+    /// trip failed or was dropped part-way, when commands may still be
+    /// waiting in the server.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.pending
     }
 
     async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Vec<Reply>, ConnError> {

@@ -24,18 +24,41 @@
 //! of the slot kills the dropped one by its `CLIENT ID` (the *fence*): Redis
 //! runs commands one at a time, so once `CLIENT KILL` has answered, an EXEC
 //! still queued on the old connection has either run already (the marker
-//! read next shows it) or never will.
+//! read next shows it) or never will. The fence holds the server's address
+//! and run id with the client id (fence.rs): an id means nothing on another
+//! server.
+//!
+//! # Replicas: WAIT
+//!
+//! With `replicas` > 0 each run's EXEC is followed, in the same round trip,
+//! by `WAIT <replicas> <replica_timeout>`; a run counts as applied only when
+//! enough replicas have it (wait.rs). A shortfall leaves the data committed
+//! but the run unavailable: its retry skips the records, touches the marker
+//! and waits again.
+//!
+//! # Where the server is
+//!
+//! A target names one server (a URL) or a master by its sentinels
+//! (sentinel.rs). Every new connection asks the sentinels afresh, and
+//! anything that may mean a failover drops the connection.
 
 mod conn;
+mod fence;
+mod sentinel;
+mod wait;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use syncs_dsl::Target as TargetDef;
+use syncs_dsl::{Target as TargetDef, TargetOptions};
 use tokio::sync::Mutex;
 
 use self::conn::{Conn, Endpoint};
+use self::fence::{Fence, Server};
+use self::sentinel::Resolver;
+use self::wait::{Held, Marker, Verdict, Wait};
 use super::{Applied, TargetError};
 use crate::op::{Op, RedisOp};
 use crate::stats;
@@ -54,13 +77,133 @@ const TRANSIENT: [&[u8]; 8] = [
     b"OOM",
 ];
 
+/// How a Redis target connects and what it waits for. The DSL's options
+/// map onto it ([`RedisSettings::from_options`]); the defaults are those of
+/// a plain `redis` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Connections (at least 1): a stream always uses the same one.
+    pub pool: usize,
+    pub connect_timeout: Duration,
+    /// For a whole round trip, WAIT included: longer than `replica_timeout`.
+    pub timeout: Duration,
+    /// Replicas that must have each run before it counts as applied (0:
+    /// no WAIT, the default for plain `redis`).
+    pub replicas: u32,
+    /// How long WAIT waits for them.
+    pub replica_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            pool: 1,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            replicas: 0,
+            replica_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// From a target's DSL options; what they leave out has its default.
+    pub fn from_options(options: &TargetOptions) -> Self {
+        let default = Self::default();
+        Self {
+            pool: options.pool.map_or(default.pool, |p| (p as usize).max(1)),
+            connect_timeout: options.connect_timeout.unwrap_or(default.connect_timeout),
+            timeout: options.timeout.unwrap_or(default.timeout),
+            ..default
+        }
+    }
+}
+
+/// Where a Redis target's server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisSource {
+    /// One server, by URL (`redis://user:pass@host:port`, `unix://...`).
+    Url(String),
+    /// The master a set of sentinels names.
+    Sentinel(SentinelSource),
+}
+
+/// A `redis-sentinel` target's sentinels and master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSource {
+    /// The sentinels' URLs, in the order to ask them. The first one's user
+    /// and password are the data nodes' too, and the sentinels' unless
+    /// `sentinel_password` is given.
+    pub sentinels: Vec<String>,
+    /// The master's name (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The sentinels' own credentials, used when `sentinel_password` is
+    /// given (a user without a password is refused).
+    pub sentinel_user: Option<String>,
+    pub sentinel_password: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct RedisTarget {
     name: String,
-    endpoint: Endpoint,
+    source: Source,
+    /// `None`: `replicas` is 0.
+    wait: Option<Wait>,
     /// `pool` connections; a stream always uses the same one, so its runs
     /// stay in order while different streams proceed in parallel.
     slots: Vec<Mutex<Slot>>,
+}
+
+/// How a new connection finds its server.
+#[derive(Debug)]
+enum Source {
+    Fixed(Endpoint),
+    Sentinel(Resolver),
+}
+
+impl Source {
+    fn new(source: RedisSource, settings: &RedisSettings) -> Result<Self, String> {
+        let parse = |url: &str| Endpoint::parse(url, settings.connect_timeout, settings.timeout);
+        match source {
+            RedisSource::Url(url) => parse(&url).map(Source::Fixed),
+            RedisSource::Sentinel(s) => {
+                let Some(first) = s.sentinels.first() else {
+                    return Err("a sentinel target needs at least one sentinel URL".into());
+                };
+                let data = parse(first).map_err(|e| format!("sentinel URL `{first}`: {e}"))?;
+                // A sentinel answers at once or not at all: it gets
+                // `connect_timeout` for its reply too.
+                let wait = settings.connect_timeout;
+                let mut sentinels = Vec::with_capacity(s.sentinels.len());
+                for url in &s.sentinels {
+                    let endpoint = parse(url)
+                        .map_err(|e| format!("sentinel URL `{url}`: {e}"))?
+                        .with_timeouts(wait, wait);
+                    sentinels.push(match &s.sentinel_password {
+                        Some(password) => endpoint
+                            .with_credentials(s.sentinel_user.clone(), Some(password.clone())),
+                        None if s.sentinel_user.is_some() => {
+                            return Err("sentinel_user needs sentinel_password".into())
+                        }
+                        None => endpoint,
+                    });
+                }
+                Resolver::new(sentinels, s.master, data).map(Source::Sentinel)
+            }
+        }
+    }
+
+    /// A connection to the server (the master, for sentinels), and where
+    /// it goes.
+    async fn connect(&self) -> Result<(Endpoint, Conn), String> {
+        match self {
+            Source::Fixed(endpoint) => match endpoint.connect().await {
+                Ok(conn) => Ok((endpoint.clone(), conn)),
+                Err(e) => Err(e.to_string()),
+            },
+            Source::Sentinel(resolver) => resolver.connect().await,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,18 +211,22 @@ struct Slot {
     /// The connection, when no run has it checked out and the last one
     /// finished cleanly.
     live: Option<Live>,
-    /// The `CLIENT ID` of this slot's connection while it is checked out,
-    /// and after it was dropped with a request possibly in flight: the next
-    /// connection kills it before sending anything.
-    fence: Option<u64>,
+    /// This slot's connection while it is checked out, and after it was
+    /// dropped with a request possibly in flight: the next connection kills
+    /// it before sending anything.
+    fence: Option<Fence>,
+    /// Per stream, the outcomes of a run committed whose WAIT fell short,
+    /// for its retry.
+    held: HashMap<u64, Held>,
 }
 
 #[derive(Debug)]
 struct Live {
     conn: Conn,
+    server: Arc<Server>,
     good_dbs: HashSet<u32>,
     /// Last applied sequence per stream, as read from / written to the target.
-    markers: HashMap<u64, u64>,
+    markers: HashMap<u64, Marker>,
 }
 
 /// What each queued command in the MULTI is.
@@ -134,19 +281,36 @@ fn select(packed: &mut Vec<u8>, db: u32) {
 }
 
 impl RedisTarget {
+    /// A plain `redis` target from its definition (no WAIT).
     pub fn new(def: &TargetDef) -> Result<Self, String> {
-        let endpoint = Endpoint::parse(
-            &def.url,
-            def.options
-                .connect_timeout
-                .unwrap_or(Duration::from_secs(5)),
-            def.options.timeout.unwrap_or(Duration::from_secs(30)),
-        )?;
-        let pool = def.options.pool.unwrap_or(1).max(1) as usize;
+        Self::with_settings(
+            &def.name,
+            RedisSource::Url(def.url.clone()),
+            RedisSettings::from_options(&def.options),
+        )
+    }
+
+    /// A target named `name` at `source`. Refuses a `replica_timeout` not
+    /// shorter than `timeout` (the round trip that carries WAIT would time
+    /// out first).
+    pub fn with_settings(
+        name: &str,
+        source: RedisSource,
+        settings: RedisSettings,
+    ) -> Result<Self, String> {
+        if settings.replicas > 0 && settings.replica_timeout >= settings.timeout {
+            return Err(format!(
+                "replica_timeout ({:?}) must be shorter than timeout ({:?})",
+                settings.replica_timeout, settings.timeout
+            ));
+        }
         Ok(Self {
-            name: def.name.clone(),
-            endpoint,
-            slots: (0..pool).map(|_| Mutex::new(Slot::default())).collect(),
+            name: name.to_owned(),
+            source: Source::new(source, &settings)?,
+            wait: Wait::new(settings.replicas, settings.replica_timeout),
+            slots: (0..settings.pool.max(1))
+                .map(|_| Mutex::new(Slot::default()))
+                .collect(),
         })
     }
 
@@ -172,10 +336,11 @@ impl RedisTarget {
         TargetError::suspect(&self.name, reason)
     }
 
-    /// Whether the server answers at all, on a connection of its own.
+    /// Whether the server answers at all, on a connection of its own (to
+    /// the master, for sentinels).
     pub async fn probe(&self) -> Result<(), TargetError> {
-        let mut conn = self
-            .endpoint
+        let (_, mut conn) = self
+            .source
             .connect()
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -192,68 +357,77 @@ impl RedisTarget {
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
         let index = (stream % self.slots.len() as u64) as usize;
-        let mut slot = self.slots[index].lock().await;
+        let mut guard = self.slots[index].lock().await;
+        let slot = &mut *guard;
         let mut live = match slot.live.take() {
             Some(live) => live,
-            None => Live {
-                conn: self.connect(&mut slot.fence).await?,
-                good_dbs: HashSet::new(),
-                markers: HashMap::new(),
-            },
+            None => self.connect(&mut slot.fence).await?,
         };
         // Checked out: from here until it is put back, a failure or a
         // dropped future drops `live` (the socket and the cached markers),
         // and the fence stays set for the next connection.
-        slot.fence = live.conn.id();
-        let result = self.apply_checked_out(&mut live, stream, items).await;
-        if result.is_ok() {
-            slot.live = Some(live);
-            slot.fence = None;
+        slot.fence = live.conn.id().map(|id| Fence {
+            id,
+            server: Arc::clone(&live.server),
+        });
+        let result = self
+            .apply_checked_out(&mut live, &mut slot.held, stream, items)
+            .await;
+        match result {
+            Ok(_) => {
+                slot.live = Some(live);
+                slot.fence = None;
+            }
+            // Every request was answered: nothing of this connection waits
+            // in the server, so there is nothing to kill. The connection
+            // goes all the same (for a sentinel target, the next one asks
+            // where the master is).
+            Err(_) if live.conn.is_idle() => slot.fence = None,
+            Err(_) => {}
         }
         result
     }
 
     /// A new connection; first kills the one `fence` names, if any.
-    async fn connect(&self, fence: &mut Option<u64>) -> Result<Conn, TargetError> {
-        let mut conn = self
-            .endpoint
+    async fn connect(&self, fence: &mut Option<Fence>) -> Result<Live, TargetError> {
+        let (endpoint, mut conn) = self
+            .source
             .connect()
             .await
             .map_err(|e| self.unavailable(e))?;
+        let server = Server::identify(endpoint, &mut conn)
+            .await
+            .map_err(|e| self.unavailable(format!("INFO server: {e}")))?;
         if conn.id().is_none() {
             tracing::warn!(target = %self.name, "CLIENT ID not answered: a run cut off mid-way cannot be fenced (Redis 5 or later and the CLIENT command are needed for exactly once after timeouts)");
         }
-        if let Some(old) = *fence {
-            let id = old.to_string();
-            let outcome = match conn
-                .command(&[&b"CLIENT"[..], b"KILL", b"ID", id.as_bytes()])
+        if let Some(old) = fence.as_ref() {
+            let outcome = old
+                .settle(&self.name, &server, &mut conn)
                 .await
-                .map_err(|e| self.unavailable(format!("fencing the previous connection: {e}")))?
-            {
-                Reply::Int(1) => "killed",
-                Reply::Int(_) => "gone",
-                Reply::Error(e) if e.starts_with(b"ERR No such client") => "gone",
-                other => {
-                    tracing::warn!(target = %self.name, old, "could not kill the connection dropped mid-run ({other:?}); a run still queued on it may apply twice");
-                    "refused"
-                }
-            };
-            metrics::counter!(stats::SERVER_REDIS_FENCES, "target" => self.name.clone(), "outcome" => outcome)
+                .map_err(|e| self.unavailable(format!("fencing the previous connection: {e}")))?;
+            metrics::counter!(stats::SERVER_REDIS_FENCES, "target" => self.name.clone(), "outcome" => outcome.label())
                 .increment(1);
             *fence = None;
         }
-        Ok(conn)
+        Ok(Live {
+            conn,
+            server: Arc::new(server),
+            good_dbs: HashSet::new(),
+            markers: HashMap::new(),
+        })
     }
 
     async fn apply_checked_out(
         &self,
         live: &mut Live,
+        held: &mut HashMap<u64, Held>,
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
         let mut conflicts = 0;
         loop {
-            if let Some(out) = self.apply_on(live, stream, items).await? {
+            if let Some(out) = self.apply_on(live, held, stream, items).await? {
                 return Ok(out);
             }
             conflicts += 1;
@@ -293,7 +467,7 @@ impl RedisTarget {
     }
 
     /// The last sequence of `stream` applied at this target (0: none).
-    async fn marker(&self, live: &mut Live, stream: u64) -> Result<u64, TargetError> {
+    async fn marker(&self, live: &mut Live, stream: u64) -> Result<Marker, TargetError> {
         let shared = shared_streams();
         if let (false, Some(m)) = (shared, live.markers.get(&stream)) {
             return Ok(*m);
@@ -338,7 +512,7 @@ impl RedisTarget {
         .map_err(|other| {
             self.unavailable(format!("unexpected reply to HMGET {APPLIED_KEY}: {other}"))
         })?;
-        let m = match value {
+        let value = match value {
             Some(b) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -348,6 +522,11 @@ impl RedisTarget {
                     ))
                 })?,
             None => 0,
+        };
+        // Read, not written here: nothing says a replica has it.
+        let m = Marker {
+            value,
+            confirmed: self.wait.is_none(),
         };
         if !shared {
             live.markers.insert(stream, m);
@@ -388,6 +567,7 @@ impl RedisTarget {
     async fn apply_on(
         &self,
         live: &mut Live,
+        held: &mut HashMap<u64, Held>,
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Option<Vec<Applied>>, TargetError> {
@@ -396,6 +576,9 @@ impl RedisTarget {
             return Ok(Some(out));
         };
         let marker = self.marker(live, stream).await?;
+        // A retry of a run that committed and fell short of replicas: its
+        // records are skipped now, with the outcomes they had then.
+        let kept = held.get(&stream).and_then(|h| h.outcomes(items));
         let mut active: Vec<(usize, &RedisOp)> = Vec::new();
         let mut skipped = 0u64;
         for (i, (seq, op)) in items.iter().enumerate() {
@@ -403,23 +586,36 @@ impl RedisTarget {
                 Op::Mongo(_) => {
                     out[i] = Applied::Refused("a Mongo write cannot go to a Redis target".into())
                 }
-                Op::Redis(_) if *seq <= marker => skipped += 1,
+                Op::Redis(_) if *seq <= marker.value => {
+                    skipped += 1;
+                    if let Some(outcome) = kept.and_then(|k| k.get(i)) {
+                        out[i] = outcome.clone();
+                    }
+                }
                 Op::Redis(r) => active.push((i, r)),
             }
         }
         if skipped > 0 {
             metrics::counter!(stats::SERVER_REDIS_ALREADY_APPLIED, "target" => self.name.clone())
                 .increment(skipped);
-            tracing::info!(target = %self.name, skipped, marker, "skipped records this target had already applied");
+            tracing::info!(target = %self.name, skipped, marker = marker.value, "skipped records this target had already applied");
         }
-        if last_seq <= marker {
+        if last_seq <= marker.value && marker.confirmed {
             if shared_streams() {
                 live.conn
                     .command(&[&b"UNWATCH"[..]])
                     .await
                     .map_err(|e| self.unavailable(e))?;
             }
+            held.remove(&stream);
             return Ok(Some(out));
+        }
+        // From here the marker is written: past the run, or (a *touch*)
+        // again with the value it has, so that WAIT, which counts only
+        // this connection's writes, confirms everything up to it.
+        let new_marker = last_seq.max(marker.value);
+        if new_marker == marker.value {
+            tracing::debug!(target = %self.name, marker = marker.value, "every record applied already; touching the marker to confirm it with WAIT");
         }
 
         let bad_dbs = self.check_dbs(live, &active).await?;
@@ -435,12 +631,15 @@ impl RedisTarget {
         // refused while queueing aborts the EXEC; it is taken out and the
         // rest sent again.
         let field = self.marker_field(stream);
-        let last = last_seq.to_string();
+        let last = new_marker.to_string();
         let mut first_round = true;
         loop {
             // An aborted EXEC ends the WATCH: watch again, and plan again
             // if the marker moved meanwhile.
-            if !first_round && shared_streams() && self.marker(live, stream).await? != marker {
+            if !first_round
+                && shared_streams()
+                && self.marker(live, stream).await?.value != marker.value
+            {
                 return Ok(None);
             }
             first_round = false;
@@ -472,7 +671,13 @@ impl RedisTarget {
             );
             parts.push(Part::Marker);
             encode_command(&mut packed, &[&b"EXEC"[..]]);
-            let total = parts.len() + 2;
+            // After EXEC, in the same round trip (inside MULTI it would not
+            // block). Its answer counts only when the EXEC committed.
+            if let Some(wait) = &self.wait {
+                wait.encode(&mut packed);
+            }
+            let exec_at = parts.len() + 1;
+            let total = exec_at + 1 + usize::from(self.wait.is_some());
             let replies = live
                 .conn
                 .round_trip(&packed, total)
@@ -481,8 +686,8 @@ impl RedisTarget {
             if let Some(e) = replies[0].as_error() {
                 return Err(self.unavailable(format!("MULTI refused: {}", escape(e))));
             }
-            let queued = &replies[1..total - 1];
-            match &replies[total - 1] {
+            let queued = &replies[1..exec_at];
+            match &replies[exec_at] {
                 Reply::Array(Some(results)) if results.len() == parts.len() => {
                     let errors = self.errors_by_item(&parts, results, "failed")?;
                     for (i, errs) in errors {
@@ -496,9 +701,41 @@ impl RedisTarget {
                             errs.join("; ")
                         });
                     }
-                    if !shared_streams() {
-                        live.markers.insert(stream, last_seq);
+                    if let Some(wait) = &self.wait {
+                        let verdict = replies
+                            .get(exec_at + 1)
+                            .map_or(Verdict::Nonsense("no WAIT reply".into()), |r| wait.judge(r));
+                        if verdict != Verdict::Confirmed {
+                            // Committed, not confirmed: the retry skips the
+                            // records (with these outcomes) and waits again.
+                            live.markers.remove(&stream);
+                            held.insert(stream, Held::new(items, &out));
+                        }
+                        match verdict {
+                            Verdict::Confirmed => {}
+                            Verdict::Shortfall(k) => {
+                                metrics::counter!(stats::SERVER_REDIS_WAIT_SHORTFALLS, "target" => self.name.clone())
+                                    .increment(1);
+                                return Err(self.unavailable(wait.shortfall(k)));
+                            }
+                            Verdict::Refused(e) => {
+                                return Err(self.unavailable(format!(
+                                    "WAIT refused (no longer the master?): {e}"
+                                )))
+                            }
+                            Verdict::Nonsense(e) => return Err(self.broken(e)),
+                        }
                     }
+                    if !shared_streams() {
+                        live.markers.insert(
+                            stream,
+                            Marker {
+                                value: new_marker,
+                                confirmed: true,
+                            },
+                        );
+                    }
+                    held.remove(&stream);
                     return Ok(Some(out));
                 }
                 Reply::Array(None) if shared_streams() => return Ok(None),
@@ -527,5 +764,70 @@ impl RedisTarget {
                 other => return Err(self.broken(format!("unexpected EXEC reply {other:?}"))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(urls: &[&str], user: Option<&str>, password: Option<&str>) -> RedisSource {
+        RedisSource::Sentinel(SentinelSource {
+            sentinels: urls.iter().map(|u| u.to_string()).collect(),
+            master: "m".into(),
+            sentinel_user: user.map(str::to_owned),
+            sentinel_password: password.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn sentinel_sources_are_checked() {
+        let settings = RedisSettings::default();
+        let e = Source::new(sentinel(&[], None, None), &settings).expect_err("no sentinel");
+        assert!(e.contains("at least one sentinel"), "{e}");
+        let e = Source::new(sentinel(&["redis://h:1"], Some("u"), None), &settings)
+            .expect_err("a user alone");
+        assert!(e.contains("sentinel_password"), "{e}");
+        let e = Source::new(
+            sentinel(&["redis://h:1", "http://x"], None, None),
+            &settings,
+        )
+        .expect_err("a bad URL");
+        assert!(e.contains("`http://x`"), "{e}");
+    }
+
+    #[test]
+    fn sentinel_credentials() {
+        let settings = RedisSettings::default();
+        let urls = ["redis://data:pw@h:1", "redis://data:pw@h:2"];
+        let Ok(Source::Sentinel(own)) = Source::new(sentinel(&urls, None, None), &settings) else {
+            panic!("a sentinel source")
+        };
+        let text = format!("{own:?}");
+        assert_eq!(text.matches("Some(\"data\")").count(), 3, "{text}");
+        let Ok(Source::Sentinel(apart)) =
+            Source::new(sentinel(&urls, Some("sen"), Some("spw")), &settings)
+        else {
+            panic!("a sentinel source")
+        };
+        let text = format!("{apart:?}");
+        // Both sentinels take their own credentials; the data nodes keep
+        // the URL's.
+        assert_eq!(text.matches("Some(\"sen\")").count(), 2, "{text}");
+        assert_eq!(text.matches("Some(\"data\")").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn settings_from_options() {
+        let options = TargetOptions {
+            pool: Some(0),
+            timeout: Some(Duration::from_secs(2)),
+            ..TargetOptions::default()
+        };
+        let s = RedisSettings::from_options(&options);
+        assert_eq!(s.pool, 1);
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.replicas, 0);
     }
 }
