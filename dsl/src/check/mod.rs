@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use crate::ast::*;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::pattern::Analyzed;
-use crate::target::{Target, TargetId};
+use crate::target::{Target, TargetId, TargetKind};
 
 /// What the checker found, and the resolved targets for the compiler.
 #[derive(Debug, Default)]
@@ -84,6 +84,16 @@ impl<'a> Ctx<'a> {
     }
     pub(super) fn at(&self, fi: usize, span: Span) -> String {
         format!("{}:{}", self.files[fi].path.display(), span.line)
+    }
+}
+
+/// True when a target of `kind` takes operations of `protocol`: Redis
+/// operations go to the redis kinds ([`TargetKind::is_redis`]), Mongo
+/// writes to `mongo`, both to `file`.
+pub(super) fn kind_fits(protocol: Protocol, kind: TargetKind) -> bool {
+    match protocol {
+        Protocol::Redis => kind.is_redis() || kind == TargetKind::File,
+        Protocol::Mongo => matches!(kind, TargetKind::Mongo | TargetKind::File),
     }
 }
 

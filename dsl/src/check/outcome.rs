@@ -4,9 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::suggest::suggest;
-use super::Ctx;
+use super::{kind_fits, Ctx};
 use crate::ast::*;
-use crate::target::{Target, TargetId, TargetKind};
+use crate::target::{Target, TargetId};
 use crate::template::{split, RawPiece};
 
 /// What a key template may refer to: for each key pattern, its capture count
@@ -52,12 +52,7 @@ pub(super) fn check_outcome(
             continue;
         };
         let kind = targets[usize::from(id.0)].kind;
-        let fits = matches!(
-            (protocol, kind),
-            (Protocol::Redis, TargetKind::Redis | TargetKind::File)
-                | (Protocol::Mongo, TargetKind::Mongo | TargetKind::File)
-        );
-        if !fits {
+        if !kind_fits(protocol, kind) {
             cx.error(
                 fi,
                 a.target.span,

@@ -12,8 +12,8 @@
 //! (`Outcome::Refused`) the caller writes to the dead-letter file.
 
 pub mod keys;
-pub mod slot;
 pub mod ruletest;
+pub mod slot;
 
 use bytes::Bytes;
 use syncs_dsl::{
