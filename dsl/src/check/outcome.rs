@@ -133,11 +133,15 @@ fn check_key_template(
     };
     for p in pieces {
         let RawPiece::Ref(r) = p else { continue };
-        if r == "db" || r == "coll" {
+        if r == "db" {
+            // The source db number.
+            continue;
+        }
+        if r == "coll" {
             cx.error(
                 fi,
                 t.span,
-                format!("`{{{r}}}` is for mongo names; key templates use {{0}} (the whole key), {{1}}, {{2}}, ... or regex group names"),
+                format!("`{{{r}}}` is for mongo names; key templates use {{0}} (the whole key), {{1}}, {{2}}, ..., regex group names or {{db}} (the source db)"),
             );
             continue;
         }

@@ -302,7 +302,10 @@ fn apply_decision(
         Decision::Route { actions, rule } => (
             actions
                 .iter()
-                .map(|a| (a.target, a.redis_db(db), rewrite(a, cmd, positions), rule))
+                .map(|a| {
+                    let out = rewrite(a, cmd, positions, db);
+                    (a.target, a.redis_db(db), out, rule)
+                })
                 .collect(),
             None,
         ),
@@ -323,12 +326,19 @@ fn dead_letter_reason(rules: &RuleSet, rule: Option<RuleId>, reason: &str) -> St
     }
 }
 
-fn rewrite(action: &Action, cmd: &RedisCommand, positions: &[usize]) -> RedisCommand {
+/// `cmd` with the keys at `positions` rewritten by `action`; `source_db`
+/// is the db the command came from (a template's `{db}`).
+fn rewrite(
+    action: &Action,
+    cmd: &RedisCommand,
+    positions: &[usize],
+    source_db: u32,
+) -> RedisCommand {
     let mut out = cmd.clone();
     if action.rewrites_key() {
         let args = out.args_mut();
         for &p in positions {
-            let new = action.rewrite_key(&args[p]).into_owned();
+            let new = action.rewrite_key(&args[p], source_db).into_owned();
             args[p] = Bytes::from(new);
         }
     }
