@@ -249,3 +249,105 @@ fn replica_timeout_stays_below_timeout() {
         ],
     );
 }
+
+/// (line, col, message) of every diagnostic, errors and warnings.
+fn diags(src: &str) -> Vec<(usize, usize, Severity, String)> {
+    let all = match parse_sources(&[("t.sync".into(), src.to_string())]) {
+        Ok(rs) => rs.warnings().to_vec(),
+        Err(d) => d,
+    };
+    all.into_iter()
+        .map(|d| (d.line, d.col, d.severity, d.message))
+        .collect()
+}
+
+#[test]
+fn a_cluster_has_only_db_0() {
+    let src = format!(
+        "{C}\
+         rule all: redis -> c\n\
+         rule three: redis port 2 db 3 -> c db 3\n\
+         rule some: redis port 3 db 0..3, 9 -> c\n\
+         rule zero: redis port 4 db 0 -> c\n\
+         rule moved: redis port 5 db 5 -> c db 0\n\
+         rule merged: redis port 6 db 1, 4 -> c db 0 prefix \"x:\"\n\
+         rule apart: redis port 7 -> c db 0 key \"{{db}}:{{0}}\"\n\
+         rule fan: redis port 8 db 2 -> c, c db 0\n\
+         default redis -> c\n"
+    );
+    let got = diags(&src);
+    let want = [
+        (2, 20, Severity::Error, "rule `all` may route redis db 1 and above into redis-cluster target `c`, which has only db 0: write `c db 0` (dbs merge; `key \"{db}:{0}\"` keeps them apart) or add `db 0` to the rule"),
+        (3, 36, Severity::Error, "redis-cluster target `c` has only db 0: `db 3` cannot be written there"),
+        (4, 39, Severity::Error, "rule `some` may route redis db 1..3, 9 into redis-cluster target `c`"),
+        (7, 40, Severity::Warning, "rule `merged` writes keys of db 1, 4 into db 0 of redis-cluster target `c`, where they merge (a key of one db overwrites the same key of another); `key \"{db}:{0}\"` keeps them apart"),
+        (9, 32, Severity::Error, "rule `fan` may route redis db 2 into redis-cluster target `c`"),
+        (10, 18, Severity::Error, "the redis default may route redis db 1 and above into redis-cluster target `c`, which has only db 0: write `c db 0` (dbs merge; `key \"{db}:{0}\"` keeps them apart)"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2), "{g:?}");
+        assert!(
+            g.3.starts_with(w.3),
+            "{:?} should start with {:?}",
+            g.3,
+            w.3
+        );
+    }
+    // The default cannot get a condition: no "add `db 0` to the rule".
+    assert!(got[5].3.ends_with("keeps them apart)"), "{}", got[5].3);
+    // Rendered with its file and line.
+    let d = errors(&src);
+    assert!(d[0].to_string().contains("t.sync:2:20"), "{}", d[0]);
+}
+
+#[test]
+fn db_0_merging_every_db_is_a_warning_and_the_set_loads() {
+    let rs = rules(&format!("{C}default redis -> c db 0\n"));
+    let w: Vec<_> = rs
+        .warnings()
+        .iter()
+        .map(|d| (d.line, d.col, d.message.as_str()))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].0, w[0].1), (2, 20));
+    assert!(
+        w[0].2.starts_with(
+            "the redis default writes keys of every db into db 0 of redis-cluster target `c`"
+        ),
+        "{}",
+        w[0].2
+    );
+    // `{db}` in the key keeps them apart: no warning.
+    let rs = rules(&format!(
+        "{C}default redis -> c db 0 key \"{{db}}/{{0}}\"\n"
+    ));
+    assert!(rs.warnings().is_empty(), "{}", render(rs.warnings()));
+}
+
+#[test]
+fn other_redis_kinds_keep_their_dbs() {
+    let rs = rules(&format!(
+        "{S}target r = redis \"redis://a\"\nrule a: redis port 1 -> s db 3\ndefault redis -> r db 0\n"
+    ));
+    assert!(rs.warnings().is_empty(), "{}", render(rs.warnings()));
+}
+
+#[test]
+fn a_constant_hash_tag_puts_every_key_in_one_slot() {
+    let got = diags(&format!(
+        "{C}\
+         rule p: redis port 1 db 0 -> c prefix \"{{app}}:\"\n\
+         rule k: redis port 2 db 0 key \"u:*\" -> c key \"{{{{u}}}}:{{1}}\"\n\
+         rule t: redis port 3 db 0 key \"u:*\" -> c key \"{{{{{{1}}}}}}:x\"\n\
+         rule e: redis port 4 db 0 -> c prefix \"{{}}\"\n\
+         default redis -> drop\n"
+    ));
+    assert_eq!(
+        got,
+        [
+            (2, 32, Severity::Warning, "every key rule `p` sends to redis-cluster target `c` has the hash tag `{app}`: they all land in one slot, on one node".to_string()),
+            (3, 42, Severity::Warning, "every key rule `k` sends to redis-cluster target `c` has the hash tag `{u}`: they all land in one slot, on one node".to_string()),
+        ]
+    );
+}

@@ -5,10 +5,13 @@
 //! regexes and templates, options that do not fit the target, rules and
 //! targets of different protocols, repeated conditions, rules that can never
 //! match because an earlier rule catches everything they would, tests that
-//! name unknown targets or mix protocols.
+//! name unknown targets or mix protocols, a db other than 0 that could reach
+//! a `redis-cluster` target.
 //!
 //! Warnings: unused targets, rules that route dangerous commands or mongo
-//! `drop`, unknown Redis command names, duplicate test names.
+//! `drop`, unknown Redis command names, duplicate test names, several dbs
+//! merged into a cluster's db 0, a constant hash tag on every key sent to a
+//! cluster.
 //!
 //! One file per job: `targets.rs` (declarations and their options),
 //! `rules.rs` (rules and defaults: names and conditions, and the shadowing
