@@ -18,9 +18,9 @@ pub enum TargetKind {
     RedisCluster,
     /// A Redis master found through Sentinel; `url` is a comma-separated
     /// list of sentinels, and the `master` option names the monitored
-    /// master. The URLs' user and password are the master's; the
-    /// sentinels' own are the `sentinel_user` / `sentinel_password`
-    /// options.
+    /// master. The URLs' user and password are the master's, and the
+    /// sentinels' too unless the `sentinel_password` (and `sentinel_user`)
+    /// options give their own.
     RedisSentinel,
     /// A MongoDB deployment; `url` is a `mongodb://` URL.
     Mongo,

@@ -223,6 +223,7 @@ fn option_values() {
             "4:52: `master` must be a non-empty quoted string",
             "4:76: `sentinel_password` must be a non-empty quoted string",
             "5:8: redis-sentinel target `t` needs `master`, the name the sentinels monitor",
+            "5:59: `sentinel_user` needs `sentinel_password`",
         ],
     );
 }

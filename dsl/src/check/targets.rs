@@ -288,6 +288,13 @@ fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
             ),
         );
     }
+    if let (Some(span), None) = (spans.get("sentinel_user"), &o.sentinel_password) {
+        cx.error(
+            fi,
+            *span,
+            "`sentinel_user` needs `sentinel_password` (without them the sentinels get the URLs' user and password)".into(),
+        );
+    }
     if t.kind.is_redis() {
         check_replica_timeout(cx, fi, t, &o, &spans);
     }
