@@ -48,13 +48,14 @@ impl Action {
     }
 
     /// The key as written to the target. Borrowed when the action does not
-    /// rewrite keys.
+    /// rewrite keys. `source_db` is the db the operation came from, for a
+    /// template's `{db}`.
     ///
     /// For a template with captures, `key` is matched again against the rule's
     /// key patterns (the first that matches supplies the captures). If none
     /// matches — only possible when called with a key the rule did not match —
     /// the key is returned unchanged.
-    pub fn rewrite_key<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+    pub fn rewrite_key<'k>(&self, key: &'k [u8], source_db: u32) -> Cow<'k, [u8]> {
         match &self.key {
             KeyRewrite::None => Cow::Borrowed(key),
             KeyRewrite::Prefix(p) => {
@@ -65,7 +66,7 @@ impl Action {
             }
             KeyRewrite::Template { patterns, template } => {
                 if template.whole_key_only() {
-                    return Cow::Owned(expand_whole(template, key));
+                    return Cow::Owned(expand_whole(template, key, source_db));
                 }
                 for re in patterns.iter() {
                     if let Some(caps) = re.regex().captures(key) {
@@ -84,6 +85,7 @@ impl Action {
                                         out.extend_from_slice(m.as_bytes());
                                     }
                                 }
+                                KeyPiece::Db => push_decimal(&mut out, source_db),
                             }
                         }
                         return Cow::Owned(out);
@@ -120,13 +122,44 @@ impl Action {
     }
 }
 
-fn expand_whole(template: &KeyTemplate, key: &[u8]) -> Vec<u8> {
+fn expand_whole(template: &KeyTemplate, key: &[u8], source_db: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 16);
     for p in template.pieces.iter() {
         match p {
             KeyPiece::Lit(l) => out.extend_from_slice(l),
             KeyPiece::Group(_) | KeyPiece::Named(_) => out.extend_from_slice(key),
+            KeyPiece::Db => push_decimal(&mut out, source_db),
         }
     }
     out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 15, 4_294_967_295] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 }

@@ -122,6 +122,7 @@ impl Compiler<'_> {
             .into_iter()
             .map(|p| match p {
                 RawPiece::Lit(l) => KeyPiece::Lit(l.into_bytes().into()),
+                RawPiece::Ref(r) if r == "db" => KeyPiece::Db,
                 RawPiece::Ref(r) => match r.parse::<usize>() {
                     Ok(n) => KeyPiece::Group(n),
                     Err(_) => KeyPiece::Named(r.into()),

@@ -19,6 +19,9 @@
 //!   commands.
 //! - [`pattern`], [`template`]: globs/regexes and `{1}` / `{db}` templates.
 //! - [`ruletest`]: `test` blocks as plain data, run by the engine.
+//! - [`target`]: [`Target`], its kind and options; `redis_url` takes the
+//!   seed URLs of `redis-cluster` / `redis-sentinel` targets apart for the
+//!   checker.
 //! - [`diagnostic`]: [`Diagnostic`], rendered like rustc, serializable.
 //!
 //! **Architecture invariant:** this crate does no network IO and keeps no
@@ -47,6 +50,7 @@ pub mod duration;
 pub mod matcher;
 pub mod parser;
 pub mod pattern;
+mod redis_url;
 pub mod ruletest;
 pub mod target;
 pub mod template;

@@ -37,6 +37,8 @@ pub fn describe(rule: &Rule) -> String {
         Rule::kw_default => "`default`",
         Rule::kw_test => "`test`",
         Rule::kw_redis => "`redis`",
+        Rule::kw_redis_cluster => "`redis-cluster`",
+        Rule::kw_redis_sentinel => "`redis-sentinel`",
         Rule::kw_mongo => "`mongo`",
         Rule::kw_file => "`file`",
         Rule::kw_port => "`port`",
@@ -64,7 +66,9 @@ pub fn describe(rule: &Rule) -> String {
         Rule::regex | Rule::regex_body => "a regex (`/.../`)",
         Rule::regex_flags => "regex flags (`i`)",
         Rule::target_decl => "a target declaration",
-        Rule::target_kind => "a target kind (`redis`, `mongo` or `file`)",
+        Rule::target_kind => {
+            "a target kind (`redis`, `redis-cluster`, `redis-sentinel`, `mongo` or `file`)"
+        }
         Rule::target_url => "a quoted URL or path",
         Rule::options => "target options (`{ pool = 8, timeout = 2s }`)",
         Rule::option => "an option (`name = value`)",
@@ -321,9 +325,12 @@ fn parse_target_decl(pair: Pair<'_, Rule>) -> Option<TargetDecl> {
 
 fn parse_target_kind(pair: Pair<'_, Rule>) -> TargetKind {
     match pair.into_inner().next().map(|p| p.as_rule()) {
+        Some(Rule::kw_redis_cluster) => TargetKind::RedisCluster,
+        Some(Rule::kw_redis_sentinel) => TargetKind::RedisSentinel,
         Some(Rule::kw_mongo) => TargetKind::Mongo,
         Some(Rule::kw_file) => TargetKind::File,
-        _ => TargetKind::Redis,
+        Some(Rule::kw_redis) => TargetKind::Redis,
+        r => unreachable!("parse_target_kind: {r:?}"),
     }
 }
 

@@ -2,8 +2,10 @@
 //! `coll "{coll}_v2"`.
 //!
 //! `{N}` is capture N of the rule's key pattern (`{0}` is the whole key),
-//! `{name}` a named group of a regex key pattern, `{db}` / `{coll}` the
-//! source Mongo namespace. `{{` and `}}` stand for literal braces.
+//! `{name}` a named group of a regex key pattern; in a key template `{db}`
+//! is the source Redis db number, in a Mongo template `{db}` / `{coll}` the
+//! source namespace. `{{` and `}}` stand for literal braces (a Redis hash
+//! tag in a key template is written `{{tag}}`).
 
 use std::fmt;
 
@@ -79,6 +81,8 @@ pub(crate) enum KeyPiece {
     Group(usize),
     /// `{name}` of a regex pattern.
     Named(Box<str>),
+    /// `{db}`: the source db number, in decimal.
+    Db,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,12 +92,12 @@ pub(crate) struct KeyTemplate {
 }
 
 impl KeyTemplate {
-    /// True when only literals and `{0}` are used: no pattern captures are
-    /// needed to expand it.
+    /// True when only literals, `{0}` and `{db}` are used: no pattern
+    /// captures are needed to expand it.
     pub(crate) fn whole_key_only(&self) -> bool {
         self.pieces
             .iter()
-            .all(|p| matches!(p, KeyPiece::Lit(_) | KeyPiece::Group(0)))
+            .all(|p| matches!(p, KeyPiece::Lit(_) | KeyPiece::Group(0) | KeyPiece::Db))
     }
 }
 

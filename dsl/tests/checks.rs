@@ -247,7 +247,7 @@ fn action_option_checks() {
          rule a: redis port 1 -> r db \"x\" coll \"y\"\n\
          rule b: mongo db \"b\" -> m db 3 key \"k\"\n\
          rule c: redis key \"s:*\" -> r key \"{{2}}\" prefix \"p\"\n\
-         rule d: redis port 4 -> r key \"{{1}}{{db}}\"\n\
+         rule d: redis port 4 -> r key \"{{1}}{{coll}}\"\n\
          rule e: mongo db \"e\" -> m coll \"{{x}}\" db \"\"\n\
          rule f: redis key /(?P<a>x)/ -> r key \"{{a}}{{b}}\"\n\
          rule g: redis port 7 -> r db 1 db 2\n\
@@ -266,7 +266,7 @@ fn action_option_checks() {
         "5: `{2}` refers to capture 2, but a key pattern of rule `c` has only 1",
         "5: target `r` has both `key` and `prefix`",
         "6: `{1}` refers to a capture, but rule `d` has no key pattern",
-        "6: `{db}` is for mongo names",
+        "6: `{coll}` is for mongo names",
         "7: `{x}` is not available in a mongo name",
         "7: the new db name is empty",
         "8: `{b}` is not a named group of every key pattern of rule `f`",

@@ -45,7 +45,7 @@ fn unknown_target_kind() {
         &d,
         1,
         12,
-        "expected a target kind (`redis`, `mongo` or `file`)",
+        "expected a target kind (`redis`, `redis-cluster`, `redis-sentinel`, `mongo` or `file`)",
     );
 }
 

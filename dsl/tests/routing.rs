@@ -205,7 +205,7 @@ fn binary_keys() {
     };
     match rs.decide_redis(&q) {
         Decision::Route { actions, .. } => {
-            assert_eq!(&*actions[0].rewrite_key(key), b"x:\xff\x00\xfe");
+            assert_eq!(&*actions[0].rewrite_key(key, 0), b"x:\xff\x00\xfe");
         }
         other => panic!("{other:?}"),
     }
@@ -229,6 +229,23 @@ fn glob_captures_into_templates() {
     assert_eq!(routes("u:a:b:c"), [("r1".into(), 5, "b:c/a".into())]);
     assert_eq!(routes("v1:bz"), [("r1".into(), 5, "1bz-v1:bz".into())]);
     assert_eq!(routes("t:9"), [("r1".into(), 5, "{t}:9".into())]);
+}
+
+#[test]
+fn db_in_key_templates_is_the_source_db() {
+    let rs = with_targets(
+        "rule s: redis key \"s:*\" -> r1 db 0 key \"{db}:{1}\"\n\
+         rule w: redis key \"w:*\" -> r1 key \"{0}@{db}\"\n\
+         rule r: redis key /^r:(?P<id>.*)$/ -> r2 key \"{{{db}}}:{id}\"",
+    );
+    let routes = |db: u32, k: &str| redis_routes(&rs, &redis(1, db, "SET", Some(k)));
+    assert_eq!(routes(7, "s:a"), [("r1".into(), 0, "7:a".into())]);
+    assert_eq!(routes(0, "s:a"), [("r1".into(), 0, "0:a".into())]);
+    assert_eq!(routes(15, "w:x"), [("r1".into(), 15, "w:x@15".into())]);
+    assert_eq!(
+        routes(4_294_967_295, "r:9"),
+        [("r2".into(), 4_294_967_295, "{4294967295}:9".into())]
+    );
 }
 
 #[test]
@@ -256,10 +273,10 @@ fn prefix_rewrite_and_borrowed_when_unchanged() {
             assert_eq!(rule.map(|r| rs.rule_name(r)), Some("p"));
             assert_eq!(actions.len(), 2);
             assert!(actions[0].rewrites_key());
-            assert_eq!(&*actions[0].rewrite_key(b"abc"), b"copy:abc");
+            assert_eq!(&*actions[0].rewrite_key(b"abc", 3), b"copy:abc");
             assert!(!actions[1].rewrites_key());
             assert!(matches!(
-                actions[1].rewrite_key(b"abc"),
+                actions[1].rewrite_key(b"abc", 3),
                 std::borrow::Cow::Borrowed(_)
             ));
             assert_eq!(actions[1].redis_db(3), 3);

@@ -5,10 +5,13 @@
 //! regexes and templates, options that do not fit the target, rules and
 //! targets of different protocols, repeated conditions, rules that can never
 //! match because an earlier rule catches everything they would, tests that
-//! name unknown targets or mix protocols.
+//! name unknown targets or mix protocols, a db other than 0 that could reach
+//! a `redis-cluster` target.
 //!
 //! Warnings: unused targets, rules that route dangerous commands or mongo
-//! `drop`, unknown Redis command names, duplicate test names.
+//! `drop`, unknown Redis command names, duplicate test names, several dbs
+//! merged into a cluster's db 0, a constant hash tag on every key sent to a
+//! cluster.
 //!
 //! One file per job: `targets.rs` (declarations and their options),
 //! `rules.rs` (rules and defaults: names and conditions, and the shadowing
@@ -28,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use crate::ast::*;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::pattern::Analyzed;
-use crate::target::{Target, TargetId};
+use crate::target::{Target, TargetId, TargetKind};
 
 /// What the checker found, and the resolved targets for the compiler.
 #[derive(Debug, Default)]
@@ -84,6 +87,16 @@ impl<'a> Ctx<'a> {
     }
     pub(super) fn at(&self, fi: usize, span: Span) -> String {
         format!("{}:{}", self.files[fi].path.display(), span.line)
+    }
+}
+
+/// True when a target of `kind` takes operations of `protocol`: Redis
+/// operations go to the redis kinds ([`TargetKind::is_redis`]), Mongo
+/// writes to `mongo`, both to `file`.
+pub(super) fn kind_fits(protocol: Protocol, kind: TargetKind) -> bool {
+    match protocol {
+        Protocol::Redis => kind.is_redis() || kind == TargetKind::File,
+        Protocol::Mongo => matches!(kind, TargetKind::Mongo | TargetKind::File),
     }
 }
 

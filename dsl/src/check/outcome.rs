@@ -4,15 +4,31 @@
 use std::collections::{HashMap, HashSet};
 
 use super::suggest::suggest;
-use super::Ctx;
+use super::{kind_fits, Ctx};
 use crate::ast::*;
 use crate::target::{Target, TargetId, TargetKind};
 use crate::template::{split, RawPiece};
 
-/// What a key template may refer to: for each key pattern, its capture count
-/// and names. `None` when the rule has no key condition (or for defaults).
-pub(super) struct KeyCaptures {
+/// What a rule's conditions tell its actions: for each key pattern, its
+/// capture count and names (what a key template may refer to), and the
+/// source dbs it matches. `None`: no such condition (always for defaults).
+pub(super) struct Scope {
     pub(super) patterns: Option<Vec<(usize, Vec<String>)>>,
+    /// Merged, sorted ranges of a redis rule's `db` condition.
+    pub(super) dbs: Option<Vec<(u64, u64)>>,
+    /// A rule (which could get conditions), not a default.
+    pub(super) rule: bool,
+}
+
+impl Scope {
+    /// A default: no conditions, and none can be added.
+    pub(super) fn default_outcome() -> Self {
+        Scope {
+            patterns: None,
+            dbs: None,
+            rule: false,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -21,7 +37,7 @@ pub(super) fn check_outcome(
     fi: usize,
     who: &str,
     protocol: Protocol,
-    caps: &KeyCaptures,
+    caps: &Scope,
     outcome: &Spanned<OutcomeAst>,
     targets: &[Target],
     ids: &HashMap<String, TargetId>,
@@ -52,12 +68,7 @@ pub(super) fn check_outcome(
             continue;
         };
         let kind = targets[usize::from(id.0)].kind;
-        let fits = matches!(
-            (protocol, kind),
-            (Protocol::Redis, TargetKind::Redis | TargetKind::File)
-                | (Protocol::Mongo, TargetKind::Mongo | TargetKind::File)
-        );
-        if !fits {
+        if !kind_fits(protocol, kind) {
             cx.error(
                 fi,
                 a.target.span,
@@ -98,6 +109,9 @@ pub(super) fn check_outcome(
                 if let Some(k) = &a.key {
                     check_key_template(cx, fi, who, caps, k);
                 }
+                if kind == TargetKind::RedisCluster {
+                    check_cluster_action(cx, fi, who, caps, a);
+                }
             }
             Protocol::Mongo => {
                 if let Some(k) = a.key.as_ref().or(a.prefix.as_ref()) {
@@ -125,24 +139,131 @@ pub(super) fn check_outcome(
     }
 }
 
-fn check_key_template(
-    cx: &mut Ctx<'_>,
-    fi: usize,
-    who: &str,
-    caps: &KeyCaptures,
-    t: &Spanned<String>,
-) {
+/// An action into a `redis-cluster` target, which has only db 0: whatever
+/// the rule matches must visibly land in db 0.
+///
+/// - `db N`, N ≠ 0: an error.
+/// - no `db`, and the rule may match a db other than 0: an error (the
+///   operation would be refused at the target), saying how to decide.
+/// - `db 0` while the rule matches several dbs, without `{db}` in the key
+///   template: a warning, their keys merge.
+/// - a constant hash tag on every key (`prefix "{x}"`, `key "{{x}}..."`):
+///   a warning, the rule uses one slot (one node) of the cluster.
+fn check_cluster_action(cx: &mut Ctx<'_>, fi: usize, who: &str, scope: &Scope, a: &ActionAst) {
+    let tname = &a.target.node;
+    let whole = [(0, u64::from(u32::MAX))];
+    let dbs: &[(u64, u64)] = scope.dbs.as_deref().unwrap_or(&whole);
+    match a.db.as_ref().map(|d| (&d.node, d.span)) {
+        Some((DbValue::Number(n), span)) if *n != 0 => cx.error(
+            fi,
+            span,
+            format!(
+                "redis-cluster target `{tname}` has only db 0: `db {n}` cannot be written there"
+            ),
+        ),
+        Some((DbValue::Number(_), span)) => {
+            let several = dbs.len() > 1 || dbs.first().is_some_and(|(lo, hi)| lo != hi);
+            let keeps_apart = a.key.as_ref().is_some_and(|k| {
+                split(&k.node)
+                    .is_ok_and(|p| p.iter().any(|r| matches!(r, RawPiece::Ref(r) if r == "db")))
+            });
+            if several && !keeps_apart {
+                cx.warning(
+                    fi,
+                    span,
+                    format!(
+                        "{who} writes keys of {} into db 0 of redis-cluster target `{tname}`, where they merge (a key of one db overwrites the same key of another); `key \"{{db}}:{{0}}\"` keeps them apart",
+                        if dbs == whole {
+                            "every db".to_string()
+                        } else {
+                            format!("db {}", show_dbs(dbs))
+                        }
+                    ),
+                );
+            }
+        }
+        // A quoted name is the mongo form, an error reported already.
+        Some((DbValue::Name(_), _)) => {}
+        None => {
+            let others: Vec<(u64, u64)> = dbs
+                .iter()
+                .filter_map(|&(lo, hi)| (hi > 0).then_some((lo.max(1), hi)))
+                .collect();
+            if !others.is_empty() {
+                let fix = if scope.rule {
+                    " or add `db 0` to the rule"
+                } else {
+                    ""
+                };
+                cx.error(
+                    fi,
+                    a.target.span,
+                    format!(
+                        "{who} may route redis db {} into redis-cluster target `{tname}`, which has only db 0: write `{tname} db 0` (dbs merge; `key \"{{db}}:{{0}}\"` keeps them apart){fix}",
+                        show_dbs(&others)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(tag) = constant_tag(a) {
+        cx.warning(
+            fi,
+            a.key.as_ref().or(a.prefix.as_ref()).map_or(a.target.span, |k| k.span),
+            format!(
+                "every key {who} sends to redis-cluster target `{tname}` has the hash tag `{{{tag}}}`: they all land in one slot, on one node"
+            ),
+        );
+    }
+}
+
+/// Source dbs as written: `1..15`, `3, 5..7`, `1 and above`.
+fn show_dbs(dbs: &[(u64, u64)]) -> String {
+    let max = u64::from(u32::MAX);
+    let parts: Vec<String> = dbs
+        .iter()
+        .map(|&(lo, hi)| match (lo, hi) {
+            (lo, hi) if lo == hi => lo.to_string(),
+            (lo, hi) if hi == max => format!("{lo} and above"),
+            (lo, hi) => format!("{lo}..{hi}"),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// The hash tag every key rewritten by `a` starts with, when the prefix,
+/// or the literal text before a key template's first reference, holds a
+/// whole non-empty `{tag}`.
+fn constant_tag(a: &ActionAst) -> Option<String> {
+    let lead = match (&a.prefix, &a.key) {
+        (Some(p), _) => p.node.clone(),
+        (None, Some(k)) => match split(&k.node).ok()?.first()? {
+            RawPiece::Lit(l) => l.clone(),
+            RawPiece::Ref(_) => return None,
+        },
+        (None, None) => return None,
+    };
+    let open = lead.find('{')?;
+    let len = lead[open + 1..].find('}')?;
+    (len > 0).then(|| lead[open + 1..open + 1 + len].to_string())
+}
+
+fn check_key_template(cx: &mut Ctx<'_>, fi: usize, who: &str, caps: &Scope, t: &Spanned<String>) {
     let pieces = match split(&t.node) {
         Ok(p) => p,
         Err(e) => return cx.error(fi, t.span, e.to_string()),
     };
     for p in pieces {
         let RawPiece::Ref(r) = p else { continue };
-        if r == "db" || r == "coll" {
+        if r == "db" {
+            // The source db number.
+            continue;
+        }
+        if r == "coll" {
             cx.error(
                 fi,
                 t.span,
-                format!("`{{{r}}}` is for mongo names; key templates use {{0}} (the whole key), {{1}}, {{2}}, ... or regex group names"),
+                format!("`{{{r}}}` is for mongo names; key templates use {{0}} (the whole key), {{1}}, {{2}}, ..., regex group names or {{db}} (the source db)"),
             );
             continue;
         }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::outcome::{check_outcome, KeyCaptures};
+use super::outcome::{check_outcome, Scope};
 use super::shadow::{cmd_set, merge, shadows, Shape, ShapeKind};
 use super::suggest::{closest, suggest};
 use super::{Ctx, RulePatterns};
@@ -107,12 +107,14 @@ pub(super) fn check_rules(
                     let dbs = check_ranges(cx, fi, "db", u64::from(u32::MAX), &c.dbs);
                     check_cmds(cx, fi, name, drop, &c.cmds);
                     let keys = check_patterns(cx, fi, &c.keys);
-                    let caps = KeyCaptures {
+                    let caps = Scope {
                         patterns: keys.as_ref().map(|k| {
                             k.iter()
                                 .map(|(_, a)| (a.captures, a.names.clone()))
                                 .collect()
                         }),
+                        dbs: dbs.clone(),
+                        rule: true,
                     };
                     let kind = ShapeKind::Redis {
                         ports,
@@ -151,7 +153,11 @@ pub(super) fn check_rules(
                     }
                     (
                         ShapeKind::Mongo { dbs, colls, ops },
-                        KeyCaptures { patterns: None },
+                        Scope {
+                            patterns: None,
+                            dbs: None,
+                            rule: true,
+                        },
                     )
                 }
             };
@@ -296,7 +302,7 @@ pub(super) fn check_defaults(
                 seen.insert(d.protocol, (fi, d.span));
             }
             let who = format!("the {p} default");
-            let caps = KeyCaptures { patterns: None };
+            let caps = Scope::default_outcome();
             check_outcome(
                 cx, fi, &who, d.protocol, &caps, &d.outcome, targets, ids, used,
             );

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use super::suggest::suggest;
-use super::Ctx;
+use super::{kind_fits, Ctx};
 use crate::ast::*;
-use crate::target::{Target, TargetId, TargetKind};
+use crate::target::{Target, TargetId};
 
 pub(super) fn check_tests(cx: &mut Ctx<'_>, targets: &[Target], ids: &HashMap<String, TargetId>) {
     let mut names: HashMap<String, (usize, Span)> = HashMap::new();
@@ -80,12 +80,7 @@ pub(super) fn check_tests(cx: &mut Ctx<'_>, targets: &[Target], ids: &HashMap<St
                     ),
                     Some(id) => {
                         let kind = targets[usize::from(id.0)].kind;
-                        let fits = matches!(
-                            (protocol, kind),
-                            (Protocol::Redis, TargetKind::Redis | TargetKind::File)
-                                | (Protocol::Mongo, TargetKind::Mongo | TargetKind::File)
-                        );
-                        if !fits {
+                        if !kind_fits(protocol, kind) {
                             cx.error(
                                 fi,
                                 target.span,

@@ -80,7 +80,7 @@ pub fn redis_routes(rs: &RuleSet, q: &RedisQuery<'_>) -> Vec<(String, u32, Strin
             .map(|a| {
                 let key = q
                     .key
-                    .map(|k| String::from_utf8_lossy(&a.rewrite_key(k)).into_owned())
+                    .map(|k| String::from_utf8_lossy(&a.rewrite_key(k, q.db)).into_owned())
                     .unwrap_or_default();
                 (rs.target(a.target).name.clone(), a.redis_db(q.db), key)
             })

@@ -79,6 +79,12 @@ impl Target {
             TargetKind::Redis => Target::Redis(Box::new(redis::RedisTarget::new(def)?)),
             TargetKind::Mongo => Target::Mongo(mongo::MongoTarget::new(def)?),
             TargetKind::File => Target::File(file::FileTarget::new(def)),
+            TargetKind::RedisCluster | TargetKind::RedisSentinel => {
+                return Err(format!(
+                    "{} targets are not available in this build yet",
+                    def.kind
+                ))
+            }
         })
     }
 

@@ -6,6 +6,8 @@
 //! their key in the first argument, the shape of nearly every Redis and
 //! module write command.
 
+use bytes::Bytes;
+
 use crate::op::RedisCommand;
 
 /// Key positions of one command, as argument indexes (the name is 0).
@@ -130,10 +132,44 @@ pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Vec<usize>) {
     }
 }
 
+/// Splits a [`Split::PerKey`] command into one command per group of keys.
+/// `together(i, j)` says whether the keys at `positions[i]` and
+/// `positions[j]` belong in the same part. Each part keeps its keys in
+/// their order, each with the `step - 1` arguments after it (MSET's
+/// values); parts come in the order of their first key. Returns, per part,
+/// the index in `positions` of its first key and the command.
+pub fn split_per_key(
+    cmd: &RedisCommand,
+    spec: KeySpec,
+    positions: &[usize],
+    together: impl Fn(usize, usize) -> bool,
+) -> Vec<(usize, RedisCommand)> {
+    let step = match spec {
+        KeySpec::Range { step, .. } => step,
+        _ => 1,
+    };
+    let args = cmd.args();
+    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    for (i, &p) in positions.iter().enumerate() {
+        let g = match groups.iter().position(|(first, _)| together(*first, i)) {
+            Some(g) => g,
+            None => {
+                groups.push((i, vec![cmd.name_bytes()]));
+                groups.len() - 1
+            }
+        };
+        let end = (p + step).min(args.len());
+        groups[g].1.extend_from_slice(&args[p..end]);
+    }
+    groups
+        .into_iter()
+        .filter_map(|(first, args)| Some((first, RedisCommand::new(args)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn cmd(args: &[&str]) -> RedisCommand {
         RedisCommand::new(
@@ -167,5 +203,44 @@ mod tests {
         assert_eq!(keys(&["FLUSHALL"]), Vec::<usize>::new());
         assert_eq!(keys(&["set"]), Vec::<usize>::new());
         assert_eq!(keys(&["EVAL", "s", "99", "k"]), vec![3]);
+    }
+
+    fn words(c: &RedisCommand) -> String {
+        let w: Vec<_> = c
+            .args()
+            .iter()
+            .map(|a| String::from_utf8_lossy(a))
+            .collect();
+        w.join(" ")
+    }
+
+    #[test]
+    fn split_per_key_keeps_values_and_order() {
+        let c = cmd(&["MSET", "a1", "1", "b1", "2", "a2", "3"]);
+        let (spec, split) = spec(&c);
+        assert_eq!(split, Split::PerKey);
+        let mut pos = Vec::new();
+        positions(&c, spec, &mut pos);
+        let first_byte = |i: usize| c.args()[pos[i]][0];
+        let parts = split_per_key(&c, spec, &pos, |i, j| first_byte(i) == first_byte(j));
+        let got: Vec<_> = parts.iter().map(|(i, p)| (*i, words(p))).collect();
+        assert_eq!(got, [(0, "MSET a1 1 a2 3".into()), (1, "MSET b1 2".into())]);
+        let c = cmd(&["DEL", "x", "y", "x2"]);
+        let mut pos = Vec::new();
+        positions(&c, spec_of(&c), &mut pos);
+        let parts = split_per_key(&c, spec_of(&c), &pos, |_, _| false);
+        let got: Vec<_> = parts.iter().map(|(i, p)| (*i, words(p))).collect();
+        assert_eq!(
+            got,
+            [
+                (0, "DEL x".into()),
+                (1, "DEL y".into()),
+                (2, "DEL x2".into())
+            ]
+        );
+    }
+
+    fn spec_of(c: &RedisCommand) -> KeySpec {
+        spec(c).0
     }
 }

@@ -7,17 +7,23 @@
 //! TOUCH) is split into one command per destination; any other command is
 //! refused whole, never applied in part. A transaction must keep every
 //! routed command on the same targets and db, or it is refused whole.
+//! Then every op bound for a `redis-cluster` target is made to lie in one
+//! hash slot ([`cluster`]): split per slot where the command or the
+//! target's `split_transactions` allows, else the whole operation is
+//! refused with a reason starting `cross_slot: `.
 //!
 //! **Architecture invariant:** routing does no IO; a refusal is a value
 //! (`Outcome::Refused`) the caller writes to the dead-letter file.
 
+pub mod cluster;
 pub mod keys;
-pub mod slot;
 pub mod ruletest;
+pub mod slot;
 
 use bytes::Bytes;
 use syncs_dsl::{
     Action, Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet, TargetId,
+    TargetKind,
 };
 
 use crate::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
@@ -121,6 +127,39 @@ pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
 type Parts = Vec<(TargetId, u32, RedisCommand, Option<RuleId>)>;
 
 fn route_redis(rules: &RuleSet, op: &RedisOp) -> Outcome {
+    fit_clusters(rules, route_redis_ops(rules, op))
+}
+
+/// Every op bound for a `redis-cluster` target made to lie in one slot
+/// ([`cluster::cluster_fit`]): kept, split per slot, or the whole outcome
+/// refused, for every target.
+fn fit_clusters(rules: &RuleSet, outcome: Outcome) -> Outcome {
+    let is_cluster = |r: &Routed| rules.target(r.target).kind == TargetKind::RedisCluster;
+    let (ops, dropped) = match outcome {
+        Outcome::Routed { ops, dropped } if ops.iter().any(is_cluster) => (ops, dropped),
+        other => return other,
+    };
+    let mut out = Vec::with_capacity(ops.len());
+    for r in ops {
+        match r.op {
+            Op::Redis(op) if is_cluster(&r) => {
+                match cluster::cluster_fit(op, rules.target(r.target)) {
+                    Ok(parts) => out.extend(parts.into_iter().map(|op| Routed {
+                        target: r.target,
+                        rule: r.rule,
+                        op: Op::Redis(op),
+                    })),
+                    Err(reason) => return Outcome::Refused(reason),
+                }
+            }
+            _ => out.push(r),
+        }
+    }
+    Outcome::Routed { ops: out, dropped }
+}
+
+/// The per-target ops of a Redis operation, keys rewritten.
+fn route_redis_ops(rules: &RuleSet, op: &RedisOp) -> Outcome {
     if !op.is_transaction() {
         return match route_command(rules, op.port, op.db, &op.commands[0]) {
             Err(reason) => Outcome::Refused(reason),
@@ -250,31 +289,12 @@ fn route_command(
     }
     // Split: group the keys (with the values after them) by decision, in
     // order of first appearance.
-    let step = match spec {
-        keys::KeySpec::Range { step, .. } => step,
-        _ => 1,
-    };
-    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
-    for (i, &p) in positions.iter().enumerate() {
-        let slot = match groups
-            .iter()
-            .position(|(d, _)| same(&decisions[*d], &decisions[i]))
-        {
-            Some(s) => s,
-            None => {
-                groups.push((i, vec![cmd.name_bytes()]));
-                groups.len() - 1
-            }
-        };
-        let end = (p + step).min(cmd.args().len());
-        groups[slot].1.extend_from_slice(&cmd.args()[p..end]);
-    }
+    let groups = keys::split_per_key(cmd, spec, &positions, |i, j| {
+        same(&decisions[i], &decisions[j])
+    });
     let mut parts = Vec::new();
     let mut dropped = None;
-    for (d, args) in groups {
-        let Some(sub) = RedisCommand::new(args) else {
-            continue;
-        };
+    for (d, sub) in groups {
         let mut sub_positions = Vec::new();
         keys::positions(&sub, spec, &mut sub_positions);
         // A part that a rule dead-letters refuses the whole command.
@@ -302,7 +322,10 @@ fn apply_decision(
         Decision::Route { actions, rule } => (
             actions
                 .iter()
-                .map(|a| (a.target, a.redis_db(db), rewrite(a, cmd, positions), rule))
+                .map(|a| {
+                    let out = rewrite(a, cmd, positions, db);
+                    (a.target, a.redis_db(db), out, rule)
+                })
                 .collect(),
             None,
         ),
@@ -323,12 +346,19 @@ fn dead_letter_reason(rules: &RuleSet, rule: Option<RuleId>, reason: &str) -> St
     }
 }
 
-fn rewrite(action: &Action, cmd: &RedisCommand, positions: &[usize]) -> RedisCommand {
+/// `cmd` with the keys at `positions` rewritten by `action`; `source_db`
+/// is the db the command came from (a template's `{db}`).
+fn rewrite(
+    action: &Action,
+    cmd: &RedisCommand,
+    positions: &[usize],
+    source_db: u32,
+) -> RedisCommand {
     let mut out = cmd.clone();
     if action.rewrites_key() {
         let args = out.args_mut();
         for &p in positions {
-            let new = action.rewrite_key(&args[p]).into_owned();
+            let new = action.rewrite_key(&args[p], source_db).into_owned();
             args[p] = Bytes::from(new);
         }
     }

@@ -7,10 +7,11 @@
 use bytes::Bytes;
 use serde::Serialize;
 use syncs_dsl::{
-    Decision, Expected, ExpectedOutput, MongoOpKind, RedisQuery, RuleSet, RuleTest, TestInput,
+    Decision, Expected, ExpectedOutput, MongoOpKind, RedisQuery, RuleSet, RuleTest, TargetKind,
+    TestInput,
 };
 
-use super::{keys, route, Outcome, Routed};
+use super::{cluster, keys, route, Outcome, Routed};
 use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op, RedisCommand, RedisOp};
 
 /// One rules-file test and how it went.
@@ -70,37 +71,49 @@ fn sample_write(kind: MongoOpKind) -> MongoWrite {
     }
 }
 
-/// (target name, rendered output) of each routed op, sorted.
-fn outputs(rules: &RuleSet, ops: &[Routed]) -> Vec<(String, ExpectedOutput)> {
-    let mut out: Vec<(String, ExpectedOutput)> = ops
+/// One command (or Mongo write) as a target receives it.
+struct Output {
+    target: String,
+    out: ExpectedOutput,
+    /// The hash slot of the op it belongs to, for `redis-cluster` targets.
+    slot: Option<u16>,
+}
+
+/// Each routed op's outputs, one per command, sorted.
+fn outputs(rules: &RuleSet, ops: &[Routed]) -> Vec<Output> {
+    let mut out: Vec<Output> = ops
         .iter()
         .flat_map(|r| {
-            let name = rules.target(r.target).name.clone();
+            let def = rules.target(r.target);
             match &r.op {
-                Op::Redis(op) => op
-                    .commands
-                    .iter()
-                    .map(|c| {
-                        (
-                            name.clone(),
-                            ExpectedOutput::Redis {
+                Op::Redis(op) => {
+                    let slot = (def.kind == TargetKind::RedisCluster)
+                        .then(|| cluster::op_slot(op).ok())
+                        .flatten();
+                    op.commands
+                        .iter()
+                        .map(|c| Output {
+                            target: def.name.clone(),
+                            out: ExpectedOutput::Redis {
                                 db: op.db,
                                 args: c.args().iter().map(|a| a.to_vec()).collect(),
                             },
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                Op::Mongo(op) => vec![(
-                    name,
-                    ExpectedOutput::Mongo {
+                            slot,
+                        })
+                        .collect::<Vec<_>>()
+                }
+                Op::Mongo(op) => vec![Output {
+                    target: def.name.clone(),
+                    out: ExpectedOutput::Mongo {
                         db: op.db.clone(),
                         coll: op.coll.clone(),
                     },
-                )],
+                    slot: None,
+                }],
             }
         })
         .collect();
-    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    out.sort_by_cached_key(|o| format!("{:?}", (&o.target, &o.out)));
     out
 }
 
@@ -120,7 +133,10 @@ fn describe_outcome(rules: &RuleSet, outcome: &Outcome) -> String {
         Outcome::Routed { ops, dropped } => {
             let mut lines: Vec<String> = outputs(rules, ops)
                 .into_iter()
-                .map(|(t, o)| format!("{t}: {}", render_output(&o)))
+                .map(|o| {
+                    let slot = o.slot.map(|s| format!("   (slot {s})")).unwrap_or_default();
+                    format!("{}: {}{slot}", o.target, render_output(&o.out))
+                })
                 .collect();
             if let Some(d) = dropped {
                 lines.push(format!("(part dropped: {:?})", d.reason));
@@ -165,12 +181,15 @@ pub fn run_test(rules: &RuleSet, test: &RuleTest) -> TestResult {
             },
         ) if ops.is_empty() => want.is_none_or(|w| w == d.reason),
         (Expected::Routed(want), Outcome::Routed { ops, .. }) if !ops.is_empty() => {
-            let mut want: Vec<(String, ExpectedOutput)> = want
-                .iter()
-                .map(|w| (w.target_name.clone(), w.output.clone()))
-                .collect();
-            want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-            want == outputs(rules, ops)
+            let mut want: Vec<(&String, &ExpectedOutput)> =
+                want.iter().map(|w| (&w.target_name, &w.output)).collect();
+            want.sort_by_cached_key(|w| format!("{w:?}"));
+            let got = outputs(rules, ops);
+            want.len() == got.len()
+                && want
+                    .iter()
+                    .zip(&got)
+                    .all(|(w, g)| *w.0 == g.target && *w.1 == g.out)
         }
         _ => false,
     };
