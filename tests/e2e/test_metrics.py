@@ -74,7 +74,7 @@ def test_counters_and_histograms_after_a_known_workload(syncs_factory, redis_tar
     assert m('syncs_server_ops_routed_total{rule="default",target="local_redis"}') == OTHER + 1
     assert m('syncs_server_ops_dropped_total{rule="no_temp",reason="rule"}') == TEMP
     assert m('syncs_server_ops_applied_total{target="local_redis",kind="redis"}') == KEEP + 1 + OTHER
-    assert m('syncs_server_ops_dead_lettered_total{target="local_redis"}') == 1
+    assert m('syncs_server_ops_dead_lettered_total{target="local_redis",reason="refused"}') == 1
     batches = m("syncs_server_batch_duration_seconds_count")
     assert 1 <= batches <= accepted
     assert m('syncs_server_apply_duration_seconds_count{target="local_redis"}') >= 1

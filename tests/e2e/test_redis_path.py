@@ -148,7 +148,7 @@ def test_redis_error_reply_is_dead_lettered_not_lost(syncs_factory, redis_target
     assert len(dead) == 1
     assert "WRONGTYPE" in dead[0]["reason"]
     assert dead[0]["op"]["commands"] == [["incr", "alist"]]
-    assert s.server_metric('syncs_server_ops_dead_lettered_total{target="local_redis"}') == 1
+    assert s.server_metric('syncs_server_ops_dead_lettered_total{target="local_redis",reason="refused"}') == 1
 
 
 def test_file_target_writes_json_lines(syncs_factory, tmp_path):

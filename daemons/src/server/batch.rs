@@ -75,7 +75,16 @@ pub(crate) async fn prepare_batch(
                     metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => e.reason())
                         .increment(1);
                     tracing::warn!(%source, seq, "record refused: {e}");
-                    dead_letter(shared, source, seq, None, Err(payload), &e.to_string()).await;
+                    dead_letter(
+                        shared,
+                        source,
+                        seq,
+                        None,
+                        Err(payload),
+                        "undecodable",
+                        &e.to_string(),
+                    )
+                    .await;
                 }
                 continue;
             }
@@ -84,7 +93,7 @@ pub(crate) async fn prepare_batch(
             Outcome::Refused(reason) => {
                 if new {
                     tracing::warn!(%source, seq, "operation refused by routing: {reason}");
-                    dead_letter(shared, source, seq, None, Ok(&op), &reason).await;
+                    dead_letter(shared, source, seq, None, Ok(&op), "unroutable", &reason).await;
                 }
             }
             Outcome::Routed { ops, dropped } => {
@@ -215,7 +224,16 @@ pub(crate) async fn apply_with_retry(
             }
             Applied::Refused(reason) => {
                 tracing::warn!(%source, seq, target = target.name(), "target refused: {reason}");
-                dead_letter(shared, source, *seq, Some(target.name()), Ok(op), &reason).await;
+                dead_letter(
+                    shared,
+                    source,
+                    *seq,
+                    Some(target.name()),
+                    Ok(op),
+                    "refused",
+                    &reason,
+                )
+                .await;
             }
         }
     }
@@ -280,10 +298,19 @@ async fn dead_letter(
     seq: u64,
     target: Option<&str>,
     op: Result<&Op, &Bytes>,
+    kind: &'static str,
     reason: &str,
 ) {
     let label = target.unwrap_or("none").to_owned();
-    metrics::counter!(stats::SERVER_DEAD_LETTERED, "target" => label).increment(1);
+    // A refusal for a cluster target's slots is named apart, whoever made it
+    // (the router, or the applier's own check).
+    let kind = if reason.starts_with("cross_slot:") {
+        "cross_slot"
+    } else {
+        kind
+    };
+    metrics::counter!(stats::SERVER_DEAD_LETTERED, "target" => label, "reason" => kind)
+        .increment(1);
     let origin = Origin {
         source,
         seq,

@@ -76,10 +76,12 @@ pub enum Target {
 impl Target {
     fn open(def: &TargetDef) -> Result<Self, String> {
         Ok(match def.kind {
-            TargetKind::Redis => Target::Redis(Box::new(redis::RedisTarget::new(def)?)),
+            TargetKind::Redis | TargetKind::RedisSentinel => {
+                Target::Redis(Box::new(redis::RedisTarget::new(def)?))
+            }
             TargetKind::Mongo => Target::Mongo(mongo::MongoTarget::new(def)?),
             TargetKind::File => Target::File(file::FileTarget::new(def)),
-            TargetKind::RedisCluster | TargetKind::RedisSentinel => {
+            TargetKind::RedisCluster => {
                 return Err(format!(
                     "{} targets are not available in this build yet",
                     def.kind

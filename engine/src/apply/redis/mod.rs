@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncs_dsl::{Target as TargetDef, TargetOptions};
+use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use tokio::sync::Mutex;
 
 use self::conn::{Conn, Endpoint};
@@ -78,7 +78,7 @@ const TRANSIENT: [&[u8]; 8] = [
 ];
 
 /// How a Redis target connects and what it waits for. The DSL's options
-/// map onto it ([`RedisSettings::from_options`]); the defaults are those of
+/// map onto it ([`RedisSettings::from_def`]); the defaults are those of
 /// a plain `redis` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -107,14 +107,20 @@ impl Default for RedisSettings {
 }
 
 impl RedisSettings {
-    /// From a target's DSL options; what they leave out has its default.
-    pub fn from_options(options: &TargetOptions) -> Self {
+    /// From a target's definition; what its options leave out has its
+    /// default, which for `replicas` depends on the kind (1 for
+    /// `redis-cluster` and `redis-sentinel`, 0 for `redis`).
+    pub fn from_def(def: &TargetDef) -> Self {
         let default = Self::default();
+        let options = &def.options;
         Self {
             pool: options.pool.map_or(default.pool, |p| (p as usize).max(1)),
             connect_timeout: options.connect_timeout.unwrap_or(default.connect_timeout),
-            timeout: options.timeout.unwrap_or(default.timeout),
-            ..default
+            timeout: options
+                .timeout
+                .unwrap_or(TargetOptions::DEFAULT_REDIS_TIMEOUT),
+            replicas: def.replicas(),
+            replica_timeout: def.replica_timeout(),
         }
     }
 }
@@ -282,12 +288,21 @@ fn select(packed: &mut Vec<u8>, db: u32) {
 
 impl RedisTarget {
     /// A plain `redis` target from its definition (no WAIT).
+    /// A `redis` or `redis-sentinel` target from its definition.
     pub fn new(def: &TargetDef) -> Result<Self, String> {
-        Self::with_settings(
-            &def.name,
-            RedisSource::Url(def.url.clone()),
-            RedisSettings::from_options(&def.options),
-        )
+        let source = match def.kind {
+            TargetKind::RedisSentinel => RedisSource::Sentinel(SentinelSource {
+                sentinels: def.urls().into_iter().map(str::to_owned).collect(),
+                master: def
+                    .sentinel_master()
+                    .ok_or_else(|| format!("redis-sentinel target `{}` has no `master`", def.name))?
+                    .to_owned(),
+                sentinel_user: def.options.sentinel_user.clone(),
+                sentinel_password: def.options.sentinel_password.clone(),
+            }),
+            _ => RedisSource::Url(def.url.clone()),
+        };
+        Self::with_settings(&def.name, source, RedisSettings::from_def(def))
     }
 
     /// A target named `name` at `source`. Refuses a `replica_timeout` not
@@ -818,16 +833,31 @@ mod tests {
     }
 
     #[test]
-    fn settings_from_options() {
-        let options = TargetOptions {
-            pool: Some(0),
-            timeout: Some(Duration::from_secs(2)),
-            ..TargetOptions::default()
+    fn settings_from_def() {
+        let mut def = TargetDef {
+            name: "t".into(),
+            kind: TargetKind::Redis,
+            url: "redis://127.0.0.1:6379".into(),
+            options: TargetOptions {
+                pool: Some(0),
+                timeout: Some(Duration::from_secs(2)),
+                ..TargetOptions::default()
+            },
         };
-        let s = RedisSettings::from_options(&options);
+        let s = RedisSettings::from_def(&def);
         assert_eq!(s.pool, 1);
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         assert_eq!(s.replicas, 0);
+        // A sentinel target waits for one replica unless told otherwise.
+        def.kind = TargetKind::RedisSentinel;
+        assert_eq!(RedisSettings::from_def(&def).replicas, 1);
+        def.options.replicas = Some(2);
+        def.options.replica_timeout = Some(Duration::from_millis(300));
+        let s = RedisSettings::from_def(&def);
+        assert_eq!(
+            (s.replicas, s.replica_timeout),
+            (2, Duration::from_millis(300))
+        );
     }
 }
