@@ -44,7 +44,9 @@
 
 mod conn;
 mod fence;
+mod group;
 mod sentinel;
+mod topology;
 mod wait;
 
 use std::collections::{HashMap, HashSet};
