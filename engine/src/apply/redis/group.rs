@@ -390,7 +390,23 @@ fn aborted(queued: &[(Part, &Reply)], exec_error: &[u8], here: &NodeAddr) -> Out
     let errors = || queued.iter().filter_map(|(p, r)| Some((*p, r.as_error()?)));
     // A redirect or a transient state anywhere: the whole group goes.
     if let Some(o) = errors().find_map(|(_, e)| cluster_error(e, here)) {
-        return o;
+        // Queued commands are checked one by one: a data key missing at a
+        // migrating source answers ASK even while the marker is still
+        // here. Only a marker gone from here means the slot's keys are at
+        // the ASK's node (a key never comes back to a migrating source);
+        // else the keys are split, and reading the marker at the target
+        // would find none: wait, as for TRYAGAIN.
+        let marker_here = queued
+            .iter()
+            .any(|(p, r)| *p == Part::Marker && r.as_error().is_none());
+        return match o {
+            Outcome::Redirect(Redirect::Ask { to }) if marker_here => {
+                Outcome::Redirect(Redirect::TryAgain(format!(
+                    "keys of the group are split between this node and {to} (slot migrating)"
+                )))
+            }
+            o => o,
+        };
     }
     let mut refused: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (part, e) in errors() {
@@ -639,6 +655,20 @@ mod tests {
                 to: NodeAddr::new("127.0.0.1", 7002)
             })
         );
+        // A data key already migrated, the marker still here: the keys are
+        // split, which is a TRYAGAIN, not an ASK.
+        let replies = [
+            status("OK"),
+            q(),
+            err("ASK 15495 127.0.0.1:7002"),
+            q(),
+            q(),
+            err("EXECABORT Transaction discarded because of previous errors."),
+        ];
+        assert!(matches!(
+            read_group(&l, &replies, &here()),
+            Outcome::Redirect(Redirect::TryAgain(_))
+        ));
         assert_eq!(
             read_group(
                 &l,

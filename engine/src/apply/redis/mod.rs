@@ -42,6 +42,7 @@
 //! (sentinel.rs). Every new connection asks the sentinels afresh, and
 //! anything that may mean a failover drops the connection.
 
+mod cluster;
 mod conn;
 mod fence;
 mod group;
@@ -57,6 +58,7 @@ use std::time::Duration;
 use syncs_dsl::{Target as TargetDef, TargetOptions};
 use tokio::sync::Mutex;
 
+pub use self::cluster::{ClusterSettings, ClusterStats, RedisClusterTarget};
 use self::conn::{Conn, Endpoint};
 use self::fence::{Fence, Server};
 use self::sentinel::Resolver;
