@@ -116,6 +116,9 @@ pub struct ClusterStats {
     pub marker_regressions: u64,
     pub refreshes: u64,
     pub fences: u64,
+    /// Groups planned again after their WATCHed marker changed (shared
+    /// streams).
+    pub conflicts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +130,7 @@ struct Counters {
     marker_regressions: AtomicU64,
     refreshes: AtomicU64,
     fences: AtomicU64,
+    conflicts: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -289,6 +293,7 @@ impl RedisClusterTarget {
             marker_regressions: get(&c.marker_regressions),
             refreshes: get(&c.refreshes),
             fences: get(&c.fences),
+            conflicts: get(&c.conflicts),
         }
     }
 
@@ -470,6 +475,7 @@ impl RedisClusterTarget {
                         }
                         Outcome::Conflict => {
                             conflicts += 1;
+                            bump(&self.counters.conflicts);
                             metrics::counter!(stats::SERVER_REDIS_MARKER_CONFLICTS, "target" => self.name.clone())
                                 .increment(1);
                             pending.push(p);
