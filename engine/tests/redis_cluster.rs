@@ -459,3 +459,39 @@ async fn two_servers_on_one_stream_apply_each_record_once() {
         started.elapsed()
     );
 }
+
+/// A manual failover (`CLUSTER FAILOVER` on a replica) while runs go on:
+/// the old master answers MOVED, the writes follow the slots.
+#[tokio::test]
+async fn a_manual_failover_is_followed_through_moved() {
+    let Some(c) = cluster() else { return };
+    let _one = exclusive().await;
+    c.wait_healthy();
+    let started = Instant::now();
+    let t = target(c, "t6");
+    let mut load = Load::spread(0x7606, "t6", "t6:list", 64);
+    let old = c.master_of(key_slot(b"t6:list:0"));
+    let replica = c.replica_of(old);
+    for i in 0..30 {
+        if i == 10 {
+            let r = call(replica, &[&b"CLUSTER"[..], b"FAILOVER"]);
+            assert_eq!(
+                r,
+                Reply::Status(Bytes::from_static(b"OK")),
+                "CLUSTER FAILOVER"
+            );
+        }
+        if i == 11 {
+            wait_for(SETTLE, "the replica to take over", || {
+                c.master_of(key_slot(b"t6:list:0")) == replica
+            });
+        }
+        apply(&t, load.stream, &load.batch(50)).await;
+    }
+    c.wait_healthy();
+    load.check(c);
+    let stats = t.stats();
+    assert!(stats.moved > 0, "{stats:?}");
+    assert_eq!(stats.marker_regressions, 0, "{stats:?}");
+    eprintln!("manual failover: {:?}, {stats:?}", started.elapsed());
+}

@@ -273,6 +273,22 @@ impl Cluster {
         m
     }
 
+    /// An online replica of the master at `port`.
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let Reply::Bulk(Some(info)) = call(port, &[&b"INFO"[..], b"replication"]) else {
+            panic!("INFO replication of {port}");
+        };
+        let info = String::from_utf8_lossy(&info).into_owned();
+        info.lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .find_map(|l| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix("port="))
+                    .and_then(|p| p.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{port} has no online replica: {info}"))
+    }
+
     /// The `CLUSTER MYID` of a node.
     pub fn id(&self, port: u16) -> String {
         match call(port, &[&b"CLUSTER"[..], b"MYID"]) {

@@ -568,9 +568,11 @@ impl RedisClusterTarget {
                 (Ok(outcomes), !demoted)
             }
             Err(Failure { error, keep }) => {
-                if !keep {
-                    self.topology.mark_stale();
-                }
+                // Whatever failed (a lost connection, CLUSTERDOWN from a
+                // node with an old view, a demoted master's WAIT), the map
+                // is fetched again before the next round (at most once per
+                // 100 ms, whoever asks).
+                self.topology.mark_stale();
                 (Err(error), keep)
             }
         };
@@ -599,7 +601,10 @@ impl RedisClusterTarget {
             Err(e) => return Err(unavailable(&e)),
         };
         if let Some(old) = fence.clone() {
-            let outcome = if old.run_id.is_some() && old.run_id == run_id {
+            // Ids are per server process: skip the kill only when the
+            // node surely restarted since (both run ids known, different).
+            let restarted = matches!((&old.run_id, &run_id), (Some(a), Some(b)) if a != b);
+            let outcome = if !restarted {
                 let id = old.id.to_string();
                 match conn
                     .command(&[&b"CLIENT"[..], b"KILL", b"ID", id.as_bytes()])
@@ -794,6 +799,11 @@ impl RedisClusterTarget {
         committed: &[(usize, u64)],
         reply: Option<&Reply>,
     ) -> Result<(), Failure> {
+        if committed.is_empty() {
+            // Nothing of this run was written here (all redirected): what
+            // WAIT says (a demoted master refuses it) concerns no group.
+            return Ok(());
+        }
         let want = i64::from(self.settings.replicas);
         match reply {
             Some(Reply::Int(acked)) if *acked >= want => {

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use super::conn::Endpoint;
 use crate::route::slot::SLOTS;
 use crate::wire::reply::{escape, Reply};
@@ -305,23 +307,31 @@ impl Topology {
         }
     }
 
-    /// `CLUSTER SLOTS` from the first node that answers with a map.
+    /// `CLUSTER SLOTS` from `prefer` if it answers with a map, else from
+    /// whichever of the known masters and the seeds answers first: they
+    /// are asked at once, so a node that is down (a connect timeout) does
+    /// not hold up the others.
     async fn fetch(&self, prefer: Option<&NodeAddr>) -> Result<Vec<Range>, String> {
-        let mut asked: Vec<NodeAddr> = Vec::new();
-        let candidates = prefer
-            .into_iter()
-            .cloned()
-            .chain(self.masters())
-            .chain(self.seeds.iter().cloned());
         let mut errors = Vec::new();
-        for node in candidates {
-            if asked.contains(&node) {
-                continue;
+        if let Some(node) = prefer {
+            match self.slots_from(node).await {
+                Ok(ranges) => return Ok(ranges),
+                Err(e) => errors.push(format!("{node}: {e}")),
             }
-            asked.push(node.clone());
-            match self.slots_from(&node).await {
-                Ok(ranges) if !ranges.is_empty() => return Ok(ranges),
-                Ok(_) => errors.push(format!("{node}: no slots assigned")),
+        }
+        let mut others: Vec<NodeAddr> = Vec::new();
+        for node in self.masters().into_iter().chain(self.seeds.iter().cloned()) {
+            if Some(&node) != prefer && !others.contains(&node) {
+                others.push(node);
+            }
+        }
+        let mut asking: FuturesUnordered<_> = others
+            .iter()
+            .map(|node| async move { (node, self.slots_from(node).await) })
+            .collect();
+        while let Some((node, answer)) = asking.next().await {
+            match answer {
+                Ok(ranges) => return Ok(ranges),
                 Err(e) => errors.push(format!("{node}: {e}")),
             }
         }
@@ -335,7 +345,11 @@ impl Topology {
             .command(&[&b"CLUSTER"[..], b"SLOTS"])
             .await
             .map_err(|e| e.to_string())?;
-        parse_slots(&reply, node)
+        let ranges = parse_slots(&reply, node)?;
+        if ranges.is_empty() {
+            return Err("no slots assigned".into());
+        }
+        Ok(ranges)
     }
 }
 
