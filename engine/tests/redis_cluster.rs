@@ -9,14 +9,18 @@
 //!
 //! Skipped where Redis is not installed, unless `SYNCS_REQUIRE_ALL=1`.
 
-mod common;
+#[path = "common/cluster.rs"]
+mod cluster;
+#[path = "common/procs.rs"]
+mod procs;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{call, cluster, exclusive, is_up, wait_for, Cluster, SETTLE};
-use syncs_engine::apply::redis::{ClusterSettings, RedisClusterTarget};
+use cluster::{cluster, exclusive, is_up, wait_for, Cluster, SETTLE};
+use procs::call;
+use syncs_engine::apply::redis::{RedisClusterTarget, RedisSettings};
 use syncs_engine::apply::Applied;
 use syncs_engine::op::{Op, RedisCommand, RedisOp};
 use syncs_engine::route::slot::{key_slot, marker_key};
@@ -34,7 +38,7 @@ fn target(c: &Cluster, name: &str) -> RedisClusterTarget {
     RedisClusterTarget::new(
         name,
         &seeds,
-        ClusterSettings {
+        RedisSettings {
             pool: 2,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
@@ -45,17 +49,17 @@ fn target(c: &Cluster, name: &str) -> RedisClusterTarget {
     .expect("a target")
 }
 
-fn rpush(key: &str, n: u64) -> Op {
-    let args = vec![
-        Bytes::from_static(b"RPUSH"),
-        Bytes::copy_from_slice(key.as_bytes()),
-        Bytes::from(n.to_string()),
-    ];
+fn op(args: &[&[u8]]) -> Op {
+    let args = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
     Op::Redis(RedisOp {
         port: 6379,
         db: 0,
         commands: vec![RedisCommand::new(args).expect("a command")],
     })
+}
+
+fn rpush(key: &str, n: u64) -> Op {
+    op(&[b"RPUSH", key.as_bytes(), n.to_string().as_bytes()])
 }
 
 /// A stream of numbered `RPUSH`es over some keys, and what the cluster
@@ -211,8 +215,7 @@ async fn a_master_crash_loses_and_repeats_nothing() {
                 c.kill(victim);
                 wait_for(SETTLE, "a replica to take over", || {
                     c.ports.iter().filter(|&&p| p != victim).any(|&p| {
-                        common::cluster::slot_map(p)
-                            .is_some_and(|m| !m.values().any(|&m| m == victim))
+                        cluster::slot_map(p).is_some_and(|m| !m.values().any(|&m| m == victim))
                     })
                 });
                 c.restart(victim);
@@ -491,4 +494,58 @@ async fn a_manual_failover_is_followed_through_moved() {
     assert!(stats.moved > 0, "{stats:?}");
     assert_eq!(stats.marker_regressions, 0, "{stats:?}");
     eprintln!("manual failover: {:?}, {stats:?}", started.elapsed());
+}
+
+/// Whether the node at `port` leaves a PING unanswered for 100 ms (it is
+/// inside `DEBUG SLEEP`).
+fn busy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = s.write_all(b"PING\r\n");
+    let mut reply = [0u8; 16];
+    s.read(&mut reply).is_err()
+}
+
+/// A run commits with a refusal inside EXEC (WRONGTYPE) but its WAIT falls
+/// short (the replica sleeps): the run fails, and its retry, which skips
+/// everything as applied, still reports that refusal and applies nothing
+/// twice.
+#[tokio::test]
+async fn a_refusal_survives_a_wait_shortfall_retry() {
+    let Some(c) = cluster() else { return };
+    let _one = exclusive().await;
+    c.wait_healthy();
+    let t = target(c, "t7");
+    let stream = 0x7707;
+    apply(&t, stream, &[(1, op(&[b"SET", b"{t7}:str", b"x"]))]).await;
+
+    let replica = c.replica_of(c.master_of(key_slot(b"t7")));
+    let sleeper = std::thread::spawn(move || call(replica, &[&b"DEBUG"[..], b"SLEEP", b"1.5"]));
+    wait_for(SETTLE, "the replica to sleep", || busy(replica));
+    let run = [(2, rpush("{t7}:str", 1)), (3, rpush("{t7}:list", 1))];
+    let e = t
+        .apply(stream, &refs(&run))
+        .await
+        .expect_err("the replica sleeps");
+    assert!(e.reason.contains("replicas confirmed"), "{e}");
+    sleeper.join().expect("the sleeper");
+
+    let deadline = Instant::now() + PATIENCE;
+    let out = loop {
+        match t.apply(stream, &refs(&run)).await {
+            Ok(out) => break out,
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        matches!(&out[0], Applied::Refused(r) if r.starts_with("WRONGTYPE")),
+        "{out:?}"
+    );
+    assert_eq!(out[1], Applied::Ok);
+    assert_eq!(c.list("{t7}:list"), ["1"]);
+    assert!(t.stats().wait_shortfalls > 0);
 }

@@ -1,26 +1,30 @@
 //! A real Redis Cluster for tests: 3 masters and 3 replicas on loopback,
-//! started once per test binary, with the test's own blocking client to
-//! look at it and to break it (kill a node, restart it, move a slot).
+//! started once per test binary, and the test's own ways to look at it
+//! and to break it (kill a node, restart it, ask about slots and keys).
 //!
-//! Every `redis-server` runs under a small `sh` guard that reads its
-//! stdin: when the test process ends (however it ends) the pipe closes and
-//! the guard kills its server, so no server outlives the tests. Killing a
-//! node in a test is the same: close that guard's stdin.
+//! Needs `procs.rs` included beside it (`mod procs;` at the test's root).
+//! The cluster lives in a static, which is never dropped, so [`procs::Proc`]
+//! cannot end its servers: each `redis-server` runs under a small `sh`
+//! guard that reads its stdin instead. When the test process ends, however
+//! it ends, the pipe closes and the guard kills its server; killing a node
+//! in a test is the same (close that guard's stdin).
 //!
 //! `None` (and a message) where `redis-server` or `redis-cli` is missing,
 //! unless `SYNCS_REQUIRE_ALL=1`, where that is a failure.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use syncs_engine::wire::reply::{take_reply, Reply};
-use syncs_engine::wire::resp::encode_command;
+use syncs_engine::route::slot::key_slot;
+use syncs_engine::wire::reply::Reply;
+
+use crate::procs::{self, call, info, poll, text, try_call};
 
 /// How long the cluster may take to become healthy after a change.
 pub const SETTLE: Duration = Duration::from_secs(30);
@@ -38,10 +42,6 @@ pub struct Cluster {
     _janitor: Child,
 }
 
-fn find(names: &[&str]) -> Option<PathBuf> {
-    names.iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 /// The cluster of this test binary, started on first use; `None` when
 /// Redis is not installed (and that is allowed).
 pub fn cluster() -> Option<&'static Cluster> {
@@ -57,17 +57,28 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// Polls `ready` until it holds; panics naming `what` after `within`.
+pub fn wait_for(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    poll(what, within, || ready().then_some(()));
+}
+
+/// Whether the node of `port` answers PING.
+pub fn is_up(port: u16) -> bool {
+    matches!(try_call(port, &[&b"PING"[..]]), Ok(Reply::Status(_)))
+}
+
 fn start() -> Option<Cluster> {
-    let server = find(&["/usr/bin/redis-server", "/usr/local/bin/redis-server"]);
-    let cli = find(&["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"]);
-    let (Some(exe), Some(cli)) = (server, cli) else {
+    let exe = PathBuf::from(procs::redis_server()?);
+    let cli = exe.with_file_name("redis-cli");
+    if !cli.exists() {
         assert!(
             std::env::var("SYNCS_REQUIRE_ALL").as_deref() != Ok("1"),
-            "redis-server or redis-cli is missing"
+            "{} is missing",
+            cli.display()
         );
-        eprintln!("redis-server or redis-cli not installed: skipped");
+        eprintln!("{} not installed: skipped", cli.display());
         return None;
-    };
+    }
     let started = Instant::now();
     let root = tempfile::Builder::new()
         .prefix("syncs-cluster-")
@@ -80,7 +91,7 @@ fn start() -> Option<Cluster> {
         .stdin(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let ports = free_ports(6);
+    let ports = node_ports(6);
     let cluster = Cluster {
         ports: ports.clone(),
         exe,
@@ -92,7 +103,7 @@ fn start() -> Option<Cluster> {
         cluster.spawn(p);
     }
     for &p in &ports {
-        wait_for(SETTLE, &format!("node {p} to listen"), || is_up(p));
+        procs::wait_ping(p);
     }
     let mut create = Command::new(cli);
     create.arg("--cluster").arg("create");
@@ -119,16 +130,14 @@ fn start() -> Option<Cluster> {
     Some(cluster)
 }
 
-/// `n` loopback ports free for a node and its cluster bus (port + 10000).
-fn free_ports(n: usize) -> Vec<u16> {
+/// `n` loopback ports free for a node and for its cluster bus (port +
+/// 10000). Not `procs::free_ports`: the system's ephemeral ports go up to
+/// 60999, and the bus port must stay below 65536.
+fn node_ports(n: usize) -> Vec<u16> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let seed = u64::from(std::process::id()) ^ now;
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
+    let mut x = (u64::from(std::process::id()) ^ now) | 1;
     let mut ports = Vec::new();
     while ports.len() < n {
         x ^= x << 13;
@@ -141,15 +150,6 @@ fn free_ports(n: usize) -> Vec<u16> {
         }
     }
     ports
-}
-
-/// Polls `ready` until it holds; panics after `within`.
-pub fn wait_for(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 impl Cluster {
@@ -188,7 +188,8 @@ impl Cluster {
             .insert(port, child);
     }
 
-    /// SIGKILLs the node of `port` (its guard does, when told).
+    /// SIGKILLs the node of `port` (its guard does, when told) and waits
+    /// until it is gone.
     pub fn kill(&self, port: u16) {
         let guard = self
             .guards
@@ -204,13 +205,11 @@ impl Cluster {
     /// Starts the node of `port` again; it rejoins with its old identity.
     pub fn restart(&self, port: u16) {
         self.spawn(port);
-        wait_for(SETTLE, &format!("node {port} to listen again"), || {
-            is_up(port)
-        });
+        procs::wait_ping(port);
     }
 
     /// Waits until every node answers, says `cluster_state:ok`, all agree
-    /// on the slot map, the map covers every slot, and every master has an
+    /// on a slot map that covers every slot, and every master has an
     /// online replica.
     pub fn wait_healthy(&self) {
         wait_for(SETTLE, "the cluster to be healthy", || self.healthy());
@@ -219,10 +218,11 @@ impl Cluster {
     fn healthy(&self) -> bool {
         let mut maps = Vec::new();
         for &p in &self.ports {
-            let Some(Reply::Bulk(Some(info))) = try_call(p, &[&b"CLUSTER"[..], b"INFO"]) else {
-                return false;
-            };
-            if !contains(&info, "cluster_state:ok") {
+            let state = try_call(p, &[&b"CLUSTER"[..], b"INFO"]).ok();
+            if !state
+                .and_then(|r| text(&r))
+                .is_some_and(|s| s.contains("cluster_state:ok"))
+            {
                 return false;
             }
             match slot_map(p) {
@@ -235,29 +235,25 @@ impl Cluster {
             return false;
         }
         let covered: u32 = first.keys().map(|(a, b)| u32::from(b - a) + 1).sum();
-        if covered != 16384 {
-            return false;
-        }
-        let mut masters: Vec<u16> = first.values().copied().collect();
-        masters.sort();
-        masters.dedup();
-        masters.iter().all(|&m| {
-            matches!(try_call(m, &[&b"INFO"[..], b"replication"]),
-                Some(Reply::Bulk(Some(info))) if contains(&info, "state=online"))
-        })
+        covered == 16384
+            && self
+                .masters()
+                .iter()
+                .all(|&m| info(m, "replication").contains("state=online"))
     }
 
     /// The master serving `slot` now, as the first node that answers sees
     /// it.
     pub fn master_of(&self, slot: u16) -> u16 {
-        for &p in &self.ports {
-            if let Some(map) = slot_map(p) {
-                if let Some((_, &m)) = map.iter().find(|((a, b), _)| *a <= slot && slot <= *b) {
-                    return m;
-                }
-            }
-        }
-        panic!("no node knows who serves slot {slot}");
+        self.ports
+            .iter()
+            .filter_map(|&p| slot_map(p))
+            .find_map(|map| {
+                map.iter()
+                    .find(|((a, b), _)| *a <= slot && slot <= *b)
+                    .map(|(_, &m)| m)
+            })
+            .unwrap_or_else(|| panic!("no node knows who serves slot {slot}"))
     }
 
     /// The masters, sorted.
@@ -268,17 +264,14 @@ impl Cluster {
             .find_map(|&p| slot_map(p))
             .expect("a node answers");
         let mut m: Vec<u16> = map.values().copied().collect();
-        m.sort();
+        m.sort_unstable();
         m.dedup();
         m
     }
 
     /// An online replica of the master at `port`.
     pub fn replica_of(&self, port: u16) -> u16 {
-        let Reply::Bulk(Some(info)) = call(port, &[&b"INFO"[..], b"replication"]) else {
-            panic!("INFO replication of {port}");
-        };
-        let info = String::from_utf8_lossy(&info).into_owned();
+        let info = info(port, "replication");
         info.lines()
             .filter(|l| l.starts_with("slave") && l.contains("state=online"))
             .find_map(|l| {
@@ -291,22 +284,19 @@ impl Cluster {
 
     /// The `CLUSTER MYID` of a node.
     pub fn id(&self, port: u16) -> String {
-        match call(port, &[&b"CLUSTER"[..], b"MYID"]) {
-            Reply::Bulk(Some(id)) => String::from_utf8(id.to_vec()).expect("an id"),
-            other => panic!("CLUSTER MYID: {other:?}"),
-        }
+        let reply = call(port, &[&b"CLUSTER"[..], b"MYID"]);
+        text(&reply).unwrap_or_else(|| panic!("CLUSTER MYID: {reply:?}"))
     }
 
     /// A command about `key`, sent to the node serving it (following
-    /// redirects, as a cluster client does).
+    /// MOVED, as a cluster client does).
     pub fn on_key(&self, key: &[u8], args: &[&[u8]]) -> Reply {
-        let mut port = self.master_of(syncs_engine::route::slot::key_slot(key));
+        let mut port = self.master_of(key_slot(key));
         for _ in 0..5 {
             let reply = call(port, args);
             match &reply {
                 Reply::Error(e) if e.starts_with(b"MOVED") => {
-                    let text = String::from_utf8_lossy(e);
-                    port = text
+                    port = String::from_utf8_lossy(e)
                         .rsplit(':')
                         .next()
                         .and_then(|p| p.parse().ok())
@@ -325,11 +315,8 @@ impl Cluster {
             &[&b"LRANGE"[..], key.as_bytes(), b"0", b"-1"],
         ) {
             Reply::Array(Some(items)) => items
-                .into_iter()
-                .map(|r| match r {
-                    Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
-                    other => panic!("{other:?}"),
-                })
+                .iter()
+                .map(|r| text(r).unwrap_or_else(|| panic!("{r:?}")))
                 .collect(),
             other => panic!("LRANGE {key}: {other:?}"),
         }
@@ -341,31 +328,25 @@ impl Cluster {
             key.as_bytes(),
             &[&b"HGET"[..], key.as_bytes(), field.as_bytes()],
         ) {
-            Reply::Bulk(Some(b)) => Some(
-                std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .expect("a number"),
-            ),
             Reply::Bulk(None) => None,
-            other => panic!("HGET {key}: {other:?}"),
+            reply => Some(
+                text(&reply)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("HGET {key}: {reply:?}")),
+            ),
         }
     }
 
+    /// Where the nodes' directories (and logs) are.
     pub fn root(&self) -> &Path {
         &self.root
     }
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-/// `(start, end) → master port` as node `port` sees it.
+/// `(start, end) → master port` as node `port` sees it (`None`: it does
+/// not answer).
 pub fn slot_map(port: u16) -> Option<BTreeMap<(u16, u16), u16>> {
-    let Some(Reply::Array(Some(entries))) = try_call(port, &[&b"CLUSTER"[..], b"SLOTS"]) else {
+    let Ok(Reply::Array(Some(entries))) = try_call(port, &[&b"CLUSTER"[..], b"SLOTS"]) else {
         return None;
     };
     let mut map = BTreeMap::new();
@@ -384,44 +365,4 @@ pub fn slot_map(port: u16) -> Option<BTreeMap<(u16, u16), u16>> {
         map.insert((*a as u16, *b as u16), *mp as u16);
     }
     Some(map)
-}
-
-/// Whether the node of `port` answers PING.
-pub fn is_up(port: u16) -> bool {
-    matches!(try_call(port, &[&b"PING"[..]]), Some(Reply::Status(_)))
-}
-
-/// One command on a new blocking connection; `None` if the node does not
-/// answer within 2 s.
-pub fn try_call(port: u16, args: &[&[u8]]) -> Option<Reply> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut out = Vec::new();
-    encode_command(&mut out, args);
-    s.write_all(&out).ok()?;
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(r) = take_reply(&mut buf).ok()? {
-            return Some(r);
-        }
-        let mut chunk = [0u8; 8192];
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// One command; the node must answer.
-pub fn call(port: u16, args: &[&[u8]]) -> Reply {
-    try_call(port, args).unwrap_or_else(|| {
-        panic!(
-            "node {port} did not answer {:?}",
-            args.iter()
-                .map(|a| Bytes::copy_from_slice(a))
-                .collect::<Vec<_>>()
-        )
-    })
 }

@@ -56,16 +56,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
+use syncs_dsl::Target as TargetDef;
 
 use super::conn::{Conn, Endpoint};
+use super::fence::{Fence, Server};
 use super::group::{self, Group, Layout, Outcome, Redirect};
 use super::topology::{NodeAddr, Topology};
-use super::{shared_streams, stream_field, WATCH_RETRIES};
+use super::wait::{Held, Marker, Verdict, Wait};
+use super::{shared_streams, stream_field, RedisSettings, WATCH_RETRIES};
 use crate::apply::{Applied, TargetError};
 use crate::op::{Op, RedisOp};
 use crate::stats;
-use crate::wire::reply::{escape, Reply};
-use crate::wire::resp::encode_command;
+use crate::wire::reply::Reply;
 
 /// Rounds of redirects (`MOVED`, `ASK`, `READONLY`) within one run before
 /// the target counts as unavailable (what redis-rs allows too).
@@ -76,35 +78,6 @@ const TRYAGAIN_MAX: Duration = Duration::from_millis(400);
 /// Pauses after `TRYAGAIN` within one run, in all, before unavailable.
 const TRYAGAIN_BUDGET: Duration = Duration::from_secs(2);
 
-/// How a cluster target connects and confirms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterSettings {
-    /// Connections per node; a stream always uses the same one, so its
-    /// runs stay in order while streams proceed in parallel.
-    pub pool: usize,
-    pub connect_timeout: Duration,
-    /// Reply timeout of each request (a pipeline with its WAIT included).
-    pub timeout: Duration,
-    /// Replicas that must acknowledge a node's writes (`WAIT`) before a run
-    /// counts as applied; 0 turns WAIT off (a failover may then lose
-    /// acknowledged writes: a gap, never a duplicate).
-    pub replicas: u32,
-    /// How long WAIT waits for them; less than `timeout`.
-    pub replica_timeout: Duration,
-}
-
-impl Default for ClusterSettings {
-    fn default() -> Self {
-        Self {
-            pool: 1,
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(30),
-            replicas: 1,
-            replica_timeout: Duration::from_secs(1),
-        }
-    }
-}
-
 /// Counts since the target was built (the same events go to the metrics
 /// named in `stats.rs`); for tests and diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,7 +87,9 @@ pub struct ClusterStats {
     pub tryagain: u64,
     pub wait_shortfalls: u64,
     pub marker_regressions: u64,
+    /// Slot map fetches.
     pub refreshes: u64,
+    /// Connections killed (or found gone) before their place was reused.
     pub fences: u64,
     /// Groups planned again after their WATCHed marker changed (shared
     /// streams).
@@ -141,7 +116,10 @@ fn bump(c: &AtomicU64) {
 #[derive(Debug)]
 pub struct RedisClusterTarget {
     name: String,
-    settings: ClusterSettings,
+    /// Connections per node.
+    pool: usize,
+    /// `None`: `replicas` is 0.
+    wait: Option<Wait>,
     /// Credentials and timeouts of every node (from the first seed URL).
     template: Endpoint,
     topology: Topology,
@@ -150,6 +128,10 @@ pub struct RedisClusterTarget {
     /// a lower one read later is a regression (design §2.6). Never used to
     /// skip anything.
     confirmed: Mutex<HashMap<(u64, u16), u64>>,
+    /// Per stream, the outcomes of a run that failed after some of its
+    /// groups committed, for its retry: there those items are skipped, and
+    /// a refusal inside EXEC (WRONGTYPE) must still be reported.
+    held: Mutex<HashMap<u64, Held>>,
     counters: Counters,
 }
 
@@ -169,20 +151,14 @@ struct Place {
     live: Option<Live>,
     /// The connection to kill before this place is used again: the one a
     /// run has checked out, or dropped with a request possibly in flight.
+    /// Kept with its server (address and run id, fence.rs).
     fence: Option<Fence>,
-}
-
-#[derive(Debug, Clone)]
-struct Fence {
-    id: u64,
-    /// The server process that gave `id`.
-    run_id: Option<String>,
 }
 
 #[derive(Debug)]
 struct Live {
     conn: Conn,
-    run_id: Option<String>,
+    server: Arc<Server>,
     /// Markers this connection wrote and saw confirmed.
     markers: HashMap<(u64, u16), Cached>,
 }
@@ -210,35 +186,55 @@ struct Failure {
     keep: bool,
 }
 
-/// A group's marker as the plan sees it.
-#[derive(Debug, Clone, Copy)]
-struct Marker {
-    value: u64,
-    /// Written by this connection and confirmed by WAIT (from the cache).
-    confirmed: bool,
-}
-
 /// What was sent for a group.
 struct Sent {
     group: usize,
     layout: Layout,
     /// The marker value the group writes.
     value: u64,
-    /// Items applied (not skipped).
-    active: usize,
+    /// The items applied (not skipped), as indexes into the run.
+    applied: Vec<usize>,
+}
+
+/// One node's share of a round: what became of each group, as far as
+/// known (a group whose replies were not read has no outcome).
+struct NodeRun {
+    groups: Vec<Pending>,
+    outcomes: Vec<Option<Outcome>>,
+    /// Per group, the items its committed EXEC applied.
+    applied: Vec<Vec<usize>>,
+    /// Groups committed on this connection and the marker each wrote.
+    committed: Vec<(usize, u64)>,
+    /// The first reply that makes the node's run fail.
+    trouble: Option<Failure>,
+}
+
+impl NodeRun {
+    fn new(groups: Vec<Pending>) -> Self {
+        let n = groups.len();
+        Self {
+            groups,
+            outcomes: vec![None; n],
+            applied: vec![Vec::new(); n],
+            committed: Vec::new(),
+            trouble: None,
+        }
+    }
 }
 
 impl RedisClusterTarget {
     /// A target over the cluster that `seeds` (redis:// URLs of some of its
     /// nodes; the first one's credentials serve every node) belong to.
+    /// `settings.pool` is per node; `replicas` as given (a `redis-cluster`
+    /// definition makes it 1 unless set: [`RedisClusterTarget::from_def`]).
     /// Connecting is lazy: this never waits on the cluster.
-    pub fn new(name: &str, seeds: &[String], settings: ClusterSettings) -> Result<Self, String> {
+    pub fn new(name: &str, seeds: &[String], settings: RedisSettings) -> Result<Self, String> {
         if seeds.is_empty() {
             return Err("a Redis Cluster target needs at least one node URL".into());
         }
         if settings.replicas > 0 && settings.replica_timeout >= settings.timeout {
             return Err(format!(
-                "replica_timeout ({:?}) must be less than timeout ({:?})",
+                "replica_timeout ({:?}) must be shorter than timeout ({:?})",
                 settings.replica_timeout, settings.timeout
             ));
         }
@@ -265,16 +261,27 @@ impl RedisClusterTarget {
         let template = endpoints.swap_remove(0);
         Ok(Self {
             name: name.to_owned(),
-            settings: ClusterSettings {
-                pool: settings.pool.max(1),
-                ..settings
-            },
+            pool: settings.pool.max(1),
+            wait: Wait::new(settings.replicas, settings.replica_timeout),
             topology: Topology::new(addrs, template.clone()),
             template,
             nodes: Mutex::new(HashMap::new()),
             confirmed: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         })
+    }
+
+    /// A `redis-cluster` target from its definition (its URL list and
+    /// options).
+    pub fn from_def(def: &TargetDef) -> Result<Self, String> {
+        let seeds: Vec<String> = def.urls().into_iter().map(str::to_owned).collect();
+        let settings = RedisSettings {
+            replicas: def.replicas(),
+            replica_timeout: def.replica_timeout(),
+            ..RedisSettings::from_options(&def.options)
+        };
+        Self::new(&def.name, &seeds, settings)
     }
 
     pub fn name(&self) -> &str {
@@ -318,7 +325,7 @@ impl RedisClusterTarget {
                 addr: addr.clone(),
                 label: addr.to_string(),
                 endpoint: self.template.at(&addr.host, addr.port),
-                pool: (0..self.settings.pool)
+                pool: (0..self.pool)
                     .map(|_| tokio::sync::Mutex::new(Place::default()))
                     .collect(),
             })
@@ -371,8 +378,38 @@ impl RedisClusterTarget {
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
-        let mut out = vec![Applied::Ok; items.len()];
-        let mut pending: Vec<Pending> = group::by_slot(items, &mut out)
+        // A retry of a run that failed after some groups committed: their
+        // items are skipped now, with the outcomes they had then.
+        let kept = {
+            let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.get(&stream)
+                .and_then(|h| h.outcomes(items))
+                .map(<[Applied]>::to_vec)
+        };
+        let mut out = kept.unwrap_or_else(|| vec![Applied::Ok; items.len()]);
+        let result = self.apply_groups(stream, items, &mut out).await;
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                held.remove(&stream);
+                Ok(out)
+            }
+            Err(e) => {
+                held.insert(stream, Held::new(items, &out));
+                Err(e)
+            }
+        }
+    }
+
+    /// The rounds of a run: groups to nodes, replies to outcomes in `out`,
+    /// redirected groups again.
+    async fn apply_groups(
+        &self,
+        stream: u64,
+        items: &[(u64, &Op)],
+        out: &mut [Applied],
+    ) -> Result<(), TargetError> {
+        let mut pending: Vec<Pending> = group::by_slot(items, out)
             .into_iter()
             .map(|group| Pending {
                 group,
@@ -420,21 +457,22 @@ impl RedisClusterTarget {
             let mut failed: Option<TargetError> = None;
             let mut redirected = false;
             let mut tryagain = false;
-            for run in futures::future::join_all(runs).await {
-                let outcomes = match run {
-                    Ok(outcomes) => outcomes,
-                    Err(e) => {
-                        // Prefer a plain "unavailable" over a suspect one:
-                        // a node that is down says more than a lost reply.
-                        if failed.as_ref().is_none_or(|f| f.suspect && !e.suspect) {
-                            failed = Some(e);
-                        }
-                        continue;
+            for (run, error) in futures::future::join_all(runs).await {
+                if let Some(e) = error {
+                    // Prefer a plain "unavailable" over a suspect one: a
+                    // node that is down says more than a lost reply.
+                    if failed.as_ref().is_none_or(|f| f.suspect && !e.suspect) {
+                        failed = Some(e);
                     }
-                };
-                for (mut p, outcome) in outcomes {
+                }
+                let known = run.groups.into_iter().zip(run.outcomes).zip(run.applied);
+                for ((mut p, outcome), applied) in known {
+                    let Some(outcome) = outcome else { continue };
                     match outcome {
                         Outcome::Committed(errors) => {
+                            for i in applied {
+                                out[i] = Applied::Ok;
+                            }
                             for (i, errs) in errors {
                                 out[i] = Applied::Refused(self.refusal(items, i, &errs));
                             }
@@ -480,7 +518,7 @@ impl RedisClusterTarget {
                                 .increment(1);
                             pending.push(p);
                         }
-                        // `run_node` turns these into its error.
+                        // The node's run failed with these: `failed` is set.
                         Outcome::Unavailable(_) | Outcome::Broken(_) => pending.push(p),
                     }
                 }
@@ -514,7 +552,7 @@ impl RedisClusterTarget {
                 pause = (pause * 2).min(TRYAGAIN_MAX);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The reason an item refused inside EXEC gets.
@@ -530,14 +568,16 @@ impl RedisClusterTarget {
         }
     }
 
-    /// One node's share of a round, on the node's connection for `stream`.
+    /// One node's share of a round, on the node's connection for `stream`:
+    /// what became of its groups, and why it failed if it did.
     async fn run_node(
         &self,
         addr: NodeAddr,
         stream: u64,
         items: &[(u64, &Op)],
         groups: Vec<Pending>,
-    ) -> Result<Vec<(Pending, Outcome)>, TargetError> {
+    ) -> (NodeRun, Option<TargetError>) {
+        let mut run = NodeRun::new(groups);
         let node = self.node(&addr);
         let index = (stream % node.pool.len() as u64) as usize;
         let mut place = node.pool[index].lock().await;
@@ -547,7 +587,7 @@ impl RedisClusterTarget {
                 Ok(live) => live,
                 Err(e) => {
                     self.topology.mark_stale();
-                    return Err(e);
+                    return (run, Some(e));
                 }
             },
         };
@@ -555,17 +595,18 @@ impl RedisClusterTarget {
         // dropped future drops `live` and leaves the fence set.
         place.fence = live.conn.id().map(|id| Fence {
             id,
-            run_id: live.run_id.clone(),
+            server: Arc::clone(&live.server),
         });
-        let (result, keep) = match self.run_on(&node, &mut live, stream, items, groups).await {
-            Ok(outcomes) => {
-                let demoted = outcomes
+        let (error, keep) = match self.run_on(&node, &mut live, stream, items, &mut run).await {
+            Ok(()) => {
+                let demoted = run
+                    .outcomes
                     .iter()
-                    .any(|(_, o)| matches!(o, Outcome::Redirect(Redirect::ReadOnly(_))));
+                    .any(|o| matches!(o, Some(Outcome::Redirect(Redirect::ReadOnly(_)))));
                 if demoted {
                     self.topology.mark_stale();
                 }
-                (Ok(outcomes), !demoted)
+                (None, !demoted)
             }
             Err(Failure { error, keep }) => {
                 // Whatever failed (a lost connection, CLUSTERDOWN from a
@@ -573,65 +614,45 @@ impl RedisClusterTarget {
                 // is fetched again before the next round (at most once per
                 // 100 ms, whoever asks).
                 self.topology.mark_stale();
-                (Err(error), keep)
+                (Some(error), keep)
             }
         };
         if keep {
             place.live = Some(live);
             place.fence = None;
+        } else if live.conn.is_idle() {
+            // Every request was answered: nothing of this connection waits
+            // in the server, so there is nothing to kill.
+            place.fence = None;
         }
-        result
+        (run, error)
     }
 
-    /// A new connection to `node`; first kills the one `fence` names if it
-    /// was given by the same server process.
+    /// A new connection to `node`; first kills the one `fence` names
+    /// (fence.rs: only where it can still be).
     async fn connect(&self, node: &Node, fence: &mut Option<Fence>) -> Result<Live, TargetError> {
         let unavailable =
             |e: &dyn std::fmt::Display| self.unavailable(format!("{}: {e}", node.addr));
         let mut conn = node.endpoint.connect().await.map_err(|e| unavailable(&e))?;
+        let server = Server::identify(node.endpoint.clone(), &mut conn)
+            .await
+            .map_err(|e| unavailable(&format!("INFO server: {e}")))?;
         if conn.id().is_none() {
             tracing::warn!(target = %self.name, node = %node.addr, "CLIENT ID not answered: a run cut off mid-way cannot be fenced");
         }
-        let run_id = match conn.command(&[&b"INFO"[..], b"server"]).await {
-            Ok(Reply::Bulk(Some(info))) => info
-                .split(|&b| b == b'\n')
-                .find_map(|line| line.strip_prefix(b"run_id:"))
-                .map(|id| String::from_utf8_lossy(id).trim().to_owned()),
-            Ok(_) => None,
-            Err(e) => return Err(unavailable(&e)),
-        };
-        if let Some(old) = fence.clone() {
-            // Ids are per server process: skip the kill only when the
-            // node surely restarted since (both run ids known, different).
-            let restarted = matches!((&old.run_id, &run_id), (Some(a), Some(b)) if a != b);
-            let outcome = if !restarted {
-                let id = old.id.to_string();
-                match conn
-                    .command(&[&b"CLIENT"[..], b"KILL", b"ID", id.as_bytes()])
-                    .await
-                    .map_err(|e| unavailable(&format!("fencing the previous connection: {e}")))?
-                {
-                    Reply::Int(1) => "killed",
-                    Reply::Int(_) => "gone",
-                    Reply::Error(e) if e.starts_with(b"ERR No such client") => "gone",
-                    other => {
-                        tracing::warn!(target = %self.name, node = %node.addr, old = old.id, "could not kill the connection dropped mid-run ({other:?}); a run still queued on it may apply twice");
-                        "refused"
-                    }
-                }
-            } else {
-                // Another process (the node restarted): the connection
-                // died with the one that gave its id.
-                "gone"
-            };
+        if let Some(old) = fence.as_ref() {
+            let outcome = old
+                .settle(&self.name, &server, &mut conn)
+                .await
+                .map_err(|e| unavailable(&format!("fencing the previous connection: {e}")))?;
             bump(&self.counters.fences);
-            metrics::counter!(stats::SERVER_REDIS_FENCES, "target" => self.name.clone(), "outcome" => outcome)
+            metrics::counter!(stats::SERVER_REDIS_FENCES, "target" => self.name.clone(), "outcome" => outcome.label())
                 .increment(1);
             *fence = None;
         }
         Ok(Live {
             conn,
-            run_id,
+            server: Arc::new(server),
             markers: HashMap::new(),
         })
     }
@@ -652,6 +673,8 @@ impl RedisClusterTarget {
     }
 
     /// A marker read from Redis: checked against the highest one confirmed.
+    /// Not confirmed itself: nothing says a replica has the write behind
+    /// it (unless WAIT is off).
     fn read(&self, stream: u64, slot: u16, value: u64) -> Marker {
         let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(high) = confirmed.get_mut(&(stream, slot)) {
@@ -669,7 +692,7 @@ impl RedisClusterTarget {
         }
         Marker {
             value,
-            confirmed: false,
+            confirmed: self.wait.is_none(),
         }
     }
 
@@ -689,37 +712,29 @@ impl RedisClusterTarget {
         live: &mut Live,
         stream: u64,
         items: &[(u64, &Op)],
-        groups: Vec<Pending>,
-    ) -> Result<Vec<(Pending, Outcome)>, Failure> {
+        run: &mut NodeRun,
+    ) -> Result<(), Failure> {
         let shared = shared_streams();
-        let wait = self.settings.replicas > 0;
-        let mut run = NodeRun {
-            outcomes: vec![None; groups.len()],
-            committed: Vec::new(),
-            trouble: None,
-        };
         let batches: Vec<Vec<usize>> = if shared {
-            (0..groups.len()).map(|k| vec![k]).collect()
+            (0..run.groups.len()).map(|k| vec![k]).collect()
         } else {
-            vec![(0..groups.len()).collect()]
+            vec![(0..run.groups.len()).collect()]
         };
         for batch in &batches {
-            let markers = self
-                .markers(node, live, stream, &groups, batch, &mut run)
-                .await?;
+            let markers = self.markers(node, live, stream, batch, run).await?;
             if run.trouble.as_ref().is_some_and(|t| !t.keep) {
                 // A read answered nonsense: send nothing more on this
                 // connection.
                 break;
             }
-            let (mut packed, sent) = self.plan(node, stream, items, &groups, &markers, &mut run);
+            let (mut packed, sent) = self.plan(node, stream, items, &markers, run);
             if sent.is_empty() {
                 continue;
             }
-            let wait_now = wait && !shared;
+            let wait_now = self.wait.filter(|_| !shared);
             let mut n: usize = sent.iter().map(|s| s.layout.replies()).sum();
-            if wait_now {
-                self.encode_wait(&mut packed);
+            if let Some(wait) = &wait_now {
+                wait.encode(&mut packed);
                 n += 1;
             }
             // An IO error or timeout from here leaves the outcome unknown:
@@ -732,46 +747,39 @@ impl RedisClusterTarget {
                     error: self.broken(format!("{}: {e}", node.addr)),
                     keep: false,
                 })?;
-            self.read_replies(node, &sent, &replies, &mut run);
-            if wait_now {
-                self.waited(node, live, stream, &groups, &run.committed, replies.last())?;
+            self.read_replies(node, &sent, &replies, run);
+            if let Some(wait) = &wait_now {
+                self.waited(node, live, stream, wait, replies.last(), run)?;
             }
         }
         if let Some(t) = run.trouble.take_if(|t| !t.keep) {
             return Err(t);
         }
-        if shared && wait && !run.committed.is_empty() {
-            let mut packed = Vec::new();
-            self.encode_wait(&mut packed);
-            let replies = live
-                .conn
-                .round_trip(&packed, 1)
-                .await
-                .map_err(|e| Failure {
-                    error: self.broken(format!("{}: WAIT: {e}", node.addr)),
-                    keep: false,
-                })?;
-            self.waited(node, live, stream, &groups, &run.committed, replies.last())?;
-        }
-        if !wait {
-            for &(k, value) in &run.committed {
-                self.remember(live, stream, &groups[k], value);
+        match self.wait {
+            Some(wait) if shared && !run.committed.is_empty() => {
+                let mut packed = Vec::new();
+                wait.encode(&mut packed);
+                let replies = live
+                    .conn
+                    .round_trip(&packed, 1)
+                    .await
+                    .map_err(|e| Failure {
+                        error: self.broken(format!("{}: WAIT: {e}", node.addr)),
+                        keep: false,
+                    })?;
+                self.waited(node, live, stream, &wait, replies.last(), run)?;
+            }
+            Some(_) => {}
+            None => {
+                for &(k, value) in &run.committed {
+                    self.remember(live, stream, &run.groups[k], value);
+                }
             }
         }
-        if let Some(t) = run.trouble {
-            return Err(t);
+        match run.trouble.take() {
+            Some(t) => Err(t),
+            None => Ok(()),
         }
-        Ok(groups
-            .into_iter()
-            .zip(run.outcomes)
-            .map(|(p, o)| (p, o.unwrap_or(Outcome::Committed(BTreeMap::new()))))
-            .collect())
-    }
-
-    fn encode_wait(&self, packed: &mut Vec<u8>) {
-        let n = self.settings.replicas.to_string();
-        let ms = self.settings.replica_timeout.as_millis().max(1).to_string();
-        encode_command(packed, &[&b"WAIT"[..], n.as_bytes(), ms.as_bytes()]);
     }
 
     /// A confirmed marker goes into the regression guard and the
@@ -795,48 +803,48 @@ impl RedisClusterTarget {
         node: &Node,
         live: &mut Live,
         stream: u64,
-        groups: &[Pending],
-        committed: &[(usize, u64)],
+        wait: &Wait,
         reply: Option<&Reply>,
+        run: &NodeRun,
     ) -> Result<(), Failure> {
-        if committed.is_empty() {
+        if run.committed.is_empty() {
             // Nothing of this run was written here (all redirected): what
             // WAIT says (a demoted master refuses it) concerns no group.
             return Ok(());
         }
-        let want = i64::from(self.settings.replicas);
-        match reply {
-            Some(Reply::Int(acked)) if *acked >= want => {
-                for &(k, value) in committed {
-                    self.remember(live, stream, &groups[k], value);
+        let verdict = reply.map_or(Verdict::Nonsense("no WAIT reply".into()), |r| wait.judge(r));
+        let failure = match verdict {
+            Verdict::Confirmed => {
+                for &(k, value) in &run.committed {
+                    self.remember(live, stream, &run.groups[k], value);
                 }
-                Ok(())
+                return Ok(());
             }
-            Some(Reply::Int(acked)) => {
-                for &(k, _) in committed {
-                    live.markers.remove(&(stream, groups[k].group.slot));
-                }
+            Verdict::Shortfall(acked) => {
                 bump(&self.counters.wait_shortfalls);
-                metrics::counter!(stats::SERVER_REDIS_WAIT_SHORTFALLS, "target" => self.name.clone(), "node" => node.label.clone())
+                metrics::counter!(stats::SERVER_REDIS_WAIT_SHORTFALLS, "target" => self.name.clone())
                     .increment(1);
-                Err(Failure {
-                    error: self.unavailable(format!(
-                        "{}: {acked} of {want} replicas confirmed within {:?}",
-                        node.addr, self.settings.replica_timeout
-                    )),
+                Failure {
+                    error: self.unavailable(format!("{}: {}", node.addr, wait.shortfall(acked))),
                     keep: true,
-                })
+                }
             }
-            Some(Reply::Error(e)) => Err(Failure {
-                // "WAIT cannot be used with replica instances": demoted.
-                error: self.unavailable(format!("{}: WAIT refused: {}", node.addr, escape(e))),
+            // "WAIT cannot be used with replica instances": demoted.
+            Verdict::Refused(e) => Failure {
+                error: self.unavailable(format!("{}: WAIT refused: {e}", node.addr)),
                 keep: false,
-            }),
-            other => Err(Failure {
-                error: self.broken(format!("{}: WAIT answered {other:?}", node.addr)),
+            },
+            Verdict::Nonsense(e) => Failure {
+                error: self.broken(format!("{}: {e}", node.addr)),
                 keep: false,
-            }),
+            },
+        };
+        // Committed, not confirmed: the retry skips these records and
+        // touches the markers to wait again.
+        for &(k, _) in &run.committed {
+            live.markers.remove(&(stream, run.groups[k].group.slot));
         }
+        Err(failure)
     }
 
     /// The markers of `batch`'s groups: from the cache where it can be
@@ -847,7 +855,6 @@ impl RedisClusterTarget {
         node: &Node,
         live: &mut Live,
         stream: u64,
-        groups: &[Pending],
         batch: &[usize],
         run: &mut NodeRun,
     ) -> Result<Vec<(usize, Marker)>, Failure> {
@@ -856,7 +863,7 @@ impl RedisClusterTarget {
         let mut packed = Vec::new();
         let mut reads: Vec<(usize, Layout)> = Vec::new();
         for &k in batch {
-            let p = &groups[k];
+            let p = &run.groups[k];
             match self.cached(live, stream, p) {
                 Some(m) => markers.push((k, m)),
                 None => {
@@ -888,8 +895,8 @@ impl RedisClusterTarget {
         for (k, layout) in &reads {
             let end = at + layout.replies();
             match group::read_marker(layout, &replies[at..end], &node.addr) {
-                Ok(v) => markers.push((*k, self.read(stream, groups[*k].group.slot, v))),
-                Err(o) => run.settle(self, node, *k, o),
+                Ok(v) => markers.push((*k, self.read(stream, run.groups[*k].group.slot, v))),
+                Err(o) => self.settle(node, run, *k, o),
             }
             at = end;
         }
@@ -903,7 +910,6 @@ impl RedisClusterTarget {
         node: &Node,
         stream: u64,
         items: &[(u64, &Op)],
-        groups: &[Pending],
         markers: &[(usize, Marker)],
         run: &mut NodeRun,
     ) -> (Vec<u8>, Vec<Sent>) {
@@ -912,7 +918,7 @@ impl RedisClusterTarget {
         let mut sent = Vec::new();
         let mut skipped = 0u64;
         for &(k, marker) in markers {
-            let p = &groups[k];
+            let p = &run.groups[k];
             let mut active: Vec<(usize, &RedisOp)> = Vec::new();
             let mut last = None;
             for &i in &p.group.items {
@@ -929,7 +935,7 @@ impl RedisClusterTarget {
                 Some(v) => v,
                 // All skipped: nothing to do if the marker is known to be
                 // safe, else a touch so that WAIT covers it.
-                None if marker.confirmed || self.settings.replicas == 0 => {
+                None if marker.confirmed => {
                     run.outcomes[k] = Some(Outcome::Committed(BTreeMap::new()));
                     continue;
                 }
@@ -947,7 +953,7 @@ impl RedisClusterTarget {
                 group: k,
                 layout,
                 value,
-                active: active.len(),
+                applied: active.iter().map(|(i, _)| *i).collect(),
             });
         }
         if skipped > 0 {
@@ -971,68 +977,57 @@ impl RedisClusterTarget {
             at = end;
             if let Outcome::Committed(errors) = &outcome {
                 run.committed.push((s.group, s.value));
-                applied += s.active.saturating_sub(errors.len()) as u64;
+                applied += s.applied.len().saturating_sub(errors.len()) as u64;
+                run.applied[s.group].clone_from(&s.applied);
             }
-            run.settle(self, node, s.group, outcome);
+            self.settle(node, run, s.group, outcome);
         }
         if applied > 0 {
             metrics::counter!(stats::SERVER_REDIS_CLUSTER_APPLIED, "target" => self.name.clone(), "node" => node.label.clone())
                 .increment(applied);
         }
     }
-}
 
-/// One node's share of a round while it runs.
-struct NodeRun {
-    /// Per group, once known.
-    outcomes: Vec<Option<Outcome>>,
-    /// Groups committed on this connection and the marker each wrote.
-    committed: Vec<(usize, u64)>,
-    /// The first reply that makes the node's run fail.
-    trouble: Option<Failure>,
-}
-
-impl NodeRun {
     /// Records group `k`'s outcome, counting redirects and keeping the
     /// first failure.
-    fn settle(&mut self, t: &RedisClusterTarget, node: &Node, k: usize, outcome: Outcome) {
+    fn settle(&self, node: &Node, run: &mut NodeRun, k: usize, outcome: Outcome) {
         match &outcome {
             Outcome::Redirect(Redirect::Moved { .. }) => {
-                t.redirected(node, "moved", &t.counters.moved)
+                self.redirected(node, "moved", &self.counters.moved)
             }
-            Outcome::Redirect(Redirect::Ask { .. }) => t.redirected(node, "ask", &t.counters.ask),
+            Outcome::Redirect(Redirect::Ask { .. }) => {
+                self.redirected(node, "ask", &self.counters.ask)
+            }
             Outcome::Redirect(Redirect::TryAgain(_)) => {
-                bump(&t.counters.tryagain);
-                metrics::counter!(stats::SERVER_REDIS_TRYAGAIN, "target" => t.name.clone(), "node" => node.label.clone())
+                bump(&self.counters.tryagain);
+                metrics::counter!(stats::SERVER_REDIS_TRYAGAIN, "target" => self.name.clone(), "node" => node.label.clone())
                     .increment(1);
             }
             Outcome::Redirect(Redirect::ReadOnly(why)) => {
-                tracing::warn!(target = %t.name, node = %node.addr, "{why}: the node was demoted; fetching the slot map");
+                tracing::warn!(target = %self.name, node = %node.addr, "{why}: the node was demoted; fetching the slot map");
             }
             Outcome::Unavailable(why) => {
-                if self.trouble.is_none() {
-                    self.trouble = Some(Failure {
-                        error: t.unavailable(format!("{}: {why}", node.addr)),
+                if run.trouble.is_none() {
+                    run.trouble = Some(Failure {
+                        error: self.unavailable(format!("{}: {why}", node.addr)),
                         keep: true,
                     });
                 }
             }
             Outcome::Broken(why) => {
                 // Worse than unavailable: the connection goes.
-                if self.trouble.as_ref().is_none_or(|f| f.keep) {
-                    self.trouble = Some(Failure {
-                        error: t.broken(format!("{}: {why}", node.addr)),
+                if run.trouble.as_ref().is_none_or(|f| f.keep) {
+                    run.trouble = Some(Failure {
+                        error: self.broken(format!("{}: {why}", node.addr)),
                         keep: false,
                     });
                 }
             }
             Outcome::Committed(_) | Outcome::Refused(_) | Outcome::Conflict => {}
         }
-        self.outcomes[k] = Some(outcome);
+        run.outcomes[k] = Some(outcome);
     }
-}
 
-impl RedisClusterTarget {
     fn redirected(&self, node: &Node, kind: &'static str, counter: &AtomicU64) {
         bump(counter);
         metrics::counter!(stats::SERVER_REDIS_REDIRECTS, "target" => self.name.clone(), "node" => node.label.clone(), "kind" => kind)
@@ -1042,13 +1037,12 @@ impl RedisClusterTarget {
 
 /// The slots of `pending`, for messages.
 fn slot_list(pending: &[Pending]) -> String {
-    let mut slots: Vec<String> = pending.iter().map(|p| p.group.slot.to_string()).collect();
-    slots.sort();
+    let mut slots: Vec<u16> = pending.iter().map(|p| p.group.slot).collect();
+    slots.sort_unstable();
     slots.dedup();
+    let mut shown: Vec<String> = slots.iter().take(8).map(u16::to_string).collect();
     if slots.len() > 8 {
-        let more = slots.len() - 8;
-        slots.truncate(8);
-        slots.push(format!("and {more} more"));
+        shown.push(format!("and {} more", slots.len() - 8));
     }
-    slots.join(", ")
+    shown.join(", ")
 }

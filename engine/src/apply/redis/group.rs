@@ -9,18 +9,15 @@ use super::is_transient;
 use super::topology::NodeAddr;
 use crate::apply::Applied;
 use crate::op::{Op, RedisOp};
-use crate::route::keys;
-use crate::route::slot::{key_slot, marker_key};
+use crate::route::cluster;
+use crate::route::slot::marker_key;
 use crate::wire::reply::{error_code, escape, Reply};
 use crate::wire::resp::encode_command;
 
-/// The slot every key of `op` lies in, or why the operation cannot go to
-/// a cluster as one unit (the router splits or refuses such operations;
-/// this is the applier's own check, so a router bug is a refusal, not a
-/// write to the wrong place).
-///
-/// `PUBLISH` has no key and rides along with the others (alone: slot 0).
-/// `SPUBLISH`'s shard channel hashes like a key, as Redis checks it.
+/// The slot of `op`: the router's [`cluster::op_slot`] (the one
+/// definition), after refusing a db other than 0. The router only lets
+/// fitting operations through; this is the applier's own check, so a
+/// router bug is a refusal, not a write to the wrong place.
 pub(super) fn op_slot(op: &RedisOp) -> Result<u16, String> {
     if op.db != 0 {
         return Err(format!(
@@ -28,39 +25,7 @@ pub(super) fn op_slot(op: &RedisOp) -> Result<u16, String> {
             op.db
         ));
     }
-    let mut first: Option<(u16, &[u8])> = None;
-    let mut positions = Vec::new();
-    for cmd in &op.commands {
-        let (spec, _) = keys::spec(cmd);
-        keys::positions(cmd, spec, &mut positions);
-        if cmd.is("SPUBLISH") {
-            positions.push(1);
-        }
-        if positions.is_empty() && !cmd.is("PUBLISH") {
-            return Err(format!(
-                "cross_slot: {} has no key; a cluster target cannot route it",
-                escape(cmd.name()).to_ascii_uppercase()
-            ));
-        }
-        for &p in &positions {
-            let Some(key) = cmd.args().get(p) else {
-                continue;
-            };
-            let slot = key_slot(key);
-            match first {
-                None => first = Some((slot, key)),
-                Some((s, k)) if s != slot => {
-                    return Err(format!(
-                        "cross_slot: keys of one operation hash to slots {s} ({}) and {slot} ({})",
-                        escape(k),
-                        escape(key)
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(first.map_or(0, |(s, _)| s))
+    cluster::op_slot(op)
 }
 
 /// The items of a run that lie in one slot, in run order.
@@ -432,6 +397,7 @@ fn aborted(queued: &[(Part, &Reply)], exec_error: &[u8], here: &NodeAddr) -> Out
 mod tests {
     use super::*;
     use crate::op::RedisCommand;
+    use crate::route::slot::key_slot;
     use bytes::Bytes;
 
     fn redis(db: u32, commands: &[&[&str]]) -> RedisOp {
@@ -490,31 +456,19 @@ mod tests {
 
     #[test]
     fn operations_a_cluster_cannot_take_are_refused_with_a_reason() {
-        let cases: [(RedisOp, &str); 5] = [
-            (
-                redis(0, &[&["RENAME", "foo", "bar"]]),
-                "cross_slot: keys of one operation hash to slots 12182 (foo) and 5061 (bar)",
-            ),
-            (
-                redis(0, &[&["SET", "foo", "1"], &["SET", "bar", "1"]]),
-                "cross_slot: keys of one operation hash to slots 12182 (foo) and 5061 (bar)",
-            ),
-            (
-                redis(0, &[&["flushall"]]),
-                "cross_slot: FLUSHALL has no key; a cluster target cannot route it",
-            ),
-            (
-                redis(3, &[&["SET", "foo", "1"]]),
-                "db 3: a Redis Cluster target has only db 0",
-            ),
-            (
-                redis(0, &[&["SET", "foo", "1"], &["PING"]]),
-                "cross_slot: PING has no key; a cluster target cannot route it",
-            ),
-        ];
-        for (op, why) in cases {
-            assert_eq!(op_slot(&op), Err(why.to_owned()), "{op:?}");
+        for op in [
+            redis(0, &[&["RENAME", "foo", "bar"]]),
+            redis(0, &[&["SET", "foo", "1"], &["SET", "bar", "1"]]),
+            redis(0, &[&["flushall"]]),
+            redis(0, &[&["SET", "foo", "1"], &["PING"]]),
+        ] {
+            let why = op_slot(&op).expect_err("refused");
+            assert!(why.starts_with("cross_slot: "), "{why}");
         }
+        assert_eq!(
+            op_slot(&redis(3, &[&["SET", "foo", "1"]])),
+            Err("db 3: a Redis Cluster target has only db 0".to_owned())
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ use std::time::Duration;
 use syncs_dsl::{Target as TargetDef, TargetOptions};
 use tokio::sync::Mutex;
 
-pub use self::cluster::{ClusterSettings, ClusterStats, RedisClusterTarget};
+pub use self::cluster::{ClusterStats, RedisClusterTarget};
 use self::conn::{Conn, Endpoint};
 use self::fence::{Fence, Server};
 use self::sentinel::Resolver;
