@@ -20,9 +20,11 @@
 //!    at most); `READONLY` drops the connection and fetches the map.
 //!    Only the redirected groups go again; at most [`MAX_REDIRECT_ROUNDS`].
 //! 4. `apply` returns `Ok` only when every group is committed **and** each
-//!    master's WAIT saw `replicas` replicas: a shortfall is *unavailable*,
-//!    so the acknowledgement stays held and the run is retried; the retry
-//!    skips what is committed through the markers.
+//!    master's WAIT saw `replicas` replicas (wait.rs): a shortfall is
+//!    *unavailable*, so the acknowledgement stays held and the run is
+//!    retried; the retry skips what is committed through the markers, and
+//!    reports for those items the outcomes they had (a refusal inside EXEC
+//!    stays a refusal).
 //!
 //! A group whose items were all skipped, on a marker that this connection
 //! did not write and see confirmed, gets a *touch* (`HSET` of the same
@@ -35,10 +37,10 @@
 //! A run checks it out for its whole time at that master and puts it back
 //! only when every reply is read. A failed or dropped run drops the
 //! connection and the markers cached on it, and leaves the connection's
-//! `CLIENT ID` as the *fence* of that pool place, kept with the node (its
-//! address) and the server's `run_id`: the next connection to the node
-//! kills the old one before anything else, if it reaches the same server
-//! process (ids are per process; a restarted node has no old connection).
+//! `CLIENT ID` as the *fence* of that pool place, kept with its server
+//! (address and `run_id`, fence.rs): the next connection to the node kills
+//! the old one before anything else, unless the node restarted since (ids
+//! are per process; a restarted node has no old connection).
 //!
 //! # Markers cached
 //!
