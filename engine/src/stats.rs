@@ -88,6 +88,24 @@ pub const SERVER_REDIS_WAIT_SHORTFALLS: &str = "syncs_server_redis_wait_shortfal
 /// Mongo inserts that met a document already there (label `target`).
 pub const SERVER_MONGO_DUPLICATE_KEYS: &str = "syncs_server_mongo_duplicate_keys_total";
 
+// Redis Cluster targets.
+
+/// Redirects a cluster target followed (labels `target`, `node` — the node
+/// that redirected —, `kind`: `moved` | `ask`).
+pub const SERVER_REDIS_REDIRECTS: &str = "syncs_server_redis_redirects_total";
+/// Slot groups a node answered `TRYAGAIN` (their keys split by a slot
+/// migration), sent again after a pause (labels `target`, `node`).
+pub const SERVER_REDIS_TRYAGAIN: &str = "syncs_server_redis_tryagain_total";
+/// Markers read lower than a value this server had confirmed (a replica
+/// without the last writes was promoted; label `target`). The records in
+/// between are missing at the target; each case is logged with its range.
+pub const SERVER_REDIS_MARKER_REGRESSIONS: &str = "syncs_server_redis_marker_regressions_total";
+/// Operations a cluster target applied, per node (labels `target`, `node`).
+pub const SERVER_REDIS_CLUSTER_APPLIED: &str = "syncs_server_redis_cluster_applied_total";
+/// Slot map fetches with `CLUSTER SLOTS` (labels `target`, `outcome`: ok |
+/// error).
+pub const SERVER_REDIS_TOPOLOGY_REFRESHES: &str = "syncs_server_redis_topology_refreshes_total";
+
 // The NATS JetStream transport (server side).
 
 /// Gauge: partitions this server consumes now.

@@ -42,9 +42,12 @@
 //! (sentinel.rs). Every new connection asks the sentinels afresh, and
 //! anything that may mean a failover drops the connection.
 
+mod cluster;
 mod conn;
 mod fence;
+mod group;
 mod sentinel;
+mod topology;
 mod wait;
 
 use std::collections::{HashMap, HashSet};
@@ -55,6 +58,7 @@ use std::time::Duration;
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use tokio::sync::Mutex;
 
+pub use self::cluster::{ClusterStats, RedisClusterTarget};
 use self::conn::{Conn, Endpoint};
 use self::fence::{Fence, Server};
 use self::sentinel::Resolver;
