@@ -28,23 +28,27 @@ SEED_SOCKET = "/tmp/us1"
 _taken: set[int] = set()
 
 
-def free_port() -> int:
+def free_port(bus_offset: int = 0) -> int:
     """A free TCP port below the kernel's ephemeral range, so that no
     outgoing connection (a proxy retrying, a client) can take it between
-    now and the moment the daemon binds it."""
+    now and the moment the daemon binds it. With `bus_offset` (a Redis
+    Cluster node's bus port is its port + 10000), that port is free and
+    below the range too."""
     import random
 
     low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     for _ in range(1000):
-        port = random.randrange(10000, max(low, 10100))
-        if port in _taken:
+        port = random.randrange(10000, max(low - bus_offset, 10100))
+        wanted = [port, port + bus_offset] if bus_offset else [port]
+        if any(p in _taken for p in wanted):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
+        try:
+            for p in wanted:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        _taken.update(wanted)
         return port
     raise AssertionError("no free port below the ephemeral range")
 
@@ -211,7 +215,7 @@ class RedisCluster:
 
         self._redis = redis
         self.tmp = tmp
-        self.ports = [free_port() for _ in range(2 * masters)]
+        self.ports = [free_port(bus_offset=10000) for _ in range(2 * masters)]
         self.procs = {p: self._start(p) for p in self.ports}
         for p in self.ports:
             wait_for(lambda p=p: port_open(p), what=f"cluster node {p}")

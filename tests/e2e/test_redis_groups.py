@@ -42,8 +42,8 @@ def cluster_rules(c: RedisCluster, options: str = "") -> str:
             "rule all: redis db 0 -> c\n")
 
 
-def sentinel_rules(s: RedisSentinels) -> str:
-    return (f'target s = redis-sentinel "{s.url}" {{ master = "{s.MASTER}" }}\n'
+def sentinel_rules(s: RedisSentinels, options: str = "") -> str:
+    return (f'target s = redis-sentinel "{s.url}" {{ master = "{s.MASTER}"{options} }}\n'
             "rule all: redis db 0 -> s\n")
 
 
@@ -126,7 +126,10 @@ def test_cluster_no_fault(cluster, tmp_path):
 
 def test_cluster_master_killed_mid_stream(cluster, tmp_path):
     """kill -9 of a master while records flow: its replica is promoted
-    (node timeout 1 s); every list still ends exactly 1..N."""
+    (node timeout 1 s). The promoted master has no replica of its own, so
+    with `replicas = 1` its writes are held (WAIT falls short: an
+    acknowledged write must survive the next failover); once the killed
+    node is back, as a replica, every list ends exactly 1..N."""
     s = Syncs(tmp_path, cluster_rules(cluster))
     try:
         w = Writer(s.socket, "b:")
@@ -135,10 +138,12 @@ def test_cluster_master_killed_mid_stream(cluster, tmp_path):
         cluster.kill(victim)
         wait_for(lambda: victim not in cluster.masters(), timeout=30, interval=0.2,
                  what="a replica promoted")
+        wait_for(lambda: s.server_metric('syncs_server_redis_wait_shortfalls_total{target="c"}') > 0,
+                 timeout=60, interval=0.2, what="writes held: the new master has no replica")
+        cluster.restart(victim)  # rejoins as the new master's replica
+        cluster.wait_ok()
         w.join()
         wait_exact(cluster_read(cluster), "b:", N, s)
-        cluster.restart(victim)  # rejoins as a replica
-        cluster.wait_ok()
     finally:
         s.stop()
 
@@ -210,8 +215,14 @@ def test_sentinel_no_fault(sentinels, tmp_path):
 
 def test_sentinel_failover_mid_stream(sentinels, tmp_path):
     """SENTINEL FAILOVER while records flow: the server follows the new
-    master; every list exactly 1..N there."""
-    s = Syncs(tmp_path, sentinel_rules(sentinels))
+    master; every list exactly 1..N there.
+
+    `replicas = 2` (every replica): the old master stays up and takes writes
+    for a moment after a replica is promoted, and the other replica still
+    confirms them to WAIT, then drops them when it follows the new master.
+    Waiting for every replica makes the promoted one's absence a shortfall
+    (docs/reliability.md, "Sentinel targets")."""
+    s = Syncs(tmp_path, sentinel_rules(sentinels, ", replicas = 2"))
     try:
         w = Writer(s.socket, "b:")
         wait_for(lambda: w.progress >= N // 3, timeout=60, what="a third sent")

@@ -69,6 +69,7 @@ impl TargetError {
 #[derive(Debug)]
 pub enum Target {
     Redis(Box<redis::RedisTarget>),
+    RedisCluster(Box<redis::RedisClusterTarget>),
     Mongo(mongo::MongoTarget),
     File(file::FileTarget),
 }
@@ -82,10 +83,7 @@ impl Target {
             TargetKind::Mongo => Target::Mongo(mongo::MongoTarget::new(def)?),
             TargetKind::File => Target::File(file::FileTarget::new(def)),
             TargetKind::RedisCluster => {
-                return Err(format!(
-                    "{} targets are not available in this build yet",
-                    def.kind
-                ))
+                Target::RedisCluster(Box::new(redis::RedisClusterTarget::from_def(def)?))
             }
         })
     }
@@ -93,6 +91,7 @@ impl Target {
     pub fn name(&self) -> &str {
         match self {
             Target::Redis(t) => t.name(),
+            Target::RedisCluster(t) => t.name(),
             Target::Mongo(t) => t.name(),
             Target::File(t) => t.name(),
         }
@@ -103,6 +102,7 @@ impl Target {
     pub async fn probe(&self) -> Result<(), TargetError> {
         match self {
             Target::Redis(t) => t.probe().await,
+            Target::RedisCluster(t) => t.probe().await,
             Target::Mongo(t) => t.probe().await,
             Target::File(t) => t.probe().await,
         }
@@ -123,6 +123,7 @@ impl Target {
     ) -> Result<Vec<Applied>, TargetError> {
         match self {
             Target::Redis(t) => t.apply(stream, items).await,
+            Target::RedisCluster(t) => t.apply(stream, items).await,
             Target::Mongo(t) => {
                 let ops: Vec<&Op> = items.iter().map(|(_, op)| *op).collect();
                 t.apply(&ops).await

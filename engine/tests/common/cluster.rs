@@ -131,9 +131,16 @@ fn start() -> Option<Cluster> {
 }
 
 /// `n` loopback ports free for a node and for its cluster bus (port +
-/// 10000). Not `procs::free_ports`: the system's ephemeral ports go up to
-/// 60999, and the bus port must stay below 65536.
+/// 10000), both below the kernel's ephemeral range, so that no outgoing
+/// connection takes one between this check and the node's bind (a bus port
+/// taken so makes the node abort). Not `procs::free_ports`: those come
+/// from the ephemeral range.
 fn node_ports(n: usize) -> Vec<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = u64::from(low.saturating_sub(20000).max(1000));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -143,7 +150,7 @@ fn node_ports(n: usize) -> Vec<u16> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let p = 20000 + (x % 25000) as u16;
+        let p = 10000 + (x % span) as u16;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if !ports.contains(&p) && free(p) && free(p + 10000) {
             ports.push(p);

@@ -278,12 +278,7 @@ impl RedisClusterTarget {
     /// options).
     pub fn from_def(def: &TargetDef) -> Result<Self, String> {
         let seeds: Vec<String> = def.urls().into_iter().map(str::to_owned).collect();
-        let settings = RedisSettings {
-            replicas: def.replicas(),
-            replica_timeout: def.replica_timeout(),
-            ..RedisSettings::from_options(&def.options)
-        };
-        Self::new(&def.name, &seeds, settings)
+        Self::new(&def.name, &seeds, RedisSettings::from_def(def))
     }
 
     pub fn name(&self) -> &str {
