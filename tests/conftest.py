@@ -253,9 +253,26 @@ class RedisCluster:
             return False
         return info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
 
+    def _replicated(self) -> bool:
+        """Every master serving slots has a replica whose link is up (else
+        a target with `replicas = 1` holds its writes: WAIT falls short)."""
+        try:
+            for p in self.masters():
+                info = self.node(p).info("replication")
+                links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+                if not any(l.get("state") == "online" for l in links):
+                    return False
+            return True
+        except Exception:  # noqa: BLE001 - not ready
+            return False
+
     def wait_ok(self, timeout: float = 30):
+        """Until every live node reports cluster_state:ok with all slots,
+        and every master has an online replica."""
         wait_for(lambda: all(self._ok(p) for p, proc in self.procs.items() if proc.alive()),
                  timeout=timeout, interval=0.1, what="cluster_state:ok on every node")
+        wait_for(self._replicated, timeout=timeout, interval=0.1,
+                 what="an online replica for every master")
 
     def masters(self) -> list[int]:
         """Ports of the masters that serve slots now, seen from a live node."""

@@ -25,6 +25,9 @@ the installed Python library. Rows:
     reports its time spent in the calls / N
  7. peak RSS of proxy and server, and of the proxy holding a backlog with the
     server down
+ 8. the C buffered load of row 3 into one Redis and into a Redis Cluster of
+    3 masters with a replica each (`replicas = 1`: every run waits for a
+    replica, and `replicas = 0`), with the ratio
 
 Not a test: figures vary between machines; the ratios to rows 1 and 2 are
 what carries over.
@@ -47,11 +50,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from conftest import BIN, ROOT, Ferret, Redis, Syncs, default_rules, find_tool, wait_for  # noqa: E402
+from conftest import (  # noqa: E402
+    BIN, ROOT, Ferret, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
-ROWS = ("throughput", "callcost", "latency", "isolation", "mongo", "backlog")
+ROWS = ("throughput", "callcost", "latency", "isolation", "cluster", "mongo", "backlog")
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -178,6 +182,45 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
                 "call_ns": int(got["calls_ns"]) / n, "rss": rss}
     finally:
         rig.stop()
+
+
+def row_syncs_cluster(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], replicas: int) -> dict:
+    """Row 8: N SETs from the buffered C client through syncs into a fresh
+    3-master cluster (one replica each), first call to the marker."""
+    d = Path(tempfile.mkdtemp(dir=tmp))
+    cluster = RedisCluster(d)
+    rules = (f'target c = redis-cluster "{cluster.url}" {{ replicas = {replicas} }}\n'
+             "rule all: redis db 0 -> c\n")
+    syncs = Syncs(d, rules, proxy_args=proxy_args)
+    client = cluster.client()
+    try:
+        t0 = time.perf_counter()
+        out = subprocess.run([str(c_exe), syncs.socket, str(n), "c", "buffered"], capture_output=True,
+                             text=True, timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench_set failed: {out.stderr}")
+        wait_for(lambda: client.get("marker") == b"done", timeout=1200, interval=0.001,
+                 what="the final marker")
+        t1 = time.perf_counter()
+        applied = sum(cluster.node(p).dbsize() for p in cluster.masters())
+        if applied < n + 1:
+            raise RuntimeError(f"{applied} keys in the cluster, expected at least {n + 1}")
+        return {"ops_per_s": n / (t1 - t0), "seconds": t1 - t0}
+    finally:
+        syncs.stop()
+        cluster.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str]) -> dict:
+    """Row 8: one Redis against a 3-master cluster, same load, same run."""
+    single = [row_syncs(tmp, n, "c-buffered", c_exe, proxy_args) for _ in range(runs)]
+    out = {"n": n, "runs": runs, "single_ops_per_s": median_of(single, "ops_per_s")}
+    for replicas in (1, 0):
+        samples = [row_syncs_cluster(tmp, n, c_exe, proxy_args, replicas) for _ in range(runs)]
+        out[f"cluster_r{replicas}_ops_per_s"] = median_of(samples, "ops_per_s")
+        out[f"ratio_r{replicas}"] = out[f"cluster_r{replicas}_ops_per_s"] / out["single_ops_per_s"]
+    return out
 
 
 def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], second: str | None = None) -> dict:
@@ -359,6 +402,12 @@ def table(results: dict) -> str:
                          f"{lat['achieved_rate']:,.0f}/s), {what}: p50 {lat['p50_ms']:.2f} ms, "
                          f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
                          f"(the median run by p99; p99 of each run: {each} ms)")
+    cl = results.get("cluster")
+    if cl:
+        lines.append(f"C buffered, {cl['n']:,} SETs (median of {cl['runs']}): one Redis "
+                     f"{cl['single_ops_per_s']:,.0f}/s; Redis Cluster, 3 masters with a replica each: "
+                     f"{cl['cluster_r1_ops_per_s']:,.0f}/s with replicas = 1 ({cl['ratio_r1']:.0%}), "
+                     f"{cl['cluster_r0_ops_per_s']:,.0f}/s with replicas = 0 ({cl['ratio_r0']:.0%})")
     m = results.get("mongo")
     if m:
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
@@ -445,6 +494,12 @@ def main() -> None:
                 lat = results[key]
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs})",
                       flush=True)
+        if "cluster" in wanted:
+            results["cluster"] = cluster_rows(tmp, n, runs, c_exe, proxy_args)
+            cl = results["cluster"]
+            print(f"cluster: one Redis {cl['single_ops_per_s']:,.0f}/s, 3-master cluster "
+                  f"{cl['cluster_r1_ops_per_s']:,.0f}/s with replicas = 1 ({cl['ratio_r1']:.0%}), "
+                  f"{cl['cluster_r0_ops_per_s']:,.0f}/s with replicas = 0 ({cl['ratio_r0']:.0%})", flush=True)
         if "mongo" in wanted:
             results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
         if "backlog" in wanted:
