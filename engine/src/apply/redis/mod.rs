@@ -262,7 +262,7 @@ pub const MARKER_DB: u32 = 0;
 /// holds even while two servers briefly both believe they own a stream.
 static SHARED_STREAMS: AtomicBool = AtomicBool::new(false);
 
-/// Turns on [`SHARED_STREAMS`] for this process (the NATS server mode).
+/// Turns on shared-streams mode (`SHARED_STREAMS`) for this process (the NATS server mode).
 pub fn set_shared_streams(on: bool) {
     SHARED_STREAMS.store(on, Ordering::Relaxed);
 }
