@@ -20,10 +20,13 @@ DASHBOARD = ROOT / "docs" / "grafana" / "syncs-dashboard.json"
 NAME = re.compile(r"\bsyncs_[a-z0-9_]+")
 
 # Counters whose series appears only after a fault the small workload does
-# not cause (the exporter shows a counter once it is incremented). Each one
-# the dashboard uses is checked the other way: its name must be a string
-# constant in the named file, the one the daemons record it with. Faults that raise them are tested
-# elsewhere (e.g. the spool cap in test_faults.py).
+# not cause, or only with a target kind it does not use (a Redis Cluster,
+# replicas to WAIT for): the exporter shows a counter once it is
+# incremented. Each one the dashboard uses is checked the other way: its
+# name must be a string constant in the named file, the one the daemons
+# record it with. Faults that raise them are tested elsewhere (e.g. the
+# spool cap in test_faults.py, the cluster's in test_redis_groups.py and
+# engine/tests/redis_cluster.rs).
 FAULT_ONLY = {
     # a record the server cannot decode (the proxy validates frames first)
     "syncs_server_records_refused_total": "engine/src/stats.rs",
@@ -33,6 +36,18 @@ FAULT_ONLY = {
     "syncs_proxy_spool_full_total": "engine/src/stats.rs",
     # a target's backlog past [server] target_backlog
     "syncs_server_target_spilled_records_total": "engine/src/stats.rs",
+    # a redis-cluster target: MOVED / ASK (a failover, a slot migration)
+    "syncs_server_redis_redirects_total": "engine/src/stats.rs",
+    # a redis-cluster target: keys split by a slot migration
+    "syncs_server_redis_tryagain_total": "engine/src/stats.rs",
+    # a redis-cluster target: operations applied per node
+    "syncs_server_redis_cluster_applied_total": "engine/src/stats.rs",
+    # a redis-cluster target: slot map fetches
+    "syncs_server_redis_topology_refreshes_total": "engine/src/stats.rs",
+    # a master with fewer replicas than the target's `replicas`
+    "syncs_server_redis_wait_shortfalls_total": "engine/src/stats.rs",
+    # a redis-cluster failover that promoted a replica without acknowledged writes
+    "syncs_server_redis_marker_regressions_total": "engine/src/stats.rs",
 }
 
 
@@ -85,7 +100,7 @@ def test_dashboard_is_importable_and_every_panel_queries():
     assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"]
     assert {v["name"] for v in dash["templating"]["list"]} == {"job", "instance"}
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
-    assert rows == ["Health", "Throughput", "Errors", "Latency", "Spool", "Targets"]
+    assert rows == ["Health", "Throughput", "Errors", "Latency", "Spool", "Targets", "Redis Cluster / Sentinel"]
     cells = set()
     for p in graph_panels(dash):
         assert p["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
