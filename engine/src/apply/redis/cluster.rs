@@ -63,6 +63,7 @@ use syncs_dsl::Target as TargetDef;
 use super::conn::{Conn, Endpoint};
 use super::fence::{Fence, Server};
 use super::group::{self, Group, Layout, Outcome, Redirect};
+use super::regress::Confirmed;
 use super::topology::{NodeAddr, Topology};
 use super::wait::{Held, Marker, Verdict, Wait};
 use super::{shared_streams, stream_field, RedisSettings, WATCH_RETRIES};
@@ -129,7 +130,7 @@ pub struct RedisClusterTarget {
     /// Per `(stream, slot)`, the highest marker this target saw confirmed:
     /// a lower one read later is a regression (design §2.6). Never used to
     /// skip anything.
-    confirmed: Mutex<HashMap<(u64, u16), u64>>,
+    confirmed: Confirmed<(u64, u16)>,
     /// Per stream, the outcomes of a run that failed after some of its
     /// groups committed, for its retry: there those items are skipped, and
     /// a refusal inside EXEC (WRONGTYPE) must still be reported.
@@ -268,7 +269,7 @@ impl RedisClusterTarget {
             topology: Topology::new(addrs, template.clone()),
             template,
             nodes: Mutex::new(HashMap::new()),
-            confirmed: Mutex::new(HashMap::new()),
+            confirmed: Confirmed::new(name),
             held: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         })
@@ -331,14 +332,17 @@ impl RedisClusterTarget {
 
     /// Fetches the slot map (single flight, at most once per 100 ms).
     async fn refresh(&self, seen: u64, prefer: Option<&NodeAddr>) -> Result<(), TargetError> {
-        let result = self.topology.refresh(seen, prefer).await;
-        if self.topology.fetches() != seen {
-            bump(&self.counters.refreshes);
-        }
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(stats::SERVER_REDIS_TOPOLOGY_REFRESHES, "target" => self.name.clone(), "outcome" => outcome)
+        let outcome = match self.topology.refresh(seen, prefer).await {
+            // Another run fetched the map meanwhile: nothing was fetched here.
+            Ok(false) => return Ok(()),
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        };
+        bump(&self.counters.refreshes);
+        let label = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::counter!(stats::SERVER_REDIS_TOPOLOGY_REFRESHES, "target" => self.name.clone(), "outcome" => label)
             .increment(1);
-        result.map_err(|e| self.unavailable(e))
+        outcome.map_err(|e| self.unavailable(e))
     }
 
     /// Whether the cluster answers: the slot map is fetched, every slot has
@@ -498,10 +502,14 @@ impl RedisClusterTarget {
                         }
                         Outcome::Refused(refused) => {
                             for (i, errs) in &refused {
-                                out[*i] = Applied::Refused(format!(
-                                    "refused by Redis: {}",
-                                    errs.join("; ")
-                                ));
+                                let errs = errs.join("; ");
+                                // A CROSSSLOT keeps its `cross_slot:` reason
+                                // first: the dead-letter counter's label.
+                                out[*i] = Applied::Refused(if errs.starts_with("cross_slot:") {
+                                    errs
+                                } else {
+                                    format!("refused by Redis: {errs}")
+                                });
                             }
                             p.group.items.retain(|i| !refused.contains_key(i));
                             if !p.group.items.is_empty() {
@@ -673,19 +681,10 @@ impl RedisClusterTarget {
     /// Not confirmed itself: nothing says a replica has the write behind
     /// it (unless WAIT is off).
     fn read(&self, stream: u64, slot: u16, value: u64) -> Marker {
-        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(high) = confirmed.get_mut(&(stream, slot)) {
-            if value < *high {
-                tracing::error!(
-                    target = %self.name, stream = %stream_field(stream), slot,
-                    "the marker of slot {slot} went back from {high} to {value}: records {}..={high} of stream {} confirmed by WAIT are missing at the target (a replica without them was promoted); going on from {value}",
-                    value + 1, stream_field(stream)
-                );
-                bump(&self.counters.marker_regressions);
-                metrics::counter!(stats::SERVER_REDIS_MARKER_REGRESSIONS, "target" => self.name.clone())
-                    .increment(1);
-                *high = value;
-            }
+        if self.confirmed.read((stream, slot), value, || {
+            format!("stream {} in slot {slot}", stream_field(stream))
+        }) {
+            bump(&self.counters.marker_regressions);
         }
         Marker {
             value,
@@ -694,9 +693,7 @@ impl RedisClusterTarget {
     }
 
     fn confirm(&self, stream: u64, slot: u16, value: u64) {
-        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
-        let high = confirmed.entry((stream, slot)).or_insert(value);
-        *high = (*high).max(value);
+        self.confirmed.confirm((stream, slot), value);
     }
 
     /// The groups of one node: markers, then data, then WAIT. In

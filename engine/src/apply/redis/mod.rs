@@ -46,6 +46,7 @@ mod cluster;
 mod conn;
 mod fence;
 mod group;
+mod regress;
 mod sentinel;
 mod topology;
 mod wait;
@@ -61,6 +62,7 @@ use tokio::sync::Mutex;
 pub use self::cluster::{ClusterStats, RedisClusterTarget};
 use self::conn::{Conn, Endpoint};
 use self::fence::{Fence, Server};
+use self::regress::Confirmed;
 use self::sentinel::Resolver;
 use self::wait::{Held, Marker, Verdict, Wait};
 use super::{Applied, TargetError};
@@ -162,6 +164,9 @@ pub struct RedisTarget {
     /// `pool` connections; a stream always uses the same one, so its runs
     /// stay in order while different streams proceed in parallel.
     slots: Vec<Mutex<Slot>>,
+    /// Per stream, the highest marker a run was confirmed with: a lower one
+    /// read later (after a failover) is a regression, logged and counted.
+    confirmed: Confirmed<u64>,
 }
 
 /// How a new connection finds its server.
@@ -291,7 +296,6 @@ fn select(packed: &mut Vec<u8>, db: u32) {
 }
 
 impl RedisTarget {
-    /// A plain `redis` target from its definition (no WAIT).
     /// A `redis` or `redis-sentinel` target from its definition.
     pub fn new(def: &TargetDef) -> Result<Self, String> {
         let source = match def.kind {
@@ -330,6 +334,7 @@ impl RedisTarget {
             slots: (0..settings.pool.max(1))
                 .map(|_| Mutex::new(Slot::default()))
                 .collect(),
+            confirmed: Confirmed::new(name),
         })
     }
 
@@ -542,6 +547,8 @@ impl RedisTarget {
                 })?,
             None => 0,
         };
+        self.confirmed
+            .read(stream, value, || format!("stream {}", stream_field(stream)));
         // Read, not written here: nothing says a replica has it.
         let m = Marker {
             value,
@@ -745,6 +752,7 @@ impl RedisTarget {
                             Verdict::Nonsense(e) => return Err(self.broken(e)),
                         }
                     }
+                    self.confirmed.confirm(stream, new_marker);
                     if !shared_streams() {
                         live.markers.insert(
                             stream,

@@ -277,10 +277,14 @@ impl Topology {
     /// after the last fetch. `prefer` is asked first (the node a `MOVED`
     /// named knows it owns the slot), then the known masters, then the
     /// seeds. Cancellation safe: a dropped fetch changes nothing.
-    pub(super) async fn refresh(&self, seen: u64, prefer: Option<&NodeAddr>) -> Result<(), String> {
+    pub(super) async fn refresh(
+        &self,
+        seen: u64,
+        prefer: Option<&NodeAddr>,
+    ) -> Result<bool, String> {
         let mut last = self.gate.lock().await;
         if self.fetches() != seen {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(at) = *last {
             tokio::time::sleep_until((at + REFRESH_EVERY).into()).await;
@@ -298,7 +302,7 @@ impl Topology {
                         "Redis Cluster slot map: {changed} slots changed owner"
                     );
                 }
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 self.stale.store(true, Ordering::Relaxed);
