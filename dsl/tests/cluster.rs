@@ -70,7 +70,7 @@ fn both_kinds_parse_with_their_defaults() {
 #[test]
 fn every_option_of_the_new_kinds() {
     let rs = rules(
-        "target c = redis-cluster \"rediss://u:p@h1:7000, rediss://u:p@h2:7000\" {\n\
+        "target c = redis-cluster \"redis://u:p@h1:7000, redis://u:p@h2:7000\" {\n\
          pool = 4, timeout = 5s, connect_timeout = 1s, replicas = 2,\n\
          replica_timeout = 250ms, split_transactions = true }\n\
          target s = redis-sentinel \"redis://h:26379/2\" { master = \"m1\",\n\
@@ -167,6 +167,24 @@ fn url_lists() {
             "4:26: URLs 1 (h1:7000) and 3 (h3:7000) of redis-cluster target `d` have different users or passwords",
             "5:27: URL 1 of redis-sentinel target `e` (redis://h:x): `x` is not a port",
             "7:26: target `g` has an empty URL",
+        ],
+    );
+}
+
+#[test]
+fn tls_to_redis_is_refused_by_the_checker_as_by_the_server() {
+    let errs = error_lines(
+        "target a = redis \"rediss://h:6379\"\n\
+         target b = redis-cluster \"redis://h1:7000, rediss://h2:7000\"\n\
+         target c = redis-sentinel \"rediss://h:26379\" { master = \"m\" }\n\
+         default redis -> a, b db 0, c\n",
+    );
+    assert_starts(
+        &errs,
+        &[
+            "1:18: target `a`: TLS to Redis (rediss://) is not supported yet",
+            "2:26: target `b`: TLS to Redis (rediss://) is not supported yet",
+            "3:27: target `c`: TLS to Redis (rediss://) is not supported yet",
         ],
     );
 }

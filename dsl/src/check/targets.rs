@@ -45,6 +45,18 @@ pub(super) fn check_targets(
                 TargetKind::Mongo => MONGO_SCHEMES,
                 TargetKind::RedisCluster | TargetKind::RedisSentinel | TargetKind::File => &[][..],
             };
+            if t.kind.is_redis() && split_urls(url).iter().any(|u| u.starts_with("rediss://")) {
+                // The server refuses it when it loads the set: say so here.
+                cx.error(
+                    fi,
+                    t.url.span,
+                    format!(
+                        "target `{name}`: TLS to Redis (rediss://) is not supported yet; use \
+                         redis:// on a trusted network, or a TLS tunnel (stunnel, spiped) \
+                         with redis:// to its local end"
+                    ),
+                );
+            }
             if url.trim().is_empty() {
                 cx.error(fi, t.url.span, format!("target `{name}` has an empty URL"));
             } else if matches!(t.kind, TargetKind::RedisCluster | TargetKind::RedisSentinel) {
