@@ -368,6 +368,49 @@ async fn a_slot_migrated_mid_stream_is_followed() {
     eprintln!("slot migration: {:?}, {:?}", started.elapsed(), t.stats());
 }
 
+/// Our slot of a key is the cluster's (`CLUSTER KEYSLOT`), for keys with
+/// and without hash tags, empty tags, nested braces and non-UTF-8 bytes.
+#[tokio::test]
+async fn key_slots_agree_with_the_cluster() {
+    let Some(c) = cluster() else { return };
+    let mut keys: Vec<Vec<u8>> = [
+        &b"foo"[..],
+        b"{user1000}.following",
+        b"{}x",
+        b"a{}{b}",
+        b"a{b}{c}",
+        b"{{x}}",
+        b"}{",
+        b"{",
+        b"}",
+        b"",
+        b"\xff\xfe{\x00}",
+        b"syncs:applied:{3560}",
+    ]
+    .iter()
+    .map(|k| k.to_vec())
+    .collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..2_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        let mut k = format!("k{i}:").into_bytes();
+        k.extend_from_slice(&bytes[..(x % 8) as usize]);
+        if i % 3 == 0 {
+            k.splice(1..1, b"{".iter().copied());
+            k.push(b'}');
+        }
+        keys.push(k);
+    }
+    let port = c.ports[0];
+    for k in &keys {
+        let theirs = call(port, &[&b"CLUSTER"[..], b"KEYSLOT", k]);
+        assert_eq!(theirs, Reply::Int(i64::from(key_slot(k))), "key {k:?}");
+    }
+}
+
 #[tokio::test]
 async fn runs_cut_off_anywhere_are_applied_once() {
     let Some(c) = cluster() else { return };
