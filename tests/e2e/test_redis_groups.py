@@ -10,7 +10,7 @@ part); each test leaves its group healthy for the next.
 
 from __future__ import annotations
 
-import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -54,8 +54,16 @@ class Writer:
     def __init__(self, socket_path: str, prefix: str, n: int = N):
         self.socket, self.prefix, self.n = socket_path, prefix, n
         self.progress = 0
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def stop(self) -> int:
+        """Ends the writer after the round in progress; returns how many
+        rounds every key got."""
+        self.stopping.set()
+        self.join()
+        return self.progress
 
     def _run(self):
         import intc
@@ -72,6 +80,8 @@ class Writer:
                 else:
                     raise AssertionError("the proxy refused a frame for 20 s")
             self.progress = i
+            if self.stopping.is_set():
+                return
             time.sleep(0.002)
 
     def join(self):
@@ -174,6 +184,39 @@ def test_cluster_slot_migrated_mid_stream(cluster, tmp_path):
         wait_exact(cluster_read(cluster), "c:", N, s)
         assert client.get_node_from_key(key).port == dst or cluster.client().get_node_from_key(
             key).port == dst
+    finally:
+        s.stop()
+
+
+def test_cluster_resharded_mid_stream(cluster, tmp_path):
+    """`redis-cli --cluster reshard` moves 2,000 slots between masters while
+    records flow (as an operator rebalancing does), the writer going on
+    until it is over: every list exactly 1..n. About 21 of the 64 keys live
+    on the source, so some are in moved slots (a miss has odds of ~1e-4)."""
+    from conftest import find_tool
+
+    cli = find_tool("redis-cli")
+    s = Syncs(tmp_path, cluster_rules(cluster))
+    try:
+        w = Writer(s.socket, "r:", n=10**9)
+        wait_for(lambda: w.progress >= 20, timeout=60, what="writes flowing")
+        src, dst = cluster.masters()[:2]
+        ids = {p: cluster.node(p).execute_command("CLUSTER", "MYID") for p in (src, dst)}
+        ids = {p: i.decode() if isinstance(i, bytes) else i for p, i in ids.items()}
+        out = subprocess.run(
+            [cli, "--cluster", "reshard", f"127.0.0.1:{src}", "--cluster-from", ids[src],
+             "--cluster-to", ids[dst], "--cluster-slots", "2000", "--cluster-yes"],
+            capture_output=True, timeout=300)
+        assert out.returncode == 0, out.stdout.decode(errors="replace")[-2000:] + out.stderr.decode(
+            errors="replace")
+        cluster.wait_ok()
+        after = w.progress
+        wait_for(lambda: w.progress >= after + 20, timeout=60, what="writes after the reshard")
+        n = w.stop()
+        wait_exact(cluster_read(cluster), "r:", n, s)
+        moved = sum(v for k, v in s._metrics(s.server_metrics).items()
+                    if k.startswith("syncs_server_redis_redirects_total{"))
+        assert moved > 0, "no redirect followed: the reshard did not meet the stream"
     finally:
         s.stop()
 
