@@ -23,13 +23,27 @@ use crate::wire::reply::{self, Reply, ReplyError};
 use crate::wire::resp::encode_command;
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Endpoint {
     addr: Addr,
     username: Option<String>,
     password: Option<String>,
     connect_timeout: Duration,
     timeout: Duration,
+}
+
+/// Everything but the password, which shows as `***`: a target's `Debug`
+/// may reach a log.
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -842,6 +842,9 @@ mod tests {
         // the URL's.
         assert_eq!(text.matches("Some(\"sen\")").count(), 2, "{text}");
         assert_eq!(text.matches("Some(\"data\")").count(), 1, "{text}");
+        // No password shows.
+        assert!(!text.contains("pw"), "{text}");
+        assert_eq!(text.matches("Some(\"***\")").count(), 3, "{text}");
     }
 
     #[test]
