@@ -4,16 +4,19 @@
 //! Skipped where `redis-server` is not installed, unless
 //! `SYNCS_REQUIRE_ALL=1` (CI), where that is a failure.
 
+#[path = "common/ops.rs"]
+mod ops;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use ops::op;
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget};
 use syncs_engine::apply::Applied;
-use syncs_engine::op::{Op, RedisCommand, RedisOp};
 use syncs_engine::wire::reply::{take_reply, Reply};
 use syncs_engine::wire::resp::encode_command;
 
@@ -127,15 +130,6 @@ fn target(port: u16, timeout: Option<Duration>) -> RedisTarget {
         },
     })
     .expect("a target")
-}
-
-fn op(args: &[&[u8]]) -> Op {
-    let args = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
-    Op::Redis(RedisOp {
-        port: 6379,
-        db: 0,
-        commands: vec![RedisCommand::new(args).expect("a command")],
-    })
 }
 
 #[tokio::test]

@@ -14,15 +14,19 @@ mod cluster;
 #[path = "common/procs.rs"]
 mod procs;
 
+#[path = "common/ops.rs"]
+mod ops;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster::{cluster, exclusive, is_up, wait_for, Cluster, SETTLE};
+use ops::op;
 use procs::call;
 use syncs_engine::apply::redis::{RedisClusterTarget, RedisSettings};
 use syncs_engine::apply::Applied;
-use syncs_engine::op::{Op, RedisCommand, RedisOp};
+use syncs_engine::op::Op;
 use syncs_engine::route::slot::{key_slot, marker_key};
 use syncs_engine::wire::reply::Reply;
 
@@ -47,15 +51,6 @@ fn target(c: &Cluster, name: &str) -> RedisClusterTarget {
         },
     )
     .expect("a target")
-}
-
-fn op(args: &[&[u8]]) -> Op {
-    let args = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
-    Op::Redis(RedisOp {
-        port: 6379,
-        db: 0,
-        commands: vec![RedisCommand::new(args).expect("a command")],
-    })
 }
 
 fn rpush(key: &str, n: u64) -> Op {

@@ -15,12 +15,15 @@ mod procs;
 #[path = "common/sentinel.rs"]
 mod sentinel;
 
+#[path = "common/ops.rs"]
+mod ops;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use ops::op;
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget, SentinelSource};
 use syncs_engine::apply::Applied;
-use syncs_engine::op::{Op, RedisCommand, RedisOp};
+use syncs_engine::op::Op;
 
 use procs::{call, list, text};
 use sentinel::{named_master, SentinelSet, MASTER};
@@ -55,15 +58,6 @@ fn target_at(
         },
     )
     .expect("a target")
-}
-
-fn op(args: &[&[u8]]) -> Op {
-    let args = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
-    Op::Redis(RedisOp {
-        port: 6379,
-        db: 0,
-        commands: vec![RedisCommand::new(args).expect("a command")],
-    })
 }
 
 fn push(seq: u64) -> Op {
