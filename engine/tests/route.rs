@@ -1,9 +1,12 @@
 //! Routing through a real compiled rule set: key rewrites, fan-out, splits,
 //! refusals and transactions.
 
-use bytes::Bytes;
+#[path = "common/route.rs"]
+mod common_route;
+
+use common_route::redis_op;
 use syncs_dsl::{DropReason, RuleSet};
-use syncs_engine::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use syncs_engine::op::{MongoOp, MongoWrite, Op};
 use syncs_engine::route::{route, Outcome, Routed};
 
 const RULES: &str = r#"
@@ -26,22 +29,8 @@ fn rules() -> RuleSet {
     }
 }
 
-fn cmd(words: &str) -> RedisCommand {
-    RedisCommand::new(
-        words
-            .split(' ')
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect(),
-    )
-    .expect("non-empty")
-}
-
 fn redis(db: u32, cmds: &[&str]) -> Op {
-    Op::Redis(RedisOp {
-        port: 6379,
-        db,
-        commands: cmds.iter().map(|c| cmd(c)).collect(),
-    })
+    redis_op(6379, db, cmds)
 }
 
 /// (target name, db, commands as words) of one routed op.

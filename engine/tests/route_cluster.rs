@@ -2,9 +2,12 @@
 //! split per slot where the command (or `split_transactions`) allows,
 //! refused whole (`cross_slot: ...`) where not.
 
-use bytes::Bytes;
+#[path = "common/route.rs"]
+mod common_route;
+
+use common_route::redis_op as redis;
 use syncs_dsl::{RuleSet, TestInput};
-use syncs_engine::op::{Op, RedisCommand, RedisOp};
+use syncs_engine::op::Op;
 use syncs_engine::route::cluster::op_slot;
 use syncs_engine::route::ruletest::{explain_op, input_op, run_test};
 use syncs_engine::route::slot::key_slot;
@@ -28,24 +31,6 @@ fn rules() -> RuleSet {
         Ok(r) => r,
         Err(e) => panic!("rules: {}", syncs_dsl::render(&e)),
     }
-}
-
-fn cmd(words: &str) -> RedisCommand {
-    RedisCommand::new(
-        words
-            .split(' ')
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect(),
-    )
-    .expect("non-empty")
-}
-
-fn redis(port: u16, db: u32, cmds: &[&str]) -> Op {
-    Op::Redis(RedisOp {
-        port,
-        db,
-        commands: cmds.iter().map(|c| cmd(c)).collect(),
-    })
 }
 
 /// (target, db, commands as words, slot of the op) of one routed op.

@@ -1,0 +1,26 @@
+//! Operations written as words, for the routing tests (shared by their
+//! test binaries).
+
+use bytes::Bytes;
+use syncs_engine::op::{Op, RedisCommand, RedisOp};
+
+/// `"SET k v"` as a command.
+pub fn cmd(words: &str) -> RedisCommand {
+    RedisCommand::new(
+        words
+            .split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect(),
+    )
+    .expect("non-empty")
+}
+
+/// A Redis operation (one command, or a transaction of several) from
+/// application port `port`, db `db`.
+pub fn redis_op(port: u16, db: u32, cmds: &[&str]) -> Op {
+    Op::Redis(RedisOp {
+        port,
+        db,
+        commands: cmds.iter().map(|c| cmd(c)).collect(),
+    })
+}
