@@ -4,7 +4,7 @@
 #[path = "common/route.rs"]
 mod common_route;
 
-use common_route::redis_op;
+use common_route::{redis_op, words};
 use syncs_dsl::{DropReason, RuleSet};
 use syncs_engine::op::{MongoOp, MongoWrite, Op};
 use syncs_engine::route::{route, Outcome, Routed};
@@ -40,20 +40,7 @@ type Sent = (String, u32, Vec<String>);
 fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<Sent> {
     ops.iter()
         .map(|r| match &r.op {
-            Op::Redis(op) => (
-                rules.target(r.target).name.clone(),
-                op.db,
-                op.commands
-                    .iter()
-                    .map(|c| {
-                        c.args()
-                            .iter()
-                            .map(|a| String::from_utf8_lossy(a).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .collect(),
-            ),
+            Op::Redis(op) => (rules.target(r.target).name.clone(), op.db, words(op)),
             Op::Mongo(_) => panic!("unexpected mongo op"),
         })
         .collect()

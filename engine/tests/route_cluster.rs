@@ -5,7 +5,7 @@
 #[path = "common/route.rs"]
 mod common_route;
 
-use common_route::redis_op as redis;
+use common_route::{redis_op as redis, words};
 use syncs_dsl::{RuleSet, TestInput};
 use syncs_engine::op::Op;
 use syncs_engine::route::cluster::op_slot;
@@ -42,17 +42,7 @@ fn sent(rules: &RuleSet, ops: &[Routed]) -> Vec<Sent> {
             Op::Redis(op) => (
                 rules.target(r.target).name.clone(),
                 op.db,
-                op.commands
-                    .iter()
-                    .map(|c| {
-                        let w: Vec<_> = c
-                            .args()
-                            .iter()
-                            .map(|a| String::from_utf8_lossy(a))
-                            .collect();
-                        w.join(" ")
-                    })
-                    .collect(),
+                words(op),
                 op_slot(op).unwrap_or(u16::MAX),
             ),
             Op::Mongo(_) => panic!("unexpected mongo op"),

@@ -24,3 +24,17 @@ pub fn redis_op(port: u16, db: u32, cmds: &[&str]) -> Op {
         commands: cmds.iter().map(|c| cmd(c)).collect(),
     })
 }
+
+/// Each command of `op` as its words joined by spaces (`"SET k v"`).
+pub fn words(op: &RedisOp) -> Vec<String> {
+    op.commands
+        .iter()
+        .map(|c| {
+            c.args()
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
