@@ -506,11 +506,14 @@ class Syncs:
 
     def __init__(self, tmp: Path, rules: str, socket_path: str | None = None,
                  start_server: bool = True, proxy_args: list[str] | None = None,
-                 server_ini: str = ""):
+                 server_ini: str = "", nats: "Nats | None" = None, nats_ini: str = ""):
+        """`nats`: the transport is NATS JetStream through that nats-server
+        (`nats_ini`: more `[transport]` keys) instead of the proxy's TCP link."""
         for b in ("sync_server", "proxy"):
             if not (BIN / b).exists():
                 raise AssertionError(f"{BIN / b} missing: run scripts/test.sh (it builds first)")
         self.tmp = tmp
+        self.nats = nats
         self.rules_path = tmp / "rules.sync"
         self.rules_path.write_text(rules)
         self.dead_letter = tmp / "dead-letter.jsonl"
@@ -518,13 +521,18 @@ class Syncs:
         self.server_metrics = free_port()
         self.proxy_metrics = free_port()
         self.config = tmp / "server.ini"
+        # A NATS server does not listen for proxies: it consumes the stream.
+        listen = "" if nats else f"listen = 127.0.0.1:{self.server_port}\n"
+        transport = (f"[transport]\nkind = nats\nnats_url = {nats.url}\nserver_id = {tmp.name}\n{nats_ini}"
+                     if nats else "")
         self.config.write_text(
             "[server]\n"
-            f"listen = 127.0.0.1:{self.server_port}\n"
+            f"{listen}"
             f"rules = {self.rules_path}\n"
             f"dead_letter = {self.dead_letter}\n"
             f"metrics = 127.0.0.1:{self.server_metrics}\n"
             f"{server_ini}"  # more [server] keys, then sections such as [tls]
+            f"{transport}"
             "[log]\nlevel = info\n"
         )
         self.socket = socket_path or str(tmp / "proxy.sock")
@@ -539,14 +547,17 @@ class Syncs:
 
     def start_server(self):
         self.server = Proc([str(BIN / "sync_server"), str(self.config)], self.tmp / "server.log")
-        wait_for(lambda: port_open(self.server_port) or not self.server.alive(), what="sync_server")
+        port = self.server_metrics if self.nats else self.server_port
+        wait_for(lambda: port_open(port) or not self.server.alive(), what="sync_server")
         assert self.server.alive(), self.server.text()
 
     def start_proxy(self, extra: list[str] | None = None):
         if extra is not None:
             self.proxy_args = extra
+        dest = (["--nats", self.nats.url] if self.nats
+                else ["-d", f"127.0.0.1:{self.proxy_dest or self.server_port}"])
         self.proxy = Proc(
-            [str(BIN / "proxy"), "-u", self.socket, "-d", f"127.0.0.1:{self.proxy_dest or self.server_port}",
+            [str(BIN / "proxy"), "-u", self.socket, *dest,
              "--metrics", f"127.0.0.1:{self.proxy_metrics}", "--spool-dir", str(self.spool),
              *self.proxy_args],
             self.tmp / "proxy.log",
@@ -579,6 +590,21 @@ class Syncs:
 
     def proxy_metric(self, name: str) -> float:
         return self._metrics(self.proxy_metrics).get(name, 0.0)
+
+    @classmethod
+    def _metric_sum(cls, port: int, name: str) -> float:
+        """Metric `name` summed over all its labelled series."""
+        try:
+            metrics = cls._metrics(port)
+        except OSError:
+            return 0.0
+        return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+    def server_metric_sum(self, name: str) -> float:
+        return self._metric_sum(self.server_metrics, name)
+
+    def proxy_metric_sum(self, name: str) -> float:
+        return self._metric_sum(self.proxy_metrics, name)
 
     def dead_letters(self) -> list[dict]:
         import json

@@ -28,6 +28,12 @@ the installed Python library. Rows:
  8. the C buffered load of row 3 into one Redis and into a Redis Cluster of
     3 masters with a replica each (`replicas = 1`: every run waits for a
     replica, and `replicas = 0`), with the ratio
+ 9. the Python buffered load of row 3 through NATS JetStream (proxy → NATS
+    → server, one machine) and over TCP, runs alternated, with the ratio
+
+Rows 1 and 3 also give CPU per SET (user + system, from /proc) of each
+process: proxy, server and the target Redis (and nats-server in row 9); in
+row 1, Redis' own CPU per SET under redis-benchmark.
 
 Not a test: figures vary between machines; the ratios to rows 1 and 2 are
 what carries over.
@@ -51,11 +57,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import (  # noqa: E402
-    BIN, ROOT, Ferret, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
+    BIN, ROOT, Ferret, Nats, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
-ROWS = ("throughput", "callcost", "latency", "isolation", "cluster", "mongo", "backlog")
+ROWS = ("throughput", "callcost", "latency", "isolation", "cluster", "nats", "mongo", "backlog")
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -64,6 +70,16 @@ def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
     if out.returncode != 0:
         raise RuntimeError(f"worker {args[0]} failed:\n{out.stderr}")
     return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far, user + system, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_us_per_op(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) / n * 1e6 for k in after}
 
 
 def peak_rss(pid: int) -> int:
@@ -93,8 +109,9 @@ class Rig:
     (stopped before the run: the isolation row)."""
 
     def __init__(self, tmp: Path, proxy_args: list[str] | None = None, start_server: bool = True,
-                 second: str | None = None):
+                 second: str | None = None, nats: bool = False, nats_ini: str = ""):
         self.dir = Path(tempfile.mkdtemp(dir=tmp))
+        self.nats = Nats(self.dir) if nats else None
         self.target = Redis(self.dir)
         self.second = Redis(self.dir) if second else None
         if self.second is not None:
@@ -105,8 +122,16 @@ class Rig:
                 self.second.stop()
         else:
             rules = default_rules(self.target.url, None)
-        self.syncs = Syncs(self.dir, rules, start_server=start_server, proxy_args=proxy_args)
+        self.syncs = Syncs(self.dir, rules, start_server=start_server, proxy_args=proxy_args,
+                           nats=self.nats, nats_ini=nats_ini)
         self.r = self.target.client(0)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each process of the rig."""
+        procs = {"proxy": self.syncs.proxy, "server": self.syncs.server, "redis": self.target.proc}
+        if self.nats is not None:
+            procs["nats"] = self.nats.proc
+        return {k: cpu_seconds(p.p.pid) for k, p in procs.items() if p is not None and p.alive()}
 
     def wait_marker(self, timeout: float = 1200) -> float:
         """Polls the target for the final marker; returns when it is seen."""
@@ -122,13 +147,15 @@ class Rig:
 
     def stop(self) -> None:
         self.syncs.stop()
+        if self.nats is not None:
+            self.nats.stop()
         self.target.stop()
         if self.second is not None:
             self.second.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def row_redis_benchmark(tmp: Path, n: int) -> float:
+def row_redis_benchmark(tmp: Path, n: int) -> dict:
     """Row 1: pipelined SET ingest of one connection (keys `key:` + 12 digits
     = 16 bytes, 64-byte values)."""
     exe = find_tool("redis-benchmark")
@@ -136,15 +163,17 @@ def row_redis_benchmark(tmp: Path, n: int) -> float:
         raise RuntimeError("redis-benchmark not found (apt-get install redis-tools)")
     target = Redis(Path(tempfile.mkdtemp(dir=tmp)))
     try:
+        cpu0 = cpu_seconds(target.proc.p.pid)
         out = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(target.port), "-t", "set", "-P", "128",
                               "-c", "1", "-n", str(n), "-d", "64", "-r", "100000000", "--csv"],
                              capture_output=True, text=True, check=True, timeout=600).stdout
+        cpu = {"redis": (cpu_seconds(target.proc.p.pid) - cpu0) / n * 1e6}
     finally:
         target.stop()
     for line in out.splitlines():
         cells = [c.strip('"') for c in line.split(",")]
         if cells and cells[0] == "SET":
-            return float(cells[1])
+            return {"ops_per_s": float(cells[1]), "cpu_us": cpu}
     raise RuntimeError(f"no SET line in redis-benchmark output:\n{out}")
 
 
@@ -162,6 +191,7 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
     """Row 3 (and 6, 7): N SETs through syncs, first call to the marker."""
     rig = Rig(tmp, proxy_args)
     try:
+        cpu0 = rig.cpu()
         t0 = time.perf_counter()
         if client.startswith("c"):
             mode = ["buffered"] if client == "c-buffered" else []
@@ -173,13 +203,14 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
         else:
             got = worker("py_set", rig.syncs.socket, n, "p", *(["buffered"] if client == "py-buffered" else []))
         t1 = rig.wait_marker()
+        cpu = cpu_us_per_op(cpu0, rig.cpu(), n)
         rss = rig.rss()
         applied = rig.r.dbsize()
         # n keys, the marker, the exactly-once marker hash.
         if applied != n + 2:
             raise RuntimeError(f"{applied} keys in the target, expected {n + 2}")
         return {"ops_per_s": n / (t1 - t0), "seconds": t1 - t0,
-                "call_ns": int(got["calls_ns"]) / n, "rss": rss}
+                "call_ns": int(got["calls_ns"]) / n, "rss": rss, "cpu_us": cpu}
     finally:
         rig.stop()
 
@@ -221,6 +252,53 @@ def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
         out[f"cluster_r{replicas}_ops_per_s"] = median_of(samples, "ops_per_s")
         out[f"ratio_r{replicas}"] = out[f"cluster_r{replicas}_ops_per_s"] / out["single_ops_per_s"]
     return out
+
+
+def row_syncs_nats(tmp: Path, n: int, proxy_args: list[str], nats_ini: str) -> dict:
+    """Row 9, NATS half: N buffered Python SETs, proxy → NATS JetStream →
+    server, first call to the marker."""
+    rig = Rig(tmp, proxy_args, nats=True, nats_ini=nats_ini)
+    try:
+        # The server holds every partition before the clock starts.
+        wait_for(lambda: rig.syncs.server_metric_sum("syncs_server_nats_partitions_held") >= 16,
+                 timeout=60, what="NATS partitions held")
+        counters = ("syncs_proxy_records_acked_total", "syncs_server_records_received_total")
+        cpu0, t0 = rig.cpu(), time.perf_counter()
+        got = worker("py_set", rig.syncs.socket, n, "p", "buffered")
+        t1 = rig.wait_marker()
+        cpu = cpu_us_per_op(cpu0, rig.cpu(), n)
+        if rig.r.dbsize() != n + 2:
+            raise RuntimeError(f"{rig.r.dbsize()} keys in the target, expected {n + 2}")
+        runs = rig.syncs.server_metric_sum("syncs_server_batch_duration_seconds_count")
+        return {"ops_per_s": n / (t1 - t0), "seconds": t1 - t0, "call_ns": int(got["calls_ns"]) / n,
+                "cpu_us": cpu, "records_per_run": n / runs if runs else 0.0,
+                **{c: rig.syncs.proxy_metric_sum(c) + rig.syncs.server_metric_sum(c) for c in counters}}
+    finally:
+        rig.stop()
+
+
+def nats_rows(tmp: Path, n: int, runs: int, proxy_args: list[str], nats_proxy_args: list[str],
+              nats_ini: str) -> dict:
+    """Row 9: TCP and NATS runs alternated, so both see the same machine."""
+    tcp, nats = [], []
+    for _ in range(runs):
+        tcp.append(row_syncs(tmp, n, "py-buffered", None, proxy_args))
+        nats.append(row_syncs_nats(tmp, n, [*proxy_args, *nats_proxy_args], nats_ini))
+    out = {"n": n, "runs": runs, "tcp_ops_per_s": median_of(tcp, "ops_per_s"),
+           "nats_ops_per_s": median_of(nats, "ops_per_s"),
+           "records_per_run": median_of(nats, "records_per_run"),
+           "nats_cpu_us": {k: statistics.median(s["cpu_us"][k] for s in nats) for k in nats[0]["cpu_us"]},
+           "tcp_cpu_us": {k: statistics.median(s["cpu_us"][k] for s in tcp) for k in tcp[0]["cpu_us"]},
+           "samples": {"tcp": [s["ops_per_s"] for s in tcp], "nats": [s["ops_per_s"] for s in nats]}}
+    out["ratio"] = out["nats_ops_per_s"] / out["tcp_ops_per_s"]
+    return out
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    """`proxy 1.2 + server 0.8 = 2.0 µs (redis 1.1, nats 3.0)`."""
+    own = cpu.get("proxy", 0.0) + cpu.get("server", 0.0)
+    rest = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k not in ("proxy", "server"))
+    return f"proxy {cpu.get('proxy', 0.0):.2f} + server {cpu.get('server', 0.0):.2f} = {own:.2f} µs ({rest})"
 
 
 def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], second: str | None = None) -> dict:
@@ -383,15 +461,17 @@ def chart(results: dict, path: Path) -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call |",
-             "|---|---|---|---|---|"]
+    lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call | CPU per SET |",
+             "|---|---|---|---|---|---|"]
     rows = results["throughput"]
     limit = rows[0]["ops_per_s"] if rows else 0.0
     pipelined = next((r["ops_per_s"] for r in rows if r["id"] == "redis-py-p1000"), 0.0)
     for r in rows:
         call = f"{r['call_ns'] / 1000:.2f}" if r.get("call_ns") else "—"
+        cpu = r.get("cpu_us")
+        cpu = "—" if not cpu else (cpu_text(cpu) if "proxy" in cpu else f"redis {cpu['redis']:.2f} µs")
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
-                     f"{r['ops_per_s'] / pipelined:.2f}× | {call} |")
+                     f"{r['ops_per_s'] / pipelined:.2f}× | {call} | {cpu} |")
     for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never"),
                       ("latency_fanout", "fanned out to Redis a and b, both up; latency at a"),
                       ("latency_fanout_b_down", "fanned out to Redis a and b, b stopped; latency at a")):
@@ -408,6 +488,13 @@ def table(results: dict) -> str:
                      f"{cl['single_ops_per_s']:,.0f}/s; Redis Cluster, 3 masters with a replica each: "
                      f"{cl['cluster_r1_ops_per_s']:,.0f}/s with replicas = 1 ({cl['ratio_r1']:.0%}), "
                      f"{cl['cluster_r0_ops_per_s']:,.0f}/s with replicas = 0 ({cl['ratio_r0']:.0%})")
+    nr = results.get("nats")
+    if nr:
+        lines.append(f"Python buffered, {nr['n']:,} SETs (median of {nr['runs']}, alternated): TCP "
+                     f"{nr['tcp_ops_per_s']:,.0f}/s, through NATS JetStream {nr['nats_ops_per_s']:,.0f}/s "
+                     f"({nr['ratio']:.0%}); {nr['records_per_run']:,.0f} records per run on the server; "
+                     f"CPU per SET through NATS: {cpu_text(nr['nats_cpu_us'])}; over TCP: "
+                     f"{cpu_text(nr['tcp_cpu_us'])}")
     m = results.get("mongo")
     if m:
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
@@ -439,6 +526,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=10_000, help="latency row: writes per second")
     ap.add_argument("--seconds", type=float, help="latency row: duration (default 10; smoke 1)")
     ap.add_argument("--proxy-args", default="", help="extra proxy flags for the syncs rows")
+    ap.add_argument("--nats-proxy-args", default="", help="extra proxy flags for the NATS row's NATS runs")
+    ap.add_argument("--nats-ini", default="", help="extra [transport] lines for the NATS row's server, "
+                    "e.g. 'batch = 4096\\n'")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"rows to run, comma-separated (default all: {','.join(ROWS)})")
@@ -464,6 +554,9 @@ def main() -> None:
                    "samples": [s["ops_per_s"] for s in samples]}
             if "call_ns" in samples[0]:
                 row["call_ns"] = median_of(samples, "call_ns")
+            if "cpu_us" in samples[0]:
+                row["cpu_us"] = {k: statistics.median(s["cpu_us"][k] for s in samples)
+                                 for k in samples[0]["cpu_us"]}
             results["throughput"].append(row)
             print(f"{name}: {row['ops_per_s']:,.0f} ops/s", flush=True)
 
@@ -500,6 +593,15 @@ def main() -> None:
             print(f"cluster: one Redis {cl['single_ops_per_s']:,.0f}/s, 3-master cluster "
                   f"{cl['cluster_r1_ops_per_s']:,.0f}/s with replicas = 1 ({cl['ratio_r1']:.0%}), "
                   f"{cl['cluster_r0_ops_per_s']:,.0f}/s with replicas = 0 ({cl['ratio_r0']:.0%})", flush=True)
+        if "nats" in wanted:
+            if find_tool("nats-server") is None:
+                print("nats: skipped, no nats-server (apt-get install nats-server)", flush=True)
+            else:
+                results["nats"] = nats_rows(tmp, n, runs, proxy_args, a.nats_proxy_args.split(),
+                                            a.nats_ini.replace("\\n", "\n"))
+                nr = results["nats"]
+                print(f"nats: TCP {nr['tcp_ops_per_s']:,.0f}/s, NATS {nr['nats_ops_per_s']:,.0f}/s "
+                      f"({nr['ratio']:.0%}), {nr['records_per_run']:,.0f} records per run", flush=True)
         if "mongo" in wanted:
             results["mongo"] = row_mongo(tmp, 1_000 if a.smoke else 100_000, 100)
         if "backlog" in wanted:
@@ -512,7 +614,7 @@ def main() -> None:
 def throughput_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str], add, results: dict) -> None:
     """Rows 1 to 3, and the peak RSS of row 7 over the row-3 runs."""
     add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline",
-        [{"ops_per_s": row_redis_benchmark(tmp, max(n, 100_000))} for _ in range(runs)])
+        [row_redis_benchmark(tmp, max(n, 100_000)) for _ in range(runs)])
     direct_n = min(n, 100_000)
     add("redis-py-p1", "redis-py, one at a time", "baseline",
         [{"ops_per_s": row_redis_py(tmp, direct_n, 1)} for _ in range(runs)])

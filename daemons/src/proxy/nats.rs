@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use async_nats::jetstream::{self, context::PublishError};
 use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,9 @@ use crate::nats::{self as common, envelope, NatsSettings};
 const HEADER_ROOM: u64 = 1024;
 /// Records published but not yet acknowledged by the stream, at most.
 const WINDOW: usize = 4096;
-/// Records read from the spool at a time.
+/// The spool is read when the window has room for this many records (or
+/// for everything readable): reading one record per acknowledgement once
+/// the window is full made a backlog cost a spool read per record.
 const READ_RECORDS: usize = 512;
 const READ_BYTES: usize = 1 << 20;
 
@@ -135,13 +137,14 @@ impl NatsLink {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
             }
-            let room = inflight.len() < WINDOW;
+            let free = WINDOW - inflight.len();
+            let readable = self.spool.last().saturating_sub(cursor.position()) + 1;
+            let room = free > 0 && (free >= READ_RECORDS || readable <= free as u64);
             if room && cursor.ready() {
-                let want = READ_RECORDS.min(WINDOW - inflight.len());
                 // An error (a record missing: a bug) ends the session;
                 // the next one resends from the last stored record.
                 let read = cursor
-                    .read(want, READ_BYTES)
+                    .read(free, READ_BYTES)
                     .await
                     .context("reading the spool")?;
                 if let Some((first, records)) = read {
@@ -165,19 +168,30 @@ impl NatsLink {
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
                 ready = cursor.wait(), if room => ready.context("waiting for the spool")?,
                 done = inflight.next(), if !inflight.is_empty() => {
-                    let Some((seq, result)) = done else { continue };
-                    match result {
-                        Ok(_ack) => {
-                            if up.is_none() {
-                                up = Some(LinkUp::new());
-                                if *failures > 0 {
-                                    tracing::info!(failures = *failures, "NATS destination storing again");
-                                }
-                                *failures = 0;
+                    let Some(first) = done else { continue };
+                    // Every acknowledgement that is in, in publish order;
+                    // the spool's acknowledgement is cumulative: one call.
+                    let mut stored = None;
+                    let mut next = Some(first);
+                    while let Some((seq, result)) = next {
+                        if let Err(e) = result {
+                            if let Some(seq) = stored {
+                                self.spool.ack(self.index, seq);
                             }
-                            self.spool.ack(self.index, seq);
+                            return Err(describe(seq, e));
                         }
-                        Err(e) => return Err(describe(seq, e)),
+                        stored = Some(seq);
+                        next = inflight.next().now_or_never().flatten();
+                    }
+                    if up.is_none() {
+                        up = Some(LinkUp::new());
+                        if *failures > 0 {
+                            tracing::info!(failures = *failures, "NATS destination storing again");
+                        }
+                        *failures = 0;
+                    }
+                    if let Some(seq) = stored {
+                        self.spool.ack(self.index, seq);
                     }
                 }
             }

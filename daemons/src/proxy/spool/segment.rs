@@ -240,7 +240,10 @@ pub(super) fn read_records(
     max_records: usize,
     max_bytes: usize,
 ) -> Result<ReadOut, SpoolError> {
+    // Sized to what is asked (records of a few hundred bytes): a read of
+    // one record must not zero and copy a megabyte.
     let chunk = (max_bytes as u64)
+        .min((max_records as u64).saturating_mul(256))
         .saturating_add(64 << 10)
         .clamp(64 << 10, 8 << 20) as usize;
     let mut r = ChunkReader::new(&plan.file, plan.len, chunk);
