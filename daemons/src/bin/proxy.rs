@@ -49,6 +49,11 @@ struct Args {
     /// Stream replicas, when this proxy creates the stream.
     #[arg(long, default_value_t = 1)]
     nats_replicas: usize,
+    /// Records per NATS message, at most (format 2). 1 writes one record
+    /// per message (format 1), for sync_servers older than format 2:
+    /// upgrade the servers first (docs/operations.md).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    nats_records_per_message: u32,
     /// Name of this proxy in the servers' logs and metrics (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -165,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|_| anyhow!("--nats-max-bytes is too large"))?,
             max_age: args.nats_max_age,
             replicas: args.nats_replicas,
+            records_per_message: args.nats_records_per_message,
             ..Default::default()
         };
         settings.validate().context("--nats settings")?;

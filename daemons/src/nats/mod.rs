@@ -46,6 +46,10 @@ pub struct NatsSettings {
     pub replicas: usize,
     /// Broker-side dedupe window (`Nats-Msg-Id`).
     pub duplicate_window: Duration,
+    /// Proxy: records per message, at most; 1 writes format 1 (one record
+    /// per message, what servers before format 2 read), more writes
+    /// format 2 ([`envelope`]).
+    pub records_per_message: u32,
 }
 
 impl Default for NatsSettings {
@@ -59,6 +63,7 @@ impl Default for NatsSettings {
             max_age: Duration::from_secs(7 * 24 * 3600),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            records_per_message: 256,
         }
     }
 }
@@ -88,6 +93,12 @@ impl NatsSettings {
         }
         if self.partitions == 0 || self.partitions > 1024 {
             bail!("partitions must be 1..=1024, not {}", self.partitions);
+        }
+        if !(1..=65_536).contains(&self.records_per_message) {
+            bail!(
+                "records per message must be 1..=65536, not {}",
+                self.records_per_message
+            );
         }
         if !(1..=5).contains(&self.replicas) {
             bail!("replicas must be 1..=5, not {}", self.replicas);

@@ -24,6 +24,10 @@ use crate::backoff::Backoff;
 #[error("interrupted before the batch was applied; not acknowledged")]
 pub(crate) struct Interrupted;
 
+/// Records applied in one run at most: the TCP session gathers batches and
+/// a lane its queued entries up to it; a NATS consumer takes runs of it.
+pub(crate) const RUN_RECORDS: usize = 8192;
+
 /// Memory an operation takes beside its record's bytes (the decoded
 /// command's vectors and slices), counted against a lane's backlog so that
 /// `target_backlog` bounds memory, not only payload.

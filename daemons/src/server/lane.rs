@@ -23,11 +23,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{apply_with_retry, DownSince};
+use super::batch::{apply_with_retry, DownSince, RUN_RECORDS};
 use super::Shared;
-
-/// Operations gathered into one run from entries already queued, at most.
-const GATHER_RECORDS: usize = 8192;
 
 /// A lane's share of one batch.
 pub(crate) struct Entry {
@@ -212,7 +209,7 @@ async fn run(
             mut bytes,
             arrived,
         } = first;
-        while items.len() < GATHER_RECORDS {
+        while items.len() < RUN_RECORDS {
             let Ok(more) = rx.try_recv() else { break };
             let same = match (&target, &more.target) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),

@@ -31,15 +31,13 @@ use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{prepare_batch, Prepared};
+use super::batch::{prepare_batch, Prepared, RUN_RECORDS};
 use super::lane::{Arrivals, Entry, Lane, LaneContext};
 use super::Shared;
 use crate::security::server::PRE_SESSION_DEADLINE;
 
 /// Protocol overhead allowed above the largest record in one message.
 const PEER_SLACK: u64 = 1 << 20;
-/// Records gathered into one batch from batches already received, at most.
-const GATHER_RECORDS: usize = 8192;
 /// How often the per-target gauges are brought up to date (and whether a
 /// lane has started to lag looked at again).
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
@@ -257,7 +255,7 @@ impl Session {
                 })) => {
                     // Batches already waiting join this one (in sequence),
                     // so a busy server applies fewer, larger runs.
-                    while records.len() < GATHER_RECORDS {
+                    while records.len() < RUN_RECORDS {
                         match framed.next().now_or_never() {
                             None => break,
                             Some(Some(Ok(Message::Batch {

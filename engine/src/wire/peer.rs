@@ -202,21 +202,7 @@ fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
             last_applied: u64_le(b)?,
         },
         3 => {
-            let first_seq = u64_le(b)?;
-            let count = u32_le(b)? as usize;
-            // Each record takes at least its 4-byte length: bound the
-            // allocation by the bytes really present.
-            if count > b.remaining() / 4 {
-                return Err(PeerError::Malformed(format!(
-                    "BATCH claims {count} records in {} bytes",
-                    b.remaining()
-                )));
-            }
-            let mut records = Vec::with_capacity(count);
-            for _ in 0..count {
-                let len = u32_le(b)? as usize;
-                records.push(take(b, len)?);
-            }
+            let (first_seq, records) = parse_batch(b)?;
             Message::Batch { first_seq, records }
         }
         4 => Message::Ack { seq: u64_le(b)? },
@@ -246,6 +232,39 @@ fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
         )));
     }
     Ok(msg)
+}
+
+/// Reads a BATCH body, `u64 first | u32 count | count × (u32 length,
+/// payload)`, from the front of `b`; the records are slices of `b` (no
+/// copy). Also the body of a NATS message of format 2 (docs/protocol.md).
+pub fn parse_batch(b: &mut Bytes) -> Result<(u64, Vec<Bytes>), PeerError> {
+    let first_seq = u64_le(b)?;
+    let count = u32_le(b)? as usize;
+    // Each record takes at least its 4-byte length: bound the
+    // allocation by the bytes really present.
+    if count > b.remaining() / 4 {
+        return Err(PeerError::Malformed(format!(
+            "BATCH claims {count} records in {} bytes",
+            b.remaining()
+        )));
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = u32_le(b)? as usize;
+        records.push(take(b, len)?);
+    }
+    Ok((first_seq, records))
+}
+
+/// Writes a BATCH body ([`parse_batch`] reads it back).
+pub fn put_batch(dst: &mut BytesMut, first_seq: u64, records: &[Bytes]) {
+    dst.reserve(12 + records.iter().map(|r| 4 + r.len()).sum::<usize>());
+    dst.put_u64_le(first_seq);
+    dst.put_u32_le(records.len() as u32);
+    for r in records {
+        dst.put_u32_le(r.len() as u32);
+        dst.put_slice(r);
+    }
 }
 
 fn take(b: &mut Bytes, n: usize) -> Result<Bytes, PeerError> {
@@ -309,12 +328,7 @@ impl Encoder<Message> for PeerCodec {
             }
             Message::Batch { first_seq, records } => {
                 dst.put_u8(3);
-                dst.put_u64_le(first_seq);
-                dst.put_u32_le(records.len() as u32);
-                for r in &records {
-                    dst.put_u32_le(r.len() as u32);
-                    dst.put_slice(r);
-                }
+                put_batch(dst, first_seq, &records);
             }
             Message::Ack { seq } => {
                 dst.put_u8(4);

@@ -383,5 +383,6 @@ fn new_stream_id() -> u64 {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    h.finish().max(1)
+    // 0 means none; u64::MAX is the NATS envelope's fence (nats/envelope.rs).
+    h.finish().clamp(1, u64::MAX - 1)
 }

@@ -2,13 +2,18 @@
 //! (`p<partition>-<target>`), the sources it has seen, and their
 //! checkpoints at this target.
 //!
-//! Each source's records are applied in sequence order. A record that
-//! arrives ahead of a missing one waits (the missing one is redelivered or
-//! resent); a record at or below the checkpoint is a duplicate,
-//! acknowledged and skipped. Every record is decoded and routed by each
-//! target's consumer, which applies only its own share; the accounting of
-//! a record (records received, refusals to the dead-letter file, drops) is
-//! done once, by the consumer of the rules' first target.
+//! Each source's records are applied in sequence order, in runs of up to
+//! [`RUN_RECORDS`] whatever the messages that carried them (one record per
+//! message in format 1, many in format 2). Records that arrive ahead of a
+//! missing one wait (the missing one is redelivered or resent); a message
+//! whose records are all at or below the checkpoint is a duplicate,
+//! acknowledged and skipped. A message is acknowledged once the checkpoint
+//! covers its last record, so JetStream (and the purge, which follows the
+//! consumers' ack floors) never lets go of a record not yet applied here.
+//! Every record is decoded and routed by each target's consumer, which
+//! applies only its own share; the accounting of a record (records
+//! received, refusals to the dead-letter file, drops) is done once, by the
+//! consumer of the rules' first target.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,14 +29,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::partition::NO_TARGET;
 use super::Ctx;
-use crate::nats::envelope::{self, Envelope};
+use crate::nats::envelope::{self, Envelope, EnvelopeError};
 use crate::nats::{self as common, NatsSettings};
-use crate::server::batch::{apply_with_retry, prepare_batch, DownSince};
+use crate::server::batch::{apply_with_retry, prepare_batch, DownSince, RUN_RECORDS};
 use crate::server::rules::Snapshot;
 
 /// How often the gauges of a source are brought up to date, also while a
 /// run waits for its target.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// Bytes pulled at a time, at most (besides `batch` messages).
+const PULL_BYTES: usize = 8 << 20;
 
 /// One source's place at this target within the partition.
 #[derive(Debug, Default)]
@@ -43,10 +50,12 @@ struct Source {
     applied: u64,
     /// The checkpoint's KV revision (None: no key yet).
     revision: Option<u64>,
-    /// Records received and not yet applied, by sequence (those after a
-    /// missing one wait here); every delivery of a record is kept, to be
-    /// acknowledged once the record is applied.
-    held: BTreeMap<u64, Held>,
+    /// Messages received whose records are not all applied, by their first
+    /// and last record (the same records carried twice, as after a resend,
+    /// are one piece with two deliveries).
+    held: BTreeMap<(u64, u64), Piece>,
+    /// Records in `held`.
+    held_records: u64,
     /// Since when the next record is missing while later ones wait.
     gap_since: Option<Instant>,
     /// Messages of the partition not yet delivered to this consumer, as of
@@ -54,13 +63,113 @@ struct Source {
     pending: u64,
 }
 
-/// A record received, with every delivery of it.
+/// Consecutive records received in one message, with every delivery of it.
 #[derive(Debug)]
-struct Held {
-    payload: Bytes,
+struct Piece {
+    records: Vec<Bytes>,
+    /// Format 2: the source's record published before these (no record
+    /// lies between): a hole below `first` down to it is no loss.
+    prev: Option<u64>,
     /// When JetStream took it from the proxy (ms since the epoch).
     published_ms: u64,
     msgs: Vec<jetstream::Message>,
+}
+
+/// A run taken from the held pieces: its records from `applied + 1` on,
+/// the pieces it applies completely (acknowledged after the checkpoint),
+/// and when its oldest record was published.
+struct Run {
+    records: Vec<Bytes>,
+    done: Vec<((u64, u64), Piece)>,
+    oldest_ms: Option<u64>,
+}
+
+impl Source {
+    fn hold(&mut self, key: (u64, u64), piece: Piece) {
+        match self.held.entry(key) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.get_mut().msgs.extend(piece.msgs);
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.held_records += piece.records.len() as u64;
+                e.insert(piece);
+            }
+        }
+    }
+
+    fn release(&mut self, key: &(u64, u64)) -> Option<Piece> {
+        let piece = self.held.remove(key)?;
+        self.held_records -= piece.records.len() as u64;
+        Some(piece)
+    }
+
+    /// Takes the pieces whose records are all at or below the checkpoint.
+    fn settled(&mut self) -> Vec<Piece> {
+        let done: Vec<(u64, u64)> = self
+            .held
+            .range(..=(self.applied, u64::MAX))
+            .filter(|(&(_, last), _)| last <= self.applied)
+            .map(|(&k, _)| k)
+            .collect();
+        done.iter().filter_map(|k| self.release(k)).collect()
+    }
+
+    /// Whether a held piece has record `seq` (after [`Source::settled`],
+    /// every piece starting at or before `applied + 1` has it).
+    fn has_next(&self) -> bool {
+        self.held
+            .range(..=(self.applied + 1, u64::MAX))
+            .next()
+            .is_some()
+    }
+
+    /// The records from `applied + 1` on while held pieces have them, at
+    /// most `max`.
+    fn take_run(&mut self, max: usize) -> Run {
+        let mut run = Run {
+            records: Vec::new(),
+            done: Vec::new(),
+            oldest_ms: None,
+        };
+        let mut expect = self.applied + 1;
+        while run.records.len() < max {
+            // Pieces starting at or before `expect`: those the run already
+            // holds every record of are done, the one reaching furthest
+            // feeds it.
+            let mut best: Option<(u64, u64)> = None;
+            let mut covered = Vec::new();
+            for (&(first, last), _) in self.held.range(..=(expect, u64::MAX)) {
+                if last < expect {
+                    covered.push((first, last));
+                } else if best.is_none_or(|(_, l)| last > l) {
+                    best = Some((first, last));
+                }
+            }
+            for k in covered {
+                if let Some(p) = self.release(&k) {
+                    run.done.push((k, p));
+                }
+            }
+            let Some(key @ (first, last)) = best else {
+                break;
+            };
+            let Some(piece) = self.held.get(&key) else {
+                break;
+            };
+            run.oldest_ms.get_or_insert(piece.published_ms);
+            let from = (expect - first) as usize;
+            let n = ((last - expect + 1) as usize).min(max - run.records.len());
+            run.records
+                .extend_from_slice(&piece.records[from..from + n]);
+            expect += n as u64;
+            if expect > last {
+                if let Some(p) = self.release(&key) {
+                    run.done.push((key, p));
+                }
+            }
+        }
+        run
+    }
 }
 
 fn now_ms() -> u64 {
@@ -84,8 +193,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, p: u16, target: String, token: Cancellati
     };
     let result = reader.consume(&mut sources).await;
     for s in sources.values() {
-        for held in s.held.values() {
-            for m in &held.msgs {
+        for piece in s.held.values() {
+            for m in &piece.msgs {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
             }
         }
@@ -130,6 +239,7 @@ impl Reader<'_> {
         let messages = consumer
             .stream()
             .max_messages_per_batch(ctx.conf.batch)
+            .max_bytes_per_batch(PULL_BYTES)
             .expires(Duration::from_secs(5))
             .heartbeat(Duration::from_secs(2))
             .messages()
@@ -139,11 +249,11 @@ impl Reader<'_> {
         let mut chunks = messages.ready_chunks(ctx.conf.batch);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let chunk = tokio::select! {
+            let (chunk, ticked) = tokio::select! {
                 _ = self.token.cancelled() => return Ok(()),
-                _ = tick.tick() => Vec::new(),
+                _ = tick.tick() => (Vec::new(), true),
                 c = chunks.next() => match c {
-                    Some(c) => c,
+                    Some(c) => (c, false),
                     None => anyhow::bail!("the pull subscription of {name} ended"),
                 },
             };
@@ -156,26 +266,32 @@ impl Reader<'_> {
                         continue;
                     }
                 };
-                let Some(Envelope {
-                    stream,
-                    seq,
-                    name: source_name,
-                }) = msg.headers.as_ref().and_then(envelope::decode)
-                else {
-                    metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_nats_message")
-                        .increment(1);
-                    tracing::warn!(partition = p, subject = %msg.subject, "message without syncs headers; terminated");
-                    let _ = msg.ack_with(AckKind::Term).await;
-                    continue;
-                };
-                let src = match sources.entry(stream) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(self.load_source(stream, &source_name).await?)
+                let (env, records) = match read_message(&msg) {
+                    Ok(v) => v,
+                    Err(EnvelopeError::Newer(f)) => {
+                        // Never terminated: a newer server reads it.
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        anyhow::bail!(
+                            "message of format {f} from a newer syncs on {}: upgrade this sync_server",
+                            msg.subject
+                        );
+                    }
+                    Err(EnvelopeError::Bad(why)) => {
+                        metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_nats_message")
+                            .increment(1);
+                        tracing::warn!(partition = p, subject = %msg.subject, "bad message ({why}); terminated");
+                        let _ = msg.ack_with(AckKind::Term).await;
+                        continue;
                     }
                 };
-                if seq <= src.applied {
-                    metrics::counter!(stats::SERVER_DUPLICATES).increment(1);
+                let src = match sources.entry(env.stream) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(self.load_source(env.stream, &env.name).await?)
+                    }
+                };
+                if env.last() <= src.applied {
+                    metrics::counter!(stats::SERVER_DUPLICATES).increment(u64::from(env.count));
                     let _ = msg.ack().await;
                     continue;
                 }
@@ -187,18 +303,17 @@ impl Reader<'_> {
                     Err(_) => (src.pending, now_ms()),
                 };
                 src.pending = pending;
-                let payload = msg.payload.clone();
-                src.held
-                    .entry(seq)
-                    .or_insert_with(|| Held {
-                        payload,
+                src.hold(
+                    (env.seq, env.last()),
+                    Piece {
+                        records,
+                        prev: env.prev,
                         published_ms,
-                        msgs: Vec::new(),
-                    })
-                    .msgs
-                    .push(msg);
-                if !touched.contains(&stream) {
-                    touched.push(stream);
+                        msgs: vec![msg],
+                    },
+                );
+                if !touched.contains(&env.stream) {
+                    touched.push(env.stream);
                 }
             }
             // Sources with a gap are looked at on every tick too.
@@ -215,8 +330,10 @@ impl Reader<'_> {
                     return Ok(());
                 }
             }
-            for src in sources.values() {
-                self.gauges(src, 0, None);
+            if ticked {
+                for src in sources.values() {
+                    self.gauges(src, 0, None);
+                }
             }
         }
     }
@@ -284,7 +401,7 @@ impl Reader<'_> {
         let behind = oldest.map_or(0.0, |ms| now_ms().saturating_sub(ms) as f64 / 1000.0);
         metrics::gauge!(stats::SERVER_TARGET_POSITION, &labels).set(src.applied as f64);
         metrics::gauge!(stats::SERVER_TARGET_BEHIND_RECORDS, &labels)
-            .set((src.pending + (src.held.len() + in_flight) as u64) as f64);
+            .set((src.pending + src.held_records + in_flight as u64) as f64);
         metrics::gauge!(stats::SERVER_TARGET_BEHIND_SECONDS, &labels).set(behind);
         metrics::gauge!(stats::SERVER_TARGET_DOWN_SECONDS, &labels)
             .set(self.down.duration().unwrap_or_default().as_secs_f64());
@@ -296,42 +413,56 @@ impl Reader<'_> {
         let ctx = self.ctx;
         let p = self.p;
         loop {
-            let Some((&first, _)) = src.held.first_key_value() else {
-                src.gap_since = None;
-                return Ok(true);
-            };
-            if first > src.applied + 1 {
-                let since = *src.gap_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < ctx.conf.gap_timeout {
+            ack_all(p, src.settled()).await;
+            if !src.has_next() {
+                let Some((&(first, _), piece)) = src.held.first_key_value() else {
+                    src.gap_since = None;
                     return Ok(true);
+                };
+                let expect = src.applied + 1;
+                match piece.prev {
+                    Some(prev) if prev < expect => {
+                        // The proxy says no record lies between: its spool
+                        // skipped these sequences (a restart after a crash).
+                        tracing::info!(
+                            partition = p, source = %src.label, target = self.target,
+                            "sequences {expect}..{} were never used by the source; going on",
+                            first - 1
+                        );
+                        src.applied = first - 1;
+                        continue;
+                    }
+                    prev => {
+                        let since = *src.gap_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < ctx.conf.gap_timeout {
+                            return Ok(true);
+                        }
+                        // With format 2 the missing records end at `prev`.
+                        let upto = prev.unwrap_or(first - 1);
+                        let missing = upto - src.applied;
+                        tracing::error!(
+                            partition = p, source = %src.label, target = self.target, missing,
+                            "sequence gap: records {expect}..{upto} never arrived within {:?}; going on without them",
+                            ctx.conf.gap_timeout
+                        );
+                        metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
+                        src.applied = first - 1;
+                        continue;
+                    }
                 }
-                let missing = first - src.applied - 1;
-                tracing::error!(
-                    partition = p, source = %src.label, target = self.target, missing,
-                    "sequence gap: records {}..{} never arrived within {:?}; going on without them",
-                    src.applied + 1, first - 1, ctx.conf.gap_timeout
-                );
-                metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
-                src.applied = first - 1;
             }
             src.gap_since = None;
-            // The run: consecutive sequences from applied + 1, at most `batch`.
-            let mut run: Vec<(u64, Held)> = Vec::new();
-            let mut expect = src.applied + 1;
-            while run.len() < ctx.conf.batch {
-                match src.held.remove(&expect) {
-                    Some(h) => run.push((expect, h)),
-                    None => break,
-                }
-                expect += 1;
-            }
-            let records: Vec<Bytes> = run.iter().map(|(_, h)| h.payload.clone()).collect();
-            let oldest = run.first().map(|(_, h)| h.published_ms);
+            let run = src.take_run(RUN_RECORDS);
             let first_seq = src.applied + 1;
-            let last = first_seq + records.len() as u64 - 1;
-            if !self.apply(stream, src, first_seq, &records, oldest).await {
+            let last = first_seq + run.records.len() as u64 - 1;
+            if !self
+                .apply(stream, src, first_seq, &run.records, run.oldest_ms)
+                .await
+            {
                 // Stopped while the target was down: give the run back unacked.
-                src.held.extend(run);
+                for (k, piece) in run.done {
+                    src.hold(k, piece);
+                }
                 return Ok(false);
             }
             let value = Bytes::from(last.to_string());
@@ -354,20 +485,16 @@ impl Reader<'_> {
                     // down: the run is applied but not acknowledged; whoever
                     // reads it next skips it at the Redis marker.
                     let key = src.key.clone();
-                    src.held.extend(run);
+                    for (k, piece) in run.done {
+                        src.hold(k, piece);
+                    }
                     return Err(e)
                         .with_context(|| format!("moving the checkpoint {key} to {last}"));
                 }
             };
             src.revision = Some(revision);
             src.applied = last;
-            for (_, h) in run {
-                for m in h.msgs {
-                    if let Err(e) = m.ack().await {
-                        tracing::debug!(partition = p, "ack: {e}");
-                    }
-                }
-            }
+            ack_all(p, run.done.into_iter().map(|(_, piece)| piece).collect()).await;
             self.gauges(src, 0, None);
         }
     }
@@ -425,5 +552,27 @@ impl Reader<'_> {
                 .record(prepared.started.elapsed().as_secs_f64());
         }
         applied.is_ok()
+    }
+}
+
+/// The envelope and records of a message.
+fn read_message(msg: &jetstream::Message) -> Result<(Envelope, Vec<Bytes>), EnvelopeError> {
+    let headers = msg
+        .headers
+        .as_ref()
+        .ok_or_else(|| EnvelopeError::Bad("no headers".into()))?;
+    let env = envelope::decode(headers)?;
+    let records = envelope::records(&env, msg.payload.clone())?;
+    Ok((env, records))
+}
+
+/// Acknowledges every delivery of `pieces` (their records are applied).
+async fn ack_all(partition: u16, pieces: Vec<Piece>) {
+    for piece in pieces {
+        for m in piece.msgs {
+            if let Err(e) = m.ack().await {
+                tracing::debug!(partition, "ack: {e}");
+            }
+        }
     }
 }
