@@ -24,7 +24,8 @@ if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null \
         redis-server redis-tools build-essential pkg-config libbson-dev systemd openssl nats-server >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "pymongo>=4" "redis>=5" "mypy>=1.8" "matplotlib>=3.7"
+# nats-py: test_nats_format.py publishes hand-made messages and reads the KV bucket.
+python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "pymongo>=4" "redis>=5" "mypy>=1.8" "matplotlib>=3.7" "nats-py>=2.6,<3"
 
 if ! command -v cbindgen >/dev/null; then
     cargo install -q --locked cbindgen@0.29.4

@@ -86,8 +86,19 @@ class NatsProxy:
              *(extra or [])],
             tmp / f"{name}.log",
         )
-        wait_for(lambda: Path(self.socket).exists() or not self.proc.alive(), what=f"{name} socket")
+        wait_for(lambda: self._answers() or not self.proc.alive(), what=f"{name} socket")
         assert self.proc.alive(), self.proc.text()
+
+    def _answers(self) -> bool:
+        # A stale socket file from a killed proxy exists but refuses.
+        import socket
+
+        try:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(self.socket)
+            return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM):
         self.proc.stop(sig)

@@ -277,9 +277,12 @@ impl Reader<'_> {
                         );
                     }
                     Err(EnvelopeError::Bad(why)) => {
-                        metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_nats_message")
-                            .increment(1);
-                        tracing::warn!(partition = p, subject = %msg.subject, "bad message ({why}); terminated");
+                        // Every target's consumer terminates it; one counts it.
+                        if self.accounts(&ctx.shared.rules.current()) {
+                            metrics::counter!(stats::SERVER_BAD_RECORDS, "reason" => "bad_nats_message")
+                                .increment(1);
+                            tracing::warn!(partition = p, subject = %msg.subject, "bad message ({why}); terminated");
+                        }
                         let _ = msg.ack_with(AckKind::Term).await;
                         continue;
                     }
@@ -574,5 +577,122 @@ async fn ack_all(partition: u16, pieces: Vec<Piece>) {
                 tracing::debug!(partition, "ack: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A piece of records `first..=last`, each record its sequence as text.
+    fn piece(first: u64, last: u64, prev: Option<u64>) -> ((u64, u64), Piece) {
+        let records = (first..=last).map(|s| Bytes::from(s.to_string())).collect();
+        (
+            (first, last),
+            Piece {
+                records,
+                prev,
+                published_ms: first,
+                msgs: Vec::new(),
+            },
+        )
+    }
+
+    fn source(applied: u64, pieces: &[(u64, u64)]) -> Source {
+        let mut s = Source {
+            applied,
+            ..Default::default()
+        };
+        for &(f, l) in pieces {
+            let (k, p) = piece(f, l, None);
+            s.hold(k, p);
+        }
+        s
+    }
+
+    fn seqs(run: &Run) -> Vec<u64> {
+        run.records
+            .iter()
+            .map(|r| {
+                std::str::from_utf8(r)
+                    .expect("utf8")
+                    .parse()
+                    .expect("number")
+            })
+            .collect()
+    }
+
+    fn done(run: &Run) -> Vec<(u64, u64)> {
+        run.done.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn a_run_spans_messages_of_both_formats() {
+        let mut s = source(0, &[(1, 3), (4, 4), (5, 9)]);
+        assert!(s.has_next());
+        let run = s.take_run(100);
+        assert_eq!(seqs(&run), (1..=9).collect::<Vec<_>>());
+        assert_eq!(done(&run), [(1, 3), (4, 4), (5, 9)]);
+        assert_eq!(run.oldest_ms, Some(1));
+        assert!(s.held.is_empty());
+        assert_eq!(s.held_records, 0);
+    }
+
+    #[test]
+    fn a_run_can_end_inside_a_message_which_stays_held() {
+        let mut s = source(0, &[(1, 10)]);
+        let run = s.take_run(4);
+        assert_eq!(seqs(&run), [1, 2, 3, 4]);
+        assert!(
+            done(&run).is_empty(),
+            "not acknowledged before its last record"
+        );
+        s.applied = 4;
+        assert!(s.settled().is_empty());
+        let run = s.take_run(100);
+        assert_eq!(seqs(&run), [5, 6, 7, 8, 9, 10]);
+        assert_eq!(done(&run), [(1, 10)]);
+    }
+
+    #[test]
+    fn overlapping_resends_with_other_boundaries_give_each_record_once() {
+        // Sent as 1..=6 and 7..=10, resent after a restart as 3..=8.
+        let mut s = source(2, &[(1, 6), (3, 8), (7, 10)]);
+        let run = s.take_run(100);
+        assert_eq!(seqs(&run), (3..=10).collect::<Vec<_>>());
+        let mut d = done(&run);
+        d.sort_unstable();
+        assert_eq!(d, [(1, 6), (3, 8), (7, 10)], "every delivery acknowledged");
+    }
+
+    #[test]
+    fn the_same_message_twice_is_one_piece_with_two_deliveries() {
+        let mut s = source(0, &[(1, 5)]);
+        let (k, p) = piece(1, 5, None);
+        s.hold(k, p);
+        assert_eq!(s.held.len(), 1);
+        assert_eq!(s.held_records, 5);
+    }
+
+    #[test]
+    fn a_hole_stops_the_run_and_is_seen_as_such() {
+        let mut s = source(0, &[(1, 2), (5, 6)]);
+        let run = s.take_run(100);
+        assert_eq!(seqs(&run), [1, 2]);
+        s.applied = 2;
+        assert!(!s.has_next(), "3 and 4 are missing");
+        assert_eq!(s.held.first_key_value().map(|(k, _)| *k), Some((5, 6)));
+    }
+
+    #[test]
+    fn settled_takes_only_what_the_checkpoint_covers() {
+        let mut s = source(6, &[(1, 3), (4, 6), (5, 8), (9, 9)]);
+        let mut gone: Vec<usize> = s.settled().iter().map(|p| p.records.len()).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, [3, 3]);
+        assert_eq!(s.held.keys().copied().collect::<Vec<_>>(), [(5, 8), (9, 9)]);
+        assert_eq!(s.held_records, 5);
+        let run = s.take_run(100);
+        assert_eq!(seqs(&run), [7, 8, 9]);
     }
 }
