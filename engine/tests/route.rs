@@ -47,7 +47,7 @@ fn summary(rules: &RuleSet, ops: &[Routed]) -> Vec<Sent> {
 }
 
 fn routed(rules: &RuleSet, op: &Op) -> (Vec<Sent>, Option<DropReason>) {
-    match route(rules, op) {
+    match route(rules, op.clone()) {
         Outcome::Routed { ops, dropped } => (summary(rules, &ops), dropped.map(|d| d.reason)),
         Outcome::Refused(r) => panic!("refused: {r}"),
     }
@@ -117,7 +117,7 @@ fn del_splits_and_drops_the_dropped_keys() {
 #[test]
 fn unsplittable_command_across_destinations_is_refused_whole() {
     let r = rules();
-    match route(&r, &redis(0, &["RENAME x session:1"])) {
+    match route(&r, redis(0, &["RENAME x session:1"])) {
         Outcome::Refused(reason) => {
             assert!(reason.contains("RENAME"), "{reason}");
             assert!(reason.contains("cannot be split"), "{reason}");
@@ -138,7 +138,7 @@ fn transaction_stays_whole_on_one_target() {
 #[test]
 fn transaction_across_targets_is_refused_whole() {
     let r = rules();
-    match route(&r, &redis(0, &["SET x 1", "SET session:1 y"])) {
+    match route(&r, redis(0, &["SET x 1", "SET session:1 y"])) {
         Outcome::Refused(reason) => assert!(reason.contains("transaction"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -175,7 +175,7 @@ fn mongo_namespace_is_renamed() {
             filter: bson::doc! { "a": 1 },
         },
     });
-    match route(&r, &op) {
+    match route(&r, op.clone()) {
         Outcome::Routed { ops, dropped: None } => {
             assert_eq!(ops.len(), 1);
             assert_eq!(r.target(ops[0].target).name, "m");
@@ -194,7 +194,7 @@ fn mongo_namespace_is_renamed() {
         },
     });
     assert!(
-        matches!(route(&r, &other), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty())
+        matches!(route(&r, other.clone()), Outcome::Routed { ops, dropped: Some(_) } if ops.is_empty())
     );
 }
 
@@ -216,7 +216,7 @@ default mongo -> dead-letter "no mongo target"
         routed(&r, &redis(1, &["SET k v"])),
         (vec![(s("a"), 3, vec![s("SET k v")])], None)
     );
-    let refused = |op: &Op| match route(&r, op) {
+    let refused = |op: &Op| match route(&r, op.clone()) {
         Outcome::Refused(reason) => reason,
         other => panic!("not refused: {other:?}"),
     };

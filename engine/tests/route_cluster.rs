@@ -51,7 +51,7 @@ fn sent(rules: &RuleSet, ops: &[Routed]) -> Vec<Sent> {
 }
 
 fn routed(rules: &RuleSet, op: &Op) -> Vec<Sent> {
-    match route(rules, op) {
+    match route(rules, op.clone()) {
         Outcome::Routed { ops, dropped } => {
             assert_eq!(dropped, None);
             sent(rules, &ops)
@@ -61,7 +61,7 @@ fn routed(rules: &RuleSet, op: &Op) -> Vec<Sent> {
 }
 
 fn refused(rules: &RuleSet, op: &Op) -> String {
-    match route(rules, op) {
+    match route(rules, op.clone()) {
         Outcome::Refused(r) => r,
         Outcome::Routed { ops, .. } => panic!("routed: {:?}", sent(rules, &ops)),
     }

@@ -62,15 +62,18 @@ pub(crate) async fn prepare_batch(
         (0..snap.targets.len()).map(|_| (Vec::new(), 0)).collect();
     // Operations routed per (rule, target), counted once per batch.
     let mut routed: Vec<((Option<syncs_dsl::RuleId>, syncs_dsl::TargetId), u64)> = Vec::new();
+    // Counted once per batch too: a registry lookup per record was ~9% of
+    // the server's CPU.
+    let (mut duplicates, mut received) = (0u64, 0u64);
     for (i, payload) in records.iter().enumerate() {
         let seq = first_seq + i as u64;
         if seq <= skip_upto {
-            metrics::counter!(stats::SERVER_DUPLICATES).increment(1);
+            duplicates += 1;
             continue;
         }
         let new = seq > seen_upto;
         if new {
-            metrics::counter!(stats::SERVER_RECORDS).increment(1);
+            received += 1;
         }
         let op = match decode_payload(payload) {
             Ok(op) => op,
@@ -93,11 +96,15 @@ pub(crate) async fn prepare_batch(
                 continue;
             }
         };
-        match route(&snap.rules, &op) {
+        match route(&snap.rules, op) {
             Outcome::Refused(reason) => {
                 if new {
                     tracing::warn!(%source, seq, "operation refused by routing: {reason}");
-                    dead_letter(shared, source, seq, None, Ok(&op), "unroutable", &reason).await;
+                    // Routing took the operation: decode it again for the
+                    // dead letter (rare; the same bytes decoded before).
+                    let op = decode_payload(payload);
+                    let what = op.as_ref().map_err(|_| payload);
+                    dead_letter(shared, source, seq, None, what, "unroutable", &reason).await;
                 }
             }
             Outcome::Routed { ops, dropped } => {
@@ -125,6 +132,12 @@ pub(crate) async fn prepare_batch(
                 }
             }
         }
+    }
+    if duplicates > 0 {
+        metrics::counter!(stats::SERVER_DUPLICATES).increment(duplicates);
+    }
+    if received > 0 {
+        metrics::counter!(stats::SERVER_RECORDS).increment(received);
     }
     for ((rule, target), n) in routed {
         let rule = rule

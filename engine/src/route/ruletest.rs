@@ -170,7 +170,7 @@ pub fn run_test(rules: &RuleSet, test: &RuleTest) -> TestResult {
             detail: Some("the test's input has no command".into()),
         };
     };
-    let outcome = route(rules, &op);
+    let outcome = route(rules, op);
     let passed = match (&test.expect, &outcome) {
         (Expected::DeadLetter, Outcome::Refused(_)) => true,
         (
@@ -258,7 +258,7 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
     }
     out.push_str(&format!(
         "=> {}\n",
-        describe_outcome(rules, &route(rules, op))
+        describe_outcome(rules, &route(rules, op.clone()))
     ));
     out
 }
