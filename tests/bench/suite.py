@@ -15,9 +15,12 @@ the installed Python library. Rows:
  2. redis-py straight to the target, one command at a time and pipelined by 1,000
  3. syncs end to end, C library and Python library, each unbuffered (one
     write per call, as the seed's examples) and buffered (64 KiB, 1 ms
-    linger): N SETs (16-byte keys, 64-byte values), first call to a final
-    marker visible in the target
- 4. latency at a steady rate: client call to the key visible in the target
+    linger), and C in the seed example's style (each frame built by hand,
+    its length prefix and payload in two `intc_send` calls): N SETs
+    (16-byte keys, 64-byte values), first call to a final marker visible in
+    the target
+ 4. latency at a steady rate (10,000/s, and 100,000/s): client call to the
+    key visible in the target
  5. Mongo: inserts in batches of 100 through syncs versus pymongo insert_many
  6. client call cost: one buffered call (C intc_redis_command, Python
     IncClient.redis_one) with a forked reader discarding the bytes, no proxy
@@ -30,6 +33,9 @@ the installed Python library. Rows:
     replica, and `replicas = 0`), with the ratio
  9. the Python buffered load of row 3 through NATS JetStream (proxy → NATS
     → server, one machine) and over TCP, runs alternated, with the ratio
+10. many writers: the C buffered load of row 3 split over 16 client
+    processes into one proxy, and over 4 proxies (a client each) into one
+    server, against one client in the same run
 
 Rows 1 and 3 also give CPU per SET (user + system, from /proc) of each
 process: proxy, server and the target Redis (and nats-server in row 9); in
@@ -57,11 +63,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import (  # noqa: E402
-    BIN, ROOT, Ferret, Nats, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
+    BIN, ROOT, Ferret, Nats, Proc, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
-ROWS = ("throughput", "callcost", "latency", "isolation", "cluster", "nats", "mongo", "backlog")
+ROWS = ("throughput", "callcost", "latency", "isolation", "writers", "cluster", "nats", "mongo", "backlog")
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -194,7 +200,7 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
         cpu0 = rig.cpu()
         t0 = time.perf_counter()
         if client.startswith("c"):
-            mode = ["buffered"] if client == "c-buffered" else []
+            mode = {"c-buffered": ["buffered"], "c-seed": ["seed"]}.get(client, [])
             out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "c", *mode], capture_output=True,
                                  text=True, timeout=1800)
             if out.returncode != 0:
@@ -251,6 +257,70 @@ def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
         samples = [row_syncs_cluster(tmp, n, c_exe, proxy_args, replicas) for _ in range(runs)]
         out[f"cluster_r{replicas}_ops_per_s"] = median_of(samples, "ops_per_s")
         out[f"ratio_r{replicas}"] = out[f"cluster_r{replicas}_ops_per_s"] / out["single_ops_per_s"]
+    return out
+
+
+def extra_proxy(rig: Rig, i: int, proxy_args: list[str]) -> tuple[str, Proc]:
+    """One more proxy into the rig's server: its socket and process."""
+    sock = str(rig.dir / f"proxy{i}.sock")
+    proc = Proc([str(BIN / "proxy"), "-u", sock, "-d", f"127.0.0.1:{rig.syncs.server_port}",
+                 "--spool-dir", str(rig.dir / f"spool{i}"), "--name", f"bench-{i}", *proxy_args],
+                rig.dir / f"proxy{i}.log")
+    wait_for(lambda: Path(sock).exists() or not proc.alive(), what=f"proxy {i}")
+    if not proc.alive():
+        raise RuntimeError(f"proxy {i} did not start:\n{proc.text()}")
+    return sock, proc
+
+
+def row_writers(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], clients: int, proxies: int) -> dict:
+    """Row 10: N buffered C SETs split over `clients` processes, spread over
+    `proxies` proxies into one server; first start to every key in the
+    target."""
+    rig = Rig(tmp, proxy_args)
+    extra: list[Proc] = []
+    try:
+        sockets = [rig.syncs.socket]
+        for i in range(1, proxies):
+            sock, proc = extra_proxy(rig, i, proxy_args)
+            sockets.append(sock)
+            extra.append(proc)
+        per = n // clients
+        cpu0 = rig.cpu()
+        cpu0["proxy"] += sum(cpu_seconds(p.p.pid) for p in extra)
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([str(c_exe), sockets[i % proxies], str(per), chr(ord("a") + i), "buffered"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(clients)]
+        for p in procs:
+            _, err = p.communicate(timeout=1800)
+            if p.returncode != 0:
+                raise RuntimeError(f"bench_set failed: {err}")
+        total = per * clients
+        # Every key, the marker and the exactly-once marker hash.
+        wait_for(lambda: rig.r.dbsize() >= total + 2, timeout=1200, interval=0.001, what="every key")
+        t1 = time.perf_counter()
+        cpu1 = rig.cpu()
+        cpu1["proxy"] += sum(cpu_seconds(p.p.pid) for p in extra)
+        return {"ops_per_s": total / (t1 - t0), "clients": clients, "proxies": proxies,
+                "cpu_us": cpu_us_per_op(cpu0, cpu1, total)}
+    finally:
+        for p in extra:
+            p.stop()
+        rig.stop()
+
+
+def writers_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str]) -> dict:
+    """Row 10: one client, 16 clients into one proxy, 4 proxies into one
+    server; runs alternated."""
+    shapes = {"one": (1, 1), "clients16": (16, 1), "proxies4": (4, 4)}
+    samples: dict[str, list[dict]] = {k: [] for k in shapes}
+    for _ in range(runs):
+        for k, (clients, proxies) in shapes.items():
+            samples[k].append(row_writers(tmp, n, c_exe, proxy_args, clients, proxies))
+    out: dict = {"n": n, "runs": runs}
+    for k, rows in samples.items():
+        out[k] = {"ops_per_s": median_of(rows, "ops_per_s"), "samples": [r["ops_per_s"] for r in rows],
+                  "cpu_us": {c: statistics.median(r["cpu_us"][c] for r in rows) for c in rows[0]["cpu_us"]}}
     return out
 
 
@@ -473,6 +543,7 @@ def table(results: dict) -> str:
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
                      f"{r['ops_per_s'] / pipelined:.2f}× | {call} | {cpu} |")
     for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never"),
+                      ("latency_100k", "proxy defaults (fsync always)"),
                       ("latency_fanout", "fanned out to Redis a and b, both up; latency at a"),
                       ("latency_fanout_b_down", "fanned out to Redis a and b, b stopped; latency at a")):
         lat = results.get(key)
@@ -482,6 +553,15 @@ def table(results: dict) -> str:
                          f"{lat['achieved_rate']:,.0f}/s), {what}: p50 {lat['p50_ms']:.2f} ms, "
                          f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
                          f"(the median run by p99; p99 of each run: {each} ms)")
+    w = results.get("writers")
+    if w:
+        one = w["one"]["ops_per_s"]
+        lines.append(f"many writers, C buffered, {w['n']:,} SETs (median of {w['runs']}): one client "
+                     f"{one:,.0f}/s; 16 clients into one proxy {w['clients16']['ops_per_s']:,.0f}/s "
+                     f"({w['clients16']['ops_per_s'] / one:.0%}); 4 proxies with a client each into one server "
+                     f"{w['proxies4']['ops_per_s']:,.0f}/s ({w['proxies4']['ops_per_s'] / one:.0%}); CPU per SET: "
+                     f"one {cpu_text(w['one']['cpu_us'])}; 16 clients {cpu_text(w['clients16']['cpu_us'])}; "
+                     f"4 proxies {cpu_text(w['proxies4']['cpu_us'])}")
     cl = results.get("cluster")
     if cl:
         lines.append(f"C buffered, {cl['n']:,} SETs (median of {cl['runs']}): one Redis "
@@ -574,7 +654,8 @@ def main() -> None:
             results["latency"] = latency_runs(tmp, rate, seconds, proxy_args, runs)
             results["latency_no_fsync"] = latency_runs(tmp, rate, seconds, [*proxy_args, "--fsync", "never"],
                                                        runs)
-            for key in ("latency", "latency_no_fsync"):
+            results["latency_100k"] = latency_runs(tmp, 5_000 if a.smoke else 100_000, seconds, proxy_args, runs)
+            for key in ("latency", "latency_no_fsync", "latency_100k"):
                 lat = results[key]
                 each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
@@ -587,6 +668,11 @@ def main() -> None:
                 lat = results[key]
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs})",
                       flush=True)
+        if "writers" in wanted:
+            results["writers"] = writers_rows(tmp, n, runs, c_exe, proxy_args)
+            w = results["writers"]
+            print(f"writers: one {w['one']['ops_per_s']:,.0f}/s, 16 clients {w['clients16']['ops_per_s']:,.0f}/s, "
+                  f"4 proxies {w['proxies4']['ops_per_s']:,.0f}/s", flush=True)
         if "cluster" in wanted:
             results["cluster"] = cluster_rows(tmp, n, runs, c_exe, proxy_args)
             cl = results["cluster"]
@@ -622,6 +708,7 @@ def throughput_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[
         [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
     rss: dict[str, int] = {}
     for client, name in (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
+                         ("c-seed", "syncs, C library, seed style (two intc_send per frame)"),
                          ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered")):
         samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
         for s in samples:

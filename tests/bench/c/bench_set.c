@@ -3,15 +3,19 @@
  * 16-byte keys and 64-byte values through the C library, then a marker key
  * the suite polls for in the target Redis.
  *
- *   bench_set <proxy socket> <n> <key prefix (1 char)> [buffered]
+ *   bench_set <proxy socket> <n> <key prefix (1 char)> [buffered|seed]
  *
  * With `buffered`, the handle buffers frames (the library's suggested 64 KiB
- * and 1 ms linger) and the timing includes the final intc_flush.
+ * and 1 ms linger) and the timing includes the final intc_flush. With
+ * `seed`, each frame is built by hand and written as the seed's C example
+ * does: the 4-byte length prefix and the payload in two `intc_send` calls
+ * on an `intc_fetch` handle.
  *
  * Prints one line: "calls_ns=<ns spent in the calls> n=<n>".
  */
 #include "intc_cli.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +61,32 @@ int main(int argc, char **argv) {
   char key[24];
   char value[64];
   memset(value, 'v', sizeof value);
+  if (argc > 4 && strcmp(argv[4], "seed") == 0) {
+    intc_cli_free(cli);
+    long long t0 = now_ns();
+    char expr[160];
+    for (long i = 0; i <= n; i++) {
+      int len;
+      if (i < n) {
+        len = snprintf(expr, sizeof expr, "6379,0\x01*3\r\n$3\r\nset\r\n$16\r\n%c%015ld\r\n$64\r\n%.64s\r\n",
+                       prefix, i % 1000000000000000L, value);
+      } else {
+        len = snprintf(expr, sizeof expr, "6379,0\x01*3\r\n$3\r\nset\r\n$6\r\nmarker\r\n$4\r\ndone\r\n");
+      }
+      uint8_t buf[4];
+      uint32_t l = (uint32_t)len;
+      memcpy(buf, &l, 4);
+      intc_cli_t *h = intc_fetch(path);
+      if (check(intc_send(h, buf, 4), "intc_send prefix") ||
+          check(intc_send(h, (const uint8_t *)expr, (size_t)len), "intc_send payload")) {
+        return 1;
+      }
+    }
+    long long t1 = now_ns();
+    intc_dispose();
+    printf("calls_ns=%lld n=%ld\n", t1 - t0, n);
+    return 0;
+  }
   const char *args[3] = {"SET", key, value};
   const size_t lens[3] = {3, 16, sizeof value};
   long long t0 = now_ns();
