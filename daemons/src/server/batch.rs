@@ -126,6 +126,10 @@ pub(crate) async fn prepare_batch(
                         }
                     }
                     if let Some((list, bytes)) = per_target.get_mut(usize::from(r.target.0)) {
+                        if list.capacity() == 0 {
+                            // Room for the rest of the batch at once.
+                            list.reserve(records.len() - i);
+                        }
                         list.push((seq, r.op));
                         *bytes += payload.len() + OP_OVERHEAD;
                     }

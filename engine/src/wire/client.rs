@@ -333,8 +333,8 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     } else {
         let mut commands = Vec::new();
         walk_transaction(&body, flag, |command| {
-            let (args, used) = resp::parse_command(command)?;
-            commands.push(args.into_iter().map(|a| body.slice_ref(a)).collect());
+            let (args, used) = resp::parse_command_shared(&body, command)?;
+            commands.push(args);
             Ok(used)
         })?;
         commands

@@ -48,6 +48,22 @@ impl<'a> ArgSink<'a> for Vec<&'a [u8]> {
     }
 }
 
+/// Collects the arguments as slices of the buffer they were read from.
+struct SharedArgs<'b> {
+    buf: &'b Bytes,
+    args: Vec<Bytes>,
+}
+
+impl<'a> ArgSink<'a> for SharedArgs<'_> {
+    fn count(&mut self, n: usize) {
+        self.args.reserve_exact(n);
+    }
+
+    fn arg(&mut self, arg: &'a [u8]) {
+        self.args.push(self.buf.slice_ref(arg));
+    }
+}
+
 /// Keeps only the first argument (the command name).
 struct NameOnly<'a>(Option<&'a [u8]>);
 
@@ -174,12 +190,27 @@ pub fn parse_commands(input: &[u8]) -> Result<Vec<Vec<&[u8]>>, RespError> {
     Ok(out)
 }
 
+/// [`parse_command`] of `command`, a part of `buf`, the arguments sharing
+/// `buf`'s allocation (no copy, one vector).
+pub fn parse_command_shared(buf: &Bytes, command: &[u8]) -> Result<(Vec<Bytes>, usize), RespError> {
+    let mut sink = SharedArgs {
+        buf,
+        args: Vec::new(),
+    };
+    let used = walk_command(command, &mut sink)?;
+    Ok((sink.args, used))
+}
+
 /// Like [`parse_commands`], but the arguments share `buf`'s allocation.
 pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<Vec<Bytes>>, RespError> {
-    Ok(parse_commands(buf)?
-        .into_iter()
-        .map(|args| args.into_iter().map(|a| buf.slice_ref(a)).collect())
-        .collect())
+    let mut out = Vec::with_capacity(1);
+    let mut pos = 0;
+    while pos < buf.len() {
+        let (args, used) = parse_command_shared(buf, &buf[pos..]).map_err(|e| e.shifted(pos))?;
+        out.push(args);
+        pos += used;
+    }
+    Ok(out)
 }
 
 /// Appends one command in RESP to `out`.
