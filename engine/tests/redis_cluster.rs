@@ -502,9 +502,9 @@ async fn two_servers_on_one_stream_apply_each_record_once() {
 }
 
 /// A manual failover (`CLUSTER FAILOVER` on a replica) while runs go on:
-/// the writes follow the slots. The applier notices either by a MOVED from
-/// the old master or, when a run's WAIT reaches the old master just as it
-/// turns replica, by the WAIT shortfall (then it reads the map again).
+/// the writes follow the slots. The applier notices by whatever the old
+/// master answers first (a MOVED, a WAIT shortfall as it turns replica, a
+/// READONLY or a dropped connection) and reads the slot map again.
 #[tokio::test]
 async fn a_manual_failover_is_followed_through_moved() {
     let Some(c) = cluster() else { return };
@@ -534,7 +534,8 @@ async fn a_manual_failover_is_followed_through_moved() {
     c.wait_healthy();
     load.check(c);
     let stats = t.stats();
-    assert!(stats.moved + stats.wait_shortfalls > 0, "{stats:?}");
+    // The first fetch, then at least one after the failover.
+    assert!(stats.refreshes >= 2, "{stats:?}");
     assert_eq!(stats.marker_regressions, 0, "{stats:?}");
     eprintln!("manual failover: {:?}, {stats:?}", started.elapsed());
 }
