@@ -422,16 +422,22 @@ def row_mongo(tmp: Path, n: int, batch: int) -> dict | None:
     d = Path(tempfile.mkdtemp(dir=tmp))
     ferret = Ferret(d)
     try:
+        ferret_pid = ferret.proc.p.pid
+        cpu0 = cpu_seconds(ferret_pid)
         direct = worker("mongo_direct", ferret.url, n, batch)
         direct_ops = n / (int(direct["calls_ns"]) / 1e9)
+        direct_cpu = {"ferretdb": (cpu_seconds(ferret_pid) - cpu0) / n * 1e6}
         syncs = Syncs(d, default_rules(None, ferret.url))
         try:
             db = ferret.client()["bench"]
+            pids = {"proxy": syncs.proxy.p.pid, "server": syncs.server.p.pid, "ferretdb": ferret_pid}
+            cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
             t0 = time.perf_counter()
             worker("mongo_syncs", syncs.socket, n, batch)
             wait_for(lambda: db["marker"].find_one({"_id": "done"}) is not None, timeout=1200,
                      interval=0.01, what="the Mongo marker")
             t1 = time.perf_counter()
+            cpu = cpu_us_per_op(cpu0, {k: cpu_seconds(v) for k, v in pids.items()}, n)
             count = db["users"].count_documents({})
             if count != n:
                 raise RuntimeError(f"{count} documents in the target, expected {n}")
@@ -439,7 +445,7 @@ def row_mongo(tmp: Path, n: int, batch: int) -> dict | None:
             syncs.stop()
         via = n / (t1 - t0)
         return {"n": n, "batch": batch, "direct_ops_per_s": direct_ops, "syncs_ops_per_s": via,
-                "ratio": via / direct_ops}
+                "ratio": via / direct_ops, "direct_cpu_us": direct_cpu, "syncs_cpu_us": cpu}
     finally:
         ferret.stop()
 
@@ -577,8 +583,11 @@ def table(results: dict) -> str:
                      f"{cpu_text(nr['tcp_cpu_us'])}")
     m = results.get("mongo")
     if m:
+        cpu = m.get("syncs_cpu_us", {})
         lines.append(f"mongo {m['n']:,} inserts in batches of {m['batch']}: direct {m['direct_ops_per_s']:,.0f}/s, "
-                     f"through syncs {m['syncs_ops_per_s']:,.0f}/s ({m['ratio']:.0%})")
+                     f"through syncs {m['syncs_ops_per_s']:,.0f}/s ({m['ratio']:.0%}); CPU per document: "
+                     f"FerretDB {m.get('direct_cpu_us', {}).get('ferretdb', 0.0):.1f} µs direct, through syncs "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + " µs")
     cc = results.get("call_cost")
     if cc:
         lines.append(f"client call cost, buffered, no proxy (median of {cc['runs']} runs): C intc_redis_command "
