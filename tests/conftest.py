@@ -501,6 +501,17 @@ class Nats:
         wait_for(lambda: port_open(self.port), what="nats-server restarted")
 
 
+def socket_answers(path: str) -> bool:
+    """Whether a proxy accepts on the unix socket `path` (a stale socket
+    file from a killed proxy exists but refuses)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(path)
+        return True
+    except OSError:
+        return False
+
+
 class Syncs:
     """A sync_server and a proxy wired to the given rules."""
 
@@ -562,17 +573,8 @@ class Syncs:
              *self.proxy_args],
             self.tmp / "proxy.log",
         )
-        wait_for(lambda: self._socket_answers() or not self.proxy.alive(), what="proxy socket")
+        wait_for(lambda: socket_answers(self.socket) or not self.proxy.alive(), what="proxy socket")
         assert self.proxy.alive(), self.proxy.text()
-
-    def _socket_answers(self) -> bool:
-        # A stale socket file from a killed proxy exists but refuses.
-        try:
-            with socket.socket(socket.AF_UNIX) as c:
-                c.connect(self.socket)
-            return True
-        except OSError:
-            return False
 
     @staticmethod
     def _metrics(port: int) -> dict[str, float]:

@@ -63,7 +63,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import (  # noqa: E402
-    BIN, ROOT, Ferret, Nats, Proc, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
+    BIN, ROOT, Ferret, Nats, Proc, Redis, RedisCluster, Syncs, default_rules, find_tool, socket_answers,
+    wait_for)
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
@@ -266,7 +267,7 @@ def extra_proxy(rig: Rig, i: int, proxy_args: list[str]) -> tuple[str, Proc]:
     proc = Proc([str(BIN / "proxy"), "-u", sock, "-d", f"127.0.0.1:{rig.syncs.server_port}",
                  "--spool-dir", str(rig.dir / f"spool{i}"), "--name", f"bench-{i}", *proxy_args],
                 rig.dir / f"proxy{i}.log")
-    wait_for(lambda: Path(sock).exists() or not proc.alive(), what=f"proxy {i}")
+    wait_for(lambda: socket_answers(sock) or not proc.alive(), what=f"proxy {i}")
     if not proc.alive():
         raise RuntimeError(f"proxy {i} did not start:\n{proc.text()}")
     return sock, proc

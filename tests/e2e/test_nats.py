@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import BIN, Nats, Proc, default_rules, free_port, port_open, wait_for
+from conftest import BIN, Nats, Proc, default_rules, free_port, port_open, socket_answers, wait_for
 
 N = 1500
 
@@ -86,19 +86,8 @@ class NatsProxy:
              *(extra or [])],
             tmp / f"{name}.log",
         )
-        wait_for(lambda: self._answers() or not self.proc.alive(), what=f"{name} socket")
+        wait_for(lambda: socket_answers(self.socket) or not self.proc.alive(), what=f"{name} socket")
         assert self.proc.alive(), self.proc.text()
-
-    def _answers(self) -> bool:
-        # A stale socket file from a killed proxy exists but refuses.
-        import socket
-
-        try:
-            with socket.socket(socket.AF_UNIX) as c:
-                c.connect(self.socket)
-            return True
-        except OSError:
-            return False
 
     def stop(self, sig: int = signal.SIGTERM):
         self.proc.stop(sig)
