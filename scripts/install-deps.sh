@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what syncs' tests and demo need on a fresh Debian machine:
-# redis-server, Python build/test tools, and FerretDB v1 (a real
-# MongoDB-wire server on SQLite) built from its Go module.
+# Installs what syncs' tests, demo and packages need on a fresh Debian
+# machine: redis-server, Python build/test tools, the Debian packaging tools,
+# and FerretDB v1 (a real MongoDB-wire server on SQLite) built from its Go
+# module.
 #
 #   scripts/install-deps.sh            # everything
 #   scripts/install-deps.sh --no-ferretdb
@@ -15,13 +16,17 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v redis-server >/dev/null || ! command -v cc >/dev/null \
     || ! pkg-config --exists libbson-1.0 2>/dev/null || ! command -v systemd-analyze >/dev/null \
-    || ! command -v openssl >/dev/null || ! command -v nats-server >/dev/null; then
+    || ! command -v openssl >/dev/null || ! command -v nats-server >/dev/null \
+    || ! command -v lintian >/dev/null || ! command -v help2man >/dev/null || ! command -v patchelf >/dev/null; then
     as_root apt-get update -qq
     # systemd: only for `systemd-analyze verify` of the shipped units.
     # openssl: test_security.py makes its certificates with the CLI.
     # nats-server: the NATS JetStream transport's tests (test_nats.py).
+    # dpkg-dev, help2man, patchelf: scripts/package.sh (the .debs, their man
+    # pages, libintc's SONAME); lintian checks the .debs (test_packages.py).
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        redis-server redis-tools build-essential pkg-config libbson-dev systemd openssl nats-server >/dev/null
+        redis-server redis-tools build-essential pkg-config libbson-dev systemd openssl nats-server \
+        dpkg-dev help2man patchelf lintian >/dev/null
 fi
 
 # nats-py: test_nats_format.py publishes hand-made messages and reads the KV bucket.

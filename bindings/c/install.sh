@@ -10,7 +10,9 @@
 #
 # The libraries come from $INTC_LIB_DIR, else <repo>/target/release; they
 # are built there (`cargo build --release -p intc`) when missing. DESTDIR is
-# honoured (files go to $DESTDIR$PREFIX, the .pc file names PREFIX).
+# honoured (files go to $DESTDIR$PREFIX, the .pc file names PREFIX). LIBDIR
+# (absolute) puts the libraries and pkgconfig/ elsewhere than PREFIX/lib,
+# e.g. /usr/lib/x86_64-linux-gnu (scripts/package.sh, for libintc-dev).
 set -eu
 if [ $# -ne 1 ] || [ -z "$1" ]; then
     echo "usage: $0 PREFIX" >&2
@@ -28,15 +30,23 @@ fi
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)
 [ -n "$version" ] || version=0.0.0
 
+libdir=${LIBDIR:-$prefix/lib}
+case "$libdir" in
+    "$prefix"/*) pc_libdir="\${exec_prefix}${libdir#"$prefix"}" ;;
+    /*) pc_libdir=$libdir ;;
+    *) echo "LIBDIR must be an absolute path" >&2; exit 2 ;;
+esac
+
 dest=${DESTDIR:-}$prefix
-install -d "$dest/lib" "$dest/lib/pkgconfig" "$dest/include"
-install -m 0755 "$libdir_src/libintc.so" "$dest/lib/libintc.so"
-install -m 0644 "$libdir_src/libintc.a" "$dest/lib/libintc.a"
+destlib=${DESTDIR:-}$libdir
+install -d "$destlib" "$destlib/pkgconfig" "$dest/include"
+install -m 0755 "$libdir_src/libintc.so" "$destlib/libintc.so"
+install -m 0644 "$libdir_src/libintc.a" "$destlib/libintc.a"
 install -m 0644 "$root/bindings/c/include/intc_cli.h" "$dest/include/intc_cli.h"
-cat > "$dest/lib/pkgconfig/intc.pc" <<PC
+cat > "$destlib/pkgconfig/intc.pc" <<PC
 prefix=$prefix
 exec_prefix=\${prefix}
-libdir=\${exec_prefix}/lib
+libdir=$pc_libdir
 includedir=\${prefix}/include
 
 Name: intc

@@ -10,10 +10,12 @@ use syncs_daemons::proxy::spool::{Fsync, SpoolConfig, WhenFull};
 use syncs_daemons::proxy::{self, ProxyOptions};
 use syncs_daemons::{shutdown, telemetry};
 
-/// Accepts frames from the syncs client libraries on a unix socket and
-/// forwards them to one or more sync_servers.
+/// The syncs proxy: forwards local writes to the syncs servers.
+///
+/// Accepts frames from the syncs client libraries on a unix socket, keeps
+/// them in its spool and forwards them to one or more sync_servers.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "proxy", version)]
 struct Args {
     /// Unix socket the client libraries write to.
     #[arg(short = 'u', long = "socket", value_name = "PATH")]

@@ -7,10 +7,12 @@ use anyhow::Context;
 use clap::Parser;
 use syncs_daemons::{config::ServerConfig, server, shutdown, telemetry};
 
+/// The syncs server: applies replicated Redis and MongoDB writes.
+///
 /// Receives operations from syncs proxies and applies them to the targets
 /// named by the rules.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "sync_server", version)]
 struct Args {
     /// The INI configuration file (see configs/rmt.ini), or an rmt.ini in
     /// the original system's format (docs/migrating.md).

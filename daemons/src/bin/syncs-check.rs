@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use syncs_daemons::check::{self, Format};
 
-/// Checks syncs rules files: syntax, meaning, the tests written in them;
-/// with --explain, shows where one operation would go. Given a server INI,
+/// Checks syncs rules, and shows where an operation would go.
+///
+/// Checks rules files: syntax, meaning, the tests written in them; with
+/// --explain, shows where one operation would go. Given a server INI,
 /// checks the rules it names; given an rmt.ini of the original system,
 /// checks what sync_server makes of it (see --migrate).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "syncs-check", version)]
 struct Args {
     /// A rules file, a directory of *.sync files, or a server INI.
     #[arg(required_unless_present = "migrate", conflicts_with = "migrate")]

@@ -7,11 +7,13 @@ use std::time::Duration;
 use clap::Parser;
 use syncs_daemons::status;
 
-/// Says in a few lines whether replication is healthy and how far behind
-/// it is, from the daemons' metrics endpoints (`--metrics` of the proxy,
-/// `metrics =` of the server). Exit code: 0 healthy, 1 not, 2 unreachable.
+/// Says whether syncs replication is healthy, and how far behind it is.
+///
+/// Reads the daemons' metrics endpoints (`--metrics` of the proxy,
+/// `metrics =` of the server) and says it in a few lines. Exit code: 0
+/// healthy, 1 not, 2 unreachable.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "syncs-status", version)]
 struct Args {
     /// A proxy's metrics address.
     #[arg(long, value_name = "HOST:PORT")]
