@@ -7,7 +7,8 @@
 //! Layout (docs/protocol.md, section 4):
 //!
 //! - stream `<stream>` (default `SYNCS`, limits retention), subjects
-//!   `<prefix>.>`; one message per spool record, subject
+//!   `<prefix>.>`; a message carries one spool record (format 1) or up to
+//!   256 consecutive ones (format 2, [`envelope`]), subject
 //!   `<prefix>.<partition>.<stream id hex>`. Each target reads a partition
 //!   through a durable consumer of its own (`p<partition>-<target>`), and the
 //!   server holding the partition purges what every target has acknowledged:
