@@ -657,6 +657,19 @@ def syncs_factory(tmp_path, request):
         s.stop()
 
 
+def assert_seed_example_arrived(redis: Redis, coll) -> None:
+    """What the seed's Python example (bindings/python/tests/seed_example.py)
+    writes, as it must arrive: Redis dbs 1 and 2 of `redis`, and its
+    delete_many applied to `coll`, which held two matching documents and
+    one other."""
+    r1, r2 = redis.client(1), redis.client(2)
+    assert wait_for(lambda: r1.get("a"), what="a in db 1") == b"bcd0"
+    assert wait_for(lambda: r2.get("awesome"), what="awesome in db 2").decode() == "中文你好0"
+    assert r2.get("cool") == b"hello0"
+    wait_for(lambda: coll.count_documents({"key": "value"}) == 0, what="delete_many applied")
+    assert coll.count_documents({"key": "other"}) == 1
+
+
 def default_rules(redis_url: str | None, mongo_url: str | None) -> str:
     """The shipped default rules with the test's own target URLs."""
     text = (ROOT / "rules" / "default.sync").read_text()

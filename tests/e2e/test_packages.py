@@ -22,7 +22,6 @@ import pwd
 import re
 import shlex
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REQUIRE_ALL, ROOT, Ferret, Proc, Redis, free_port, port_open, wait_for
+from conftest import REQUIRE_ALL, ROOT, Ferret, Proc, Redis, assert_seed_example_arrived, free_port, port_open, wait_for
 
 PACKAGES = ["syncs", "libintc1", "libintc-dev"]
 BINARIES = ["sync_server", "proxy", "syncs-check", "syncs-status"]
@@ -382,12 +381,7 @@ def test_install_run_upgrade_remove_purge(packages, tmp_path):
         assert "us_path = '/tmp/us1'" in seed_py
         (tmp_path / "seed.py").write_text(seed_py.replace("us_path = '/tmp/us1'", f"us_path = {SOCKET!r}"))
         run(str(venv / "bin/python"), str(tmp_path / "seed.py"), timeout=60)
-        r1, r2 = redis.client(1), redis.client(2)
-        assert wait_for(lambda: r1.get("a"), what="a in db 1") == b"bcd0"
-        assert wait_for(lambda: r2.get("awesome"), what="awesome in db 2").decode() == "中文你好0"
-        assert r2.get("cool") == b"hello0"
-        wait_for(lambda: coll.count_documents({"key": "value"}) == 0, what="delete_many applied")
-        assert coll.count_documents({"key": "other"}) == 1
+        assert_seed_example_arrived(redis, coll)
 
         # -- the seed's C example, built with pkg-config against libintc-dev ----
         seed_c = (ROOT / "bindings/c/examples/seed.c").read_text()
@@ -400,6 +394,7 @@ def test_install_run_upgrade_remove_purge(packages, tmp_path):
         assert re.search(rf"libintc\.so\.1 => (/usr)?/lib/{multiarch()}/libintc\.so\.1 ", run("ldd", str(exe)).stdout)
         clean_env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         run(str(exe), env=clean_env, timeout=30)
+        r1 = redis.client(1)
         wait_for(lambda: r1.get("a") == b"b", what="the C example's SET a b in db 1")
         # And statically, with pkg-config --static.
         static = run("pkg-config", "--static", "--libs", "intc").stdout.split()
