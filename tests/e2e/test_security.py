@@ -80,6 +80,11 @@ def server_tls(pki: Path, client_ca: bool = False, token: bool = False) -> str:
     return text
 
 
+# A refused proxy's record is never acknowledged: at teardown the proxy
+# would wait its whole drain timeout (10 s) for it.
+NO_DRAIN = ["--drain-timeout", "1s"]
+
+
 def auth_failures(s, reason: str) -> float:
     return s.server_metric(f'{AUTH}{{reason="{reason}"}}')
 
@@ -128,14 +133,14 @@ def test_tls_to_an_ip_destination_checks_the_ip_in_the_certificate(syncs_factory
 
 def test_wrong_server_certificate_is_refused_by_the_proxy(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_tls(pki),
-                      proxy_args=["--tls-ca", f"{pki}/other-ca.pem"])
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/other-ca.pem"])
     write_one(s)
     assert_refused(s, redis_target, "tls", "UnknownIssuer")
 
 
 def test_server_name_mismatch_is_refused(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_tls(pki),
-                      proxy_args=["--tls-ca", f"{pki}/ca.pem", "--tls-server-name", "other.example"])
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/ca.pem", "--tls-server-name", "other.example"])
     write_one(s)
     assert_refused(s, redis_target, "tls", 'certificate not valid for name "other.example"')
 
@@ -143,7 +148,7 @@ def test_server_name_mismatch_is_refused(syncs_factory, redis_target, pki):
 def test_missing_client_certificate_is_refused(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None),
                       server_ini=server_tls(pki, client_ca=True),
-                      proxy_args=["--tls-ca", f"{pki}/ca.pem"])
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/ca.pem"])
     write_one(s)
     assert_refused(s, redis_target, "no_client_cert", "CertificateRequired")
 
@@ -151,7 +156,7 @@ def test_missing_client_certificate_is_refused(syncs_factory, redis_target, pki)
 def test_client_certificate_from_another_ca_is_refused(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None),
                       server_ini=server_tls(pki, client_ca=True),
-                      proxy_args=["--tls-ca", f"{pki}/ca.pem", "--tls-cert", f"{pki}/other-proxy.pem",
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/ca.pem", "--tls-cert", f"{pki}/other-proxy.pem",
                                   "--tls-key", f"{pki}/other-proxy.key"])
     write_one(s)
     assert_refused(s, redis_target, "bad_client_cert", "UnknownCA")
@@ -162,7 +167,7 @@ def test_wrong_token_is_refused(syncs_factory, redis_target, pki, tls):
     server_ini = server_tls(pki, token=True) if tls else f"[auth]\ntoken_file = {pki}/token\n"
     args = ["--tls-ca", f"{pki}/ca.pem"] if tls else []
     s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_ini,
-                      proxy_args=[*args, "--token-file", f"{pki}/wrong-token"])
+                      proxy_args=[*NO_DRAIN, *args, "--token-file", f"{pki}/wrong-token"])
     write_one(s)
     assert_refused(s, redis_target, "bad_token", "server refused (code 6)")
     assert "0000000000" not in log(s.server) + log(s.proxy)
@@ -171,13 +176,13 @@ def test_wrong_token_is_refused(syncs_factory, redis_target, pki, tls):
 
 def test_missing_token_is_refused(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_tls(pki, token=True),
-                      proxy_args=["--tls-ca", f"{pki}/ca.pem"])
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/ca.pem"])
     write_one(s)
     assert_refused(s, redis_target, "no_token", "server refused (code 5)")
 
 
 def test_plaintext_proxy_to_a_tls_server_gets_a_clear_error(syncs_factory, redis_target, pki):
-    s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_tls(pki))
+    s = syncs_factory(default_rules(redis_target.url, None), server_ini=server_tls(pki), proxy_args=NO_DRAIN)
     write_one(s)
     started = time.monotonic()
     assert_refused(s, redis_target, "plaintext", "server refused (code 7)")
@@ -187,7 +192,7 @@ def test_plaintext_proxy_to_a_tls_server_gets_a_clear_error(syncs_factory, redis
 
 def test_tls_proxy_to_a_plaintext_server_is_told_apart(syncs_factory, redis_target, pki):
     s = syncs_factory(default_rules(redis_target.url, None),
-                      proxy_args=["--tls-ca", f"{pki}/ca.pem"])
+                      proxy_args=[*NO_DRAIN, "--tls-ca", f"{pki}/ca.pem"])
     write_one(s)
     assert_refused(s, redis_target, "unexpected_tls", "TLS handshake")
 
