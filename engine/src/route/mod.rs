@@ -80,16 +80,18 @@ pub fn route(rules: &RuleSet, op: Op) -> Outcome {
     }
 }
 
-/// `items` with the last one moved and the others cloned, each with its
-/// index: what fanning one value out to several places costs.
-fn fan_out<T: Clone>(value: T, n: usize) -> impl Iterator<Item = (usize, T)> {
+/// Each of `places` with its own `value`: clones for all but the last,
+/// which gets `value` itself.
+fn fan_out<'a, P, T: Clone>(places: &'a [P], value: T) -> impl Iterator<Item = (&'a P, T)> {
     let mut value = Some(value);
-    (0..n).filter_map(move |i| {
-        if i + 1 == n {
-            value.take().map(|v| (i, v))
+    let last = places.len().saturating_sub(1);
+    places.iter().enumerate().filter_map(move |(i, place)| {
+        let v = if i == last {
+            value.take()
         } else {
-            value.clone().map(|v| (i, v))
-        }
+            value.clone()
+        };
+        v.map(|v| (place, v))
     })
 }
 
@@ -105,9 +107,8 @@ fn route_mongo(rules: &RuleSet, op: MongoOp) -> Outcome {
             Outcome::Refused(dead_letter_reason(rules, rule, reason))
         }
         Decision::Route { actions, rule } => Outcome::Routed {
-            ops: fan_out(op.write, actions.len())
-                .map(|(i, write)| {
-                    let a = &actions[i];
+            ops: fan_out(actions, op.write)
+                .map(|(a, write)| {
                     let (db, coll) = a.mongo_namespace(&op.db, &op.coll);
                     Routed {
                         target: a.target,
@@ -333,9 +334,8 @@ fn apply_decision(
             return Err(dead_letter_reason(rules, rule, reason))
         }
         Decision::Route { actions, rule } => (
-            fan_out(cmd, actions.len())
-                .map(|(i, cmd)| {
-                    let a = &actions[i];
+            fan_out(actions, cmd)
+                .map(|(a, cmd)| {
                     let out = rewrite(a, cmd, positions, db);
                     (a.target, a.redis_db(db), out, rule)
                 })
