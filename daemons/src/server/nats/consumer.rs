@@ -75,6 +75,21 @@ struct Piece {
     msgs: Vec<jetstream::Message>,
 }
 
+/// What a source can do next, from its checkpoint and held pieces.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Nothing is held.
+    Nothing,
+    /// A held piece has the next record: apply a run.
+    Run,
+    /// The sequences from the next one up to `first` - 1 were never used:
+    /// go on from `first`.
+    Jump { first: u64 },
+    /// Records from the next one up to `upto` are missing; `first` is the
+    /// first held after them.
+    Gap { upto: u64, first: u64 },
+}
+
 /// A run taken from the held pieces: its records from `applied + 1` on,
 /// the pieces it applies completely (acknowledged after the checkpoint),
 /// and when its oldest record was published.
@@ -114,13 +129,31 @@ impl Source {
         done.iter().filter_map(|k| self.release(k)).collect()
     }
 
-    /// Whether a held piece has record `seq` (after [`Source::settled`],
-    /// every piece starting at or before `applied + 1` has it).
-    fn has_next(&self) -> bool {
-        self.held
+    /// What stands between the checkpoint and the held records (call after
+    /// [`Source::settled`]: then every piece starting at or before
+    /// `applied + 1` has that record).
+    fn next(&self) -> Next {
+        if self
+            .held
             .range(..=(self.applied + 1, u64::MAX))
             .next()
             .is_some()
+        {
+            return Next::Run;
+        }
+        match self.held.first_key_value() {
+            None => Next::Nothing,
+            // The proxy says no record lies between: its spool skipped
+            // these sequences (a restart after a crash).
+            Some((&(first, _), piece)) if piece.prev.is_some_and(|p| p <= self.applied) => {
+                Next::Jump { first }
+            }
+            // With format 2 the missing records end at `prev`.
+            Some((&(first, _), piece)) => Next::Gap {
+                upto: piece.prev.unwrap_or(first - 1),
+                first,
+            },
+        }
     }
 
     /// The records from `applied + 1` on while held pieces have them, at
@@ -417,41 +450,36 @@ impl Reader<'_> {
         let p = self.p;
         loop {
             ack_all(p, src.settled()).await;
-            if !src.has_next() {
-                let Some((&(first, _), piece)) = src.held.first_key_value() else {
+            let expect = src.applied + 1;
+            match src.next() {
+                Next::Run => {}
+                Next::Nothing => {
                     src.gap_since = None;
                     return Ok(true);
-                };
-                let expect = src.applied + 1;
-                match piece.prev {
-                    Some(prev) if prev < expect => {
-                        // The proxy says no record lies between: its spool
-                        // skipped these sequences (a restart after a crash).
-                        tracing::info!(
-                            partition = p, source = %src.label, target = self.target,
-                            "sequences {expect}..{} were never used by the source; going on",
-                            first - 1
-                        );
-                        src.applied = first - 1;
-                        continue;
+                }
+                Next::Jump { first } => {
+                    tracing::info!(
+                        partition = p, source = %src.label, target = self.target,
+                        "sequences {expect}..{} were never used by the source; going on",
+                        first - 1
+                    );
+                    src.applied = first - 1;
+                    continue;
+                }
+                Next::Gap { upto, first } => {
+                    let since = *src.gap_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < ctx.conf.gap_timeout {
+                        return Ok(true);
                     }
-                    prev => {
-                        let since = *src.gap_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() < ctx.conf.gap_timeout {
-                            return Ok(true);
-                        }
-                        // With format 2 the missing records end at `prev`.
-                        let upto = prev.unwrap_or(first - 1);
-                        let missing = upto - src.applied;
-                        tracing::error!(
-                            partition = p, source = %src.label, target = self.target, missing,
-                            "sequence gap: records {expect}..{upto} never arrived within {:?}; going on without them",
-                            ctx.conf.gap_timeout
-                        );
-                        metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
-                        src.applied = first - 1;
-                        continue;
-                    }
+                    let missing = upto - src.applied;
+                    tracing::error!(
+                        partition = p, source = %src.label, target = self.target, missing,
+                        "sequence gap: records {expect}..{upto} never arrived within {:?}; going on without them",
+                        ctx.conf.gap_timeout
+                    );
+                    metrics::counter!(stats::SERVER_NATS_GAPS).increment(missing);
+                    src.applied = first - 1;
+                    continue;
                 }
             }
             src.gap_since = None;
@@ -629,7 +657,7 @@ mod tests {
     #[test]
     fn a_run_spans_messages_of_both_formats() {
         let mut s = source(0, &[(1, 3), (4, 4), (5, 9)]);
-        assert!(s.has_next());
+        assert_eq!(s.next(), Next::Run);
         let run = s.take_run(100);
         assert_eq!(seqs(&run), (1..=9).collect::<Vec<_>>());
         assert_eq!(done(&run), [(1, 3), (4, 4), (5, 9)]);
@@ -680,8 +708,26 @@ mod tests {
         let run = s.take_run(100);
         assert_eq!(seqs(&run), [1, 2]);
         s.applied = 2;
-        assert!(!s.has_next(), "3 and 4 are missing");
-        assert_eq!(s.held.first_key_value().map(|(k, _)| *k), Some((5, 6)));
+        assert_eq!(
+            s.next(),
+            Next::Gap { upto: 4, first: 5 },
+            "3 and 4 are missing"
+        );
+    }
+
+    #[test]
+    fn format_2_tells_a_jump_from_a_gap() {
+        // Records 7.. sent after record 2: 3..=6 were never used.
+        let mut s = source(2, &[]);
+        let (k, p) = piece(7, 9, Some(2));
+        s.hold(k, p);
+        assert_eq!(s.next(), Next::Jump { first: 7 });
+        // Sent after record 4, but 3 and 4 were not received: a gap up to 4.
+        let mut s = source(2, &[]);
+        let (k, p) = piece(7, 9, Some(4));
+        s.hold(k, p);
+        assert_eq!(s.next(), Next::Gap { upto: 4, first: 7 });
+        assert_eq!(source(2, &[]).next(), Next::Nothing);
     }
 
     #[test]
