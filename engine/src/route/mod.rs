@@ -82,7 +82,7 @@ pub fn route(rules: &RuleSet, op: Op) -> Outcome {
 
 /// Each of `places` with its own `value`: clones for all but the last,
 /// which gets `value` itself.
-fn fan_out<'a, P, T: Clone>(places: &'a [P], value: T) -> impl Iterator<Item = (&'a P, T)> {
+fn fan_out<P, T: Clone>(places: &[P], value: T) -> impl Iterator<Item = (&P, T)> {
     let mut value = Some(value);
     let last = places.len().saturating_sub(1);
     places.iter().enumerate().filter_map(move |(i, place)| {
