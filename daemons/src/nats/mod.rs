@@ -335,6 +335,21 @@ pub async fn ensure_bucket(
         .with_context(|| format!("opening the KV bucket {bucket}"))
 }
 
+/// The bucket of checkpoints (and of the format-2 fence), created if
+/// absent: no expiry, the stream's replicas.
+pub async fn applied_bucket(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> anyhow::Result<kv::Store> {
+    ensure_bucket(
+        js,
+        &settings.applied_bucket(),
+        Duration::ZERO,
+        settings.replicas,
+    )
+    .await
+}
+
 /// The server's `[transport]` section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Transport {

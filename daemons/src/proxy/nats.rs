@@ -250,9 +250,7 @@ impl NatsLink {
                  --nats-records-per-message 1"
             );
         }
-        let bucket = self.settings.applied_bucket();
-        let store =
-            common::ensure_bucket(js, &bucket, Duration::ZERO, self.settings.replicas).await?;
+        let store = common::applied_bucket(js, &self.settings).await?;
         let key = common::legacy_checkpoint_key(envelope::FENCE);
         match store
             .create(&key, Bytes::from_static(envelope::FENCE_TEXT.as_bytes()))
@@ -260,8 +258,12 @@ impl NatsLink {
         {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(anyhow!("{e}"))
-                .with_context(|| format!("writing the format-2 fence key {key} in {bucket}")),
+            Err(e) => Err(anyhow!("{e}")).with_context(|| {
+                format!(
+                    "writing the format-2 fence key {key} in {}",
+                    self.settings.applied_bucket()
+                )
+            }),
         }
     }
 }

@@ -105,8 +105,7 @@ async fn setup(
     let s = &conf.settings;
     let (stream, partitions) = common::ensure_stream(js, s).await?;
     let leases = common::ensure_bucket(js, &s.leases_bucket(), conf.lease_ttl, s.replicas).await?;
-    let applied =
-        common::ensure_bucket(js, &s.applied_bucket(), Duration::ZERO, s.replicas).await?;
+    let applied = common::applied_bucket(js, s).await?;
     Ok((stream, partitions, leases, applied))
 }
 
