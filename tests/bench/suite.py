@@ -321,7 +321,7 @@ def writers_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
     out: dict = {"n": n, "runs": runs}
     for k, rows in samples.items():
         out[k] = {"ops_per_s": median_of(rows, "ops_per_s"), "samples": [r["ops_per_s"] for r in rows],
-                  "cpu_us": {c: statistics.median(r["cpu_us"][c] for r in rows) for c in rows[0]["cpu_us"]}}
+                  "cpu_us": median_cpu(rows)}
     return out
 
 
@@ -358,8 +358,8 @@ def nats_rows(tmp: Path, n: int, runs: int, proxy_args: list[str], nats_proxy_ar
     out = {"n": n, "runs": runs, "tcp_ops_per_s": median_of(tcp, "ops_per_s"),
            "nats_ops_per_s": median_of(nats, "ops_per_s"),
            "records_per_run": median_of(nats, "records_per_run"),
-           "nats_cpu_us": {k: statistics.median(s["cpu_us"][k] for s in nats) for k in nats[0]["cpu_us"]},
-           "tcp_cpu_us": {k: statistics.median(s["cpu_us"][k] for s in tcp) for k in tcp[0]["cpu_us"]},
+           "nats_cpu_us": median_cpu(nats),
+           "tcp_cpu_us": median_cpu(tcp),
            "samples": {"tcp": [s["ops_per_s"] for s in tcp], "nats": [s["ops_per_s"] for s in nats]}}
     out["ratio"] = out["nats_ops_per_s"] / out["tcp_ops_per_s"]
     return out
@@ -493,6 +493,11 @@ def row_call_cost(tmp: Path, n_c: int, n_py: int, runs: int) -> dict:
 
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
+
+
+def median_cpu(runs: list[dict]) -> dict[str, float]:
+    """The median over `runs` of each process's CPU per operation."""
+    return {k: statistics.median(r["cpu_us"][k] for r in runs) for k in runs[0]["cpu_us"]}
 
 
 def machine() -> dict:
@@ -645,8 +650,7 @@ def main() -> None:
             if "call_ns" in samples[0]:
                 row["call_ns"] = median_of(samples, "call_ns")
             if "cpu_us" in samples[0]:
-                row["cpu_us"] = {k: statistics.median(s["cpu_us"][k] for s in samples)
-                                 for k in samples[0]["cpu_us"]}
+                row["cpu_us"] = median_cpu(samples)
             results["throughput"].append(row)
             print(f"{name}: {row['ops_per_s']:,.0f} ops/s", flush=True)
 
