@@ -180,10 +180,19 @@ pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
 
 /// Parses commands until `input` is used up.
 pub fn parse_commands(input: &[u8]) -> Result<Vec<Vec<&[u8]>>, RespError> {
-    let mut out = Vec::new();
+    each_command(input, parse_command)
+}
+
+/// `one` over the commands of `input`, one after the other, until it is
+/// used up; an error's offset counts from the start of `input`.
+fn each_command<'a, T>(
+    input: &'a [u8],
+    mut one: impl FnMut(&'a [u8]) -> Result<(T, usize), RespError>,
+) -> Result<Vec<T>, RespError> {
+    let mut out = Vec::with_capacity(1);
     let mut pos = 0;
     while pos < input.len() {
-        let (args, used) = parse_command(&input[pos..]).map_err(|e| e.shifted(pos))?;
+        let (args, used) = one(&input[pos..]).map_err(|e| e.shifted(pos))?;
         out.push(args);
         pos += used;
     }
@@ -203,14 +212,7 @@ pub fn parse_command_shared(buf: &Bytes, command: &[u8]) -> Result<(Vec<Bytes>, 
 
 /// Like [`parse_commands`], but the arguments share `buf`'s allocation.
 pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<Vec<Bytes>>, RespError> {
-    let mut out = Vec::with_capacity(1);
-    let mut pos = 0;
-    while pos < buf.len() {
-        let (args, used) = parse_command_shared(buf, &buf[pos..]).map_err(|e| e.shifted(pos))?;
-        out.push(args);
-        pos += used;
-    }
-    Ok(out)
+    each_command(buf, |command| parse_command_shared(buf, command))
 }
 
 /// Appends one command in RESP to `out`.
