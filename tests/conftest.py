@@ -550,6 +550,7 @@ class Syncs:
         self.spool = tmp / "spool"
         self.server: Proc | None = None
         self.proxy: Proc | None = None
+        self.more_proxies: list[Proc] = []
         if start_server:
             self.start_server()
         self.proxy_args: list[str] = []
@@ -565,16 +566,24 @@ class Syncs:
     def start_proxy(self, extra: list[str] | None = None):
         if extra is not None:
             self.proxy_args = extra
+        self.proxy = self._proxy(self.socket, self.spool, self.tmp / "proxy.log",
+                                 ["--metrics", f"127.0.0.1:{self.proxy_metrics}", *self.proxy_args])
+
+    def add_proxy(self, name: str, extra: list[str]) -> str:
+        """One more proxy into the same server (stopped with the rest);
+        returns its socket."""
+        sock = str(self.tmp / f"{name}.sock")
+        self.more_proxies.append(self._proxy(sock, self.tmp / f"{name}.spool", self.tmp / f"{name}.log",
+                                             ["--name", name, *extra]))
+        return sock
+
+    def _proxy(self, sock: str, spool: Path, log: Path, args: list[str]) -> Proc:
         dest = (["--nats", self.nats.url] if self.nats
                 else ["-d", f"127.0.0.1:{self.proxy_dest or self.server_port}"])
-        self.proxy = Proc(
-            [str(BIN / "proxy"), "-u", self.socket, *dest,
-             "--metrics", f"127.0.0.1:{self.proxy_metrics}", "--spool-dir", str(self.spool),
-             *self.proxy_args],
-            self.tmp / "proxy.log",
-        )
-        wait_for(lambda: socket_answers(self.socket) or not self.proxy.alive(), what="proxy socket")
-        assert self.proxy.alive(), self.proxy.text()
+        proc = Proc([str(BIN / "proxy"), "-u", sock, *dest, "--spool-dir", str(spool), *args], log)
+        wait_for(lambda: socket_answers(sock) or not proc.alive(), what="proxy socket")
+        assert proc.alive(), proc.text()
+        return proc
 
     @staticmethod
     def _metrics(port: int) -> dict[str, float]:
@@ -623,7 +632,7 @@ class Syncs:
         return "\n".join(parts)
 
     def stop(self):
-        for p in (self.proxy, self.server):
+        for p in (*self.more_proxies, self.proxy, self.server):
             if p is not None:
                 p.stop()
 

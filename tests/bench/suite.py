@@ -63,8 +63,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import (  # noqa: E402
-    BIN, ROOT, Ferret, Nats, Proc, Redis, RedisCluster, Syncs, default_rules, find_tool, socket_answers,
-    wait_for)
+    BIN, ROOT, Ferret, Nats, Redis, RedisCluster, Syncs, default_rules, find_tool, wait_for)
 
 WORKERS = [sys.executable, str(HERE / "workers.py")]
 # The rows `--rows` can pick.
@@ -134,11 +133,14 @@ class Rig:
         self.r = self.target.client(0)
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of each process of the rig."""
-        procs = {"proxy": self.syncs.proxy, "server": self.syncs.server, "redis": self.target.proc}
+        """CPU seconds so far of each kind of process of the rig (every
+        proxy together)."""
+        procs = {"proxy": [self.syncs.proxy, *self.syncs.more_proxies], "server": [self.syncs.server],
+                 "redis": [self.target.proc]}
         if self.nats is not None:
-            procs["nats"] = self.nats.proc
-        return {k: cpu_seconds(p.p.pid) for k, p in procs.items() if p is not None and p.alive()}
+            procs["nats"] = [self.nats.proc]
+        return {k: sum(cpu_seconds(p.p.pid) for p in ps if p is not None and p.alive())
+                for k, ps in procs.items()}
 
     def wait_marker(self, timeout: float = 1200) -> float:
         """Polls the target for the final marker; returns when it is seen."""
@@ -261,33 +263,15 @@ def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
     return out
 
 
-def extra_proxy(rig: Rig, i: int, proxy_args: list[str]) -> tuple[str, Proc]:
-    """One more proxy into the rig's server: its socket and process."""
-    sock = str(rig.dir / f"proxy{i}.sock")
-    proc = Proc([str(BIN / "proxy"), "-u", sock, "-d", f"127.0.0.1:{rig.syncs.server_port}",
-                 "--spool-dir", str(rig.dir / f"spool{i}"), "--name", f"bench-{i}", *proxy_args],
-                rig.dir / f"proxy{i}.log")
-    wait_for(lambda: socket_answers(sock) or not proc.alive(), what=f"proxy {i}")
-    if not proc.alive():
-        raise RuntimeError(f"proxy {i} did not start:\n{proc.text()}")
-    return sock, proc
-
-
 def row_writers(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], clients: int, proxies: int) -> dict:
     """Row 10: N buffered C SETs split over `clients` processes, spread over
     `proxies` proxies into one server; first start to every key in the
     target."""
     rig = Rig(tmp, proxy_args)
-    extra: list[Proc] = []
     try:
-        sockets = [rig.syncs.socket]
-        for i in range(1, proxies):
-            sock, proc = extra_proxy(rig, i, proxy_args)
-            sockets.append(sock)
-            extra.append(proc)
+        sockets = [rig.syncs.socket] + [rig.syncs.add_proxy(f"bench-{i}", proxy_args) for i in range(1, proxies)]
         per = n // clients
         cpu0 = rig.cpu()
-        cpu0["proxy"] += sum(cpu_seconds(p.p.pid) for p in extra)
         t0 = time.perf_counter()
         procs = [subprocess.Popen([str(c_exe), sockets[i % proxies], str(per), chr(ord("a") + i), "buffered"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -300,13 +284,9 @@ def row_writers(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], clients: 
         # Every key, the marker and the exactly-once marker hash.
         wait_for(lambda: rig.r.dbsize() >= total + 2, timeout=1200, interval=0.001, what="every key")
         t1 = time.perf_counter()
-        cpu1 = rig.cpu()
-        cpu1["proxy"] += sum(cpu_seconds(p.p.pid) for p in extra)
         return {"ops_per_s": total / (t1 - t0), "clients": clients, "proxies": proxies,
-                "cpu_us": cpu_us_per_op(cpu0, cpu1, total)}
+                "cpu_us": cpu_us_per_op(cpu0, rig.cpu(), total)}
     finally:
-        for p in extra:
-            p.stop()
         rig.stop()
 
 
