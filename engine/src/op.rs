@@ -2,60 +2,164 @@
 
 use bson::{Bson, Document};
 use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::wire::resp;
+#[cfg(doc)]
+use crate::wire::resp::encode_command;
 
 /// One decoded client frame.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Redis(RedisOp),
-    Mongo(MongoOp),
+    /// Boxed: a Mongo write is several times the size of a Redis one, and
+    /// operations are moved (into batches, queues, runs) by value.
+    Mongo(Box<MongoOp>),
 }
+
+impl From<MongoOp> for Op {
+    fn from(op: MongoOp) -> Self {
+        Op::Mongo(Box::new(op))
+    }
+}
+
+/// Where each argument of a [`RedisCommand`] lies in its RESP bytes:
+/// `(start, end)` offsets, the command name first.
+pub(crate) type Spans = SmallVec<[(usize, usize); 4]>;
 
 /// One Redis command: its arguments, the command name first.
 ///
-/// The arguments share the frame's buffer (`Bytes`), so decoding copies no
-/// key or value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Kept as the command's RESP bytes (the canonical form, as
+/// [`encode_command`] writes it) and where each argument lies in them. A
+/// decoded command shares the frame's buffer: decoding copies no key or
+/// value, and the applier writes the bytes as they came (one copy, no
+/// re-encoding) unless a rule rewrote a key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisCommand {
-    args: Vec<Bytes>,
+    resp: Bytes,
+    spans: Spans,
 }
 
 impl RedisCommand {
     /// Builds a command; `None` when `args` is empty (a command needs a name).
-    pub fn new(args: Vec<Bytes>) -> Option<Self> {
+    pub fn new<A: AsRef<[u8]>>(args: &[A]) -> Option<Self> {
         if args.is_empty() {
-            None
-        } else {
-            Some(Self { args })
+            return None;
         }
+        let (resp, spans) = resp::encode_spanned(args);
+        Some(Self { resp, spans })
+    }
+
+    /// A command from its canonical RESP bytes and its arguments' places in
+    /// them (the decoder checked both).
+    pub(crate) fn from_resp(resp: Bytes, spans: Spans) -> Self {
+        debug_assert!(!spans.is_empty());
+        Self { resp, spans }
     }
 
     /// The command name as sent (any case).
     pub fn name(&self) -> &[u8] {
-        &self.args[0]
+        self.arg(0)
     }
 
-    /// The name as a shared buffer (cheap to clone).
-    pub fn name_bytes(&self) -> Bytes {
-        self.args[0].clone()
+    /// Argument `i` (0: the name). Panics past the last, as slice indexing.
+    pub fn arg(&self, i: usize) -> &[u8] {
+        let (start, end) = self.spans[i];
+        &self.resp[start..end]
     }
 
     /// All arguments, the command name first.
-    pub fn args(&self) -> &[Bytes] {
-        &self.args
+    pub fn args(&self) -> Args<'_> {
+        Args {
+            resp: &self.resp,
+            spans: &self.spans,
+        }
     }
 
-    /// Mutable access for key rewriting; the name stays first.
-    pub fn args_mut(&mut self) -> &mut [Bytes] {
-        &mut self.args
+    /// The command in RESP, ready to send.
+    pub fn resp(&self) -> &[u8] {
+        &self.resp
     }
 
-    pub fn into_args(self) -> Vec<Bytes> {
-        self.args
+    /// The same command with the arguments at the given positions replaced
+    /// (key rewriting); the name stays first.
+    pub fn with_args_replaced(&self, replaced: &[(usize, Vec<u8>)]) -> Self {
+        let args: Vec<&[u8]> = self
+            .args()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                replaced
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| *p == i)
+                    .map_or(a, |(_, new)| new.as_slice())
+            })
+            .collect();
+        let (resp, spans) = resp::encode_spanned(&args);
+        Self { resp, spans }
     }
 
     /// True when the name equals `upper` ignoring ASCII case.
     pub fn is(&self, upper: &str) -> bool {
         self.name().eq_ignore_ascii_case(upper.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for RedisCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.args().fmt(f)
+    }
+}
+
+/// The arguments of a [`RedisCommand`], the name first.
+#[derive(Clone, Copy)]
+pub struct Args<'a> {
+    resp: &'a [u8],
+    spans: &'a [(usize, usize)],
+}
+
+impl<'a> Args<'a> {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let &(start, end) = self.spans.get(i)?;
+        Some(&self.resp[start..end])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + Clone + 'a {
+        let resp = self.resp;
+        self.spans
+            .iter()
+            .map(move |&(start, end)| &resp[start..end])
+    }
+
+    pub fn to_vec(&self) -> Vec<&'a [u8]> {
+        self.iter().collect()
+    }
+}
+
+impl std::fmt::Debug for Args<'_> {
+    /// As a list of byte strings (`b"SET"`, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(Bytes::copy_from_slice))
+            .finish()
+    }
+}
+
+impl std::ops::Index<usize> for Args<'_> {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        let (start, end) = self.spans[i];
+        &self.resp[start..end]
     }
 }
 

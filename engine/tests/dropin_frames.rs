@@ -83,7 +83,7 @@ fn redis(payload: &[u8]) -> RedisOp {
 
 fn mongo(json: &str) -> MongoOp {
     match decode(json.as_bytes()) {
-        Ok(Op::Mongo(op)) => op,
+        Ok(Op::Mongo(op)) => *op,
         other => panic!("not a Mongo op: {other:?} for {json}"),
     }
 }
@@ -105,7 +105,7 @@ fn set(i: usize) -> Vec<u8> {
 }
 
 fn args(op: &RedisOp, i: usize) -> Vec<&[u8]> {
-    op.commands[i].args().iter().map(|a| &a[..]).collect()
+    op.commands[i].args().to_vec()
 }
 
 // --------------------------------------------------------------- redis --
@@ -778,7 +778,7 @@ fn the_examples_of_protocol_md_decode() {
 
 fn mongo_payload(payload: &[u8]) -> MongoOp {
     match decode(payload) {
-        Ok(Op::Mongo(op)) => op,
+        Ok(Op::Mongo(op)) => *op,
         other => panic!("not a Mongo op: {other:?}"),
     }
 }

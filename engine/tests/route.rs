@@ -168,7 +168,7 @@ fn dangerous_commands_are_dropped_by_default() {
 #[test]
 fn mongo_namespace_is_renamed() {
     let r = rules();
-    let op = Op::Mongo(MongoOp {
+    let op = Op::from(MongoOp {
         db: "app".into(),
         coll: "users".into(),
         write: MongoWrite::DeleteOne {
@@ -186,7 +186,7 @@ fn mongo_namespace_is_renamed() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let other = Op::Mongo(MongoOp {
+    let other = Op::from(MongoOp {
         db: "x".into(),
         coll: "y".into(),
         write: MongoWrite::DeleteOne {
@@ -238,7 +238,7 @@ default mongo -> dead-letter "no mongo target"
         refused(&redis(1, &["SET k v", "SET gone:2 v"])),
         "transaction command #2: dead-lettered by rule `gone`"
     );
-    let mongo = Op::Mongo(MongoOp {
+    let mongo = Op::from(MongoOp {
         db: "x".into(),
         coll: "y".into(),
         write: MongoWrite::DeleteOne {

@@ -413,7 +413,7 @@ mod tests {
             panic!("not redis")
         };
         assert!(op.is_transaction());
-        assert_eq!(op.commands[1].args()[2], &b"\x00\r\n\xff"[..]);
+        assert_eq!(op.commands[1].arg(2), &b"\x00\r\n\xff"[..]);
     }
 
     #[test]

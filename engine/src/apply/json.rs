@@ -20,7 +20,7 @@ pub fn op_json(op: &Op) -> Value {
             "port": r.port,
             "db": r.db,
             "commands": r.commands.iter().map(|c| {
-                c.args().iter().map(|a| arg_json(a)).collect::<Vec<_>>()
+                c.args().iter().map(arg_json).collect::<Vec<_>>()
             }).collect::<Vec<_>>(),
         }),
         Op::Mongo(m) => json!({

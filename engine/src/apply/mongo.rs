@@ -155,7 +155,7 @@ impl MongoTarget {
             let run: Vec<&MongoOp> = ops[i..end]
                 .iter()
                 .filter_map(|op| match op {
-                    Op::Mongo(m) => Some(m),
+                    Op::Mongo(m) => Some(m.as_ref()),
                     Op::Redis(_) => None,
                 })
                 .collect();

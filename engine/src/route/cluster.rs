@@ -266,17 +266,10 @@ pub fn op_slot(op: &RedisOp) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use syncs_dsl::{TargetKind, TargetOptions};
 
     fn cmd(words: &str) -> RedisCommand {
-        RedisCommand::new(
-            words
-                .split(' ')
-                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-                .collect(),
-        )
-        .expect("non-empty")
+        RedisCommand::new(&words.split(' ').collect::<Vec<_>>()).expect("non-empty")
     }
 
     fn op(cmds: &[&str]) -> RedisOp {

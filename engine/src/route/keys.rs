@@ -6,8 +6,6 @@
 //! their key in the first argument, the shape of nearly every Redis and
 //! module write command.
 
-use bytes::Bytes;
-
 use crate::op::RedisCommand;
 
 /// Key positions of one command, as argument indexes (the name is 0).
@@ -149,21 +147,21 @@ pub fn split_per_key(
         _ => 1,
     };
     let args = cmd.args();
-    let mut groups: Vec<(usize, Vec<Bytes>)> = Vec::new();
+    let mut groups: Vec<(usize, Vec<&[u8]>)> = Vec::new();
     for (i, &p) in positions.iter().enumerate() {
         let g = match groups.iter().position(|(first, _)| together(*first, i)) {
             Some(g) => g,
             None => {
-                groups.push((i, vec![cmd.name_bytes()]));
+                groups.push((i, vec![cmd.name()]));
                 groups.len() - 1
             }
         };
         let end = (p + step).min(args.len());
-        groups[g].1.extend_from_slice(&args[p..end]);
+        groups[g].1.extend((p..end).filter_map(|k| args.get(k)));
     }
     groups
         .into_iter()
-        .filter_map(|(first, args)| Some((first, RedisCommand::new(args)?)))
+        .filter_map(|(first, args)| Some((first, RedisCommand::new(&args)?)))
         .collect()
 }
 
@@ -172,12 +170,7 @@ mod tests {
     use super::*;
 
     fn cmd(args: &[&str]) -> RedisCommand {
-        RedisCommand::new(
-            args.iter()
-                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-                .collect(),
-        )
-        .expect("non-empty")
+        RedisCommand::new(args).expect("non-empty")
     }
 
     fn keys(args: &[&str]) -> Vec<usize> {

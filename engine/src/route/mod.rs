@@ -20,7 +20,6 @@ pub mod keys;
 pub mod ruletest;
 pub mod slot;
 
-use bytes::Bytes;
 use syncs_dsl::{
     Action, Decision, DropReason, MongoOpKind, MongoQuery, RedisQuery, RuleId, RuleSet, TargetId,
     TargetKind,
@@ -76,7 +75,7 @@ impl Outcome {
 pub fn route(rules: &RuleSet, op: Op) -> Outcome {
     match op {
         Op::Redis(r) => route_redis(rules, r),
-        Op::Mongo(m) => route_mongo(rules, m),
+        Op::Mongo(m) => route_mongo(rules, *m),
     }
 }
 
@@ -113,7 +112,7 @@ fn route_mongo(rules: &RuleSet, op: MongoOp) -> Outcome {
                     Routed {
                         target: a.target,
                         rule,
-                        op: Op::Mongo(MongoOp { db, coll, write }),
+                        op: Op::from(MongoOp { db, coll, write }),
                     }
                 })
                 .collect(),
@@ -363,18 +362,18 @@ fn dead_letter_reason(rules: &RuleSet, rule: Option<RuleId>, reason: &str) -> St
 /// is the db the command came from (a template's `{db}`).
 fn rewrite(
     action: &Action,
-    mut out: RedisCommand,
+    out: RedisCommand,
     positions: &[usize],
     source_db: u32,
 ) -> RedisCommand {
-    if action.rewrites_key() {
-        let args = out.args_mut();
-        for &p in positions {
-            let new = action.rewrite_key(&args[p], source_db).into_owned();
-            args[p] = Bytes::from(new);
-        }
+    if !action.rewrites_key() {
+        return out;
     }
-    out
+    let new: Vec<(usize, Vec<u8>)> = positions
+        .iter()
+        .map(|&p| (p, action.rewrite_key(out.arg(p), source_db).into_owned()))
+        .collect();
+    out.with_args_replaced(&new)
 }
 
 /// Two decisions send a key to the same places in the same way.

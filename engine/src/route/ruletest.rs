@@ -4,7 +4,6 @@
 //! multi-key splitting, refusals), and compares the outcome with the
 //! test's `expect` lines.
 
-use bytes::Bytes;
 use serde::Serialize;
 use syncs_dsl::{
     Decision, Expected, ExpectedOutput, MongoOpKind, RedisQuery, RuleSet, RuleTest, TargetKind,
@@ -30,11 +29,9 @@ pub fn input_op(input: &TestInput) -> Option<Op> {
         TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
             port: *port,
             db: *db,
-            commands: vec![RedisCommand::new(
-                args.iter().map(|a| Bytes::from(a.clone())).collect(),
-            )?],
+            commands: vec![RedisCommand::new(args)?],
         }),
-        TestInput::Mongo { db, coll, op } => Op::Mongo(MongoOp {
+        TestInput::Mongo { db, coll, op } => Op::from(MongoOp {
             db: db.clone(),
             coll: coll.clone(),
             write: sample_write(*op),
@@ -234,7 +231,7 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
                 ));
             }
             for p in positions {
-                let key = &cmd.args()[p];
+                let key = cmd.arg(p);
                 out.push_str(&format!(
                     "key {}: {}\n",
                     String::from_utf8_lossy(key),

@@ -23,7 +23,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::op::{MongoOp, Op, RedisCommand, RedisOp};
+use crate::op::{MongoOp, Op, RedisOp};
 use crate::wire::mongo::{decode_write, MongoDecodeError};
 use crate::wire::mongo_json::{decode_json_write, JSON_MARK};
 use crate::wire::resp::{self, RespError};
@@ -136,9 +136,9 @@ pub fn decode_payload(payload: &Bytes) -> Result<Op, FrameError> {
     match payload.first() {
         None => Err(FrameError::Empty),
         Some(b'0'..=b'9') => decode_redis(payload).map(Op::Redis),
-        Some(&MONGO_MARK) => decode_mongo(payload).map(Op::Mongo),
+        Some(&MONGO_MARK) => decode_mongo(payload).map(Op::from),
         Some(&MONGO_JSON_MARK) => decode_json_write(payload)
-            .map(Op::Mongo)
+            .map(Op::from)
             .map_err(FrameError::MongoJson),
         Some(&other) => Err(FrameError::UnknownKind(other)),
     }
@@ -339,10 +339,6 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
         })?;
         commands
     };
-    let commands = commands
-        .into_iter()
-        .map(|args| RedisCommand::new(args).ok_or(FrameError::Resp(RespError::Empty)))
-        .collect::<Result<Vec<_>, _>>()?;
     if let Some(bad) = commands.iter().find(|c| is_refused(c.name())) {
         return Err(refused_command(bad.name()));
     }
@@ -612,7 +608,7 @@ mod tests {
         };
         assert_eq!((op.port, op.db), (6379, 1));
         assert_eq!(op.commands.len(), 1);
-        assert_eq!(op.commands[0].args(), &[&b"set"[..], b"a", b"b"]);
+        assert_eq!(op.commands[0].args().to_vec(), [&b"set"[..], b"a", b"b"]);
     }
 
     #[test]
@@ -772,7 +768,7 @@ mod tests {
             panic!("decode")
         };
         assert!(op.is_transaction());
-        assert_eq!(op.commands[1].args()[2], "中文你好0".as_bytes());
+        assert_eq!(op.commands[1].arg(2), "中文你好0".as_bytes());
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! before anything is allocated, so a forged length cannot make us reserve
 //! memory.
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use nom::bytes::complete::{tag, take};
 use nom::character::complete::u64 as decimal;
 use nom::IResult;
+
+use crate::op::{RedisCommand, Spans};
 
 /// Why a RESP command could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,19 +50,22 @@ impl<'a> ArgSink<'a> for Vec<&'a [u8]> {
     }
 }
 
-/// Collects the arguments as slices of the buffer they were read from.
-struct SharedArgs<'b> {
-    buf: &'b Bytes,
-    args: Vec<Bytes>,
+/// Collects where each argument lies, as offsets from the start of the
+/// command.
+struct SpanArgs {
+    /// The address of the command's first byte.
+    start: usize,
+    spans: Spans,
 }
 
-impl<'a> ArgSink<'a> for SharedArgs<'_> {
+impl<'a> ArgSink<'a> for SpanArgs {
     fn count(&mut self, n: usize) {
-        self.args.reserve_exact(n);
+        self.spans.reserve_exact(n);
     }
 
     fn arg(&mut self, arg: &'a [u8]) {
-        self.args.push(self.buf.slice_ref(arg));
+        let from = arg.as_ptr() as usize - self.start;
+        self.spans.push((from, from + arg.len()));
     }
 }
 
@@ -199,46 +204,86 @@ fn each_command<'a, T>(
     Ok(out)
 }
 
-/// [`parse_command`] of `command`, a part of `buf`, the arguments sharing
-/// `buf`'s allocation (no copy, one vector).
-pub fn parse_command_shared(buf: &Bytes, command: &[u8]) -> Result<(Vec<Bytes>, usize), RespError> {
-    let mut sink = SharedArgs {
-        buf,
-        args: Vec::new(),
+/// [`parse_command`] of `command`, a part of `buf`: the command shares
+/// `buf`'s allocation (no copy) when it is in canonical form, as clients
+/// write it; a command written otherwise (`$03` for `$3`) is encoded
+/// again, so that what goes to a target is always canonical.
+pub fn parse_command_shared(
+    buf: &Bytes,
+    command: &[u8],
+) -> Result<(RedisCommand, usize), RespError> {
+    let mut sink = SpanArgs {
+        start: command.as_ptr() as usize,
+        spans: Spans::new(),
     };
     let used = walk_command(command, &mut sink)?;
-    Ok((sink.args, used))
+    let spans = sink.spans;
+    let canonical = canonical_len(spans.len(), spans.iter().map(|&(start, end)| end - start));
+    let cmd = if canonical == used {
+        RedisCommand::from_resp(buf.slice_ref(&command[..used]), spans)
+    } else {
+        let args: Vec<&[u8]> = spans.iter().map(|&(s, e)| &command[s..e]).collect();
+        RedisCommand::new(&args).ok_or(RespError::Empty)?
+    };
+    Ok((cmd, used))
 }
 
-/// Like [`parse_commands`], but the arguments share `buf`'s allocation.
-pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<Vec<Bytes>>, RespError> {
+/// Like [`parse_commands`], but each command shares `buf`'s allocation.
+pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<RedisCommand>, RespError> {
     each_command(buf, |command| parse_command_shared(buf, command))
 }
 
 /// Appends one command in RESP to `out`.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, args: &[A]) {
+    encode_with(out, args, |_, _| {});
+}
+
+/// One command in RESP in a buffer of its own, and where each argument
+/// lies in it.
+pub(crate) fn encode_spanned<A: AsRef<[u8]>>(args: &[A]) -> (Bytes, Spans) {
+    let mut out = BytesMut::with_capacity(encoded_len(args));
+    let mut spans = Spans::with_capacity(args.len());
+    encode_with(&mut out, args, |at, len| spans.push((at, at + len)));
+    (out.freeze(), spans)
+}
+
+/// [`encode_command`], telling `at_arg` where each argument starts (bytes
+/// written before it) and its length.
+fn encode_with<B: BufMut, A: AsRef<[u8]>>(
+    out: &mut B,
+    args: &[A],
+    mut at_arg: impl FnMut(usize, usize),
+) {
     // Few, larger pieces: the `\r\n` ending an argument goes out with the
     // header of the next one.
     let mut scratch = [0u8; HEADER_MAX];
-    out.put_slice(put_header(&mut scratch, false, b'*', args.len()));
+    let mut written = 0;
+    let mut put = |out: &mut B, piece: &[u8]| {
+        out.put_slice(piece);
+        written += piece.len();
+        written
+    };
+    put(out, put_header(&mut scratch, false, b'*', args.len()));
     for (i, arg) in args.iter().enumerate() {
         let arg = arg.as_ref();
-        out.put_slice(put_header(&mut scratch, i > 0, b'$', arg.len()));
-        out.put_slice(arg);
+        let at = put(out, put_header(&mut scratch, i > 0, b'$', arg.len()));
+        at_arg(at, arg.len());
+        put(out, arg);
     }
     if !args.is_empty() {
-        out.put_slice(b"\r\n");
+        put(out, b"\r\n");
     }
 }
 
 /// The exact number of bytes [`encode_command`] writes.
 pub fn encoded_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
-    let mut n = 1 + digits(args.len()) + 2;
-    for arg in args {
-        let len = arg.as_ref().len();
-        n += 1 + digits(len) + 2 + len + 2;
-    }
-    n
+    canonical_len(args.len(), args.iter().map(|a| a.as_ref().len()))
+}
+
+/// The bytes of a command of `count` arguments of these lengths in
+/// canonical RESP (no leading zeros), as [`encode_command`] writes it.
+fn canonical_len(count: usize, lens: impl Iterator<Item = usize>) -> usize {
+    1 + digits(count) + 2 + lens.map(|len| 1 + digits(len) + 2 + len + 2).sum::<usize>()
 }
 
 impl RespError {
@@ -365,6 +410,39 @@ mod tests {
         let (parsed, used) = parse_command(&buf).expect("valid");
         assert_eq!(used, buf.len());
         assert_eq!(parsed, args.to_vec());
+    }
+
+    #[test]
+    fn shared_commands_keep_canonical_bytes_and_reencode_the_rest() {
+        // Two commands as clients write them, behind some other bytes.
+        let mut buf = b"xx".to_vec();
+        encode_command(&mut buf, &["SET", "k", "v\r\n"]);
+        encode_command(&mut buf, &["DEL", ""]);
+        let buf = Bytes::from(buf);
+        let (first, used) = parse_command_shared(&buf, &buf[2..]).expect("valid");
+        assert_eq!(first.args().to_vec(), [&b"SET"[..], b"k", b"v\r\n"]);
+        assert_eq!(first.resp(), &buf[2..2 + used]);
+        // Shared, not copied.
+        assert_eq!(first.resp().as_ptr(), buf[2..].as_ptr());
+        let (second, _) = parse_command_shared(&buf, &buf[2 + used..]).expect("valid");
+        assert_eq!(second.args().to_vec(), [&b"DEL"[..], b""]);
+        assert_eq!(second.name(), b"DEL");
+
+        // Leading zeros are RESP to our parser but not to Redis: the
+        // command is encoded again, canonically.
+        let odd = Bytes::from_static(b"*02\r\n$3\r\nGET\r\n$001\r\nk\r\n");
+        let (cmd, used) = parse_command_shared(&odd, &odd).expect("valid");
+        assert_eq!(used, odd.len());
+        assert_eq!(cmd.args().to_vec(), [&b"GET"[..], b"k"]);
+        assert_eq!(cmd.resp(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(cmd, RedisCommand::new(&["GET", "k"]).expect("a command"));
+
+        // A rewrite encodes the command again with the new argument.
+        let renamed = first.with_args_replaced(&[(1, b"app:k".to_vec())]);
+        assert_eq!(renamed.args().to_vec(), [&b"SET"[..], b"app:k", b"v\r\n"]);
+        let mut expected = Vec::new();
+        encode_command(&mut expected, &["SET", "app:k", "v\r\n"]);
+        assert_eq!(renamed.resp(), &expected[..]);
     }
 
     #[test]

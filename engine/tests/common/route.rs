@@ -1,18 +1,11 @@
 //! Operations written as words, for the routing tests (shared by their
 //! test binaries).
 
-use bytes::Bytes;
 use syncs_engine::op::{Op, RedisCommand, RedisOp};
 
 /// `"SET k v"` as a command.
 pub fn cmd(words: &str) -> RedisCommand {
-    RedisCommand::new(
-        words
-            .split(' ')
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect(),
-    )
-    .expect("non-empty")
+    RedisCommand::new(&words.split(' ').collect::<Vec<_>>()).expect("non-empty")
 }
 
 /// A Redis operation (one command, or a transaction of several) from

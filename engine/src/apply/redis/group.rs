@@ -136,7 +136,7 @@ pub(super) fn encode_group(
     parts.push(Part::Multi);
     for &(i, op) in ops {
         for c in &op.commands {
-            encode_command(packed, c.args());
+            packed.extend_from_slice(c.resp());
             parts.push(Part::Command(i));
         }
     }
@@ -406,14 +406,7 @@ mod tests {
             db,
             commands: commands
                 .iter()
-                .map(|c| {
-                    RedisCommand::new(
-                        c.iter()
-                            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-                            .collect(),
-                    )
-                    .expect("a command")
-                })
+                .map(|c| RedisCommand::new(c).expect("a command"))
                 .collect(),
         }
     }

@@ -680,7 +680,7 @@ impl RedisTarget {
                     current_db = Some(op.db);
                 }
                 for c in &op.commands {
-                    encode_command(&mut packed, c.args());
+                    packed.extend_from_slice(c.resp());
                     parts.push(Part::Command(i));
                 }
             }
