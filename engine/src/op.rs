@@ -163,6 +163,10 @@ impl std::ops::Index<usize> for Args<'_> {
     }
 }
 
+/// The commands of a [`RedisOp`]: one kept inline (most operations are one
+/// command), more on the heap.
+pub type Commands = SmallVec<[RedisCommand; 1]>;
+
 /// A Redis operation: one command, or several applied as one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisOp {
@@ -171,7 +175,7 @@ pub struct RedisOp {
     /// The db number at the source.
     pub db: u32,
     /// At least one command; more than one means MULTI/EXEC at the target.
-    pub commands: Vec<RedisCommand>,
+    pub commands: Commands,
 }
 
 impl RedisOp {

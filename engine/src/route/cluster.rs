@@ -35,7 +35,7 @@ use syncs_dsl::Target as TargetDef;
 
 use super::keys::{self, Split};
 use super::slot::key_slot;
-use crate::op::{RedisCommand, RedisOp};
+use crate::op::{Commands, RedisCommand, RedisOp};
 
 /// Keys shown in a refusal, at most.
 const SHOWN_KEYS: usize = 6;
@@ -59,7 +59,7 @@ fn name(cmd: &RedisCommand) -> String {
 }
 
 /// Where `cmd` may run, and its key positions.
-fn place(cmd: &RedisCommand, positions: &mut Vec<usize>) -> Place {
+fn place(cmd: &RedisCommand, positions: &mut keys::Positions) -> Place {
     let (spec, _) = keys::spec(cmd);
     keys::positions(cmd, spec, positions);
     if positions.is_empty() {
@@ -137,7 +137,7 @@ fn split_spread(
 /// documentation); `Err` is the reason to refuse it whole, starting with
 /// `cross_slot: `.
 pub fn cluster_fit(op: RedisOp, target: &TargetDef) -> Result<Vec<RedisOp>, String> {
-    let mut positions = Vec::new();
+    let mut positions = keys::Positions::new();
     if !op.is_transaction() {
         let Some(cmd) = op.commands.first() else {
             return Ok(Vec::new());
@@ -153,7 +153,7 @@ pub fn cluster_fit(op: RedisOp, target: &TargetDef) -> Result<Vec<RedisOp>, Stri
                     .map(|(_, part)| RedisOp {
                         port: op.port,
                         db: op.db,
-                        commands: vec![part],
+                        commands: Commands::from_elem(part, 1),
                     })
                     .collect())
             }
@@ -218,7 +218,7 @@ pub fn cluster_fit(op: RedisOp, target: &TargetDef) -> Result<Vec<RedisOp>, Stri
         .map(|commands| RedisOp {
             port: op.port,
             db: op.db,
-            commands,
+            commands: commands.into(),
         })
         .collect())
 }
@@ -235,7 +235,7 @@ fn add_slot(order: &mut Vec<u16>, s: u16) {
 /// operation that did not come through the router, which an applier
 /// refuses.
 pub fn op_slot(op: &RedisOp) -> Result<u16, String> {
-    let mut positions = Vec::new();
+    let mut positions = keys::Positions::new();
     let mut slot = None;
     for cmd in &op.commands {
         let s = match place(cmd, &mut positions) {
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn places() {
-        let mut pos = Vec::new();
+        let mut pos = keys::Positions::new();
         assert_eq!(place(&cmd("SET foo 1"), &mut pos), Place::Slot(12182));
         assert_eq!(
             place(&cmd("MSET {u}a 1 {u}b 2"), &mut pos),

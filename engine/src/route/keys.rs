@@ -6,6 +6,8 @@
 //! their key in the first argument, the shape of nearly every Redis and
 //! module write command.
 
+use smallvec::SmallVec;
+
 use crate::op::RedisCommand;
 
 /// Key positions of one command, as argument indexes (the name is 0).
@@ -100,9 +102,12 @@ pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
     }
 }
 
+/// Argument indexes (of keys): inline for up to four.
+pub type Positions = SmallVec<[usize; 4]>;
+
 /// The argument indexes holding keys, in order. Out-of-range specs (a
 /// command sent with too few arguments) yield the keys that exist.
-pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Vec<usize>) {
+pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Positions) {
     out.clear();
     let n = cmd.args().len();
     match spec {
@@ -175,9 +180,9 @@ mod tests {
 
     fn keys(args: &[&str]) -> Vec<usize> {
         let c = cmd(args);
-        let mut out = Vec::new();
+        let mut out = Positions::new();
         positions(&c, spec(&c).0, &mut out);
-        out
+        out.to_vec()
     }
 
     #[test]
@@ -212,14 +217,14 @@ mod tests {
         let c = cmd(&["MSET", "a1", "1", "b1", "2", "a2", "3"]);
         let (spec, split) = spec(&c);
         assert_eq!(split, Split::PerKey);
-        let mut pos = Vec::new();
+        let mut pos = Positions::new();
         positions(&c, spec, &mut pos);
         let first_byte = |i: usize| c.args()[pos[i]][0];
         let parts = split_per_key(&c, spec, &pos, |i, j| first_byte(i) == first_byte(j));
         let got: Vec<_> = parts.iter().map(|(i, p)| (*i, words(p))).collect();
         assert_eq!(got, [(0, "MSET a1 1 a2 3".into()), (1, "MSET b1 2".into())]);
         let c = cmd(&["DEL", "x", "y", "x2"]);
-        let mut pos = Vec::new();
+        let mut pos = Positions::new();
         positions(&c, spec_of(&c), &mut pos);
         let parts = split_per_key(&c, spec_of(&c), &pos, |_, _| false);
         let got: Vec<_> = parts.iter().map(|(i, p)| (*i, words(p))).collect();

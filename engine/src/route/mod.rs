@@ -25,8 +25,9 @@ use syncs_dsl::{
     TargetKind,
 };
 
-use crate::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use crate::op::{Commands, MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
 use keys::Split;
+use smallvec::SmallVec;
 
 /// One operation bound for one target.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,13 +46,17 @@ pub struct Dropped {
     pub reason: DropReason,
 }
 
+/// The operations one operation becomes: one inline (the usual case, one
+/// target), more on the heap.
+pub type Routes = SmallVec<[Routed; 1]>;
+
 /// What the rules made of one operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Send these (possibly none, when everything was dropped by rule);
     /// `dropped` tells whether some part was dropped and why.
     Routed {
-        ops: Vec<Routed>,
+        ops: Routes,
         dropped: Option<Dropped>,
     },
     /// Refused whole: goes to the dead-letter file with this reason.
@@ -61,7 +66,7 @@ pub enum Outcome {
 impl Outcome {
     fn dropped(d: Dropped) -> Self {
         Outcome::Routed {
-            ops: Vec::new(),
+            ops: Routes::new(),
             dropped: Some(d),
         }
     }
@@ -137,7 +142,7 @@ pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
 
 /// One command's destinations: (target, target db, command as rewritten,
 /// the rule that decided).
-type Parts = Vec<(TargetId, u32, RedisCommand, Option<RuleId>)>;
+type Parts = SmallVec<[(TargetId, u32, RedisCommand, Option<RuleId>); 1]>;
 
 fn route_redis(rules: &RuleSet, op: RedisOp) -> Outcome {
     fit_clusters(rules, route_redis_ops(rules, op))
@@ -152,7 +157,7 @@ fn fit_clusters(rules: &RuleSet, outcome: Outcome) -> Outcome {
         Outcome::Routed { ops, dropped } if ops.iter().any(is_cluster) => (ops, dropped),
         other => return other,
     };
-    let mut out = Vec::with_capacity(ops.len());
+    let mut out = Routes::with_capacity(ops.len());
     for r in ops {
         match r.op {
             Op::Redis(op) if is_cluster(&r) => {
@@ -189,7 +194,7 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
                         op: Op::Redis(RedisOp {
                             port,
                             db,
-                            commands: vec![cmd],
+                            commands: Commands::from_elem(cmd, 1),
                         }),
                     })
                     .collect(),
@@ -248,7 +253,11 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
         .map(|((target, db), (commands, rule))| Routed {
             target,
             rule,
-            op: Op::Redis(RedisOp { port, db, commands }),
+            op: Op::Redis(RedisOp {
+                port,
+                db,
+                commands: commands.into(),
+            }),
         })
         .collect();
     Outcome::Routed { ops, dropped }
@@ -262,7 +271,7 @@ fn route_command(
     cmd: RedisCommand,
 ) -> Result<(Parts, Option<Dropped>), String> {
     let (spec, split) = keys::spec(&cmd);
-    let mut positions = Vec::new();
+    let mut positions = keys::Positions::new();
     keys::positions(&cmd, spec, &mut positions);
     let decide = |key: Option<&[u8]>| {
         rules.decide_redis(&RedisQuery {
@@ -275,7 +284,7 @@ fn route_command(
     if positions.is_empty() {
         return apply_decision(rules, decide(None), db, cmd, &[]);
     }
-    let decisions: Vec<Decision<'_>> = positions
+    let decisions: SmallVec<[Decision<'_>; 4]> = positions
         .iter()
         .map(|&p| decide(Some(&cmd.args()[p])))
         .collect();
@@ -305,10 +314,10 @@ fn route_command(
     let groups = keys::split_per_key(&cmd, spec, &positions, |i, j| {
         same(&decisions[i], &decisions[j])
     });
-    let mut parts = Vec::new();
+    let mut parts = Parts::new();
     let mut dropped = None;
     for (d, sub) in groups {
-        let mut sub_positions = Vec::new();
+        let mut sub_positions = keys::Positions::new();
         keys::positions(&sub, spec, &mut sub_positions);
         // A part that a rule dead-letters refuses the whole command.
         let (p, dr) = apply_decision(rules, decisions[d], db, sub, &sub_positions)?;
@@ -328,7 +337,7 @@ fn apply_decision(
     positions: &[usize],
 ) -> Result<(Parts, Option<Dropped>), String> {
     Ok(match decision {
-        Decision::Drop { rule, reason } => (Vec::new(), Some(Dropped { rule, reason })),
+        Decision::Drop { rule, reason } => (Parts::new(), Some(Dropped { rule, reason })),
         Decision::DeadLetter { rule, reason } => {
             return Err(dead_letter_reason(rules, rule, reason))
         }

@@ -11,7 +11,7 @@ use syncs_dsl::{
 };
 
 use super::{cluster, keys, route, Outcome, Routed};
-use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op, RedisCommand, RedisOp};
+use crate::op::{Commands, MongoOp, MongoUpdate, MongoWrite, Op, RedisCommand, RedisOp};
 
 /// One rules-file test and how it went.
 #[derive(Debug, Serialize)]
@@ -29,7 +29,7 @@ pub fn input_op(input: &TestInput) -> Option<Op> {
         TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
             port: *port,
             db: *db,
-            commands: vec![RedisCommand::new(args)?],
+            commands: Commands::from_elem(RedisCommand::new(args)?, 1),
         }),
         TestInput::Mongo { db, coll, op } => Op::from(MongoOp {
             db: db.clone(),
@@ -216,7 +216,7 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
         Op::Redis(r) => {
             let cmd = &r.commands[0];
             let (spec, _) = keys::spec(cmd);
-            let mut positions = Vec::new();
+            let mut positions = keys::Positions::new();
             keys::positions(cmd, spec, &mut positions);
             let q = |key| RedisQuery {
                 port: r.port,

@@ -23,7 +23,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::op::{MongoOp, Op, RedisOp};
+use crate::op::{Commands, MongoOp, Op, RedisOp};
 use crate::wire::mongo::{decode_write, MongoDecodeError};
 use crate::wire::mongo_json::{decode_json_write, JSON_MARK};
 use crate::wire::resp::{self, RespError};
@@ -331,7 +331,7 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
         }
         resp::parse_commands_shared(&body)?
     } else {
-        let mut commands = Vec::new();
+        let mut commands = Commands::new();
         walk_transaction(&body, flag, |command| {
             let (args, used) = resp::parse_command_shared(&body, command)?;
             commands.push(args);

@@ -11,7 +11,7 @@ use nom::bytes::complete::{tag, take};
 use nom::character::complete::u64 as decimal;
 use nom::IResult;
 
-use crate::op::{RedisCommand, Spans};
+use crate::op::{Commands, RedisCommand, Spans};
 
 /// Why a RESP command could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,15 +190,15 @@ pub fn parse_commands(input: &[u8]) -> Result<Vec<Vec<&[u8]>>, RespError> {
 
 /// `one` over the commands of `input`, one after the other, until it is
 /// used up; an error's offset counts from the start of `input`.
-fn each_command<'a, T>(
+fn each_command<'a, T, C: Default + Extend<T>>(
     input: &'a [u8],
     mut one: impl FnMut(&'a [u8]) -> Result<(T, usize), RespError>,
-) -> Result<Vec<T>, RespError> {
-    let mut out = Vec::with_capacity(1);
+) -> Result<C, RespError> {
+    let mut out = C::default();
     let mut pos = 0;
     while pos < input.len() {
         let (args, used) = one(&input[pos..]).map_err(|e| e.shifted(pos))?;
-        out.push(args);
+        out.extend(Some(args));
         pos += used;
     }
     Ok(out)
@@ -229,7 +229,7 @@ pub fn parse_command_shared(
 }
 
 /// Like [`parse_commands`], but each command shares `buf`'s allocation.
-pub fn parse_commands_shared(buf: &Bytes) -> Result<Vec<RedisCommand>, RespError> {
+pub fn parse_commands_shared(buf: &Bytes) -> Result<Commands, RespError> {
     each_command(buf, |command| parse_command_shared(buf, command))
 }
 

@@ -7,6 +7,6 @@ pub fn op(args: &[&[u8]]) -> Op {
     Op::Redis(RedisOp {
         port: 6379,
         db: 0,
-        commands: vec![RedisCommand::new(args).expect("a command")],
+        commands: vec![RedisCommand::new(args).expect("a command")].into(),
     })
 }
