@@ -35,7 +35,8 @@ use syncs_dsl::Target as TargetDef;
 
 use super::keys::{self, Split};
 use super::slot::key_slot;
-use crate::op::{Commands, RedisCommand, RedisOp};
+use crate::op::{RedisCommand, RedisOp};
+use smallvec::smallvec;
 
 /// Keys shown in a refusal, at most.
 const SHOWN_KEYS: usize = 6;
@@ -153,7 +154,7 @@ pub fn cluster_fit(op: RedisOp, target: &TargetDef) -> Result<Vec<RedisOp>, Stri
                     .map(|(_, part)| RedisOp {
                         port: op.port,
                         db: op.db,
-                        commands: Commands::from_elem(part, 1),
+                        commands: smallvec![part],
                     })
                     .collect())
             }

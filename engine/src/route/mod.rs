@@ -25,9 +25,9 @@ use syncs_dsl::{
     TargetKind,
 };
 
-use crate::op::{Commands, MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
+use crate::op::{MongoOp, MongoWrite, Op, RedisCommand, RedisOp};
 use keys::Split;
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 
 /// One operation bound for one target.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +194,7 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
                         op: Op::Redis(RedisOp {
                             port,
                             db,
-                            commands: Commands::from_elem(cmd, 1),
+                            commands: smallvec![cmd],
                         }),
                     })
                     .collect(),

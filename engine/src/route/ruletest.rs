@@ -11,7 +11,8 @@ use syncs_dsl::{
 };
 
 use super::{cluster, keys, route, Outcome, Routed};
-use crate::op::{Commands, MongoOp, MongoUpdate, MongoWrite, Op, RedisCommand, RedisOp};
+use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op, RedisCommand, RedisOp};
+use smallvec::smallvec;
 
 /// One rules-file test and how it went.
 #[derive(Debug, Serialize)]
@@ -29,7 +30,7 @@ pub fn input_op(input: &TestInput) -> Option<Op> {
         TestInput::Redis { port, db, args } => Op::Redis(RedisOp {
             port: *port,
             db: *db,
-            commands: Commands::from_elem(RedisCommand::new(args)?, 1),
+            commands: smallvec![RedisCommand::new(args)?],
         }),
         TestInput::Mongo { db, coll, op } => Op::from(MongoOp {
             db: db.clone(),

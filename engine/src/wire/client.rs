@@ -324,16 +324,16 @@ fn leading_decimal(input: &[u8], max: usize) -> Option<(u64, usize)> {
 fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let (port, db, end) = redis_header(payload)?;
     let flag = payload[end];
-    let body = payload.slice(end + 1..);
+    let body = &payload[end + 1..];
     let commands = if flag == REDIS_HEADER_END {
         if body.is_empty() {
             return Err(FrameError::NoCommand);
         }
-        resp::parse_commands_shared(&body)?
+        resp::parse_commands_shared(payload, body)?
     } else {
         let mut commands = Commands::new();
-        walk_transaction(&body, flag, |command| {
-            let (args, used) = resp::parse_command_shared(&body, command)?;
+        walk_transaction(body, flag, |command| {
+            let (args, used) = resp::parse_command_shared(payload, command)?;
             commands.push(args);
             Ok(used)
         })?;

@@ -268,30 +268,35 @@ pub fn put_batch(dst: &mut BytesMut, first_seq: u64, records: &[Bytes]) {
 }
 
 fn take(b: &mut Bytes, n: usize) -> Result<Bytes, PeerError> {
+    need(b, n)?;
+    Ok(b.split_to(n))
+}
+
+/// Fails unless `n` bytes are left (the integer readers below then read
+/// in place: a `take` per integer cost a reference count each).
+fn need(b: &Bytes, n: usize) -> Result<(), PeerError> {
     if b.remaining() < n {
         return Err(PeerError::Malformed(format!(
             "needs {n} bytes, {} left",
             b.remaining()
         )));
     }
-    Ok(b.split_to(n))
+    Ok(())
 }
 
 fn u16_le(b: &mut Bytes) -> Result<u16, PeerError> {
-    let s = take(b, 2)?;
-    Ok(u16::from_le_bytes([s[0], s[1]]))
+    need(b, 2)?;
+    Ok(b.get_u16_le())
 }
 
 fn u32_le(b: &mut Bytes) -> Result<u32, PeerError> {
-    let s = take(b, 4)?;
-    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    need(b, 4)?;
+    Ok(b.get_u32_le())
 }
 
 fn u64_le(b: &mut Bytes) -> Result<u64, PeerError> {
-    let s = take(b, 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&s);
-    Ok(u64::from_le_bytes(a))
+    need(b, 8)?;
+    Ok(b.get_u64_le())
 }
 
 fn utf8(b: Bytes) -> Result<String, PeerError> {

@@ -228,9 +228,10 @@ pub fn parse_command_shared(
     Ok((cmd, used))
 }
 
-/// Like [`parse_commands`], but each command shares `buf`'s allocation.
-pub fn parse_commands_shared(buf: &Bytes) -> Result<Commands, RespError> {
-    each_command(buf, |command| parse_command_shared(buf, command))
+/// Like [`parse_commands`] of `input`, a part of `buf`, but each command
+/// shares `buf`'s allocation.
+pub fn parse_commands_shared(buf: &Bytes, input: &[u8]) -> Result<Commands, RespError> {
+    each_command(input, |command| parse_command_shared(buf, command))
 }
 
 /// Appends one command in RESP to `out`.
