@@ -19,6 +19,7 @@
 //! - [`security`]: TLS, the shared token, the plaintext rule, the address
 //!   allowlist, connection limits.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
+//! - [`runtime`]: the async runtime and its number of worker threads.
 //! - [`log_throttle`]: the one pace for log lines of an event that may
 //!   repeat fast.
 //! - [`shutdown`]: the signal that tells every task to finish.
@@ -33,6 +34,7 @@ pub mod legacy;
 pub mod log_throttle;
 pub mod nats;
 pub mod proxy;
+pub mod runtime;
 pub mod security;
 pub mod server;
 pub mod shutdown;

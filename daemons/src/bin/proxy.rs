@@ -103,6 +103,12 @@ struct Args {
     /// Log level (RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Async worker threads (the spool's writer and syncer threads come on
+    /// top). One keeps a small machine's cores for the application and is
+    /// the fastest there; raise it for many busy clients or TLS on a
+    /// machine with cores to spare.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
     #[command(flatten)]
     security: syncs_daemons::security::proxy::ProxyFlags,
 }
@@ -135,9 +141,12 @@ fn host_name() -> String {
         .unwrap_or_else(|| "proxy".to_owned())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    syncs_daemons::runtime::build(args.threads)?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_logging(&args.log_level);
     // TLS, token and the plaintext rule: checked before anything connects.
     let security = {
