@@ -1,7 +1,7 @@
 //! The operation model: what one client frame asks syncs to replicate.
 
 use bson::{Bson, Document};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::wire::resp;
@@ -23,21 +23,18 @@ impl From<MongoOp> for Op {
     }
 }
 
-/// Where each argument of a [`RedisCommand`] lies in its RESP bytes:
-/// `(start, end)` offsets, the command name first.
-pub(crate) type Spans = SmallVec<[(usize, usize); 4]>;
-
 /// One Redis command: its arguments, the command name first.
 ///
-/// Kept as the command's RESP bytes (the canonical form, as
-/// [`encode_command`] writes it) and where each argument lies in them. A
-/// decoded command shares the frame's buffer: decoding copies no key or
-/// value, and the applier writes the bytes as they came (one copy, no
-/// re-encoding) unless a rule rewrote a key.
+/// Kept as the command's RESP bytes in canonical form (as
+/// [`encode_command`] writes them), and nothing else: a decoded command
+/// shares the frame's buffer (decoding copies no key or value), the
+/// applier writes the bytes as they came (one copy, no re-encoding) unless
+/// a rule rewrote a key, and an operation stays small as it moves through
+/// batches, lanes and runs. Arguments are read from the bytes when asked
+/// for (a few headers to skip).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisCommand {
     resp: Bytes,
-    spans: Spans,
 }
 
 impl RedisCommand {
@@ -46,15 +43,15 @@ impl RedisCommand {
         if args.is_empty() {
             return None;
         }
-        let (resp, spans) = resp::encode_spanned(args);
-        Some(Self { resp, spans })
+        let mut out = BytesMut::with_capacity(resp::encoded_len(args));
+        resp::encode_command(&mut out, args);
+        Some(Self { resp: out.freeze() })
     }
 
-    /// A command from its canonical RESP bytes and its arguments' places in
-    /// them (the decoder checked both).
-    pub(crate) fn from_resp(resp: Bytes, spans: Spans) -> Self {
-        debug_assert!(!spans.is_empty());
-        Self { resp, spans }
+    /// A command from bytes the decoder checked are one command in
+    /// canonical RESP.
+    pub(crate) fn from_canonical(resp: Bytes) -> Self {
+        Self { resp }
     }
 
     /// The command name as sent (any case).
@@ -64,16 +61,15 @@ impl RedisCommand {
 
     /// Argument `i` (0: the name). Panics past the last, as slice indexing.
     pub fn arg(&self, i: usize) -> &[u8] {
-        let (start, end) = self.spans[i];
-        &self.resp[start..end]
+        match self.args().get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of a command of {}", self.args().len()),
+        }
     }
 
     /// All arguments, the command name first.
     pub fn args(&self) -> Args<'_> {
-        Args {
-            resp: &self.resp,
-            spans: &self.spans,
-        }
+        Args { resp: &self.resp }
     }
 
     /// The command in RESP, ready to send.
@@ -96,8 +92,9 @@ impl RedisCommand {
                     .map_or(a, |(_, new)| new.as_slice())
             })
             .collect();
-        let (resp, spans) = resp::encode_spanned(&args);
-        Self { resp, spans }
+        let mut out = BytesMut::with_capacity(resp::encoded_len(&args));
+        resp::encode_command(&mut out, &args);
+        Self { resp: out.freeze() }
     }
 
     /// True when the name equals `upper` ignoring ASCII case.
@@ -116,28 +113,23 @@ impl std::fmt::Debug for RedisCommand {
 #[derive(Clone, Copy)]
 pub struct Args<'a> {
     resp: &'a [u8],
-    spans: &'a [(usize, usize)],
 }
 
 impl<'a> Args<'a> {
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.iter().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
-        let &(start, end) = self.spans.get(i)?;
-        Some(&self.resp[start..end])
+        self.iter().nth(i)
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + Clone + 'a {
-        let resp = self.resp;
-        self.spans
-            .iter()
-            .map(move |&(start, end)| &resp[start..end])
+    pub fn iter(&self) -> resp::CanonicalArgs<'a> {
+        resp::canonical_args(self.resp)
     }
 
     pub fn to_vec(&self) -> Vec<&'a [u8]> {
@@ -157,9 +149,12 @@ impl std::fmt::Debug for Args<'_> {
 impl std::ops::Index<usize> for Args<'_> {
     type Output = [u8];
 
+    /// Panics past the last argument, as slice indexing.
     fn index(&self, i: usize) -> &[u8] {
-        let (start, end) = self.spans[i];
-        &self.resp[start..end]
+        match self.get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of a command of {}", self.len()),
+        }
     }
 }
 

@@ -6,12 +6,12 @@
 //! before anything is allocated, so a forged length cannot make us reserve
 //! memory.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use nom::bytes::complete::{tag, take};
 use nom::character::complete::u64 as decimal;
 use nom::IResult;
 
-use crate::op::{Commands, RedisCommand, Spans};
+use crate::op::{Commands, RedisCommand};
 
 /// Why a RESP command could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,25 +47,6 @@ impl<'a> ArgSink<'a> for Vec<&'a [u8]> {
 
     fn arg(&mut self, arg: &'a [u8]) {
         self.push(arg);
-    }
-}
-
-/// Collects where each argument lies, as offsets from the start of the
-/// command.
-struct SpanArgs {
-    /// The address of the command's first byte.
-    start: usize,
-    spans: Spans,
-}
-
-impl<'a> ArgSink<'a> for SpanArgs {
-    fn count(&mut self, n: usize) {
-        self.spans.reserve_exact(n);
-    }
-
-    fn arg(&mut self, arg: &'a [u8]) {
-        let from = arg.as_ptr() as usize - self.start;
-        self.spans.push((from, from + arg.len()));
     }
 }
 
@@ -212,21 +193,99 @@ pub fn parse_command_shared(
     buf: &Bytes,
     command: &[u8],
 ) -> Result<(RedisCommand, usize), RespError> {
-    let mut sink = SpanArgs {
-        start: command.as_ptr() as usize,
-        spans: Spans::new(),
-    };
-    let used = walk_command(command, &mut sink)?;
-    let spans = sink.spans;
-    let canonical = canonical_len(spans.len(), spans.iter().map(|&(start, end)| end - start));
-    let cmd = if canonical == used {
-        RedisCommand::from_resp(buf.slice_ref(&command[..used]), spans)
-    } else {
-        let args: Vec<&[u8]> = spans.iter().map(|&(s, e)| &command[s..e]).collect();
-        RedisCommand::new(&args).ok_or(RespError::Empty)?
-    };
+    if let Some(used) = canonical_command(command) {
+        let cmd = RedisCommand::from_canonical(buf.slice_ref(&command[..used]));
+        return Ok((cmd, used));
+    }
+    // Not canonical, or not valid: the full parser names the error.
+    let (args, used) = parse_command(command)?;
+    let cmd = RedisCommand::new(&args).ok_or(RespError::Empty)?;
     Ok((cmd, used))
 }
+
+/// The length of the command at the start of `input` when it is in
+/// canonical RESP (every number without a leading zero, at most 19
+/// digits, every length within the bytes present); `None` for anything
+/// else, which [`walk_command`] then reads (or refuses). What this accepts,
+/// `walk_command` accepts with the same length (a test checks it on
+/// mutated input).
+fn canonical_command(input: &[u8]) -> Option<usize> {
+    let (count, mut rest) = canonical_header(b'*', input)?;
+    if count == 0 || count > rest.len() / 6 {
+        return None;
+    }
+    for _ in 0..count {
+        let (len, after) = canonical_header(b'$', rest)?;
+        rest = after.get(len..)?.strip_prefix(b"\r\n")?;
+    }
+    Some(input.len() - rest.len())
+}
+
+/// `<sigil><n>\r\n` with `n` in canonical decimal (no leading zero, 1 to
+/// 19 digits): `n` and what follows.
+fn canonical_header(sigil: u8, input: &[u8]) -> Option<(usize, &[u8])> {
+    let rest = input.strip_prefix(&[sigil])?;
+    let digits = rest
+        .iter()
+        .take(20)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let n = rest[..digits]
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Some((
+        usize::try_from(n).ok()?,
+        rest[digits..].strip_prefix(b"\r\n")?,
+    ))
+}
+
+/// The arguments of a command in canonical RESP, in order
+/// ([`canonical_args`]).
+#[derive(Debug, Clone)]
+pub struct CanonicalArgs<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+/// Reads the arguments of `resp`, one command in canonical RESP (a
+/// [`RedisCommand`]'s bytes). Bytes that are not one (which a
+/// `RedisCommand` never holds) end the arguments early rather than fail.
+pub fn canonical_args(resp: &[u8]) -> CanonicalArgs<'_> {
+    match canonical_header(b'*', resp) {
+        Some((left, rest)) => CanonicalArgs { rest, left },
+        None => CanonicalArgs { rest: &[], left: 0 },
+    }
+}
+
+impl<'a> Iterator for CanonicalArgs<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let Some((len, after)) = canonical_header(b'$', self.rest) else {
+            self.left = 0;
+            return None;
+        };
+        let Some(arg) = after.get(..len) else {
+            self.left = 0;
+            return None;
+        };
+        self.rest = after.get(len + 2..).unwrap_or_default();
+        self.left -= 1;
+        Some(arg)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for CanonicalArgs<'_> {}
 
 /// Like [`parse_commands`] of `input`, a part of `buf`, but each command
 /// shares `buf`'s allocation.
@@ -236,55 +295,28 @@ pub fn parse_commands_shared(buf: &Bytes, input: &[u8]) -> Result<Commands, Resp
 
 /// Appends one command in RESP to `out`.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, args: &[A]) {
-    encode_with(out, args, |_, _| {});
-}
-
-/// One command in RESP in a buffer of its own, and where each argument
-/// lies in it.
-pub(crate) fn encode_spanned<A: AsRef<[u8]>>(args: &[A]) -> (Bytes, Spans) {
-    let mut out = BytesMut::with_capacity(encoded_len(args));
-    let mut spans = Spans::with_capacity(args.len());
-    encode_with(&mut out, args, |at, len| spans.push((at, at + len)));
-    (out.freeze(), spans)
-}
-
-/// [`encode_command`], telling `at_arg` where each argument starts (bytes
-/// written before it) and its length.
-fn encode_with<B: BufMut, A: AsRef<[u8]>>(
-    out: &mut B,
-    args: &[A],
-    mut at_arg: impl FnMut(usize, usize),
-) {
     // Few, larger pieces: the `\r\n` ending an argument goes out with the
     // header of the next one.
     let mut scratch = [0u8; HEADER_MAX];
-    let mut written = 0;
-    let mut put = |out: &mut B, piece: &[u8]| {
-        out.put_slice(piece);
-        written += piece.len();
-        written
-    };
-    put(out, put_header(&mut scratch, false, b'*', args.len()));
+    out.put_slice(put_header(&mut scratch, false, b'*', args.len()));
     for (i, arg) in args.iter().enumerate() {
         let arg = arg.as_ref();
-        let at = put(out, put_header(&mut scratch, i > 0, b'$', arg.len()));
-        at_arg(at, arg.len());
-        put(out, arg);
+        out.put_slice(put_header(&mut scratch, i > 0, b'$', arg.len()));
+        out.put_slice(arg);
     }
     if !args.is_empty() {
-        put(out, b"\r\n");
+        out.put_slice(b"\r\n");
     }
 }
 
 /// The exact number of bytes [`encode_command`] writes.
 pub fn encoded_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
-    canonical_len(args.len(), args.iter().map(|a| a.as_ref().len()))
-}
-
-/// The bytes of a command of `count` arguments of these lengths in
-/// canonical RESP (no leading zeros), as [`encode_command`] writes it.
-fn canonical_len(count: usize, lens: impl Iterator<Item = usize>) -> usize {
-    1 + digits(count) + 2 + lens.map(|len| 1 + digits(len) + 2 + len + 2).sum::<usize>()
+    let mut n = 1 + digits(args.len()) + 2;
+    for arg in args {
+        let len = arg.as_ref().len();
+        n += 1 + digits(len) + 2 + len + 2;
+    }
+    n
 }
 
 impl RespError {
@@ -556,7 +588,7 @@ mod tests {
         assert_eq!(it.next(), None);
     }
 
-    /// `plain_command` against the nom reading, on commands mutated at
+    /// `plain_command` and `canonical_command` against the nom reading, on commands mutated at
     /// random (a fixed seed: the same inputs every run).
     #[test]
     fn the_plain_reading_agrees_with_nom() {
@@ -577,6 +609,7 @@ mod tests {
         ];
         let alphabet = b"*$0123456789\r\n+-a \x00";
         let mut plain = 0;
+        let mut canonical = 0;
         for round in 0..200_000u64 {
             let mut input = seeds[(next() % 4) as usize].to_vec();
             for _ in 0..next() % 4 {
@@ -599,12 +632,29 @@ mod tests {
                 assert_eq!(Ok(fast), nom, "{input:?}");
                 plain += 1;
             }
+            // The canonical reading accepts a subset, with the same length,
+            // and exactly what encoding the arguments again gives back.
+            if let Some(used) = canonical_command(&input) {
+                assert_eq!(Ok(used), nom.as_ref().map(|n| n.1).map_err(Clone::clone));
+                let (args, _) = parse_command(&input).expect("accepted above");
+                let mut again = Vec::new();
+                encode_command(&mut again, &args);
+                assert_eq!(again, &input[..used], "{input:?}");
+                assert_eq!(canonical_args(&input[..used]).collect::<Vec<_>>(), args);
+                canonical += 1;
+            } else if let Ok((args, used)) = parse_command(&input) {
+                // Refused by the canonical reading only when not canonical.
+                let mut again = Vec::new();
+                encode_command(&mut again, &args);
+                assert_ne!(again, &input[..used], "{input:?}");
+            }
             let names: Result<Vec<&[u8]>, RespError> = command_names(&input).collect();
             let parsed = parse_commands(&input).map(|c| c.into_iter().map(|a| a[0]).collect());
             assert_eq!(names, parsed, "{input:?}");
         }
-        // Both readings were exercised.
+        // Every reading was exercised.
         assert!(plain > 20_000, "{plain}");
+        assert!(canonical > 20_000, "{canonical}");
     }
 
     #[test]
