@@ -67,9 +67,17 @@ impl RedisCommand {
         }
     }
 
-    /// All arguments, the command name first.
+    /// All arguments, the command name first. Each `get` or index reads
+    /// from the start: to look at many by position, take
+    /// [`RedisCommand::arg_list`] once.
     pub fn args(&self) -> Args<'_> {
         Args { resp: &self.resp }
+    }
+
+    /// Every argument, read in one pass, for access by position (a command
+    /// with thousands of keys is looked at key by key).
+    pub fn arg_list(&self) -> ArgList<'_> {
+        self.args().iter().collect()
     }
 
     /// The command in RESP, ready to send.
@@ -80,18 +88,12 @@ impl RedisCommand {
     /// The same command with the arguments at the given positions replaced
     /// (key rewriting); the name stays first.
     pub fn with_args_replaced(&self, replaced: &[(usize, Vec<u8>)]) -> Self {
-        let args: Vec<&[u8]> = self
-            .args()
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                replaced
-                    .iter()
-                    .rev()
-                    .find(|(p, _)| *p == i)
-                    .map_or(a, |(_, new)| new.as_slice())
-            })
-            .collect();
+        let mut args = self.arg_list();
+        for (p, new) in replaced {
+            if let Some(slot) = args.get_mut(*p) {
+                *slot = new;
+            }
+        }
         let mut out = BytesMut::with_capacity(resp::encoded_len(&args));
         resp::encode_command(&mut out, &args);
         Self { resp: out.freeze() }
@@ -108,6 +110,10 @@ impl std::fmt::Debug for RedisCommand {
         self.args().fmt(f)
     }
 }
+
+/// A command's arguments collected for access by position
+/// ([`RedisCommand::arg_list`]): inline up to four.
+pub type ArgList<'a> = SmallVec<[&'a [u8]; 4]>;
 
 /// The arguments of a [`RedisCommand`], the name first.
 #[derive(Clone, Copy)]

@@ -71,10 +71,8 @@ fn place(cmd: &RedisCommand, positions: &mut keys::Positions) -> Place {
             _ => Place::Nowhere,
         };
     }
-    let slots: Vec<u16> = positions
-        .iter()
-        .map(|&p| key_slot(&cmd.args()[p]))
-        .collect();
+    let args = cmd.arg_list();
+    let slots: Vec<u16> = positions.iter().map(|&p| key_slot(args[p])).collect();
     if slots.iter().all(|&s| s == slots[0]) {
         Place::Slot(slots[0])
     } else {
@@ -93,11 +91,12 @@ fn no_key(cmd: &RedisCommand, target: &TargetDef) -> String {
 /// "keys of RENAME hash to slots 15495 (a), 3300 (b) of redis-cluster
 /// target `c`".
 fn spread(cmd: &RedisCommand, positions: &[usize], slots: &[u16], target: &TargetDef) -> String {
+    let args = cmd.arg_list();
     let mut shown: Vec<String> = positions
         .iter()
         .zip(slots)
         .take(SHOWN_KEYS)
-        .map(|(&p, s)| format!("{s} ({})", String::from_utf8_lossy(&cmd.args()[p])))
+        .map(|(&p, s)| format!("{s} ({})", String::from_utf8_lossy(args[p])))
         .collect();
     if positions.len() > SHOWN_KEYS {
         shown.push(format!("… ({} keys)", positions.len()));

@@ -151,7 +151,7 @@ pub fn split_per_key(
         KeySpec::Range { step, .. } => step,
         _ => 1,
     };
-    let args = cmd.args();
+    let args = cmd.arg_list();
     let mut groups: Vec<(usize, Vec<&[u8]>)> = Vec::new();
     for (i, &p) in positions.iter().enumerate() {
         let g = match groups.iter().position(|(first, _)| together(*first, i)) {
@@ -162,7 +162,7 @@ pub fn split_per_key(
             }
         };
         let end = (p + step).min(args.len());
-        groups[g].1.extend((p..end).filter_map(|k| args.get(k)));
+        groups[g].1.extend(args.get(p..end).unwrap_or_default());
     }
     groups
         .into_iter()

@@ -284,11 +284,11 @@ fn route_command(
     if positions.is_empty() {
         return apply_decision(rules, decide(None), db, cmd, &[]);
     }
-    let decisions: SmallVec<[Decision<'_>; 4]> = positions
-        .iter()
-        .map(|&p| decide(Some(&cmd.args()[p])))
-        .collect();
+    let args = cmd.arg_list();
+    let decisions: SmallVec<[Decision<'_>; 4]> =
+        positions.iter().map(|&p| decide(Some(args[p]))).collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
+        drop(args);
         return apply_decision(rules, decisions[0], db, cmd, &positions);
     }
     if split == Split::No {
@@ -298,7 +298,7 @@ fn route_command(
             .map(|(&p, d)| {
                 format!(
                     "{} → {}",
-                    String::from_utf8_lossy(&cmd.args()[p]),
+                    String::from_utf8_lossy(args[p]),
                     describe(rules, d)
                 )
             })
@@ -378,9 +378,10 @@ fn rewrite(
     if !action.rewrites_key() {
         return out;
     }
+    let args = out.arg_list();
     let new: Vec<(usize, Vec<u8>)> = positions
         .iter()
-        .map(|&p| (p, action.rewrite_key(out.arg(p), source_db).into_owned()))
+        .map(|&p| (p, action.rewrite_key(args[p], source_db).into_owned()))
         .collect();
     out.with_args_replaced(&new)
 }

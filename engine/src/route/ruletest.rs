@@ -231,8 +231,9 @@ pub fn explain_op(rules: &RuleSet, op: &Op) -> String {
                     rule_of(&rules.decide_redis(&q(None)))
                 ));
             }
+            let args = cmd.arg_list();
             for p in positions {
-                let key = cmd.arg(p);
+                let key = args[p];
                 out.push_str(&format!(
                     "key {}: {}\n",
                     String::from_utf8_lossy(key),
