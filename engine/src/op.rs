@@ -5,8 +5,6 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::wire::resp;
-#[cfg(doc)]
-use crate::wire::resp::encode_command;
 
 /// One decoded client frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,7 +24,7 @@ impl From<MongoOp> for Op {
 /// One Redis command: its arguments, the command name first.
 ///
 /// Kept as the command's RESP bytes in canonical form (as
-/// [`encode_command`] writes them), and nothing else: a decoded command
+/// [`resp::encode_command`] writes them), and nothing else: a decoded command
 /// shares the frame's buffer (decoding copies no key or value), the
 /// applier writes the bytes as they came (one copy, no re-encoding) unless
 /// a rule rewrote a key, and an operation stays small as it moves through
