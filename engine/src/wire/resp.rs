@@ -155,8 +155,9 @@ impl<'a> Iterator for CommandNames<'a> {
 /// read exactly as [`parse_command`] reads it (the same input accepted,
 /// the same errors) without allocating.
 pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
-    if let Some(found) = plain_command(input) {
-        return Ok(found);
+    if let Some(used) = canonical_command(input) {
+        let name = canonical_args(&input[..used]).next().unwrap_or_default();
+        return Ok((name, used));
     }
     let mut name = NameOnly(None);
     let used = walk_command(input, &mut name)?;
@@ -341,55 +342,6 @@ impl RespError {
             RespError::Empty => RespError::Empty,
         }
     }
-}
-
-/// [`walk_command`] in one tight pass for commands as clients write them:
-/// lengths of 1 to 19 digits (so they cannot overflow a `u64`), every
-/// length within the bytes present. What this accepts `walk_command`
-/// accepts with the same name and the same length consumed (a test checks
-/// it on mutated input); anything else (`None`) is left to it, which also
-/// names the error.
-fn plain_command(input: &[u8]) -> Option<(&[u8], usize)> {
-    let (count, mut rest) = plain_header(b'*', input)?;
-    if count == 0 || count > (rest.len() / 6) as u64 {
-        return None;
-    }
-    let mut name: &[u8] = &[];
-    for i in 0..count {
-        let (len, after) = plain_header(b'$', rest)?;
-        let len = usize::try_from(len).ok().filter(|&l| l <= after.len())?;
-        let (arg, after) = after.split_at(len);
-        rest = after.strip_prefix(b"\r\n")?;
-        if i == 0 {
-            name = arg;
-        }
-    }
-    Some((name, input.len() - rest.len()))
-}
-
-/// `<sigil><1 to 19 digits>\r\n`: the number and what follows.
-fn plain_header(sigil: u8, input: &[u8]) -> Option<(u64, &[u8])> {
-    let rest = input.strip_prefix(&[sigil])?;
-    let mut n = 0u64;
-    let mut digits = 0;
-    for &b in rest.iter().take(20) {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        n = n * 10 + u64::from(b - b'0');
-        digits += 1;
-        if digits == 19 {
-            // A 20th digit could overflow: leave it to nom.
-            if rest.get(19).is_some_and(u8::is_ascii_digit) {
-                return None;
-            }
-            break;
-        }
-    }
-    if digits == 0 {
-        return None;
-    }
-    Some((n, rest.get(digits..)?.strip_prefix(b"\r\n")?))
 }
 
 fn header<'a>(sigil: &'static [u8], input: &'a [u8]) -> IResult<&'a [u8], u64> {
@@ -588,10 +540,10 @@ mod tests {
         assert_eq!(it.next(), None);
     }
 
-    /// `plain_command` and `canonical_command` against the nom reading, on commands mutated at
+    /// `canonical_command` against the nom reading, on commands mutated at
     /// random (a fixed seed: the same inputs every run).
     #[test]
-    fn the_plain_reading_agrees_with_nom() {
+    fn the_canonical_reading_agrees_with_nom() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
             x ^= x << 13;
@@ -608,7 +560,6 @@ mod tests {
             b"*1\r\n$0000000000000000000004\r\nPING\r\n",
         ];
         let alphabet = b"*$0123456789\r\n+-a \x00";
-        let mut plain = 0;
         let mut canonical = 0;
         for round in 0..200_000u64 {
             let mut input = seeds[(next() % 4) as usize].to_vec();
@@ -628,10 +579,6 @@ mod tests {
             let mut name = NameOnly(None);
             let nom =
                 walk_command(&input, &mut name).map(|used| (name.0.unwrap_or_default(), used));
-            if let Some(fast) = plain_command(&input) {
-                assert_eq!(Ok(fast), nom, "{input:?}");
-                plain += 1;
-            }
             // The canonical reading accepts a subset, with the same length,
             // and exactly what encoding the arguments again gives back.
             if let Some(used) = canonical_command(&input) {
@@ -653,7 +600,6 @@ mod tests {
             assert_eq!(names, parsed, "{input:?}");
         }
         // Every reading was exercised.
-        assert!(plain > 20_000, "{plain}");
         assert!(canonical > 20_000, "{canonical}");
     }
 
