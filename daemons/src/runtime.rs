@@ -1,12 +1,14 @@
 //! The async runtime the daemons run on.
 //!
-//! Its worker threads are a setting (`proxy --threads`, `[server] threads`)
-//! because more is not faster on a small machine: on 2 cores shared with
+//! The proxy's worker threads are a setting (`--threads`) because more is
+//! not faster on a small machine: on 2 cores shared with
 //! the application and Redis, a proxy with two workers spent a third of
 //! its CPU in the kernel handing tasks between them (wake-ups, task
 //! switches), and an unbuffered client got 15–50 % more throughput from a
-//! proxy with one (docs/benchmarks.md). Blocking file IO never runs on
-//! these threads (the spool has its own writer and syncer threads).
+//! proxy with one (docs/benchmarks.md). The server showed no difference
+//! and runs tokio's default, a worker per core. Blocking file IO never
+//! runs on these threads (the spool has its own writer and syncer
+//! threads).
 
 use anyhow::Context;
 

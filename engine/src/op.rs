@@ -41,9 +41,14 @@ impl RedisCommand {
         if args.is_empty() {
             return None;
         }
+        Some(Self::encoded(args))
+    }
+
+    /// `args` (at least one) encoded into a buffer of their own.
+    fn encoded<A: AsRef<[u8]>>(args: &[A]) -> Self {
         let mut out = BytesMut::with_capacity(resp::encoded_len(args));
         resp::encode_command(&mut out, args);
-        Some(Self { resp: out.freeze() })
+        Self { resp: out.freeze() }
     }
 
     /// A command from bytes the decoder checked are one command in
@@ -59,10 +64,7 @@ impl RedisCommand {
 
     /// Argument `i` (0: the name). Panics past the last, as slice indexing.
     pub fn arg(&self, i: usize) -> &[u8] {
-        match self.args().get(i) {
-            Some(arg) => arg,
-            None => panic!("argument {i} of a command of {}", self.args().len()),
-        }
+        self.args().at(i)
     }
 
     /// All arguments, the command name first. Each `get` or index reads
@@ -92,9 +94,7 @@ impl RedisCommand {
                 *slot = new;
             }
         }
-        let mut out = BytesMut::with_capacity(resp::encoded_len(&args));
-        resp::encode_command(&mut out, &args);
-        Self { resp: out.freeze() }
+        Self::encoded(&args)
     }
 
     /// True when the name equals `upper` ignoring ASCII case.
@@ -132,6 +132,14 @@ impl<'a> Args<'a> {
         self.iter().nth(i)
     }
 
+    /// Argument `i`; panics past the last, as slice indexing.
+    pub fn at(&self, i: usize) -> &'a [u8] {
+        match self.get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of a command of {}", self.len()),
+        }
+    }
+
     pub fn iter(&self) -> resp::CanonicalArgs<'a> {
         resp::canonical_args(self.resp)
     }
@@ -155,10 +163,7 @@ impl std::ops::Index<usize> for Args<'_> {
 
     /// Panics past the last argument, as slice indexing.
     fn index(&self, i: usize) -> &[u8] {
-        match self.get(i) {
-            Some(arg) => arg,
-            None => panic!("argument {i} of a command of {}", self.len()),
-        }
+        self.at(i)
     }
 }
 

@@ -145,24 +145,27 @@ fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ReplyEr
 fn build(cursor: &mut Bytes) -> Reply {
     let kind = cursor.get_u8();
     let end = line_end(cursor, 0).unwrap_or(cursor.len());
-    let int = parse_int(&cursor[..end]).unwrap_or(0);
-    // The line is shared only where it is kept; the statuses a run gets by
-    // the thousand are static (no reference count to touch).
-    let line = match kind {
-        b'+' => Some(match &cursor[..end] {
-            b"OK" => Bytes::from_static(b"OK"),
-            b"QUEUED" => Bytes::from_static(b"QUEUED"),
+    if kind == b'+' || kind == b'-' {
+        // The line is shared only here, where it is kept; the statuses a
+        // run gets by the thousand are static (no reference count to
+        // touch).
+        let line = match &cursor[..end] {
+            b"OK" if kind == b'+' => Bytes::from_static(b"OK"),
+            b"QUEUED" if kind == b'+' => Bytes::from_static(b"QUEUED"),
             _ => cursor.slice(..end),
-        }),
-        b'-' => Some(cursor.slice(..end)),
-        _ => None,
-    };
+        };
+        cursor.advance((end + 2).min(cursor.len()));
+        return if kind == b'+' {
+            Reply::Status(line)
+        } else {
+            Reply::Error(line)
+        };
+    }
+    let int = parse_int(&cursor[..end]).unwrap_or(0);
     cursor.advance((end + 2).min(cursor.len()));
-    match (kind, line) {
-        (b'+', Some(line)) => Reply::Status(line),
-        (b'-', Some(line)) => Reply::Error(line),
-        (b':', _) => Reply::Int(int),
-        (b'$', _) => match usize::try_from(int) {
+    match kind {
+        b':' => Reply::Int(int),
+        b'$' => match usize::try_from(int) {
             Ok(n) => {
                 let n = n.min(cursor.len());
                 let bulk = cursor.slice(..n);
