@@ -16,14 +16,15 @@
 
 use std::time::Duration;
 
-use bson::{doc, Bson, Document};
+use bson::raw::cstr;
+use bson::{doc, rawdoc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::Client;
 use syncs_dsl::Target as TargetDef;
 use tokio::sync::OnceCell;
 
 use super::{Applied, TargetError};
-use crate::op::{MongoOp, MongoWrite, Op};
+use crate::op::{MongoOp, MongoUpdate, MongoWrite, Op};
 use crate::stats;
 
 /// Write statements per command, and encoded bytes per command (MongoDB
@@ -186,11 +187,17 @@ impl MongoTarget {
         out: &mut [Applied],
     ) -> Result<(), TargetError> {
         let db = client.database(&run[0].db);
-        let coll = &run[0].coll;
-        // Statements, each tagged with the op it belongs to.
-        let mut stmts: Vec<(usize, Document)> = Vec::new();
+        let coll = run[0].coll.as_str();
+        // Statements, each encoded once and tagged with the op it belongs
+        // to: a chunk is a copy of their bytes, not of their documents.
+        let mut stmts: Vec<(usize, RawDocumentBuf)> = Vec::new();
         for (n, op) in run.iter().enumerate() {
-            statements(&op.write, |d| stmts.push((n, d)));
+            let before = stmts.len();
+            if let Err(e) = statements(&op.write, |d| stmts.push((n, d))) {
+                // All of the write or none of it.
+                stmts.truncate(before);
+                out[n] = Applied::Refused(format!("cannot encode the write as BSON: {e}"));
+            }
         }
         let mut start = 0;
         // After a write makes the target drop the connection while the
@@ -210,23 +217,23 @@ impl MongoTarget {
                 && (end == start
                     || (!isolate && bytes < MAX_COMMAND_BYTES && end - start < max_statements))
             {
-                bytes += stmts[end].1.to_vec().map(|v| v.len()).unwrap_or(0);
+                bytes += stmts[end].1.as_bytes().len();
                 end += 1;
             }
-            let chunk: Vec<Bson> = stmts[start..end]
-                .iter()
-                .map(|(_, d)| Bson::Document(d.clone()))
-                .collect();
+            let mut chunk = RawArrayBuf::new();
+            for (_, d) in &stmts[start..end] {
+                chunk.push(d);
+            }
             let command = match verb {
-                Verb::Insert => doc! { "insert": coll, "documents": chunk, "ordered": true },
-                Verb::Update => doc! { "update": coll, "updates": chunk, "ordered": true },
+                Verb::Insert => rawdoc! { "insert": coll, "documents": chunk, "ordered": true },
+                Verb::Update => rawdoc! { "update": coll, "updates": chunk, "ordered": true },
                 // A drop has no statements (`apply` sends it on its own),
                 // so it never gets here.
                 Verb::Delete | Verb::Drop => {
-                    doc! { "delete": coll, "deletes": chunk, "ordered": true }
+                    rawdoc! { "delete": coll, "deletes": chunk, "ordered": true }
                 }
             };
-            let reply = match db.run_command(command).await {
+            let reply = match db.run_raw_command(command).await {
                 Ok(r) => {
                     strikes = 0;
                     r
@@ -318,34 +325,80 @@ fn statement_count(w: &MongoWrite) -> usize {
     }
 }
 
-/// The wire statements of one write, in order.
-fn statements(w: &MongoWrite, mut push: impl FnMut(Document)) {
+/// The wire statements of one write, in order, encoded.
+fn statements(
+    w: &MongoWrite,
+    mut push: impl FnMut(RawDocumentBuf),
+) -> Result<(), bson::error::Error> {
     match w {
-        MongoWrite::InsertOne { document } => push(document.clone()),
-        MongoWrite::InsertMany { documents } => documents.iter().cloned().for_each(push),
+        MongoWrite::InsertOne { document } => push(raw(document)?),
+        MongoWrite::InsertMany { documents } => {
+            for d in documents {
+                push(raw(d)?);
+            }
+        }
         MongoWrite::UpdateOne {
             filter,
             update: u,
             upsert,
-        } => {
-            push(doc! { "q": filter.clone(), "u": u.to_bson(), "multi": false, "upsert": *upsert })
-        }
+        } => push(update(filter, RawUpdate::of(u), false, *upsert)?),
         MongoWrite::UpdateMany {
             filter,
             update: u,
             upsert,
-        } => push(doc! { "q": filter.clone(), "u": u.to_bson(), "multi": true, "upsert": *upsert }),
+        } => push(update(filter, RawUpdate::of(u), true, *upsert)?),
         MongoWrite::ReplaceOne {
             filter,
             replacement,
             upsert,
-        } => push(
-            doc! { "q": filter.clone(), "u": replacement.clone(), "multi": false, "upsert": *upsert },
-        ),
-        MongoWrite::DeleteOne { filter } => push(doc! { "q": filter.clone(), "limit": 1 }),
-        MongoWrite::DeleteMany { filter } => push(doc! { "q": filter.clone(), "limit": 0 }),
+        } => push(update(filter, RawUpdate::Doc(replacement), false, *upsert)?),
+        MongoWrite::DeleteOne { filter } => push(rawdoc! { "q": raw(filter)?, "limit": 1 }),
+        MongoWrite::DeleteMany { filter } => push(rawdoc! { "q": raw(filter)?, "limit": 0 }),
         // Applied on its own (`drop_collection`): no statement.
         MongoWrite::Drop => {}
+    }
+    Ok(())
+}
+
+fn raw(d: &Document) -> Result<RawDocumentBuf, bson::error::Error> {
+    RawDocumentBuf::try_from(d)
+}
+
+/// An update (or replace) statement.
+fn update(
+    filter: &Document,
+    u: RawUpdate<'_>,
+    multi: bool,
+    upsert: bool,
+) -> Result<RawDocumentBuf, bson::error::Error> {
+    let mut s = rawdoc! { "q": raw(filter)? };
+    match u {
+        RawUpdate::Doc(d) => s.append(cstr!("u"), raw(d)?),
+        RawUpdate::Pipeline(p) => {
+            let mut stages = RawArrayBuf::new();
+            for d in p {
+                stages.push(raw(d)?);
+            }
+            s.append(cstr!("u"), stages);
+        }
+    }
+    s.append(cstr!("multi"), multi);
+    s.append(cstr!("upsert"), upsert);
+    Ok(s)
+}
+
+/// The `u` of an update statement: a document or a pipeline's stages.
+enum RawUpdate<'a> {
+    Doc(&'a Document),
+    Pipeline(&'a [Document]),
+}
+
+impl<'a> RawUpdate<'a> {
+    fn of(u: &'a MongoUpdate) -> Self {
+        match u {
+            MongoUpdate::Document(d) => RawUpdate::Doc(d),
+            MongoUpdate::Pipeline(p) => RawUpdate::Pipeline(p),
+        }
     }
 }
 
@@ -368,5 +421,92 @@ fn is_transient(e: &MongoError) -> bool {
         | ErrorKind::Authentication { .. }
         | ErrorKind::Shutdown => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(w: &MongoWrite) -> Vec<Document> {
+        let mut out = Vec::new();
+        statements(w, |d| out.push(Document::try_from(d).expect("valid BSON"))).expect("encodable");
+        out
+    }
+
+    #[test]
+    fn each_write_becomes_the_statements_of_its_command() {
+        let filter = doc! { "_id": 1 };
+        let set = doc! { "$set": { "n": 2 } };
+        let stage = doc! { "$set": { "m": "$n" } };
+        let cases = [
+            (
+                MongoWrite::InsertMany {
+                    documents: vec![doc! { "_id": 1 }, doc! { "_id": 2, "a": [1, "x"] }],
+                },
+                vec![doc! { "_id": 1 }, doc! { "_id": 2, "a": [1, "x"] }],
+            ),
+            (
+                MongoWrite::UpdateOne {
+                    filter: filter.clone(),
+                    update: MongoUpdate::Document(set.clone()),
+                    upsert: true,
+                },
+                vec![
+                    doc! { "q": filter.clone(), "u": set.clone(), "multi": false, "upsert": true },
+                ],
+            ),
+            (
+                MongoWrite::UpdateMany {
+                    filter: filter.clone(),
+                    update: MongoUpdate::Pipeline(vec![stage.clone()]),
+                    upsert: false,
+                },
+                vec![
+                    doc! { "q": filter.clone(), "u": [stage.clone()], "multi": true, "upsert": false },
+                ],
+            ),
+            (
+                MongoWrite::ReplaceOne {
+                    filter: filter.clone(),
+                    replacement: doc! { "n": 3 },
+                    upsert: false,
+                },
+                vec![
+                    doc! { "q": filter.clone(), "u": { "n": 3 }, "multi": false, "upsert": false },
+                ],
+            ),
+            (
+                MongoWrite::DeleteOne {
+                    filter: filter.clone(),
+                },
+                vec![doc! { "q": filter.clone(), "limit": 1 }],
+            ),
+            (
+                MongoWrite::DeleteMany {
+                    filter: filter.clone(),
+                },
+                vec![doc! { "q": filter.clone(), "limit": 0 }],
+            ),
+            (MongoWrite::Drop, vec![]),
+        ];
+        for (write, want) in cases {
+            assert_eq!(encoded(&write), want, "{}", write.name());
+        }
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_encoded_is_an_error_after_its_good_statements() {
+        // BSON keys cannot hold a NUL byte.
+        let mut bad = Document::new();
+        bad.insert("a\0b", 1);
+        let write = MongoWrite::InsertMany {
+            documents: vec![doc! { "_id": 1 }, bad],
+        };
+        let mut got = 0;
+        assert!(statements(&write, |_| got += 1).is_err());
+        // The first document was pushed: `apply_run` takes it back, so that
+        // a refused write is applied not at all.
+        assert_eq!(got, 1);
     }
 }
