@@ -19,8 +19,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
-    check_payload, decode_payload, parse_sync_request, sync_reply, FrameDecoder, FrameError,
-    Framed, CONTROL_MARK, MONGO_JSON_MARK, MONGO_MARK,
+    check_payload, parse_sync_request, sync_reply, FrameDecoder, FrameError, Framed, CONTROL_MARK,
+    MONGO_JSON_MARK, MONGO_MARK,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -216,16 +216,16 @@ pub async fn serve(
 }
 
 /// Checks a payload as the server will decode it (the same payloads
-/// accepted, the same errors); returns its kind for the metrics. A Redis
-/// payload is checked in place, without building the operation; both
-/// formats of the original system are checked too (and forwarded as they
-/// are: the server decodes them to the same operations).
+/// accepted, the same errors); returns its kind for the metrics. Redis
+/// and BSON Mongo payloads are checked in place, without building the
+/// operation; both formats of the original system are checked too (and
+/// forwarded as they are: the server decodes them to the same operations).
 fn validate(payload: &Bytes) -> Result<&'static str, FrameError> {
-    match payload.first() {
-        Some(&MONGO_MARK) => decode_payload(payload).map(|_| "mongo"),
-        Some(&MONGO_JSON_MARK) => check_payload(payload).map(|()| "mongo"),
-        _ => check_payload(payload).map(|()| "redis"),
-    }
+    let kind = match payload.first() {
+        Some(&MONGO_MARK | &MONGO_JSON_MARK) => "mongo",
+        _ => "redis",
+    };
+    check_payload(payload).map(|()| kind)
 }
 
 /// Batches of one connection admitted to the spool, not yet durable, at

@@ -24,7 +24,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::op::{Commands, MongoOp, Op, RedisOp};
-use crate::wire::mongo::{decode_write, MongoDecodeError};
+use crate::wire::mongo::{check_write, decode_write, MongoDecodeError};
 use crate::wire::mongo_json::{decode_json_write, JSON_MARK};
 use crate::wire::resp::{self, RespError};
 
@@ -146,8 +146,9 @@ pub fn decode_payload(payload: &Bytes) -> Result<Op, FrameError> {
 
 /// Checks a payload exactly as [`decode_payload`] does (the same payloads
 /// accepted, the same errors) without building the operation: a Redis
-/// payload is checked in place, without copying or sharing its arguments
-/// (the client libraries check every frame they send with it).
+/// payload is checked in place, without copying or sharing its arguments,
+/// and a BSON Mongo payload's document is walked in place (the client
+/// libraries check every frame they send with it).
 pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
     match payload.first() {
         None => Err(FrameError::Empty),
@@ -182,7 +183,10 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
                 None => Ok(()),
             }
         }
-        Some(&MONGO_MARK) => decode_mongo(&Bytes::copy_from_slice(payload)).map(|_| ()),
+        Some(&MONGO_MARK) => {
+            let (_, _, write) = mongo_parts(payload)?;
+            check_write(write).map_err(FrameError::from)
+        }
         Some(&MONGO_JSON_MARK) => decode_json_write(payload)
             .map(|_| ())
             .map_err(FrameError::MongoJson),
@@ -366,20 +370,26 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 fn decode_mongo(payload: &Bytes) -> Result<MongoOp, FrameError> {
-    let rest = &payload[1..];
-    let (db, rest) = take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the db name"))?;
-    let (coll, doc) =
-        take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the collection name"))?;
-    let db = valid_name(db).ok_or(FrameError::MongoHeader("db name is empty or not UTF-8"))?;
-    let coll = valid_name(coll).ok_or(FrameError::MongoHeader(
-        "collection name is empty or not UTF-8",
-    ))?;
-    let write = decode_write(doc)?;
+    let (db, coll, write) = mongo_parts(payload)?;
+    let write = decode_write(write)?;
     Ok(MongoOp {
         db: db.to_owned(),
         coll: coll.to_owned(),
         write,
     })
+}
+
+/// A Mongo payload's db name, collection name and write description bytes.
+fn mongo_parts(payload: &[u8]) -> Result<(&str, &str, &[u8]), FrameError> {
+    let rest = &payload[1..];
+    let (db, rest) = take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the db name"))?;
+    let (coll, write) =
+        take_name(rest).ok_or(FrameError::MongoHeader("no 0x00 after the collection name"))?;
+    let db = valid_name(db).ok_or(FrameError::MongoHeader("db name is empty or not UTF-8"))?;
+    let coll = valid_name(coll).ok_or(FrameError::MongoHeader(
+        "collection name is empty or not UTF-8",
+    ))?;
+    Ok((db, coll, write))
 }
 
 fn take_name(input: &[u8]) -> Option<(&[u8], &[u8])> {
