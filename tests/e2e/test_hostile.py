@@ -513,3 +513,36 @@ def test_connection_state_command_between_good_writes(syncs_factory, redis_targe
                              f"lines: {len(stuck)}\n" + "\n".join(stuck[-3:])) from None
     _assert_exactly(r0, n)
     assert s.proxy.alive() and s.server.alive()
+
+
+def _nested_mongo_frame(levels: int) -> bytes:
+    """A Mongo frame whose write, `{op: insert_one, document: {a: {a: …}}}`,
+    is `levels` documents deep (8 bytes a level)."""
+    wraps = levels - 2
+    inner = b"".join(struct.pack("<I", 5 + 8 * j) + b"\x03a\x00" for j in range(wraps, 0, -1))
+    inner += b"\x05\x00\x00\x00\x00" + b"\x00" * wraps
+    elements = b"\x02op\x00" + struct.pack("<I", 11) + b"insert_one\x00" + b"\x03document\x00" + inner
+    write = struct.pack("<I", 4 + len(elements) + 1) + elements + b"\x00"
+    payload = b"\x02app\x00users\x00" + write
+    return struct.pack("<I", len(payload)) + payload
+
+
+def test_deeply_nested_bson_is_refused_and_the_proxy_stays_up(syncs_factory, redis_target):
+    """A Mongo frame nested 100,000 deep (800 kB) once overflowed the stack
+    of whoever decoded it: the proxy aborted. Now it is one refused frame."""
+    import intc
+
+    s = syncs_factory(RULES.format(url=redis_target.url))
+    r0 = redis_target.client(0)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.connect(s.socket)
+        raw.sendall(_nested_mongo_frame(100_000))
+        wait_for(lambda: _refused(s).get('syncs_proxy_frames_refused_total{reason="bad_bson"}', 0) >= 1,
+                 timeout=20, what="the nested frame refused as bad BSON")
+    assert "nested deeper than 128 levels" in s.proxy.text()
+    # The same connection path still carries good writes.
+    ic = intc.IncClient(send_timeout=10.0)
+    ic.redis_one(s.socket, 6379, 0, ("set", "warmup", "after"))
+    assert ic.sync(s.socket, 30.0) == 0
+    wait_for(lambda: r0.get("warmup") == b"after", timeout=20, what="the write after the nested frame")
+    assert s.proxy.alive() and s.server.alive()

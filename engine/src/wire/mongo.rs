@@ -25,6 +25,8 @@ pub enum MongoDecodeError {
     Length { declared: u64, actual: usize },
     #[error("bad Mongo write: {0}")]
     Shape(String),
+    #[error("bad BSON: documents and arrays nested deeper than {max} levels")]
+    TooDeep { max: usize },
 }
 
 /// Decodes a write description from exactly `bytes`.
@@ -57,32 +59,46 @@ fn read(bytes: &[u8]) -> Result<Shape<'_>, MongoDecodeError> {
     }
     let raw = RawDocument::from_bytes(bytes).map_err(bson_error)?;
     // Every value, at every depth, as converting to a `Document` would.
-    walk_document(raw).map_err(bson_error)?;
+    walk_document(raw, 1)?;
     Shape::read(raw)
 }
+
+/// Documents and arrays nested deeper than this, the write description
+/// counted, are refused. MongoDB stores at most 100 levels; the description
+/// adds two (`documents` and its array). Without a limit, a frame of a few
+/// hundred kilobytes nested a hundred thousand deep would overflow the
+/// stack of whoever reads it (the proxy, the server, a client library).
+pub const MAX_DEPTH: usize = 128;
 
 fn bson_error(e: bson::error::Error) -> MongoDecodeError {
     MongoDecodeError::Bson(e.to_string())
 }
 
-/// Reads every element of `doc` and of the documents and arrays in it.
-fn walk_document(doc: &RawDocument) -> Result<(), bson::error::Error> {
+/// Reads every element of `doc` (at nesting level `depth`) and of the
+/// documents and arrays in it.
+fn walk_document(doc: &RawDocument, depth: usize) -> Result<(), MongoDecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(MongoDecodeError::TooDeep { max: MAX_DEPTH });
+    }
     for element in doc {
-        walk_value(element?.1)?;
+        walk_value(element.map_err(bson_error)?.1, depth)?;
     }
     Ok(())
 }
 
-fn walk_value(value: RawBsonRef<'_>) -> Result<(), bson::error::Error> {
+fn walk_value(value: RawBsonRef<'_>, depth: usize) -> Result<(), MongoDecodeError> {
     match value {
-        RawBsonRef::Document(d) => walk_document(d),
+        RawBsonRef::Document(d) => walk_document(d, depth + 1),
         RawBsonRef::Array(a) => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(MongoDecodeError::TooDeep { max: MAX_DEPTH });
+            }
             for item in a {
-                walk_value(item?)?;
+                walk_value(item.map_err(bson_error)?, depth + 1)?;
             }
             Ok(())
         }
-        RawBsonRef::JavaScriptCodeWithScope(c) => walk_document(c.scope),
+        RawBsonRef::JavaScriptCodeWithScope(c) => walk_document(c.scope, depth + 1),
         _ => Ok(()),
     }
 }
@@ -516,6 +532,54 @@ mod tests {
             shape_error(&[("op", "drop".into()), ("documents", 1.into())]),
             "unknown field `documents` in a drop write"
         );
+    }
+
+    /// `{op: "insert_one", document: {a: {a: … {} … }}}`, `levels` deep
+    /// in all, built inside out.
+    fn nested(levels: usize) -> Vec<u8> {
+        // `{a: …}` around `{}`, `wraps` times: each wrap adds 8 bytes (its
+        // length, the element's type and key, its trailing 0).
+        let wraps = levels.saturating_sub(2);
+        let mut inner = Vec::with_capacity(8 * wraps + 5);
+        for j in (1..=wraps).rev() {
+            let len = u32::try_from(5 + 8 * j).expect("small");
+            inner.extend_from_slice(&len.to_le_bytes());
+            inner.extend_from_slice(b"\x03a\0");
+        }
+        inner.extend_from_slice(&doc! {}.to_vec().expect("encodable"));
+        inner.resize(inner.len() + wraps, 0);
+        let mut body = doc! { "op": "insert_one" }.to_vec().expect("encodable");
+        body.pop();
+        let mut out = Vec::new();
+        let len = u32::try_from(body.len() - 4 + 1 + 9 + inner.len() + 1 + 4).expect("small");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&body[4..]);
+        out.extend_from_slice(b"\x03document\0");
+        out.extend_from_slice(&inner);
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn nesting_is_refused_past_the_limit_without_exhausting_the_stack() {
+        let ok = nested(MAX_DEPTH);
+        assert_eq!(check_write(&ok), Ok(()));
+        assert!(matches!(
+            decode_write(&ok),
+            Ok(MongoWrite::InsertOne { .. })
+        ));
+        let too_deep = nested(MAX_DEPTH + 1);
+        let refused = Err(MongoDecodeError::TooDeep { max: MAX_DEPTH });
+        assert_eq!(check_write(&too_deep), refused);
+        // A hostile frame: 100,000 levels (800 kB) on a small stack.
+        let hostile = nested(100_000);
+        let on_small_stack = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || (check_write(&hostile), decode_write(&hostile).map(drop)))
+            .expect("thread");
+        let (checked, decoded) = on_small_stack.join().expect("no stack overflow");
+        assert_eq!(checked, refused);
+        assert_eq!(decoded, refused);
     }
 
     #[test]
