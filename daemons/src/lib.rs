@@ -20,6 +20,7 @@
 //!   allowlist, connection limits.
 //! - [`telemetry`]: logging and the Prometheus endpoint.
 //! - [`runtime`]: the async runtime and its number of worker threads.
+//! - [`sched`]: the proxy's CPU scheduling policy (`SCHED_BATCH`).
 //! - [`log_throttle`]: the one pace for log lines of an event that may
 //!   repeat fast.
 //! - [`shutdown`]: the signal that tells every task to finish.
@@ -35,6 +36,7 @@ pub mod log_throttle;
 pub mod nats;
 pub mod proxy;
 pub mod runtime;
+pub mod sched;
 pub mod security;
 pub mod server;
 pub mod shutdown;

@@ -109,6 +109,12 @@ struct Args {
     /// machine with cores to spare.
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
+    /// CPU scheduling policy. `batch` (SCHED_BATCH, the default): a woken
+    /// proxy does not preempt the application that woke it, so it reads
+    /// many frames per wake-up (the nice value is kept). `inherit`: leave
+    /// the policy the proxy was started with.
+    #[arg(long, value_enum, default_value = "batch", value_name = "POLICY")]
+    sched: syncs_daemons::sched::SchedPolicy,
     #[command(flatten)]
     security: syncs_daemons::security::proxy::ProxyFlags,
 }
@@ -143,11 +149,22 @@ fn host_name() -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    syncs_daemons::runtime::build(args.threads)?.block_on(run(args))
+    // Before any thread starts: threads inherit the policy.
+    let sched = syncs_daemons::sched::apply(args.sched);
+    syncs_daemons::runtime::build(args.threads)?.block_on(run(args, sched))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    sched: Result<(), syncs_daemons::sched::SchedError>,
+) -> anyhow::Result<()> {
     telemetry::init_logging(&args.log_level);
+    if let Err(e) = sched {
+        tracing::warn!(
+            "cannot set the scheduling policy `{:?}` ({e}); running with the one the proxy was started with",
+            args.sched
+        );
+    }
     // TLS, token and the plaintext rule: checked before anything connects.
     let security = {
         use syncs_daemons::security::proxy::{ProxySettings, SecurityOptions};
