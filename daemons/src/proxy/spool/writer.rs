@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use super::format::{
     encode_record, now_ms, Acked, Reserved, SegmentHeader, ACKED_FILE, SEGMENT_HEADER, TMP_SUFFIX,
 };
+use super::reaper::Reaper;
 use super::recover::{create_segment, sync_dir, write_reserved};
 use super::segment::Segment;
 use super::syncer::{Round, Syncer};
@@ -118,6 +119,8 @@ pub(super) struct Writer {
     /// (then the writer fsyncs in line).
     syncer: Option<mpsc::Sender<Round>>,
     syncer_thread: Option<thread::JoinHandle<()>>,
+    /// Closes deleted segments' files.
+    reaper: Reaper,
     /// Written since the last fsync.
     dirty: bool,
     last_sync: Instant,
@@ -168,6 +171,7 @@ impl Writer {
             durable: Arc::new(AtomicU64::new(written)),
             syncer: None,
             syncer_thread: None,
+            reaper: Reaper::start(),
             dirty: false,
             last_sync: Instant::now(),
             buf: Vec::new(),
@@ -554,7 +558,7 @@ impl Writer {
         if gone.is_empty() {
             return;
         }
-        for seg in gone {
+        for seg in &gone {
             match std::fs::remove_file(&seg.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -568,6 +572,7 @@ impl Writer {
             let mut st = self.shared.lock();
             st.disk_bytes = st.disk_bytes.saturating_sub(seg.len);
         }
+        self.reaper.reap(gone);
         self.shared.lock().publish_gauges();
         self.shared.room.notify_waiters();
     }
