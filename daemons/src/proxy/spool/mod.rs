@@ -20,6 +20,8 @@
 //!   index) and reading records back from a file.
 //! - `writer.rs`: the writer thread. It alone writes, rolls and deletes
 //!   files; pushes queue their records to it and await the outcome.
+//! - `reaper.rs`: the reaper thread: closes deleted segments' files
+//!   (the slow part of a deletion) off the writer's path.
 //! - `syncer.rs`: the syncer thread. It fsyncs the rounds the writer
 //!   wrote and answers their pushes, so concurrent pushers share one
 //!   fsync (group commit) and the writer never waits for the disk.
@@ -42,6 +44,7 @@ mod config;
 mod cursor;
 mod format;
 mod read;
+mod reaper;
 mod recover;
 mod segment;
 mod state;
@@ -338,6 +341,13 @@ impl Spool {
             .map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?;
         rx.await
             .map_err(|_| SpoolError::Failed("the writer thread is gone".into()))?
+    }
+
+    /// Holds every fsync (the syncer waits) while the guard lives: for
+    /// tests of what goes on meanwhile.
+    #[cfg(test)]
+    pub(crate) async fn hold_fsyncs(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.shared.fsync_gate.lock().await
     }
 
     #[cfg(test)]
