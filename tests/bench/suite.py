@@ -49,6 +49,7 @@ what carries over.
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import os
 import platform
@@ -358,7 +359,7 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
     (`second`: see `Rig`)."""
     rig = Rig(tmp, proxy_args, second=second)
     try:
-        sent_file, seen_file = rig.dir / "sent.json", rig.dir / "seen.json"
+        sent_file, seen_file = rig.dir / "sent.bin", rig.dir / "seen.json"
         n = int(rate * seconds)
         listener = subprocess.Popen([*WORKERS, "latency_listen", str(rig.target.port), str(n), str(seen_file)],
                                     stdout=subprocess.PIPE, text=True)
@@ -375,7 +376,7 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
         if out.returncode != 0:
             raise RuntimeError(f"bench_latency failed: {out.stderr}")
         listener.wait(timeout=180)
-        sent = json.loads(sent_file.read_text())
+        sent = array.array("q", sent_file.read_bytes())
         seen = {int(k): v for k, v in json.loads(seen_file.read_text()).items()}
         lat_ms = sorted((seen[i] - sent[i]) / 1e6 for i in range(n) if i in seen)
         if len(lat_ms) != n:

@@ -14,7 +14,9 @@
  * one at 100,000 writes/s.
  *
  * Writes the start times (ns since the epoch, CLOCK_REALTIME, as Python's
- * time.time_ns()) as a JSON array to <out file>; prints "n=<n>".
+ * time.time_ns()) to <out file> as n int64 in the machine's byte order, in
+ * one fwrite (no formatting of 1,000,000 numbers on a core the last
+ * writes' path may still need). Prints "n=<n>".
  */
 #include "intc_cli.h"
 
@@ -84,12 +86,10 @@ int main(int argc, char **argv) {
     perror(out_path);
     return 1;
   }
-  fputc('[', out);
-  for (long i = 0; i < n; i++) {
-    fprintf(out, i ? ",%lld" : "%lld", sent[i]);
+  if (fwrite(sent, sizeof *sent, (size_t)n, out) != (size_t)n || fclose(out) != 0) {
+    perror(out_path);
+    return 1;
   }
-  fputs("]\n", out);
-  fclose(out);
   free(sent);
   printf("n=%ld\n", n);
   return 0;
