@@ -121,6 +121,9 @@ pub struct RedisClusterTarget {
     name: String,
     /// Connections per node.
     pool: usize,
+    /// Which place of each node's pool a stream uses (the same on every
+    /// node; assign.rs).
+    assign: super::assign::Assign,
     /// `None`: `replicas` is 0.
     wait: Option<Wait>,
     /// Credentials and timeouts of every node (from the first seed URL).
@@ -265,6 +268,7 @@ impl RedisClusterTarget {
         Ok(Self {
             name: name.to_owned(),
             pool: settings.pool.max(1),
+            assign: super::assign::Assign::new(settings.pool),
             wait: Wait::new(settings.replicas, settings.replica_timeout),
             topology: Topology::new(addrs, template.clone()),
             template,
@@ -584,7 +588,7 @@ impl RedisClusterTarget {
     ) -> (NodeRun, Option<TargetError>) {
         let mut run = NodeRun::new(groups);
         let node = self.node(&addr);
-        let index = (stream % node.pool.len() as u64) as usize;
+        let index = self.assign.slot(stream).min(node.pool.len() - 1);
         let mut place = node.pool[index].lock().await;
         let mut live = match place.live.take() {
             Some(live) => live,

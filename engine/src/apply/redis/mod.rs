@@ -42,6 +42,7 @@
 //! (sentinel.rs). Every new connection asks the sentinels afresh, and
 //! anything that may mean a failover drops the connection.
 
+mod assign;
 mod cluster;
 mod conn;
 mod fence;
@@ -164,6 +165,8 @@ pub struct RedisTarget {
     /// `pool` connections; a stream always uses the same one, so its runs
     /// stay in order while different streams proceed in parallel.
     slots: Vec<Mutex<Slot>>,
+    /// Which slot each stream uses (assign.rs).
+    assign: assign::Assign,
     /// Per stream, the highest marker a run was confirmed with: a lower one
     /// read later (after a failover) is a regression, logged and counted.
     confirmed: Confirmed<u64>,
@@ -334,6 +337,7 @@ impl RedisTarget {
             slots: (0..settings.pool.max(1))
                 .map(|_| Mutex::new(Slot::default()))
                 .collect(),
+            assign: assign::Assign::new(settings.pool),
             confirmed: Confirmed::new(name),
         })
     }
@@ -380,7 +384,7 @@ impl RedisTarget {
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
-        let index = (stream % self.slots.len() as u64) as usize;
+        let index = self.assign.slot(stream).min(self.slots.len() - 1);
         let mut guard = self.slots[index].lock().await;
         let slot = &mut *guard;
         let mut live = match slot.live.take() {
