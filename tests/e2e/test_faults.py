@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Redis, default_rules, wait_for, wait_settled
+from conftest import Redis, default_rules, free_port, wait_for, wait_settled
 from relay import Relay
 
 N = 3000
@@ -111,6 +111,67 @@ def test_kill_9_server_mid_stream(syncs_factory, redis_target):
     wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write after the restart")
     settle(s, seq_and_count(r))
     assert_exactly_once(r, N, "kill -9 server")
+
+
+def test_kill_9_server_with_four_proxies_on_a_pool_of_four(syncs_factory, redis_target):
+    """Four proxies (four streams) into one server whose target has
+    `pool = 4`: each stream gets a connection of its own (a new stream
+    takes the least used one; `stream % pool` gave four streams four
+    connections 9 % of the time), and a kill -9 of the server mid-stream
+    still applies every write of every stream exactly once, in order."""
+    import intc
+
+    n = 1500
+    plain = f'redis "{redis_target.url}"'
+    rules = default_rules(redis_target.url, None).replace(plain, plain + " { pool = 4 }")
+    assert "pool = 4" in rules
+    s = syncs_factory(rules)
+    metrics = [s.proxy_metrics]
+    socks = [s.socket]
+    for k in range(1, 4):
+        port = free_port()
+        socks.append(s.add_proxy(f"p{k}", ["--metrics", f"127.0.0.1:{port}"]))
+        metrics.append(port)
+    r = redis_target.client(0)
+    r.client_setname("the-test")
+
+    def write(k: int) -> None:
+        ic = intc.IncClient()
+        for i in range(1, n + 1):
+            ic.redis_one(socks[k], 6379, 0, ("rpush", f"seq:{k}", str(i)))
+            ic.redis_one(socks[k], 6379, 0, ("incr", f"count:{k}"))
+            if i % 100 == 0:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+
+    def server_connections() -> int:
+        return sum(1 for c in r.client_list() if c["name"] != "the-test")
+
+    wait_for(lambda: all(r.llen(f"seq:{k}") > 0 for k in range(4)) and server_connections() >= 4,
+             what="four streams applied on four connections of the server")
+    wait_for(lambda: r.llen("seq:0") > n // 4, what="a quarter of the first stream applied")
+    s.server.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    s.start_server()
+    for t in threads:
+        t.join()
+
+    def state():
+        return [(r.llen(f"seq:{k}"), r.get(f"count:{k}")) for k in range(4)]
+
+    wait_for(lambda: all(length >= n for length, _ in state()), timeout=60,
+             what="every write of every stream after the restart")
+    for sock in socks:
+        assert intc.IncClient().sync(sock, 10.0) == 0
+    for port in metrics:
+        wait_settled(port, state)
+    for k in range(4):
+        got = [int(x) for x in r.lrange(f"seq:{k}", 0, -1)]
+        assert got == list(range(1, n + 1)), f"stream {k}: {len(got)} entries, {len(got) - len(set(got))} duplicated"
+        assert int(r.get(f"count:{k}")) == n
 
 
 def test_target_redis_stopped_and_started(syncs_factory, tmp_path):
