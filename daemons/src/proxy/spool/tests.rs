@@ -651,6 +651,27 @@ async fn never_and_flush() {
 }
 
 #[tokio::test]
+async fn never_still_fsyncs_in_the_background_every_8_mib_so_a_roll_finds_little_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.fsync = Fsync::Never;
+    cfg.segment_bytes = 64 << 20;
+    let s = Spool::open(cfg, 1).expect("open");
+    let record = Bytes::from(vec![b'x'; 64 << 10]);
+    // 9 MiB, one segment: no roll, no flush.
+    let results = s.push_batch(vec![record; 144]).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(s.segment_count(), 1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.fsyncs() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("an fsync once 8 MiB are written");
+}
+
+#[tokio::test]
 async fn one_spool_per_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Spool::open(config(dir.path()), 1).expect("open");

@@ -41,6 +41,13 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: u64 = 16 << 20;
 /// Housekeeping (acknowledged position, gauges) at most this often.
 const TICK: Duration = Duration::from_secs(1);
+/// Under `Fsync::Never` and `Fsync::Every`, bytes written past the last
+/// fsync after which the syncer is asked for one in the background. A
+/// segment is fsynced in the writer when it closes, whatever the policy
+/// (the next one must not exist before it is whole on disk); without
+/// these, that fsync found the whole 64 MiB segment dirty and took 30–60
+/// ms, in which nothing new became readable.
+const EARLY_SYNC_BYTES: u64 = 8 << 20;
 /// How far the `reserved` mark moves ahead of the newest record each time
 /// it must move.
 pub(super) const RESERVE_AHEAD: u64 = 1 << 20;
@@ -123,6 +130,9 @@ pub(super) struct Writer {
     reaper: Reaper,
     /// Written since the last fsync.
     dirty: bool,
+    /// Bytes written since the last fsync or the last one asked of the
+    /// syncer ([`EARLY_SYNC_BYTES`]).
+    unsynced: u64,
     last_sync: Instant,
     buf: Vec<u8>,
     /// Records in `buf`: (seq, offset, size, time, data).
@@ -173,6 +183,7 @@ impl Writer {
             syncer_thread: None,
             reaper: Reaper::start(),
             dirty: false,
+            unsynced: 0,
             last_sync: Instant::now(),
             buf: Vec::new(),
             piece: Vec::new(),
@@ -378,6 +389,11 @@ impl Writer {
                     result = self.sync();
                 }
             }
+        } else if result.is_ok()
+            && self.unsynced >= EARLY_SYNC_BYTES
+            && self.hand_over(Vec::new()).is_ok()
+        {
+            self.unsynced = 0;
         }
         if let Err(e) = &result {
             self.fail(e);
@@ -460,6 +476,7 @@ impl Writer {
             });
         }
         self.dirty = true;
+        self.unsynced += self.buf.len() as u64;
         let memory = self.shared.limits.memory_bytes;
         let mut st = self.shared.lock();
         for (seq, offset, size, time_ms, data) in self.piece.drain(..) {
@@ -499,6 +516,7 @@ impl Writer {
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(stats::PROXY_SPOOL_FSYNCS).increment(1);
         self.dirty = false;
+        self.unsynced = 0;
         self.last_sync = Instant::now();
         self.durable.fetch_max(self.written, Ordering::AcqRel);
         self.publish_written()
