@@ -400,10 +400,7 @@ def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], ru
     run's percentiles beside it (the tail varies from run to run on a
     shared 2-core machine)."""
     samples = [row_latency(tmp, rate, seconds, proxy_args, second) for _ in range(runs)]
-    ordered = sorted(samples, key=lambda r: r["p99_ms"])
-    out = dict(ordered[len(ordered) // 2])
-    out["runs"] = [{k: r[k] for k in ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms")} for r in samples]
-    return out
+    return median_run(samples, "p99_ms", ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"))
 
 
 def row_mongo(tmp: Path, n: int, batch: int) -> dict | None:
@@ -449,10 +446,7 @@ def mongo_runs(tmp: Path, n: int, batch: int, runs: int) -> dict | None:
     done = [r for r in samples if r is not None]
     if not done:
         return None
-    ordered = sorted(done, key=lambda r: r["ratio"])
-    out = dict(ordered[len(ordered) // 2])
-    out["runs"] = [{k: r[k] for k in ("direct_ops_per_s", "syncs_ops_per_s", "ratio")} for r in done]
-    return out
+    return median_run(done, "ratio", ("direct_ops_per_s", "syncs_ops_per_s", "ratio"))
 
 
 def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
@@ -497,6 +491,14 @@ def row_call_cost(tmp: Path, n_c: int, n_py: int, runs: int) -> dict:
 
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
+
+
+def median_run(runs: list[dict], key: str, shown: tuple[str, ...]) -> dict:
+    """The run with the median `key` (the upper one of an even count),
+    with every run's `shown` fields beside it under "runs"."""
+    out = dict(sorted(runs, key=lambda r: r[key])[len(runs) // 2])
+    out["runs"] = [{k: r[k] for k in shown} for r in runs]
+    return out
 
 
 def median_cpu(runs: list[dict]) -> dict[str, float]:
