@@ -16,6 +16,8 @@ use std::sync::Mutex;
 
 #[derive(Debug)]
 pub(super) struct Assign {
+    /// Connections; with one, there is nothing to remember or lock.
+    n: usize,
     inner: Mutex<Inner>,
 }
 
@@ -30,20 +32,22 @@ struct Inner {
 impl Assign {
     /// For `n` connections (at least 1).
     pub fn new(n: usize) -> Self {
+        let n = n.max(1);
         Self {
+            n,
             inner: Mutex::new(Inner {
                 of: HashMap::new(),
-                load: vec![0; n.max(1)],
+                load: vec![0; n],
             }),
         }
     }
 
     /// The connection `stream` uses; the same every time.
     pub fn slot(&self, stream: u64) -> usize {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.load.len() == 1 {
+        if self.n == 1 {
             return 0;
         }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&i) = inner.of.get(&stream) {
             return i;
         }
