@@ -77,6 +77,10 @@ pub async fn run(config: ServerConfig, stop: CancellationToken) -> anyhow::Resul
             tracing::info!("  {line}");
         }
     }
+    if matches!(config.transport, crate::nats::Transport::Nats(_)) {
+        // Before the targets are built: their default `pool` depends on it.
+        syncs_engine::apply::redis::set_shared_streams(true);
+    }
     let live = LiveRules::load(&config.rules).map_err(|errors| {
         anyhow::anyhow!(
             "rules {} are not valid:\n{}",

@@ -50,13 +50,13 @@ struct Ctx {
 }
 
 /// Runs the NATS transport until `stop`; then finishes the batches in hand,
-/// gives the leases back and returns.
+/// gives the leases back and returns. The caller has turned the engine's
+/// shared-streams mode on before building the targets.
 pub async fn run(
     shared: Arc<Shared>,
     conf: ServerNats,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    syncs_engine::apply::redis::set_shared_streams(true);
     let id = conf.server_id.clone().unwrap_or_else(default_id);
     let client = common::connect(&conf.settings, &format!("syncs-server {id}")).await?;
     let js = jetstream::new(client);

@@ -89,7 +89,8 @@ const TRANSIENT: [&[u8]; 8] = [
 /// a plain `redis` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// Connections (at least 1): a stream always uses the same one.
+    /// Connections (at least 1), opened as streams first need them: a
+    /// stream always uses the same one. Default [`default_pool`].
     pub pool: usize,
     pub connect_timeout: Duration,
     /// For a whole round trip, WAIT included: longer than `replica_timeout`.
@@ -104,7 +105,7 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
-            pool: 1,
+            pool: default_pool(),
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             replicas: 0,
@@ -277,6 +278,24 @@ pub fn set_shared_streams(on: bool) {
 
 fn shared_streams() -> bool {
     SHARED_STREAMS.load(Ordering::Relaxed)
+}
+
+/// A Redis target's `pool` when its options leave it out, outside the
+/// shared-streams mode: four streams (four proxies) apply in parallel,
+/// each on a connection of its own. The connections open as streams first
+/// use them, so one proxy costs one connection.
+pub const DEFAULT_POOL: usize = 4;
+
+/// [`DEFAULT_POOL`], but 1 in shared-streams mode: there every run WATCHes
+/// the one marker hash, so two connections of one server would abort each
+/// other's runs. [`set_shared_streams`] must come before the targets are
+/// built.
+pub fn default_pool() -> usize {
+    if shared_streams() {
+        1
+    } else {
+        DEFAULT_POOL
+    }
 }
 
 /// Runs planned again after another server changed the marker hash between
@@ -865,6 +884,11 @@ mod tests {
         };
         let s = RedisSettings::from_def(&def);
         assert_eq!(s.pool, 1);
+        // Left out: up to four streams apply in parallel (this test
+        // process never turns the NATS shared-streams mode on).
+        def.options.pool = None;
+        assert_eq!(RedisSettings::from_def(&def).pool, DEFAULT_POOL);
+        def.options.pool = Some(0);
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         assert_eq!(s.replicas, 0);
