@@ -7,7 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use syncs_engine::op::Op;
 use syncs_engine::wire::client::{
-    check_payload, decode_payload, mongo_frame, redis_frame, FrameDecoder, Framed,
+    check_command_names, check_payload, decode_payload, mongo_frame, redis_frame, FrameDecoder,
+    Framed,
 };
 use syncs_engine::wire::mongo::decode_write;
 use syncs_engine::wire::peer::{Message, PeerCodec};
@@ -105,6 +106,23 @@ proptest! {
         }
         let decoded = decode_payload(&Bytes::copy_from_slice(&payload)).map(|_| ());
         prop_assert_eq!(check_payload(&payload), decoded);
+    }
+
+    /// The client libraries check the Redis frames they encode by their
+    /// names alone: it must find what parsing the frame back finds.
+    #[test]
+    fn command_names_check_agrees_with_check_payload(
+        cmds in prop::collection::vec(
+            (prop::sample::select(vec!["set", "multi", "ExEc", "select", "get", "", "quit"]), args()),
+            1..5,
+        ),
+    ) {
+        let cmds: Vec<Vec<Vec<u8>>> = cmds
+            .into_iter()
+            .map(|(name, rest)| std::iter::once(name.as_bytes().to_vec()).chain(rest).collect())
+            .collect();
+        let payload = redis_frame(6379, 0, &cmds);
+        prop_assert_eq!(check_command_names(&cmds), check_payload(&payload[4..]));
     }
 
     #[test]

@@ -10,13 +10,18 @@ use pyo3::types::{
 
 use crate::error::invalid;
 
-/// The items of a tuple or list; `what` names it in errors.
-fn items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+/// `f(index, item)` for each item of a tuple or list, collected (without
+/// a list of the items first); `what` names `obj` in errors.
+fn map_items<'py, T>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    mut f: impl FnMut(usize, Bound<'py, PyAny>) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
     if let Ok(tuple) = obj.cast::<PyTuple>() {
-        return Ok(tuple.iter().collect());
+        return tuple.iter().enumerate().map(|(i, x)| f(i, x)).collect();
     }
     if let Ok(list) = obj.cast::<PyList>() {
-        return Ok(list.iter().collect());
+        return list.iter().enumerate().map(|(i, x)| f(i, x)).collect();
     }
     Err(invalid(format!(
         "{what} must be a tuple or a list, not {}",
@@ -50,30 +55,26 @@ impl AsRef<[u8]> for Arg<'_> {
 
 /// One command: `("set", "a", b"v", 1)`.
 pub fn command<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Arg<'py>>> {
-    let args = items(obj, what)?;
+    let args = map_items(obj, what, |i, arg| {
+        argument(&arg).map_err(|e| e.context(what, i))
+    })?;
     if args.is_empty() {
         return Err(invalid(format!(
             "{what} is empty: a command needs at least its name"
         )));
     }
-    args.iter()
-        .enumerate()
-        .map(|(i, arg)| argument(arg).map_err(|e| e.context(what, i)))
-        .collect()
+    Ok(args)
 }
 
 /// Several commands: `(("set", "a", "1"), ("incr", "b"))`.
 pub fn commands<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Vec<Arg<'py>>>> {
-    let cmds = items(obj, what)?;
+    let cmds = map_items(obj, what, |i, cmd| command(&cmd, &format!("{what}[{i}]")))?;
     if cmds.is_empty() {
         return Err(invalid(format!(
             "{what} is empty: give at least one command"
         )));
     }
-    cmds.iter()
-        .enumerate()
-        .map(|(i, cmd)| command(cmd, &format!("{what}[{i}]")))
-        .collect()
+    Ok(cmds)
 }
 
 /// Why an argument was refused, named once its position is known (no

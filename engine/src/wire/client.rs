@@ -349,6 +349,24 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     Ok(RedisOp { port, db, commands })
 }
 
+/// What [`check_payload`] finds wrong with a Redis payload that
+/// [`put_redis_payload`] encoded from `commands` (each its arguments, name
+/// first, none empty): the encoder's output always parses, so only a
+/// refused name can be — the first, as [`check_payload`] reports it. The
+/// client libraries check the frames they encode with it, without parsing
+/// them back.
+pub fn check_command_names<C, A>(commands: &[C]) -> Result<(), FrameError>
+where
+    C: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
+    let names = commands.iter().filter_map(|c| c.as_ref().first());
+    match names.map(AsRef::as_ref).find(|name| is_refused(name)) {
+        Some(bad) => Err(refused_command(bad)),
+        None => Ok(()),
+    }
+}
+
 /// True for a command name a frame may not carry (any case).
 fn is_refused(name: &[u8]) -> bool {
     REFUSED
