@@ -721,23 +721,32 @@ def main() -> None:
 
 
 def throughput_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str], add, results: dict) -> None:
-    """Rows 1 to 3, and the peak RSS of row 7 over the row-3 runs."""
-    add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline",
-        [row_redis_benchmark(tmp, max(n, 100_000)) for _ in range(runs)])
+    """Rows 1 to 3, and the peak RSS of row 7 over the row-3 runs.
+
+    The runs of rows 1 and 3 alternate (redis-benchmark, then each client
+    once; `runs` times), so that a slower spell of the machine weighs on
+    both sides of the ratios to row 1, as in the writers and NATS rows."""
+    clients = (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
+               ("c-seed", "syncs, C library, seed style (two intc_send per frame)"),
+               ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered"))
+    limit: list[dict] = []
+    samples: dict[str, list[dict]] = {client: [] for client, _ in clients}
+    for _ in range(runs):
+        limit.append(row_redis_benchmark(tmp, max(n, 100_000)))
+        for client, _ in clients:
+            samples[client].append(row_syncs(tmp, n, client, c_exe, proxy_args))
+    add("redis-benchmark", "redis-benchmark -P 128 -c 1", "baseline", limit)
     direct_n = min(n, 100_000)
     add("redis-py-p1", "redis-py, one at a time", "baseline",
         [{"ops_per_s": row_redis_py(tmp, direct_n, 1)} for _ in range(runs)])
     add("redis-py-p1000", "redis-py, pipelined by 1,000", "baseline",
         [{"ops_per_s": row_redis_py(tmp, n, 1000)} for _ in range(runs)])
     rss: dict[str, int] = {}
-    for client, name in (("c", "syncs, C library"), ("c-buffered", "syncs, C library, buffered"),
-                         ("c-seed", "syncs, C library, seed style (two intc_send per frame)"),
-                         ("py", "syncs, Python library"), ("py-buffered", "syncs, Python library, buffered")):
-        samples = [row_syncs(tmp, n, client, c_exe, proxy_args) for _ in range(runs)]
-        for s in samples:
+    for client, name in clients:
+        for s in samples[client]:
             for k, v in s["rss"].items():
                 rss[k] = max(rss.get(k, 0), v)
-        add(f"syncs-{client}", name, "syncs", samples)
+        add(f"syncs-{client}", name, "syncs", samples[client])
     results["rss"] = rss
 
 
