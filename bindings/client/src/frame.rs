@@ -5,8 +5,9 @@
 //! with the engine ([`check_payload`], which accepts exactly what
 //! [`decode_payload`] does; a Redis frame the engine's encoder wrote from
 //! arguments, with `check_command_names`: only a refused name can be wrong
-//! there), so a frame that is sent is a frame the server will accept: a bad hand-built RESP expression or write description is
-//! reported to the caller that made it, not dropped silently far away.
+//! there), so a frame that is sent is a frame the server will accept: a
+//! bad hand-built RESP expression or write description is reported to the
+//! caller that made it, not dropped silently far away.
 
 use std::marker::PhantomData;
 
@@ -124,8 +125,8 @@ pub trait Encode {
     fn wire_len(&self) -> usize;
 
     /// Appends the frame to `out` and checks it there (as [`Frame`]'s
-    /// constructors do). On an error `out`
-    /// may end with part of the frame: the caller cuts it off.
+    /// constructors do). On an error `out` may end with part of the frame:
+    /// the caller cuts it off.
     fn encode_checked(&self, out: &mut Vec<u8>) -> Result<(), ClientError>;
 }
 
