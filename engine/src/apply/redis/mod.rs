@@ -884,11 +884,6 @@ mod tests {
         };
         let s = RedisSettings::from_def(&def);
         assert_eq!(s.pool, 1);
-        // Left out: up to four streams apply in parallel (this test
-        // process never turns the NATS shared-streams mode on).
-        def.options.pool = None;
-        assert_eq!(RedisSettings::from_def(&def).pool, DEFAULT_POOL);
-        def.options.pool = Some(0);
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         assert_eq!(s.replicas, 0);
@@ -902,5 +897,9 @@ mod tests {
             (s.replicas, s.replica_timeout),
             (2, Duration::from_millis(300))
         );
+        // `pool` left out: up to four streams apply in parallel (this test
+        // process never turns the NATS shared-streams mode on).
+        def.options.pool = None;
+        assert_eq!(RedisSettings::from_def(&def).pool, DEFAULT_POOL);
     }
 }
