@@ -7,8 +7,8 @@
 #                               `syncs` user (postinst), docs
 #   libintc1_<v>_<arch>.deb     libintc.so.1 (SONAME libintc.so.1)
 #   libintc-dev_<v>_<arch>.deb  intc_cli.h, libintc.a, libintc.so, intc.pc
-#   intc-<v>-cp39-abi3-*.whl    the Python library (intc, intc_mg), one wheel
-#                               for CPython 3.9 and later
+#   intc-<v>-cp310-abi3-*.whl   the Python library (intc, intc_mg), one wheel
+#                               for CPython 3.10 and later
 #
 #   scripts/package.sh [--out DIR] [--revision N] [--no-wheel] [--fast]
 #

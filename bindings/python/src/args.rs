@@ -4,6 +4,7 @@
 //! else, `bool` and `None` included, is an `InvalidOperation`.
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
@@ -36,11 +37,13 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-/// One argument's bytes: borrowed from a Python `bytes` object (a `str`
-/// is encoded to one) or, for the rest, owned.
+/// One argument's bytes: borrowed from a Python `bytes` object or a `str`
+/// (its UTF-8, which CPython keeps with the string: nothing is copied on
+/// 3.10+, where the limited API can read it) or, for the rest, owned.
 #[derive(Debug)]
 pub enum Arg<'py> {
     Py(Bound<'py, PyBytes>),
+    Str(PyBackedStr),
     Owned(Vec<u8>),
 }
 
@@ -48,6 +51,7 @@ impl AsRef<[u8]> for Arg<'_> {
     fn as_ref(&self) -> &[u8] {
         match self {
             Arg::Py(b) => b.as_bytes(),
+            Arg::Str(s) => s.as_bytes(),
             Arg::Owned(v) => v,
         }
     }
@@ -56,7 +60,7 @@ impl AsRef<[u8]> for Arg<'_> {
 /// One command: `("set", "a", b"v", 1)`.
 pub fn command<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Arg<'py>>> {
     let args = map_items(obj, what, |i, arg| {
-        argument(&arg).map_err(|e| e.context(what, i))
+        argument(arg).map_err(|e| e.context(what, i))
     })?;
     if args.is_empty() {
         return Err(invalid(format!(
@@ -100,15 +104,19 @@ impl ArgError {
 }
 
 /// One argument's bytes.
-fn argument<'py>(arg: &Bound<'py, PyAny>) -> Result<Arg<'py>, ArgError> {
-    if let Ok(b) = arg.cast::<PyBytes>() {
-        return Ok(Arg::Py(b.clone()));
-    }
-    if let Ok(s) = arg.cast::<PyString>() {
-        return s.encode_utf8().map(Arg::Py).map_err(|e| {
-            ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
-        });
-    }
+fn argument<'py>(arg: Bound<'py, PyAny>) -> Result<Arg<'py>, ArgError> {
+    let arg = match arg.cast_into::<PyBytes>() {
+        Ok(b) => return Ok(Arg::Py(b)),
+        Err(e) => e.into_inner(),
+    };
+    let arg = match arg.cast_into::<PyString>() {
+        Ok(s) => {
+            return PyBackedStr::try_from(s).map(Arg::Str).map_err(|e| {
+                ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
+            });
+        }
+        Err(e) => e.into_inner(),
+    };
     if let Ok(b) = arg.cast::<PyByteArray>() {
         return Ok(Arg::Owned(b.to_vec()));
     }
@@ -140,7 +148,7 @@ fn argument<'py>(arg: &Bound<'py, PyAny>) -> Result<Arg<'py>, ArgError> {
     }
     Err(ArgError::Message(
         "has type ",
-        format!("{}; expected str, bytes, int or float", type_name(arg)),
+        format!("{}; expected str, bytes, int or float", type_name(&arg)),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! `IncClient`: the seed's Python client.
 
-use std::path::PathBuf;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use intc_client::{
@@ -9,7 +10,7 @@ use intc_client::{
 };
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBool, PyDict, PyInt};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 
 use crate::args;
 use crate::error::{invalid, to_py};
@@ -70,15 +71,15 @@ impl IncClient {
     fn send(
         &self,
         py: Python<'_>,
-        path: PathBuf,
+        path: &Path,
         frame: Result<Frame, intc_client::ClientError>,
     ) -> PyResult<()> {
         let frame = frame.map_err(to_py)?;
         let registry = self.registry();
         if !self.buffering {
-            return py.detach(|| registry.send(&path, &frame)).map_err(to_py);
+            return py.detach(|| registry.send(path, &frame)).map_err(to_py);
         }
-        let conn = registry.get(&path).map_err(to_py)?;
+        let conn = registry.get(path).map_err(to_py)?;
         match conn.try_buffer(&frame) {
             TryBuffer::Buffered => Ok(()),
             TryBuffer::NeedsSend => py.detach(|| conn.send(&frame)).map_err(to_py),
@@ -94,7 +95,7 @@ impl IncClient {
     fn send_redis<C, A>(
         &self,
         py: Python<'_>,
-        path: PathBuf,
+        path: &Path,
         port: u16,
         db: u32,
         commands: &[C],
@@ -107,7 +108,7 @@ impl IncClient {
         if !self.buffering {
             return self.send(py, path, Frame::encoded(&frame));
         }
-        let conn = match self.registry().get(&path) {
+        let conn = match self.registry().get(path) {
             Ok(conn) => conn,
             // A bad frame is reported before a bad path, as when the frame
             // is built first.
@@ -123,8 +124,14 @@ impl IncClient {
     }
 }
 
-fn path_arg(path: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
-    path.extract::<PathBuf>().map_err(|_| {
+/// The proxy's socket path: a `str` is read in place (every call names
+/// it), anything else goes through `os.fspath` (a `str` that is not UTF-8,
+/// from `surrogateescape`, too).
+fn path_arg<'a>(path: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, Path>> {
+    if let Some(text) = path.cast::<PyString>().ok().and_then(|s| s.to_str().ok()) {
+        return Ok(Cow::Borrowed(Path::new(text)));
+    }
+    path.extract::<PathBuf>().map(Cow::Owned).map_err(|_| {
         invalid(format!(
             "path must be a str or os.PathLike naming the proxy's unix socket, not {}",
             path.get_type()
@@ -260,7 +267,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmd = args::command(cmd, "cmd")?;
-        self.send_redis(py, path, port, db, &[cmd])
+        self.send_redis(py, &path, port, db, &[cmd])
     }
 
     /// Sends several Redis commands as one transaction (applied with
@@ -278,7 +285,7 @@ impl IncClient {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
         let cmds = args::commands(cmds, "cmds")?;
-        self.send_redis(py, path, port, db, &cmds)
+        self.send_redis(py, &path, port, db, &cmds)
     }
 
     /// Sends a MongoDB write on collection `coll` of database `db`; `op` is
@@ -307,7 +314,7 @@ impl IncClient {
                     .unwrap_or_default()
             ))
         })?;
-        self.send(py, path, Frame::mongo(&db, &coll, &op))
+        self.send(py, &path, Frame::mongo(&db, &coll, &op))
     }
 
     /// Writes the frames buffered for `path` now (every path of this

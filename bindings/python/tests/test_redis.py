@@ -1,10 +1,12 @@
 """Redis commands: argument conversion, transactions, refused commands."""
 
+import os
 import re
 
 import intc
 import pytest
 
+from proxy_stub import StubProxy
 from test_seed import resp
 
 
@@ -104,6 +106,18 @@ def test_paths_may_be_pathlike(proxy, client):
 
     client.redis_one(pathlib.Path(proxy.path), 6379, 0, ("ping",))
     assert proxy.wait_frames(1) == [b"6379,0\x01" + resp(b"ping")]
+
+
+def test_a_path_that_is_not_utf8(tmp_path, client):
+    # A str path from os.fsdecode (surrogateescape) names the same bytes.
+    path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/us\xff")
+    proxy = StubProxy(path)
+    try:
+        client.redis_one(path, 6379, 0, ("ping",))
+        assert proxy.wait_frames(1) == [b"6379,0\x01" + resp(b"ping")]
+        assert os.listdir(os.fsencode(str(tmp_path))) == [b"us\xff"]
+    finally:
+        proxy.close()
 
 
 def test_frames_above_the_limit_raise_frame_too_large(proxy, client):
