@@ -11,7 +11,8 @@
  * does: the 4-byte length prefix and the payload in two `intc_send` calls
  * on an `intc_fetch` handle.
  *
- * Prints one line: "calls_ns=<ns spent in the calls> n=<n>".
+ * Prints one line: "calls_ns=<ns spent in the calls> n=<n> start_ns=<CLOCK_MONOTONIC
+ * at the first call>" (the suite times a row from that first call).
  */
 #include "intc_cli.h"
 
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
     }
     long long t1 = now_ns();
     intc_dispose();
-    printf("calls_ns=%lld n=%ld\n", t1 - t0, n);
+    printf("calls_ns=%lld n=%ld start_ns=%lld\n", t1 - t0, n, t0);
     return 0;
   }
   const char *args[3] = {"SET", key, value};
@@ -103,6 +104,6 @@ int main(int argc, char **argv) {
   rc |= check(intc_flush(cli), "intc_flush");
   long long t1 = now_ns();
   intc_cli_free(cli);
-  printf("calls_ns=%lld n=%ld\n", t1 - t0, n);
+  printf("calls_ns=%lld n=%ld start_ns=%lld\n", t1 - t0, n, t0);
   return rc;
 }
