@@ -1,6 +1,6 @@
 //! Property tests for every decoder that reads untrusted bytes: the client
-//! frame and its RESP and BSON parts, the stream framer, and the proxy ↔
-//! server codec. None may panic, and none may allocate from a length field
+//! frame and its RESP and BSON parts, the stream framer, the proxy ↔
+//! server codec, and Redis' replies. None may panic, and none may allocate from a length field
 //! more than the bytes present (the framer holds at most one frame).
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,11 +12,61 @@ use syncs_engine::wire::client::{
 };
 use syncs_engine::wire::mongo::decode_write;
 use syncs_engine::wire::peer::{Message, PeerCodec};
+use syncs_engine::wire::reply::{take_reply, Reply};
 use syncs_engine::wire::resp::{encode_command, parse_commands};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn args() -> impl Strategy<Value = Vec<Vec<u8>>> {
     prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 1..6)
+}
+
+/// A line a status or error reply can hold (no CR or LF).
+fn line() -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        Just(Bytes::from_static(b"OK")),
+        Just(Bytes::from_static(b"QUEUED")),
+        prop::collection::vec(
+            any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+            0..12
+        )
+        .prop_map(Bytes::from),
+    ]
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let leaf = prop_oneof![
+        line().prop_map(Reply::Status),
+        line().prop_map(Reply::Error),
+        any::<i64>().prop_map(Reply::Int),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from))
+            .prop_map(Reply::Bulk),
+        Just(Reply::Array(None)),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop::collection::vec(inner, 0..6).prop_map(|v| Reply::Array(Some(v)))
+    })
+}
+
+/// RESP2, as Redis writes it.
+fn encode_reply(out: &mut Vec<u8>, r: &Reply) {
+    match r {
+        Reply::Status(l) => out.extend_from_slice(&[b"+", &l[..], b"\r\n"].concat()),
+        Reply::Error(l) => out.extend_from_slice(&[b"-", &l[..], b"\r\n"].concat()),
+        Reply::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+        Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+        Reply::Bulk(Some(b)) => {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+        Reply::Array(Some(items)) => {
+            out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            for item in items {
+                encode_reply(out, item);
+            }
+        }
+    }
 }
 
 proptest! {
@@ -48,6 +98,49 @@ proptest! {
         prop_assert_eq!((op.port, op.db), (port, db));
         let got: Vec<Vec<Vec<u8>>> = op.commands.iter().map(|c| c.args().iter().map(|a| a.to_vec()).collect()).collect();
         prop_assert_eq!(got, cmds);
+    }
+
+    #[test]
+    fn replies_round_trip_whole_and_cut(replies in prop::collection::vec(reply(), 1..4), cut in any::<prop::sample::Index>()) {
+        let mut bytes = Vec::new();
+        for r in &replies {
+            encode_reply(&mut bytes, r);
+        }
+        // Arriving in two reads: nothing is taken from an incomplete
+        // reply, and every reply comes out as it went in.
+        let cut = cut.index(bytes.len() + 1);
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        let mut got = Vec::new();
+        loop {
+            let before = buf.len();
+            match take_reply(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                Some(r) => got.push(r),
+                None => {
+                    prop_assert_eq!(buf.len(), before);
+                    break;
+                }
+            }
+        }
+        buf.extend_from_slice(&bytes[cut..]);
+        while let Some(r) = take_reply(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+            got.push(r);
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, replies);
+    }
+
+    #[test]
+    fn reply_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), r in reply()) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = take_reply(&mut buf) {}
+        let mut encoded = Vec::new();
+        encode_reply(&mut encoded, &r);
+        for (i, b) in flips {
+            let at = i.index(encoded.len());
+            encoded[at] = b;
+        }
+        let mut buf = BytesMut::from(&encoded[..]);
+        while let Ok(Some(_)) = take_reply(&mut buf) {}
     }
 
     #[test]

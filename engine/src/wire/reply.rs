@@ -83,8 +83,10 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
     let Some(len) = measure(buf, 0, 0)? else {
         return Ok(None);
     };
-    let mut cursor = buf.split_to(len).freeze();
-    Ok(Some(build(&mut cursor)))
+    let mut at = 0;
+    let reply = build(&buf[..len], &mut at);
+    buf.advance(len);
+    Ok(Some(reply))
 }
 
 /// The length of the complete reply at `at`, `None` if incomplete.
@@ -141,42 +143,42 @@ fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ReplyEr
     }
 }
 
-/// Builds the reply `measure` accepted; `cursor` starts at it.
-fn build(cursor: &mut Bytes) -> Reply {
-    let kind = cursor.get_u8();
-    let end = line_end(cursor, 0).unwrap_or(cursor.len());
-    if kind == b'+' || kind == b'-' {
-        // The line is shared only here, where it is kept; the statuses a
-        // run gets by the thousand are static (no reference count to
-        // touch).
-        let line = match &cursor[..end] {
-            b"OK" if kind == b'+' => Bytes::from_static(b"OK"),
-            b"QUEUED" if kind == b'+' => Bytes::from_static(b"QUEUED"),
-            _ => cursor.slice(..end),
-        };
-        cursor.advance((end + 2).min(cursor.len()));
-        return if kind == b'+' {
-            Reply::Status(line)
-        } else {
-            Reply::Error(line)
-        };
-    }
-    let int = parse_int(&cursor[..end]).unwrap_or(0);
-    cursor.advance((end + 2).min(cursor.len()));
+/// Builds the reply `measure` accepted at `*at` in `buf`, and moves `at`
+/// past it. Reads in place: only what a reply keeps is copied (an error
+/// line, a bulk string), and the statuses a run gets by the thousand are
+/// static, so the thousands of `+QUEUED` and `+OK` of a run allocate
+/// nothing and touch no reference count.
+fn build(buf: &[u8], at: &mut usize) -> Reply {
+    let Some(&kind) = buf.get(*at) else {
+        return Reply::Bulk(None);
+    };
+    let start = *at + 1;
+    let end = line_end(buf, start).unwrap_or(buf.len());
+    let line = buf.get(start..end).unwrap_or_default();
+    *at = (end + 2).min(buf.len());
     match kind {
-        b':' => Reply::Int(int),
-        b'$' => match usize::try_from(int) {
-            Ok(n) => {
-                let n = n.min(cursor.len());
-                let bulk = cursor.slice(..n);
-                cursor.advance((n + 2).min(cursor.len()));
-                Reply::Bulk(Some(bulk))
+        b'+' => Reply::Status(match line {
+            b"OK" => Bytes::from_static(b"OK"),
+            b"QUEUED" => Bytes::from_static(b"QUEUED"),
+            _ => Bytes::copy_from_slice(line),
+        }),
+        b'-' => Reply::Error(Bytes::copy_from_slice(line)),
+        b':' => Reply::Int(parse_int(line).unwrap_or(0)),
+        b'$' => match parse_int(line).and_then(|n| usize::try_from(n).ok()) {
+            Some(n) => {
+                let bulk = buf.get(*at..).unwrap_or_default();
+                let bulk = &bulk[..n.min(bulk.len())];
+                *at = (*at + bulk.len() + 2).min(buf.len());
+                Reply::Bulk(Some(Bytes::copy_from_slice(bulk)))
             }
-            Err(_) => Reply::Bulk(None),
+            None => Reply::Bulk(None),
         },
-        _ => match usize::try_from(int) {
-            Ok(n) => Reply::Array(Some((0..n).map(|_| build(cursor)).collect())),
-            Err(_) => Reply::Array(None),
+        _ => match parse_int(line).and_then(|n| usize::try_from(n).ok()) {
+            // `measure` saw every element; each takes 3 bytes at least.
+            Some(n) => Reply::Array(Some(
+                (0..n.min(buf.len() / 3)).map(|_| build(buf, at)).collect(),
+            )),
+            None => Reply::Array(None),
         },
     }
 }
