@@ -106,12 +106,14 @@ impl Segment {
 }
 
 /// Buffered positional reads over a file that does not change below
-/// `limit` while we read it.
+/// `limit` while we read it. Each chunk is read into a buffer of its own,
+/// so the records in it can be handed out as slices of it (no copy, no
+/// allocation per record).
 pub(super) struct ChunkReader<'a> {
     file: &'a File,
     limit: u64,
     chunk: usize,
-    buf: Vec<u8>,
+    buf: Bytes,
     /// File offset of `buf[0]`.
     at: u64,
 }
@@ -122,7 +124,7 @@ impl<'a> ChunkReader<'a> {
             file,
             limit,
             chunk: chunk.max(RECORD_HEADER as usize),
-            buf: Vec::new(),
+            buf: Bytes::new(),
             at: 0,
         }
     }
@@ -133,16 +135,28 @@ impl<'a> ChunkReader<'a> {
 
     /// Bytes `off .. off + len`; the caller checked `off + len <= limit`.
     pub fn get(&mut self, off: u64, len: usize) -> io::Result<&[u8]> {
+        let from = self.load(off, len)?;
+        Ok(&self.buf[from..from + len])
+    }
+
+    /// As [`Self::get`], shared with the chunk it was read in.
+    pub fn get_shared(&mut self, off: u64, len: usize) -> io::Result<Bytes> {
+        let from = self.load(off, len)?;
+        Ok(self.buf.slice(from..from + len))
+    }
+
+    /// Makes `off .. off + len` present; returns where it starts in `buf`.
+    fn load(&mut self, off: u64, len: usize) -> io::Result<usize> {
         let end = off + len as u64;
         if off < self.at || end > self.at + self.buf.len() as u64 {
             let want = (self.limit - off).min(len.max(self.chunk) as u64);
             // `want` is at most max(len, chunk): both fit in memory.
-            self.buf.resize(want as usize, 0);
-            self.file.read_exact_at(&mut self.buf, off)?;
+            let mut buf = vec![0; want as usize];
+            self.file.read_exact_at(&mut buf, off)?;
+            self.buf = Bytes::from(buf);
             self.at = off;
         }
-        let from = (off - self.at) as usize;
-        Ok(&self.buf[from..from + len])
+        Ok((off - self.at) as usize)
     }
 }
 
@@ -273,8 +287,7 @@ pub(super) fn read_records(
             if !out.is_empty() && (out.len() >= max_records || bytes + len > max_bytes) {
                 break;
             }
-            let payload = r.get(off + RECORD_HEADER, len).map_err(io_err)?;
-            out.push(Bytes::copy_from_slice(payload));
+            out.push(r.get_shared(off + RECORD_HEADER, len).map_err(io_err)?);
             bytes += len;
         }
         time_ms = h.time_ms;
