@@ -366,7 +366,7 @@ impl Writer {
     }
 
     /// Writes a round of appends, fsyncs per the policy, completes them.
-    fn commit(&mut self, batch: Vec<Append>, dones: Vec<oneshot::Sender<Result<(), String>>>) {
+    fn commit(&mut self, mut batch: Vec<Append>, dones: Vec<oneshot::Sender<Result<(), String>>>) {
         if batch.is_empty() {
             for done in dones {
                 let _ = done.send(Ok(()));
@@ -379,7 +379,7 @@ impl Writer {
         let _gate = shared.gate.blocking_lock();
         // Readable as soon as written: the links send while the disk
         // works; the pushers hear back after the fsync.
-        let mut result = self.write(&batch).and_then(|()| self.publish_written());
+        let mut result = self.write(&mut batch).and_then(|()| self.publish_written());
         let mut dones = dones;
         if result.is_ok() && self.shared.limits.fsync == Fsync::Always {
             match self.hand_over(dones) {
@@ -420,7 +420,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &[Append]) -> Result<(), SpoolError> {
+    /// Writes `batch` into the newest segment; each record's bytes move
+    /// on to the memory of newest records (`data` is left empty).
+    fn write(&mut self, batch: &mut [Append]) -> Result<(), SpoolError> {
         if self.failed.is_none() {
             // The syncer may have failed.
             self.failed = self.shared.lock().failed.clone();
@@ -448,9 +450,9 @@ impl Writer {
             let durable = self.durable.load(Ordering::Acquire);
             let lead =
                 u32::try_from(a.seq.saturating_sub(durable).saturating_sub(1)).unwrap_or(u32::MAX);
-            encode_record(&mut self.buf, a.seq, a.time_ms, lead, &a.data);
-            self.piece
-                .push((a.seq, offset, a.size, a.time_ms, a.data.clone()));
+            let data = std::mem::take(&mut a.data);
+            encode_record(&mut self.buf, a.seq, a.time_ms, lead, &data);
+            self.piece.push((a.seq, offset, a.size, a.time_ms, data));
             self.expect += 1;
         }
         self.flush()
