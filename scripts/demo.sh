@@ -25,6 +25,10 @@ while True:
         pass'; }
 
 say "setting up (build tools, Python packages)"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+    echo "demo: the intc wheel needs Python 3.10 or later; python3 is $(python3 -V 2>&1)" >&2
+    exit 1
+}
 python3 -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pymongo>=4" "redis>=5"
 if ! command -v redis-server >/dev/null && [[ ${SYNCS_DEMO_TARGET:-} != file ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
