@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::format::{RecordHeader, MAX_RECORD, RECORD_HEADER, SEGMENT_HEADER};
 use super::SpoolError;
@@ -150,10 +150,19 @@ impl<'a> ChunkReader<'a> {
         let end = off + len as u64;
         if off < self.at || end > self.at + self.buf.len() as u64 {
             let want = (self.limit - off).min(len.max(self.chunk) as u64);
-            // `want` is at most max(len, chunk): both fit in memory.
-            let mut buf = vec![0; want as usize];
+            // `want` is at most max(len, chunk): both fit in memory. The
+            // buffer is reused when no record handed out still holds it
+            // (a recovery scan reads a whole segment through one).
+            let mut buf = match std::mem::take(&mut self.buf).try_into_mut() {
+                Ok(mut reused) => {
+                    reused.truncate(want as usize);
+                    reused.resize(want as usize, 0);
+                    reused
+                }
+                Err(_) => BytesMut::zeroed(want as usize),
+            };
             self.file.read_exact_at(&mut buf, off)?;
-            self.buf = Bytes::from(buf);
+            self.buf = buf.freeze();
             self.at = off;
         }
         Ok((off - self.at) as usize)

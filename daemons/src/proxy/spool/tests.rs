@@ -1182,3 +1182,37 @@ async fn a_cursor_goes_past_the_unused_sequences_of_a_jump() {
     );
     assert_eq!(cursor.position(), mark + 2);
 }
+
+#[test]
+fn chunk_reader_slices_outlive_refills_and_the_buffer_is_reused_when_free() {
+    use std::io::Write;
+
+    use super::segment::ChunkReader;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data");
+    let content: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&content))
+        .expect("write");
+    let file = std::fs::File::open(&path).expect("open");
+    let mut r = ChunkReader::new(&file, content.len() as u64, 100);
+    // Slices kept while later reads refill the chunk (a new buffer each
+    // time: the old one is still held).
+    let kept: Vec<(usize, Bytes)> = (0..9)
+        .map(|i| {
+            let off = i * 110;
+            (off, r.get_shared(off as u64, 30).expect("read"))
+        })
+        .collect();
+    for (off, b) in &kept {
+        assert_eq!(&b[..], &content[*off..off + 30]);
+    }
+    drop(kept);
+    // Nothing holds the chunks any more: plain reads across refills, a
+    // read longer than the chunk, and one back at the start.
+    for (off, len) in [(5u64, 40usize), (950, 50), (0, 300), (120, 7), (0, 1000)] {
+        let got = r.get(off, len).expect("read").to_vec();
+        assert_eq!(got, &content[off as usize..off as usize + len]);
+    }
+}
