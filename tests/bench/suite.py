@@ -72,12 +72,18 @@ WORKERS = [sys.executable, str(HERE / "workers.py")]
 ROWS = ("throughput", "callcost", "latency", "isolation", "writers", "cluster", "nats", "mongo", "backlog")
 
 
-def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
-    """Runs one client worker; returns its `key=value` line as a dict."""
-    out = subprocess.run([*WORKERS, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def run_client(cmd: list[str], what: str, timeout: float = 1800) -> dict[str, str]:
+    """Runs a client program (a worker, bench_set, bench_call); returns the
+    `key=value` words of its output as a dict."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
-        raise RuntimeError(f"worker {args[0]} failed:\n{out.stderr}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr}")
     return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+
+
+def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
+    """Runs one client worker (workers.py); returns its `key=value` line."""
+    return run_client([*WORKERS, *map(str, args)], f"worker {args[0]}", timeout)
 
 
 def monotonic() -> float:
@@ -219,11 +225,7 @@ def row_syncs(tmp: Path, n: int, client: str, c_exe: Path | None, proxy_args: li
         cpu0 = rig.cpu()
         if client.startswith("c"):
             mode = {"c-buffered": ["buffered"], "c-seed": ["seed"]}.get(client, [])
-            out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "c", *mode], capture_output=True,
-                                 text=True, timeout=1800)
-            if out.returncode != 0:
-                raise RuntimeError(f"bench_set failed: {out.stderr}")
-            got = dict(kv.split("=", 1) for kv in out.stdout.split())
+            got = run_client([str(c_exe), rig.syncs.socket, str(n), "c", *mode], "bench_set")
         else:
             got = worker("py_set", rig.syncs.socket, n, "p", *(["buffered"] if client == "py-buffered" else []))
         t0, t1 = first_call(got), rig.wait_marker()
@@ -249,13 +251,10 @@ def row_syncs_cluster(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], rep
     syncs = Syncs(d, rules, proxy_args=proxy_args)
     client = cluster.client()
     try:
-        out = subprocess.run([str(c_exe), syncs.socket, str(n), "c", "buffered"], capture_output=True,
-                             text=True, timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench_set failed: {out.stderr}")
+        got = run_client([str(c_exe), syncs.socket, str(n), "c", "buffered"], "bench_set")
         wait_for(lambda: client.get("marker") == b"done", timeout=1200, interval=0.001,
                  what="the final marker")
-        t0, t1 = first_call(dict(kv.split("=", 1) for kv in out.stdout.split())), monotonic()
+        t0, t1 = first_call(got), monotonic()
         applied = sum(cluster.node(p).dbsize() for p in cluster.masters())
         if applied < n + 1:
             raise RuntimeError(f"{applied} keys in the cluster, expected at least {n + 1}")
@@ -383,10 +382,8 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
         sender = tmp / "bench_latency"
         if not sender.exists():
             build_c_bench(tmp, "bench_latency")
-        out = subprocess.run([str(sender), rig.syncs.socket, str(rate), str(seconds), str(sent_file)],
-                             capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench_latency failed: {out.stderr}")
+        run_client([str(sender), rig.syncs.socket, str(rate), str(seconds), str(sent_file)], "bench_latency",
+                   timeout=600)
         listener.wait(timeout=180)
         sent = array.array("q", sent_file.read_bytes())
         seen = {int(k): v for k, v in json.loads(seen_file.read_text()).items()}
@@ -477,10 +474,7 @@ def row_backlog(tmp: Path, n: int, c_exe: Path) -> dict:
     rig = Rig(tmp, ["--spool-max", "64GiB"], start_server=False)
     try:
         t0 = time.perf_counter()
-        out = subprocess.run([str(c_exe), rig.syncs.socket, str(n), "b", "buffered"], capture_output=True,
-                             text=True, timeout=3600)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench_set failed: {out.stderr}")
+        run_client([str(c_exe), rig.syncs.socket, str(n), "b", "buffered"], "bench_set", timeout=3600)
         t1 = time.perf_counter()
         spool = sum(f.stat().st_size for f in rig.syncs.spool.iterdir() if f.is_file())
         pending = rig.syncs.proxy_metric("syncs_proxy_pending_records")
@@ -495,14 +489,8 @@ def row_call_cost(tmp: Path, n_c: int, n_py: int, runs: int) -> dict:
     over `runs` runs of N calls each, wall clock and the caller's CPU)."""
     exe = build_c_bench(tmp, "bench_call")
 
-    def run(cmd: list[str]) -> dict[str, str]:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} failed:\n{out.stderr}")
-        return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
-
-    c = run([str(exe), str(n_c), str(runs)])
-    py = run([sys.executable, str(HERE / "bench_call.py"), str(n_py), str(runs)])
+    c = run_client([str(exe), str(n_c), str(runs)], "bench_call")
+    py = run_client([sys.executable, str(HERE / "bench_call.py"), str(n_py), str(runs)], "bench_call.py")
     return {"runs": runs,
             "c_n": n_c, "c_ns_per_frame": float(c["ns_per_frame"]),
             "c_cpu_ns_per_frame": float(c["cpu_ns_per_frame"]),
