@@ -3,7 +3,6 @@ that the suite's polling never shares a GIL with the measured loop.
 
     workers.py py_set <socket> <n> <prefix> [buffered]
     workers.py redis_py <port> <n> <pipeline>
-    workers.py latency_listen <port> <count> <out.json>
     workers.py mongo_syncs <socket> <n> <batch>
     workers.py mongo_direct <url> <n> <batch>
 
@@ -12,7 +11,6 @@ Each prints one `key=value ...` line on stdout for the suite to read.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -62,62 +60,6 @@ def redis_py(port: int, n: int, pipeline: int) -> None:
     print(f"calls_ns={t1 - t0} n={n}")
 
 
-def latency_listen(port: int, count: int, out: str) -> None:
-    """Keyspace notifications of the target: the moment each lat:<i> is set.
-
-    Reads the raw socket and stamps each read, then parses: a client
-    library parsing message by message would stamp the last messages of a
-    burst (one MULTI/EXEC sets hundreds of keys) late by its own parsing
-    time, and charge that to syncs. The stamps go into a list made at its
-    full size and the cyclic garbage collector is off: a dict growing past
-    43,690 and 87,381 entries, and collections, stalled the listener for
-    milliseconds at the same moments of every run, and the writes it read
-    just after looked late by that much."""
-    import gc
-    import re
-    import socket
-
-    import redis
-
-    redis.Redis(host="127.0.0.1", port=port).config_set("notify-keyspace-events", "K$")
-    sock = socket.create_connection(("127.0.0.1", port))
-    pattern = b"__keyspace@0__:lat:*"
-    sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(pattern), pattern))
-    reply = b""
-    while b"psubscribe" not in reply:
-        reply += sock.recv(4096)
-    print("ready", flush=True)
-    sock.settimeout(1.0)
-    key = re.compile(rb"__keyspace@0__:lat:(\d+)\r\n")
-    gc.disable()
-    stamps = [0] * count
-    seen_count = 0
-    tail = b""
-    deadline = time.monotonic() + 120
-    while seen_count < count and time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(1 << 20)
-        except socket.timeout:
-            continue
-        now = time.time_ns()
-        if not chunk:
-            break
-        data = tail + chunk
-        last = 0
-        for m in key.finditer(data):
-            i = int(m.group(1))
-            if i < count and stamps[i] == 0:
-                stamps[i] = now
-                seen_count += 1
-            last = m.end()
-        # Keep what may hold the start of a key split across reads.
-        tail = data[max(last, len(data) - 64):]
-    seen = {i: t for i, t in enumerate(stamps) if t}
-    with open(out, "w") as f:
-        json.dump(seen, f)
-    print(f"seen={len(seen)}")
-
-
 def _docs(start: int, n: int) -> list[dict]:
     return [{"_id": start + i, "name": "user%d" % (start + i), "score": i % 100, "tags": ["a", "b"]}
             for i in range(n)]
@@ -156,8 +98,6 @@ def main(argv: list[str]) -> None:
         py_set(args[0], int(args[1]), args[2], len(args) > 3 and args[3] == "buffered")
     elif cmd == "redis_py":
         redis_py(int(args[0]), int(args[1]), int(args[2]))
-    elif cmd == "latency_listen":
-        latency_listen(int(args[0]), int(args[1]), args[2])
     elif cmd == "mongo_syncs":
         mongo_syncs(args[0], int(args[1]), int(args[2]))
     elif cmd == "mongo_direct":
