@@ -4,7 +4,8 @@ run, in one run on one machine (docs/benchmarks.md explains each row).
     python3 tests/bench/suite.py                 # full: N = 1,000,000, 3 runs
     python3 tests/bench/suite.py --smoke         # CI: tiny N, one run
     python3 tests/bench/suite.py --out DIR       # results.json + benchmarks.png there
-    python3 tests/bench/suite.py --rows latency  # some rows only (throughput, callcost, latency, mongo, backlog)
+    python3 tests/bench/suite.py --rows latency  # some rows only (throughput, callcost, latency, isolation,
+                                                 # writers, cluster, nats, mongo, backlog)
     SYNCS_BIN_DIR=DIR python3 tests/bench/suite.py ...   # daemons and libintc of another build
 
 Starts its own redis-server (and FerretDB when installed), sync_server and
@@ -36,7 +37,8 @@ the installed Python library. Rows:
     → server, one machine) and over TCP, runs alternated, with the ratio
 10. many writers: the C buffered load of row 3 split over 16 client
     processes into one proxy, and over 4 proxies (a client each) into one
-    server, against one client in the same run
+    server, against one client in the same run; from the first client's
+    first call to every key in the target
 
 Rows 1 and 3 also give CPU per SET (user + system, from /proc) of each
 process: proxy, server and the target Redis (and nats-server in row 9); in
@@ -78,7 +80,12 @@ def run_client(cmd: list[str], what: str, timeout: float = 1800) -> dict[str, st
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr}")
-    return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+    return key_values(out.stdout)
+
+
+def key_values(text: str) -> dict[str, str]:
+    """The `key=value` words of a client program's output."""
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 
 
 def worker(*args: object, timeout: float = 1800) -> dict[str, str]:
@@ -278,25 +285,26 @@ def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
 
 def row_writers(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], clients: int, proxies: int) -> dict:
     """Row 10: N buffered C SETs split over `clients` processes, spread over
-    `proxies` proxies into one server; first start to every key in the
-    target."""
+    `proxies` proxies into one server; from the first client's first call
+    (as rows 3, 8 and 9) to every key in the target."""
     rig = Rig(tmp, proxy_args)
     try:
         sockets = [rig.syncs.socket] + [rig.syncs.add_proxy(f"bench-{i}", proxy_args) for i in range(1, proxies)]
         per = n // clients
         cpu0 = rig.cpu()
-        t0 = time.perf_counter()
         procs = [subprocess.Popen([str(c_exe), sockets[i % proxies], str(per), chr(ord("a") + i), "buffered"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for i in range(clients)]
+        starts = []
         for p in procs:
-            _, err = p.communicate(timeout=1800)
+            out, err = p.communicate(timeout=1800)
             if p.returncode != 0:
                 raise RuntimeError(f"bench_set failed: {err}")
+            starts.append(first_call(key_values(out)))
         total = per * clients
         # Every key, the marker and the exactly-once marker hash.
         wait_for(lambda: rig.r.dbsize() >= total + 2, timeout=1200, interval=0.001, what="every key")
-        t1 = time.perf_counter()
+        t0, t1 = min(starts), monotonic()
         return {"ops_per_s": total / (t1 - t0), "clients": clients, "proxies": proxies,
                 "cpu_us": cpu_us_per_op(cpu0, rig.cpu(), total)}
     finally:
