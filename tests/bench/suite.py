@@ -285,16 +285,28 @@ def cluster_rows(tmp: Path, n: int, runs: int, c_exe: Path, proxy_args: list[str
 
 def row_writers(tmp: Path, n: int, c_exe: Path, proxy_args: list[str], clients: int, proxies: int) -> dict:
     """Row 10: N buffered C SETs split over `clients` processes, spread over
-    `proxies` proxies into one server; from the first client's first call
-    (as rows 3, 8 and 9) to every key in the target."""
+    `proxies` proxies into one server; the clients start and set up, then
+    go together; from the first client's first call (as rows 3, 8 and 9)
+    to every key in the target."""
     rig = Rig(tmp, proxy_args)
     try:
         sockets = [rig.syncs.socket] + [rig.syncs.add_proxy(f"bench-{i}", proxy_args) for i in range(1, proxies)]
         per = n // clients
         cpu0 = rig.cpu()
+        # Every client is started and set up before any makes a call, then
+        # all go at once: the row times writers, not process starts.
         procs = [subprocess.Popen([str(c_exe), sockets[i % proxies], str(per), chr(ord("a") + i), "buffered"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "BENCH_SET_WAIT": "1"})
                  for i in range(clients)]
+        for p in procs:
+            assert p.stdout is not None
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"bench_set did not start: {p.communicate(timeout=60)[1]}")
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("g")
+            p.stdin.flush()
         starts = []
         for p in procs:
             out, err = p.communicate(timeout=1800)

@@ -13,6 +13,11 @@
  *
  * Prints one line: "calls_ns=<ns spent in the calls> n=<n> start_ns=<CLOCK_MONOTONIC
  * at the first call>" (the suite times a row from that first call).
+ *
+ * With BENCH_SET_WAIT=1 in the environment, it prints "ready" once set up
+ * and makes its first call only when a byte arrives on stdin: the suite
+ * starts all the writers of row 10 first, then lets them go together, so
+ * that starting 16 processes is not timed as contention.
  */
 #include "intc_cli.h"
 
@@ -21,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static long long now_ns(void) {
   struct timespec ts;
@@ -62,6 +68,16 @@ int main(int argc, char **argv) {
   char key[24];
   char value[64];
   memset(value, 'v', sizeof value);
+  const char *wait = getenv("BENCH_SET_WAIT");
+  if (wait != NULL && strcmp(wait, "1") == 0) {
+    printf("ready\n");
+    fflush(stdout);
+    char go;
+    if (read(0, &go, 1) != 1) {
+      fprintf(stderr, "no go on stdin\n");
+      return 1;
+    }
+  }
   if (argc > 4 && strcmp(argv[4], "seed") == 0) {
     intc_cli_free(cli);
     long long t0 = now_ns();
