@@ -13,12 +13,11 @@
  * from the processes measured; the Python sender it replaces took most of
  * one at 100,000 writes/s.
  *
- * Writes the start times (ns since the epoch, CLOCK_REALTIME, as Python's
- * time.time_ns()) to <out file> as n int64 in the machine's byte order, in
- * one fwrite (no formatting of 1,000,000 numbers on a core the last
- * writes' path may still need). Prints "n=<n>".
+ * Writes the start times to <out file> as n stamps (stamps.h: ns since the
+ * epoch, as Python's time.time_ns()). Prints "n=<n>".
  */
 #include "intc_cli.h"
+#include "stamps.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -71,7 +70,7 @@ int main(int argc, char **argv) {
       }
     }
     lens[1] = (size_t)snprintf(key, sizeof key, "lat:%ld", i);
-    sent[i] = ns(CLOCK_REALTIME);
+    sent[i] = stamp_now();
     int rc = intc_redis_command(cli, 6379, 0, 3, args, lens);
     if (rc != INTC_OK) {
       char msg[512];
@@ -81,13 +80,7 @@ int main(int argc, char **argv) {
     }
   }
   intc_cli_free(cli);
-  FILE *out = fopen(out_path, "w");
-  if (out == NULL) {
-    perror(out_path);
-    return 1;
-  }
-  if (fwrite(sent, sizeof *sent, (size_t)n, out) != (size_t)n || fclose(out) != 0) {
-    perror(out_path);
+  if (write_stamps(out_path, sent, n) != 0) {
     return 1;
   }
   free(sent);

@@ -16,9 +16,8 @@
  * took a third of a core at 100,000 writes/s, from the processes measured
  * on a 2-core machine, and stamped late whenever it waited for that core.
  *
- * Stops when every key was seen or after 120 s. Writes <count> int64 (0:
- * never seen) in the machine's byte order to <out file>; prints
- * "seen=<n>".
+ * Stops when every key was seen or after 120 s. Writes <count> stamps (0:
+ * never seen) to <out file> (stamps.h); prints "seen=<n>".
  */
 #define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
@@ -32,17 +31,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stamps.h"
+
 #define CHUNK (1 << 20)
 /* Bytes kept from one read to the next: more than a whole key name. */
 #define KEEP 64
 
 static const char PREFIX[] = "__keyspace@0__:lat:";
-
-static long long now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static int send_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
@@ -118,11 +113,11 @@ int main(int argc, char **argv) {
 
   long seen = 0;
   size_t tail = 0;
-  long long deadline = now_ns() + 120LL * 1000000000LL;
+  long long deadline = stamp_now() + 120LL * 1000000000LL;
   size_t prefix_len = strlen(PREFIX);
-  while (seen < count && now_ns() < deadline) {
+  while (seen < count && stamp_now() < deadline) {
     ssize_t got = recv(fd, data + tail, CHUNK, 0);
-    long long stamp = now_ns();
+    long long stamp = stamp_now();
     if (got == 0) {
       break;
     }
@@ -158,13 +153,7 @@ int main(int argc, char **argv) {
     memmove(data, data + keep_from, tail);
   }
   close(fd);
-  FILE *out = fopen(out_path, "w");
-  if (out == NULL) {
-    perror(out_path);
-    return 1;
-  }
-  if (fwrite(stamps, sizeof *stamps, (size_t)count, out) != (size_t)count || fclose(out) != 0) {
-    perror(out_path);
+  if (write_stamps(out_path, stamps, count) != 0) {
     return 1;
   }
   free(stamps);
