@@ -1,0 +1,102 @@
+"""What wrapping SETs in MULTI/EXEC costs Redis itself (docs/benchmarks.md,
+session 13): no syncs, only a fresh redis-server and pre-built pipelines.
+
+    python3 tests/bench/multi_cost.py [n] [rounds]     defaults: 1,000,000 SETs, 4 rounds
+
+Each run sends n SETs (16-byte keys, 64-byte values) in runs of 8,192
+commands, one run in flight at a time as a server lane sends them: either
+as a plain pipeline, or as one `MULTI … HSET <marker> … EXEC` per block of
+8,192, 1,024 or 256 commands (the applier's shape: the data, then the
+marker, in one transaction). The runs are built before the clock starts.
+The shapes alternate within each round. Prints, per run, SETs per second
+and Redis' CPU per SET (user + system, from /proc), then each shape's
+figures sorted.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402
+
+RUN = 8192
+VALUE = b"v" * 64
+BLOCKS = (0, 8192, 1024, 256)  # 0: no MULTI
+
+
+def encode(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def build(n: int, block: int, prefix: bytes) -> list[tuple[bytes, int]]:
+    """The runs to send, each with the number of reply lines it gets."""
+    runs = []
+    for start in range(0, n, RUN):
+        cmds = [encode(b"SET", b"%s%015d" % (prefix, i), VALUE) for i in range(start, min(n, start + RUN))]
+        if block == 0:
+            runs.append((b"".join(cmds), len(cmds)))
+            continue
+        parts, lines = [], 0
+        for b in range(0, len(cmds), block):
+            part = cmds[b:b + block]
+            parts += [encode(b"MULTI"), *part, encode(b"HSET", b"marker", b"f", b"%d" % (start + b)), encode(b"EXEC")]
+            # +OK, +QUEUED per command and for the HSET, the EXEC array's
+            # header, an +OK per command and the HSET's integer.
+            lines += 2 * len(part) + 4
+        runs.append((b"".join(parts), lines))
+    return runs
+
+
+def run(n: int, block: int, prefix: bytes) -> tuple[float, float]:
+    """SETs per second and Redis' CPU µs per SET for one shape."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = suite.Redis(Path(tmp))
+        try:
+            runs = build(n, block, prefix)
+            sock = socket.create_connection(("127.0.0.1", redis.port))
+            pid = redis.proc.p.pid
+            cpu0, t0 = suite.cpu_seconds(pid), time.perf_counter()
+            for data, lines in runs:
+                sock.sendall(data)
+                got, last = 0, b""
+                while got < lines:
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        raise RuntimeError("redis closed the connection")
+                    got += chunk.count(b"\r\n") + (last.endswith(b"\r") and chunk.startswith(b"\n"))
+                    last = chunk
+            t1, cpu1 = time.perf_counter(), suite.cpu_seconds(pid)
+            if redis.client().dbsize() != n + (block > 0):
+                raise RuntimeError("not every key is in redis")
+            return n / (t1 - t0), (cpu1 - cpu0) / n * 1e6
+        finally:
+            redis.stop()
+
+
+def main(argv: list[str]) -> int:
+    n = int(argv[1]) if len(argv) > 1 else 1_000_000
+    rounds = int(argv[2]) if len(argv) > 2 else 4
+    results: dict[int, list[tuple[float, float]]] = {b: [] for b in BLOCKS}
+    for _ in range(rounds):
+        for block in BLOCKS:
+            ops, cpu = run(n, block, b"k")
+            results[block].append((ops, cpu))
+            print(f"{'no MULTI' if block == 0 else f'MULTI per {block}':>15}: {ops:,.0f} SETs/s, "
+                  f"redis {cpu:.2f} µs per SET", flush=True)
+    for block, got in results.items():
+        name = "no MULTI" if block == 0 else f"MULTI per {block}"
+        print(f"{name:>15}: redis µs per SET {sorted(round(c, 2) for _, c in got)}, "
+              f"thousands of SETs/s {sorted(round(o / 1000) for o, _ in got)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
