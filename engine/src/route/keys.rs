@@ -41,8 +41,12 @@ const MAX_NAME: usize = 24;
 
 /// The key spec and split rule of `cmd`.
 pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
+    spec_of(cmd.name())
+}
+
+/// The key spec and split rule of the command named `name` (any case).
+pub fn spec_of(name: &[u8]) -> (KeySpec, Split) {
     let mut buf = [0u8; MAX_NAME];
-    let name = cmd.name();
     if name.len() > MAX_NAME {
         return (
             KeySpec::Range {
@@ -108,8 +112,24 @@ pub type Positions = SmallVec<[usize; 4]>;
 /// The argument indexes holding keys, in order. Out-of-range specs (a
 /// command sent with too few arguments) yield the keys that exist.
 pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Positions) {
+    let args = cmd.args();
+    positions_with(args.len(), |i| args.get(i), spec, out);
+}
+
+/// [`positions`] of a command already read into its arguments
+/// ([`RedisCommand::arg_list`]).
+pub fn positions_of(args: &[&[u8]], spec: KeySpec, out: &mut Positions) {
+    positions_with(args.len(), |i| args.get(i).copied(), spec, out);
+}
+
+/// The key positions of a command of `n` arguments, `arg(i)` reading one.
+fn positions_with<'a>(
+    n: usize,
+    arg: impl Fn(usize) -> Option<&'a [u8]>,
+    spec: KeySpec,
+    out: &mut Positions,
+) {
     out.clear();
-    let n = cmd.args().len();
     match spec {
         KeySpec::None => {}
         KeySpec::Range { first, last, step } => {
@@ -124,9 +144,7 @@ pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Positions) {
             if let Some(e) = extra.filter(|&e| e < n) {
                 out.push(e);
             }
-            let count = cmd
-                .args()
-                .get(at)
+            let count = arg(at)
                 .and_then(|a| std::str::from_utf8(a).ok())
                 .and_then(|s| s.parse::<usize>().ok())
                 .unwrap_or(0);

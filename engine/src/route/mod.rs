@@ -270,21 +270,28 @@ fn route_command(
     db: u32,
     cmd: RedisCommand,
 ) -> Result<(Parts, Option<Dropped>), String> {
-    let (spec, split) = keys::spec(&cmd);
+    // The command's RESP is read once here: name, key positions and keys
+    // all come from this (each of them read it again before, ~a quarter
+    // of the routing time of a SET).
+    let args = cmd.arg_list();
+    let name = args.first().copied().unwrap_or_default();
+    let (spec, split) = keys::spec_of(name);
     let mut positions = keys::Positions::new();
-    keys::positions(&cmd, spec, &mut positions);
+    keys::positions_of(&args, spec, &mut positions);
     let decide = |key: Option<&[u8]>| {
         rules.decide_redis(&RedisQuery {
             port,
             db,
-            command: cmd.name(),
+            command: name,
             key,
         })
     };
-    if positions.is_empty() {
-        return apply_decision(rules, decide(None), db, cmd, &[]);
+    if let [] | [_] = positions[..] {
+        // No key, or one: one decision (most commands).
+        let decision = decide(positions.first().map(|&p| args[p]));
+        drop(args);
+        return apply_decision(rules, decision, db, cmd, &positions);
     }
-    let args = cmd.arg_list();
     let decisions: SmallVec<[Decision<'_>; 4]> =
         positions.iter().map(|&p| decide(Some(args[p]))).collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
