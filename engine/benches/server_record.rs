@@ -2,7 +2,7 @@
 //! the client payload, then route it through the rules (the shipped
 //! default's shape, and a set whose rules look at the key).
 //!
-//! Run: `cargo bench -p syncs-engine --bench route`
+//! Run: `cargo bench -p syncs-engine --bench server_record`
 
 use std::hint::black_box;
 use std::path::PathBuf;
