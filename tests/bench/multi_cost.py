@@ -23,31 +23,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
+from conftest import resp  # noqa: E402
 
 RUN = 8192
 VALUE = b"v" * 64
 BLOCKS = (0, 8192, 1024, 256)  # 0: no MULTI
 
 
-def encode(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
 def build(n: int, block: int, prefix: bytes) -> list[tuple[bytes, int]]:
     """The runs to send, each with the number of reply lines it gets."""
     runs = []
     for start in range(0, n, RUN):
-        cmds = [encode(b"SET", b"%s%015d" % (prefix, i), VALUE) for i in range(start, min(n, start + RUN))]
+        cmds = [resp(b"SET", b"%s%015d" % (prefix, i), VALUE) for i in range(start, min(n, start + RUN))]
         if block == 0:
             runs.append((b"".join(cmds), len(cmds)))
             continue
         parts, lines = [], 0
         for b in range(0, len(cmds), block):
             part = cmds[b:b + block]
-            parts += [encode(b"MULTI"), *part, encode(b"HSET", b"marker", b"f", b"%d" % (start + b)), encode(b"EXEC")]
+            parts += [resp(b"MULTI"), *part, resp(b"HSET", b"marker", b"f", b"%d" % (start + b)), resp(b"EXEC")]
             # +OK, +QUEUED per command and for the HSET, the EXEC array's
             # header, an +OK per command and the HSET's integer.
             lines += 2 * len(part) + 4
