@@ -21,7 +21,9 @@ the installed Python library. Rows:
     (16-byte keys, 64-byte values), first call to a final marker visible in
     the target
  4. latency at a steady rate (10,000/s, and 100,000/s): client call to the
-    key visible in the target
+    key visible in the target; each run also notes the CPU time the
+    hypervisor took from the VM meanwhile (steal) and the sender's longest
+    pause past its schedule, the marks of a stall of the whole machine
  5. Mongo: inserts in batches of 100 through syncs versus pymongo insert_many
     (each run both back to back; the run with the median ratio)
  6. client call cost: one buffered call (C intc_redis_command, Python
@@ -111,6 +113,13 @@ def cpu_seconds(pid: int) -> float:
     """The process's CPU time so far, user + system, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_ms() -> float:
+    """CPU time the hypervisor has taken from this VM so far (the `steal`
+    column of /proc/stat, summed over CPUs), in ms; 0 on bare metal."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def cpu_us_per_op(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
@@ -390,6 +399,7 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
     (`second`: see `Rig`)."""
     rig = Rig(tmp, proxy_args, second=second)
     try:
+        steal0 = steal_ms()
         sent_file, seen_file = rig.dir / "sent.bin", rig.dir / "seen.bin"
         n = int(rate * seconds)
         # Sender and listener in C: the Python ones took most of a core and
@@ -407,9 +417,14 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
                    timeout=600)
         if listener.wait(timeout=180) != 0:
             raise RuntimeError(f"the keyspace listener failed (exit {listener.returncode})")
+        steal = steal_ms() - steal0
         sent = array.array("q", sent_file.read_bytes())
         seen = array.array("q", seen_file.read_bytes())
         lat_ms = sorted((seen[i] - sent[i]) / 1e6 for i in range(n) if seen[i])
+        # The sender's longest pause past its schedule: when the sending
+        # process itself could not run (a VM's vCPU taken away shows here
+        # and in `steal`), the write before the pause waits with it.
+        late_ms = max(((sent[i] - sent[i - 1]) / 1e6 - 1e3 / rate for i in range(1, n)), default=0.0)
         if len(lat_ms) != n:
             raise RuntimeError(f"only {len(lat_ms)} of {n} writes were seen in the target")
 
@@ -420,6 +435,7 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
         achieved = (n - 1) / ((sent[-1] - sent[0]) / 1e9) if n > 1 else float(rate)
         return {"rate": rate, "n": n, "achieved_rate": achieved, "proxy_args": proxy_args, "p50_ms": q(0.50),
                 "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": lat_ms[-1],
+                "steal_ms": steal, "sender_pause_ms": max(late_ms, 0.0),
                 "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
     finally:
         rig.stop()
@@ -431,7 +447,17 @@ def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], ru
     run's percentiles beside it (the tail varies from run to run on a
     shared 2-core machine)."""
     samples = [row_latency(tmp, rate, seconds, proxy_args, second) for _ in range(runs)]
-    return median_run(samples, "p99_ms", ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"))
+    return median_run(samples, "p99_ms", ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms", "steal_ms",
+                                          "sender_pause_ms"))
+
+
+def stolen(lat: dict) -> str:
+    """The latency runs that the machine itself paused (hypervisor steal,
+    or the sender not running for over 5 ms), for the summary; "" if none."""
+    hit = [f"run {i + 1}: max {r['max_ms']:.1f} ms, steal {r.get('steal_ms', 0):.0f} ms, sender paused "
+           f"{r.get('sender_pause_ms', 0):.1f} ms" for i, r in enumerate(lat.get("runs", []))
+           if r.get("steal_ms", 0) > 0 or r.get("sender_pause_ms", 0) > 5]
+    return f"; paused by the machine: {'; '.join(hit)}" if hit else ""
 
 
 def row_mongo(tmp: Path, n: int, batch: int, direct_first: bool = True) -> dict | None:
@@ -603,7 +629,7 @@ def table(results: dict) -> str:
             lines.append(f"latency at {lat['rate']:,} ops/s ({lat['n']:,} writes, sent at "
                          f"{lat['achieved_rate']:,.0f}/s), {what}: p50 {lat['p50_ms']:.2f} ms, "
                          f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
-                         f"(the median run by p99; p99 of each run: {each} ms)")
+                         f"(the median run by p99; p99 of each run: {each} ms{stolen(lat)})")
     w = results.get("writers")
     if w:
         one = w["one"]["ops_per_s"]
@@ -715,7 +741,7 @@ def main() -> None:
                 lat = results[key]
                 each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
-                      f"p99 of each run: {each})", flush=True)
+                      f"p99 of each run: {each}{stolen(lat)})", flush=True)
         if "isolation" in wanted:
             # Every write fanned out to a second Redis, up, then stopped for
             # the whole run: the first target's latency must not change.
