@@ -144,6 +144,12 @@ pub fn mongo_kind(w: &MongoWrite) -> MongoOpKind {
 /// the rule that decided).
 type Parts = SmallVec<[(TargetId, u32, RedisCommand, Option<RuleId>); 1]>;
 
+/// Takes each destination of a command as it is decided: (target, target
+/// db, command as rewritten, the rule that decided).
+trait Sink: FnMut(TargetId, u32, RedisCommand, Option<RuleId>) {}
+
+impl<F: FnMut(TargetId, u32, RedisCommand, Option<RuleId>)> Sink for F {}
+
 fn route_redis(rules: &RuleSet, op: RedisOp) -> Outcome {
     fit_clusters(rules, route_redis_ops(rules, op))
 }
@@ -183,23 +189,22 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
         let Some(cmd) = op.commands.into_iter().next() else {
             return Outcome::Refused("an operation without a command".into());
         };
-        return match route_command(rules, port, db, cmd) {
+        // Each part becomes its op as it is decided (no list of parts first).
+        let mut ops = Routes::new();
+        let mut to_op = |target, db, cmd, rule| {
+            ops.push(Routed {
+                target,
+                rule,
+                op: Op::Redis(RedisOp {
+                    port,
+                    db,
+                    commands: smallvec![cmd],
+                }),
+            })
+        };
+        return match route_command(rules, port, db, cmd, &mut to_op) {
             Err(reason) => Outcome::Refused(reason),
-            Ok((parts, dropped)) => Outcome::Routed {
-                ops: parts
-                    .into_iter()
-                    .map(|(target, db, cmd, rule)| Routed {
-                        target,
-                        rule,
-                        op: Op::Redis(RedisOp {
-                            port,
-                            db,
-                            commands: smallvec![cmd],
-                        }),
-                    })
-                    .collect(),
-                dropped,
-            },
+            Ok(dropped) => Outcome::Routed { ops, dropped },
         };
     }
     // A transaction: every routed command must reach the same (target, db)
@@ -208,8 +213,10 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
     let mut per_dest: Vec<(Vec<RedisCommand>, Option<RuleId>)> = Vec::new();
     let mut dropped = None;
     for (i, cmd) in op.commands.into_iter().enumerate() {
-        let (parts, d) = match route_command(rules, port, db, cmd) {
-            Ok(x) => x,
+        let mut parts = Parts::new();
+        let mut collect = |t, db, c, rule| parts.push((t, db, c, rule));
+        let d = match route_command(rules, port, db, cmd, &mut collect) {
+            Ok(d) => d,
             Err(reason) => {
                 return Outcome::Refused(format!("transaction command #{}: {reason}", i + 1))
             }
@@ -263,13 +270,16 @@ fn route_redis_ops(rules: &RuleSet, op: RedisOp) -> Outcome {
     Outcome::Routed { ops, dropped }
 }
 
-/// Routes one command; `Err` is the reason to refuse it whole.
+/// Routes one command, handing each destination to `sink`; `Err` is the
+/// reason to refuse it whole (then `sink` may have been given parts of it:
+/// the caller drops them).
 fn route_command(
     rules: &RuleSet,
     port: u16,
     db: u32,
     cmd: RedisCommand,
-) -> Result<(Parts, Option<Dropped>), String> {
+    sink: &mut impl Sink,
+) -> Result<Option<Dropped>, String> {
     // The command's RESP is read once here: name, key positions and keys
     // all come from this (each of them read it again before, ~a quarter
     // of the routing time of a SET).
@@ -290,13 +300,13 @@ fn route_command(
         // No key, or one: one decision (most commands).
         let decision = decide(positions.first().map(|&p| args[p]));
         drop(args);
-        return apply_decision(rules, decision, db, cmd, &positions);
+        return apply_decision(rules, decision, db, cmd, &positions, sink);
     }
     let decisions: SmallVec<[Decision<'_>; 4]> =
         positions.iter().map(|&p| decide(Some(args[p]))).collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
         drop(args);
-        return apply_decision(rules, decisions[0], db, cmd, &positions);
+        return apply_decision(rules, decisions[0], db, cmd, &positions, sink);
     }
     if split == Split::No {
         let detail: Vec<String> = positions
@@ -321,43 +331,42 @@ fn route_command(
     let groups = keys::split_per_key(&cmd, spec, &positions, |i, j| {
         same(&decisions[i], &decisions[j])
     });
-    let mut parts = Parts::new();
     let mut dropped = None;
     for (d, sub) in groups {
         let mut sub_positions = keys::Positions::new();
         keys::positions(&sub, spec, &mut sub_positions);
         // A part that a rule dead-letters refuses the whole command.
-        let (p, dr) = apply_decision(rules, decisions[d], db, sub, &sub_positions)?;
-        parts.extend(p);
+        let dr = apply_decision(rules, decisions[d], db, sub, &sub_positions, sink)?;
         dropped = dropped.or(dr);
     }
-    Ok((parts, dropped))
+    Ok(dropped)
 }
 
-/// What `decision` makes of `cmd`; `Err` (the reason) when a rule
-/// dead-letters it.
+/// What `decision` makes of `cmd`, each destination handed to `sink`;
+/// `Err` (the reason) when a rule dead-letters it.
 fn apply_decision(
     rules: &RuleSet,
     decision: Decision<'_>,
     db: u32,
     cmd: RedisCommand,
     positions: &[usize],
-) -> Result<(Parts, Option<Dropped>), String> {
-    Ok(match decision {
-        Decision::Drop { rule, reason } => (Parts::new(), Some(Dropped { rule, reason })),
-        Decision::DeadLetter { rule, reason } => {
-            return Err(dead_letter_reason(rules, rule, reason))
+    sink: &mut impl Sink,
+) -> Result<Option<Dropped>, String> {
+    match decision {
+        Decision::Drop { rule, reason } => Ok(Some(Dropped { rule, reason })),
+        Decision::DeadLetter { rule, reason } => Err(dead_letter_reason(rules, rule, reason)),
+        Decision::Route { actions, rule } => {
+            for (a, cmd) in fan_out(actions, cmd) {
+                sink(
+                    a.target,
+                    a.redis_db(db),
+                    rewrite(a, cmd, positions, db),
+                    rule,
+                );
+            }
+            Ok(None)
         }
-        Decision::Route { actions, rule } => (
-            fan_out(actions, cmd)
-                .map(|(a, cmd)| {
-                    let out = rewrite(a, cmd, positions, db);
-                    (a.target, a.redis_db(db), out, rule)
-                })
-                .collect(),
-            None,
-        ),
-    })
+    }
 }
 
 /// The dead-letter reason of a `-> dead-letter ["reason"]` decision, naming

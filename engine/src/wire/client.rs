@@ -51,39 +51,6 @@ pub const MONGO_JSON_MARK: u8 = JSON_MARK;
 /// The default largest payload accepted (64 MiB), configurable in the daemons.
 pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024 * 1024;
 
-/// Commands a frame may not carry. The frame itself says the db and whether
-/// the commands form a transaction, and the server's connection to the
-/// target is its own: these would fight it (`RESET` inside the server's
-/// MULTI discards the run and leaves its marker outside the transaction;
-/// `CLIENT REPLY OFF` makes replies go missing; `QUIT`, `SUBSCRIBE` and
-/// `HELLO 3` change or end the connection).
-const REFUSED: [&str; 24] = [
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "WATCH",
-    "UNWATCH",
-    "SELECT",
-    "RESET",
-    "QUIT",
-    "HELLO",
-    "AUTH",
-    "CLIENT",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "SSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "PUNSUBSCRIBE",
-    "SUNSUBSCRIBE",
-    "MONITOR",
-    "SYNC",
-    "PSYNC",
-    "REPLCONF",
-    "READONLY",
-    "READWRITE",
-    "ASKING",
-];
-
 /// Why a payload is not a valid operation.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FrameError {
@@ -368,10 +335,54 @@ where
 }
 
 /// True for a command name a frame may not carry (any case).
+///
+/// The frame itself says the db and whether the commands form a
+/// transaction, and the server's connection to the target is its own:
+/// these would fight it (`RESET` inside the server's MULTI discards the run
+/// and leaves its marker outside the transaction; `CLIENT REPLY OFF` makes
+/// replies go missing; `QUIT`, `SUBSCRIBE` and `HELLO 3` change or end the
+/// connection).
+///
+/// One `match` on the name upper-cased (a length test, then at most a few
+/// comparisons): the proxy and the server ask it of every command, and
+/// comparing against each refused name in turn was ~80 instructions per
+/// SET.
 fn is_refused(name: &[u8]) -> bool {
-    REFUSED
-        .iter()
-        .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+    const LONGEST: usize = 12;
+    if name.len() > LONGEST {
+        return false;
+    }
+    let mut buf = [0u8; LONGEST];
+    let upper = &mut buf[..name.len()];
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    matches!(
+        &*upper,
+        b"MULTI"
+            | b"EXEC"
+            | b"DISCARD"
+            | b"WATCH"
+            | b"UNWATCH"
+            | b"SELECT"
+            | b"RESET"
+            | b"QUIT"
+            | b"HELLO"
+            | b"AUTH"
+            | b"CLIENT"
+            | b"SUBSCRIBE"
+            | b"PSUBSCRIBE"
+            | b"SSUBSCRIBE"
+            | b"UNSUBSCRIBE"
+            | b"PUNSUBSCRIBE"
+            | b"SUNSUBSCRIBE"
+            | b"MONITOR"
+            | b"SYNC"
+            | b"PSYNC"
+            | b"REPLCONF"
+            | b"READONLY"
+            | b"READWRITE"
+            | b"ASKING"
+    )
 }
 
 fn refused_command(name: &[u8]) -> FrameError {
@@ -812,6 +823,71 @@ mod tests {
             let err = decode_payload(&Bytes::copy_from_slice(payload)).unwrap_err();
             assert_eq!(err.reason(), reason, "{payload:?}: {err}");
         }
+    }
+
+    #[test]
+    fn refused_names_in_any_case_and_only_those() {
+        let refused = [
+            "MULTI",
+            "EXEC",
+            "DISCARD",
+            "WATCH",
+            "UNWATCH",
+            "SELECT",
+            "RESET",
+            "QUIT",
+            "HELLO",
+            "AUTH",
+            "CLIENT",
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "SSUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE",
+            "SUNSUBSCRIBE",
+            "MONITOR",
+            "SYNC",
+            "PSYNC",
+            "REPLCONF",
+            "READONLY",
+            "READWRITE",
+            "ASKING",
+        ];
+        for name in refused {
+            for spelled in [name.to_owned(), name.to_lowercase(), mixed_case(name)] {
+                assert!(is_refused(spelled.as_bytes()), "{spelled}");
+                let payload = format!("6379,0\x01*1\r\n${}\r\n{spelled}\r\n", spelled.len());
+                let err = decode_payload(&Bytes::from(payload)).unwrap_err();
+                assert_eq!(err, FrameError::RefusedCommand(name.to_owned()));
+            }
+        }
+        for allowed in [
+            "SET",
+            "",
+            "MULT",
+            "MULTIX",
+            "EXECUTE",
+            "CLIENTS",
+            "SYNCS",
+            "PUNSUBSCRIBES",
+            "MÜLTI",
+        ] {
+            assert!(!is_refused(allowed.as_bytes()), "{allowed}");
+        }
+        assert!(!is_refused(b"MULTI\0"));
+    }
+
+    fn mixed_case(name: &str) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_lowercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 
     #[test]
