@@ -116,12 +116,6 @@ pub fn positions(cmd: &RedisCommand, spec: KeySpec, out: &mut Positions) {
     positions_with(args.len(), |i| args.get(i), spec, out);
 }
 
-/// [`positions`] of a command already read into its arguments
-/// ([`RedisCommand::arg_list`]).
-pub fn positions_of(args: &[&[u8]], spec: KeySpec, out: &mut Positions) {
-    positions_with(args.len(), |i| args.get(i).copied(), spec, out);
-}
-
 /// The key positions of a command of `n` arguments, `arg(i)` reading one.
 fn positions_with<'a>(
     n: usize,

@@ -280,14 +280,15 @@ fn route_command(
     cmd: RedisCommand,
     sink: &mut impl Sink,
 ) -> Result<Option<Dropped>, String> {
-    // The command's RESP is read once here: name, key positions and keys
-    // all come from this (each of them read it again before, ~a quarter
-    // of the routing time of a SET).
-    let args = cmd.arg_list();
-    let name = args.first().copied().unwrap_or_default();
+    // The command's RESP is read as far as needed: its name, then the key
+    // positions from the argument count (nothing read for most specs), then
+    // up to its key when it has one (most commands: a SET's value is never
+    // looked at); every argument only for a command with several keys.
+    let mut args = cmd.args().iter();
+    let name = args.next().unwrap_or_default();
     let (spec, split) = keys::spec_of(name);
     let mut positions = keys::Positions::new();
-    keys::positions_of(&args, spec, &mut positions);
+    keys::positions(&cmd, spec, &mut positions);
     let decide = |key: Option<&[u8]>| {
         rules.decide_redis(&RedisQuery {
             port,
@@ -297,11 +298,13 @@ fn route_command(
         })
     };
     if let [] | [_] = positions[..] {
-        // No key, or one: one decision (most commands).
-        let decision = decide(positions.first().map(|&p| args[p]));
-        drop(args);
+        // No key, or one: one decision. Key positions start at 1 (the
+        // name is 0): the key is the `p - 1`th argument after the name.
+        let key = positions.first().and_then(|&p| args.nth(p.checked_sub(1)?));
+        let decision = decide(key);
         return apply_decision(rules, decision, db, cmd, &positions, sink);
     }
+    let args = cmd.arg_list();
     let decisions: SmallVec<[Decision<'_>; 4]> =
         positions.iter().map(|&p| decide(Some(args[p]))).collect();
     if decisions.iter().all(|d| same(d, &decisions[0])) {
