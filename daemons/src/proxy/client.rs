@@ -348,7 +348,7 @@ impl Conn {
 /// A frame larger than one read has an allocation of its own once the
 /// read buffer is renewed after it (see `serve`): it is kept as it is, not
 /// copied.
-fn compact(records: Vec<Bytes>) -> Vec<Bytes> {
+fn compact(mut records: Vec<Bytes>) -> Vec<Bytes> {
     let small = |r: &Bytes| r.len() <= READ_CHUNK;
     let total = records.iter().filter(|r| small(r)).map(Bytes::len).sum();
     let mut arena = BytesMut::with_capacity(total);
@@ -356,16 +356,10 @@ fn compact(records: Vec<Bytes>) -> Vec<Bytes> {
         arena.extend_from_slice(r);
     }
     let mut arena = arena.freeze();
+    for r in records.iter_mut().filter(|r| small(r)) {
+        *r = arena.split_to(r.len());
+    }
     records
-        .into_iter()
-        .map(|r| {
-            if small(&r) {
-                arena.split_to(r.len())
-            } else {
-                r
-            }
-        })
-        .collect()
 }
 
 /// The client's pid, for log lines (Linux peer credentials).

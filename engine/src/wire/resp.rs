@@ -155,8 +155,7 @@ impl<'a> Iterator for CommandNames<'a> {
 /// read exactly as [`parse_command`] reads it (the same input accepted,
 /// the same errors) without allocating.
 pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
-    if let Some(used) = canonical_command(input) {
-        let name = canonical_args(&input[..used]).next().unwrap_or_default();
+    if let Some((used, name)) = canonical_command(input) {
         return Ok((name, used));
     }
     let mut name = NameOnly(None);
@@ -194,7 +193,7 @@ pub fn parse_command_shared(
     buf: &Bytes,
     command: &[u8],
 ) -> Result<(RedisCommand, usize), RespError> {
-    if let Some(used) = canonical_command(command) {
+    if let Some((used, _)) = canonical_command(command) {
         let cmd = RedisCommand::from_canonical(buf.slice_ref(&command[..used]));
         return Ok((cmd, used));
     }
@@ -204,22 +203,27 @@ pub fn parse_command_shared(
     Ok((cmd, used))
 }
 
-/// The length of the command at the start of `input` when it is in
-/// canonical RESP (every number without a leading zero, at most 19
-/// digits, every length within the bytes present); `None` for anything
-/// else, which [`walk_command`] then reads (or refuses). What this accepts,
-/// `walk_command` accepts with the same length (a test checks it on
-/// mutated input).
-fn canonical_command(input: &[u8]) -> Option<usize> {
+/// The length and the name (first argument) of the command at the start
+/// of `input` when it is in canonical RESP (every number without a leading
+/// zero, at most 19 digits, every length within the bytes present); `None`
+/// for anything else, which [`walk_command`] then reads (or refuses). What
+/// this accepts, `walk_command` accepts with the same length (a test checks
+/// it on mutated input).
+fn canonical_command(input: &[u8]) -> Option<(usize, &[u8])> {
     let (count, mut rest) = canonical_header(b'*', input)?;
     if count == 0 || count > rest.len() / 6 {
         return None;
     }
-    for _ in 0..count {
+    let mut name: &[u8] = &[];
+    for i in 0..count {
         let (len, after) = canonical_header(b'$', rest)?;
-        rest = after.get(len..)?.strip_prefix(b"\r\n")?;
+        let arg = after.get(..len)?;
+        if i == 0 {
+            name = arg;
+        }
+        rest = after[len..].strip_prefix(b"\r\n")?;
     }
-    Some(input.len() - rest.len())
+    Some((input.len() - rest.len(), name))
 }
 
 /// `<sigil><n>\r\n` with `n` in canonical decimal (no leading zero, 1 to
@@ -591,8 +595,8 @@ mod tests {
                 walk_command(&input, &mut name).map(|used| (name.0.unwrap_or_default(), used));
             // The canonical reading accepts a subset, with the same length,
             // and exactly what encoding the arguments again gives back.
-            if let Some(used) = canonical_command(&input) {
-                assert_eq!(Ok(used), nom.as_ref().map(|n| n.1).map_err(Clone::clone));
+            if let Some((used, name)) = canonical_command(&input) {
+                assert_eq!(Ok((name, used)), nom.clone());
                 let (args, _) = parse_command(&input).expect("accepted above");
                 let mut again = Vec::new();
                 encode_command(&mut again, &args);

@@ -127,7 +127,7 @@ impl Spool {
                 // one time (a clock read per record was ~2% of the
                 // proxy's CPU under an unbuffered client).
                 let first_sent = sent.len();
-                let mut appends = Vec::new();
+                let mut appends = Vec::with_capacity(todo.len().min(MAX_APPENDS_PER_REQUEST));
                 let time_ms = now_ms();
                 while let Some((_, _, size)) = todo.peek() {
                     let used = st.disk_bytes + st.reserved;

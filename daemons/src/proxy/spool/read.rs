@@ -94,7 +94,7 @@ impl Spool {
             let skip = usize::try_from(skip)
                 .unwrap_or(usize::MAX)
                 .min(st.ram.len());
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(max_records.min(st.ram.len() - skip));
             let mut bytes = 0;
             for c in st.ram.range(skip..) {
                 if c.seq > st.visible
