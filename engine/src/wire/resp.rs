@@ -383,10 +383,22 @@ fn put_header(scratch: &mut [u8; HEADER_MAX], crlf_first: bool, sigil: u8, n: us
     }
     scratch[len] = sigil;
     len += 1;
-    let mut decimal = itoa::Buffer::new();
-    let digits = decimal.format(n).as_bytes();
-    scratch[len..len + digits.len()].copy_from_slice(digits);
-    len += digits.len();
+    // Lengths under 100 (argument counts, names, most keys and small
+    // values) written directly: the general formatting was ~70
+    // instructions a header, four headers in a SET.
+    if n < 10 {
+        scratch[len] = b'0' + n as u8;
+        len += 1;
+    } else if n < 100 {
+        scratch[len] = b'0' + (n / 10) as u8;
+        scratch[len + 1] = b'0' + (n % 10) as u8;
+        len += 2;
+    } else {
+        let mut decimal = itoa::Buffer::new();
+        let digits = decimal.format(n).as_bytes();
+        scratch[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+    }
     scratch[len..len + 2].copy_from_slice(b"\r\n");
     &scratch[..len + 2]
 }
@@ -450,6 +462,15 @@ mod tests {
         assert_eq!(put_header(&mut scratch, false, b'*', 0), b"*0\r\n");
         assert_eq!(put_header(&mut scratch, true, b'$', 9), b"\r\n$9\r\n");
         assert_eq!(put_header(&mut scratch, false, b'$', 10), b"$10\r\n");
+        assert_eq!(put_header(&mut scratch, true, b'$', 99), b"\r\n$99\r\n");
+        assert_eq!(put_header(&mut scratch, false, b'$', 100), b"$100\r\n");
+        for n in 0..1000 {
+            let expected = format!("${n}\r\n");
+            assert_eq!(
+                put_header(&mut scratch, false, b'$', n),
+                expected.as_bytes()
+            );
+        }
         assert_eq!(
             put_header(&mut scratch, true, b'$', usize::MAX),
             format!("\r\n${}\r\n", usize::MAX).as_bytes()
