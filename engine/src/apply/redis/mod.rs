@@ -692,8 +692,20 @@ impl RedisTarget {
                 return Ok(None);
             }
             first_round = false;
-            let mut packed = Vec::with_capacity(64 * (active.len() + 4));
-            let mut parts: Vec<Part> = Vec::new();
+            // Sized up front: growing a run's megabyte by doubling copied
+            // it again each time (a SELECT is ~30 bytes, MULTI, the marker
+            // and EXEC together under 256).
+            let commands = active
+                .iter()
+                .map(|(_, op)| op.commands.len())
+                .sum::<usize>();
+            let bytes = active
+                .iter()
+                .flat_map(|(_, op)| &op.commands)
+                .map(|c| c.resp().len())
+                .sum::<usize>();
+            let mut packed = Vec::with_capacity(bytes + 256 + 32 * 4);
+            let mut parts: Vec<Part> = Vec::with_capacity(commands + 4);
             encode_command(&mut packed, &[&b"MULTI"[..]]);
             let mut current_db = None;
             for &(i, op) in &active {
