@@ -439,6 +439,21 @@ pub(crate) fn command_bits(upper_name: &str) -> Option<u32> {
         .map(|(_, b)| *b)
 }
 
+/// `f` of `name` in ASCII upper case, made on the stack (no allocation:
+/// the router and the frame checks ask it of every command); `None` when
+/// `name` is longer than `N` bytes.
+#[inline]
+pub fn with_upper<const N: usize, T>(name: &[u8], f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    if name.len() > N {
+        return None;
+    }
+    let mut buf = [0u8; N];
+    let upper = &mut buf[..name.len()];
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    Some(f(upper))
+}
+
 /// True if syncs knows the command (any case).
 pub fn is_known_command(name: &str) -> bool {
     command_bits(&name.to_ascii_uppercase()).is_some()

@@ -405,14 +405,8 @@ fn has_bit(row: &[u64], i: usize) -> bool {
 impl RedisMatcher {
     #[inline]
     fn command_id(&self, command: &[u8]) -> Option<u16> {
-        if command.len() > MAX_CMD {
-            return None;
-        }
-        let mut buf = [0u8; MAX_CMD];
-        let up = &mut buf[..command.len()];
-        up.copy_from_slice(command);
-        up.make_ascii_uppercase();
-        self.cmd_ids.get(&*up).copied()
+        crate::commands::with_upper::<MAX_CMD, _>(command, |up| self.cmd_ids.get(up).copied())
+            .flatten()
     }
 
     /// Rule `i` passed the index filters; run its key patterns and record

@@ -46,64 +46,57 @@ pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
 
 /// The key spec and split rule of the command named `name` (any case).
 pub fn spec_of(name: &[u8]) -> (KeySpec, Split) {
-    let mut buf = [0u8; MAX_NAME];
-    if name.len() > MAX_NAME {
-        return (
-            KeySpec::Range {
-                first: 1,
-                last: 1,
-                step: 1,
-            },
-            Split::No,
-        );
-    }
-    let upper = &mut buf[..name.len()];
-    upper.copy_from_slice(name);
-    upper.make_ascii_uppercase();
     let r = |first, last, step| KeySpec::Range { first, last, step };
-    match &*upper {
-        // Keyless.
-        b"PING" | b"ECHO" | b"FLUSHALL" | b"FLUSHDB" | b"SWAPDB" | b"CONFIG" | b"SHUTDOWN"
-        | b"DEBUG" | b"MODULE" | b"ACL" | b"REPLICAOF" | b"SLAVEOF" | b"SAVE" | b"BGSAVE"
-        | b"BGREWRITEAOF" | b"CLIENT" | b"CLUSTER" | b"FAILOVER" | b"FUNCTION" | b"SCRIPT"
-        | b"PUBLISH" | b"SPUBLISH" | b"DBSIZE" | b"INFO" | b"TIME" | b"LASTSAVE" | b"RANDOMKEY"
-        | b"KEYS" | b"SCAN" | b"WAIT" | b"MEMORY" | b"LATENCY" | b"SLOWLOG" | b"COMMAND"
-        | b"READONLY" | b"READWRITE" | b"RESET" | b"QUIT" | b"HELLO" | b"AUTH" => {
-            (KeySpec::None, Split::No)
+    // A name longer than any known one: an unknown command, key first.
+    syncs_dsl::commands::with_upper::<MAX_NAME, _>(name, |upper| {
+        match upper {
+            // Keyless.
+            b"PING" | b"ECHO" | b"FLUSHALL" | b"FLUSHDB" | b"SWAPDB" | b"CONFIG" | b"SHUTDOWN"
+            | b"DEBUG" | b"MODULE" | b"ACL" | b"REPLICAOF" | b"SLAVEOF" | b"SAVE" | b"BGSAVE"
+            | b"BGREWRITEAOF" | b"CLIENT" | b"CLUSTER" | b"FAILOVER" | b"FUNCTION" | b"SCRIPT"
+            | b"PUBLISH" | b"SPUBLISH" | b"DBSIZE" | b"INFO" | b"TIME" | b"LASTSAVE"
+            | b"RANDOMKEY" | b"KEYS" | b"SCAN" | b"WAIT" | b"MEMORY" | b"LATENCY" | b"SLOWLOG"
+            | b"COMMAND" | b"READONLY" | b"READWRITE" | b"RESET" | b"QUIT" | b"HELLO" | b"AUTH" => {
+                (KeySpec::None, Split::No)
+            }
+            // Every argument a key.
+            b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => (r(1, -1, 1), Split::PerKey),
+            b"WATCH" | b"SINTER" | b"SUNION" | b"SDIFF" | b"PFCOUNT" | b"MGET" => {
+                (r(1, -1, 1), Split::No)
+            }
+            b"PFMERGE" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => {
+                (r(1, -1, 1), Split::No)
+            }
+            // Key/value pairs.
+            b"MSET" => (r(1, -1, 2), Split::PerKey),
+            b"MSETNX" => (r(1, -1, 2), Split::No),
+            // Two keys up front.
+            b"RENAME" | b"RENAMENX" | b"COPY" | b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH"
+            | b"BRPOPLPUSH" | b"GEOSEARCHSTORE" | b"ZRANGESTORE" | b"LCS" => {
+                (r(1, 2, 1), Split::No)
+            }
+            // Keys then a trailing timeout.
+            b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => (r(1, -2, 1), Split::No),
+            // BITOP <op> <dest> <key>…
+            b"BITOP" => (r(2, -1, 1), Split::No),
+            // numkeys forms.
+            b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => (
+                KeySpec::NumKeys {
+                    at: 2,
+                    extra: Some(1),
+                },
+                Split::No,
+            ),
+            b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+                (KeySpec::NumKeys { at: 2, extra: None }, Split::No)
+            }
+            b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP"
+            | b"ZMPOP" => (KeySpec::NumKeys { at: 1, extra: None }, Split::No),
+            b"BLMPOP" | b"BZMPOP" => (KeySpec::NumKeys { at: 2, extra: None }, Split::No),
+            _ => (r(1, 1, 1), Split::No),
         }
-        // Every argument a key.
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => (r(1, -1, 1), Split::PerKey),
-        b"WATCH" | b"SINTER" | b"SUNION" | b"SDIFF" | b"PFCOUNT" | b"MGET" => {
-            (r(1, -1, 1), Split::No)
-        }
-        b"PFMERGE" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" => (r(1, -1, 1), Split::No),
-        // Key/value pairs.
-        b"MSET" => (r(1, -1, 2), Split::PerKey),
-        b"MSETNX" => (r(1, -1, 2), Split::No),
-        // Two keys up front.
-        b"RENAME" | b"RENAMENX" | b"COPY" | b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH"
-        | b"BRPOPLPUSH" | b"GEOSEARCHSTORE" | b"ZRANGESTORE" | b"LCS" => (r(1, 2, 1), Split::No),
-        // Keys then a trailing timeout.
-        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => (r(1, -2, 1), Split::No),
-        // BITOP <op> <dest> <key>…
-        b"BITOP" => (r(2, -1, 1), Split::No),
-        // numkeys forms.
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => (
-            KeySpec::NumKeys {
-                at: 2,
-                extra: Some(1),
-            },
-            Split::No,
-        ),
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            (KeySpec::NumKeys { at: 2, extra: None }, Split::No)
-        }
-        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
-            (KeySpec::NumKeys { at: 1, extra: None }, Split::No)
-        }
-        b"BLMPOP" | b"BZMPOP" => (KeySpec::NumKeys { at: 2, extra: None }, Split::No),
-        _ => (r(1, 1, 1), Split::No),
-    }
+    })
+    .unwrap_or((r(1, 1, 1), Split::No))
 }
 
 /// Argument indexes (of keys): inline for up to four.

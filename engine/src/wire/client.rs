@@ -23,6 +23,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use syncs_dsl::commands::with_upper;
+
 use crate::op::{Commands, MongoOp, Op, RedisOp};
 use crate::wire::mongo::{check_write, decode_write, MongoDecodeError};
 use crate::wire::mongo_json::{decode_json_write, JSON_MARK};
@@ -348,41 +350,37 @@ where
 /// comparing against each refused name in turn was ~80 instructions per
 /// SET.
 fn is_refused(name: &[u8]) -> bool {
-    const LONGEST: usize = 12;
-    if name.len() > LONGEST {
-        return false;
-    }
-    let mut buf = [0u8; LONGEST];
-    let upper = &mut buf[..name.len()];
-    upper.copy_from_slice(name);
-    upper.make_ascii_uppercase();
-    matches!(
-        &*upper,
-        b"MULTI"
-            | b"EXEC"
-            | b"DISCARD"
-            | b"WATCH"
-            | b"UNWATCH"
-            | b"SELECT"
-            | b"RESET"
-            | b"QUIT"
-            | b"HELLO"
-            | b"AUTH"
-            | b"CLIENT"
-            | b"SUBSCRIBE"
-            | b"PSUBSCRIBE"
-            | b"SSUBSCRIBE"
-            | b"UNSUBSCRIBE"
-            | b"PUNSUBSCRIBE"
-            | b"SUNSUBSCRIBE"
-            | b"MONITOR"
-            | b"SYNC"
-            | b"PSYNC"
-            | b"REPLCONF"
-            | b"READONLY"
-            | b"READWRITE"
-            | b"ASKING"
-    )
+    // The longest refused names (PUNSUBSCRIBE, SUNSUBSCRIBE) have 12 bytes.
+    with_upper::<12, _>(name, |upper| {
+        matches!(
+            upper,
+            b"MULTI"
+                | b"EXEC"
+                | b"DISCARD"
+                | b"WATCH"
+                | b"UNWATCH"
+                | b"SELECT"
+                | b"RESET"
+                | b"QUIT"
+                | b"HELLO"
+                | b"AUTH"
+                | b"CLIENT"
+                | b"SUBSCRIBE"
+                | b"PSUBSCRIBE"
+                | b"SSUBSCRIBE"
+                | b"UNSUBSCRIBE"
+                | b"PUNSUBSCRIBE"
+                | b"SUNSUBSCRIBE"
+                | b"MONITOR"
+                | b"SYNC"
+                | b"PSYNC"
+                | b"REPLCONF"
+                | b"READONLY"
+                | b"READWRITE"
+                | b"ASKING"
+        )
+    })
+    .unwrap_or(false)
 }
 
 fn refused_command(name: &[u8]) -> FrameError {
