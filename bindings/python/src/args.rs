@@ -3,32 +3,19 @@
 //! `int` and `float` as their decimal text (`repr`, like redis-py). Anything
 //! else, `bool` and `None` included, is an `InvalidOperation`.
 
+use std::fmt;
+
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
+use smallvec::SmallVec;
 
 use crate::error::invalid;
 
-/// `f(index, item)` for each item of a tuple or list, collected (without
-/// a list of the items first); `what` names `obj` in errors.
-fn map_items<'py, T>(
-    obj: &Bound<'py, PyAny>,
-    what: &str,
-    mut f: impl FnMut(usize, Bound<'py, PyAny>) -> PyResult<T>,
-) -> PyResult<Vec<T>> {
-    if let Ok(tuple) = obj.cast::<PyTuple>() {
-        return tuple.iter().enumerate().map(|(i, x)| f(i, x)).collect();
-    }
-    if let Ok(list) = obj.cast::<PyList>() {
-        return list.iter().enumerate().map(|(i, x)| f(i, x)).collect();
-    }
-    Err(invalid(format!(
-        "{what} must be a tuple or a list, not {}",
-        type_name(obj)
-    )))
-}
+/// One command's arguments: up to eight without an allocation.
+pub type Args<'a, 'py> = SmallVec<[Arg<'a, 'py>; 8]>;
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -37,19 +24,25 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-/// One argument's bytes: borrowed from a Python `bytes` object or a `str`
-/// (its UTF-8, which CPython keeps with the string: nothing is copied on
-/// 3.10+, where the limited API can read it) or, for the rest, owned.
+/// One argument's bytes: borrowed in place from a `str` (its UTF-8, which
+/// CPython keeps with the string: nothing is copied on 3.10+, where the
+/// limited API can read it) or a `bytes` object, or, for the rest, owned.
 #[derive(Debug)]
-pub enum Arg<'py> {
+pub enum Arg<'a, 'py> {
+    /// A `str` or `bytes` item of a tuple: the tuple holds the item, so
+    /// not even its reference count is touched.
+    Borrowed(&'a [u8]),
+    /// A `bytes` item of a list (which may change: the item is held).
     Py(Bound<'py, PyBytes>),
+    /// A `str` item of a list.
     Str(PyBackedStr),
     Owned(Vec<u8>),
 }
 
-impl AsRef<[u8]> for Arg<'_> {
+impl AsRef<[u8]> for Arg<'_, '_> {
     fn as_ref(&self) -> &[u8] {
         match self {
+            Arg::Borrowed(b) => b,
             Arg::Py(b) => b.as_bytes(),
             Arg::Str(s) => s.as_bytes(),
             Arg::Owned(v) => v,
@@ -57,11 +50,39 @@ impl AsRef<[u8]> for Arg<'_> {
     }
 }
 
-/// One command: `("set", "a", b"v", 1)`.
-pub fn command<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Arg<'py>>> {
-    let args = map_items(obj, what, |i, arg| {
-        argument(arg).map_err(|e| e.context(what, i))
-    })?;
+/// What the command being read is called in errors: `cmd`, or `cmds[2]`.
+#[derive(Debug, Clone, Copy)]
+pub enum Name<'s> {
+    Whole(&'s str),
+    Item(&'s str, usize),
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Name::Whole(what) => f.write_str(what),
+            Name::Item(what, i) => write!(f, "{what}[{i}]"),
+        }
+    }
+}
+
+/// One command: `("set", "a", b"v", 1)`. Its `str` and `bytes` arguments
+/// are borrowed from `obj` when it is a tuple.
+pub fn command<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: Name<'_>) -> PyResult<Args<'a, 'py>> {
+    // Plain loops: collecting through `Result` costs more than the
+    // conversions themselves.
+    let mut args = Args::new();
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        for (i, arg) in tuple.iter_borrowed().enumerate() {
+            args.push(tuple_argument(arg).map_err(|e| e.context(what, i))?);
+        }
+    } else if let Ok(list) = obj.cast::<PyList>() {
+        for (i, arg) in list.iter().enumerate() {
+            args.push(argument(arg).map_err(|e| e.context(what, i))?);
+        }
+    } else {
+        return Err(not_a_sequence(obj, what));
+    }
     if args.is_empty() {
         return Err(invalid(format!(
             "{what} is empty: a command needs at least its name"
@@ -70,15 +91,32 @@ pub fn command<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Arg<'py
     Ok(args)
 }
 
-/// Several commands: `(("set", "a", "1"), ("incr", "b"))`.
-pub fn commands<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Vec<Arg<'py>>>> {
-    let cmds = map_items(obj, what, |i, cmd| command(&cmd, &format!("{what}[{i}]")))?;
+/// Several commands, `(("set", "a", "1"), ("incr", "b"))`: the command
+/// objects, each for [`command`] (whose arguments borrow from them).
+pub fn command_objects<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let cmds: Vec<_> = if let Ok(tuple) = obj.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else if let Ok(list) = obj.cast::<PyList>() {
+        list.iter().collect()
+    } else {
+        return Err(not_a_sequence(obj, Name::Whole(what)));
+    };
     if cmds.is_empty() {
         return Err(invalid(format!(
             "{what} is empty: give at least one command"
         )));
     }
     Ok(cmds)
+}
+
+fn not_a_sequence(obj: &Bound<'_, PyAny>, what: Name<'_>) -> PyErr {
+    invalid(format!(
+        "{what} must be a tuple or a list, not {}",
+        type_name(obj)
+    ))
 }
 
 /// Why an argument was refused, named once its position is known (no
@@ -95,7 +133,7 @@ impl From<PyErr> for ArgError {
 }
 
 impl ArgError {
-    fn context(self, what: &str, i: usize) -> PyErr {
+    fn context(self, what: Name<'_>, i: usize) -> PyErr {
         match self {
             ArgError::Py(e) => e,
             ArgError::Message(before, after) => invalid(format!("{what}[{i}] {before}{after}")),
@@ -103,8 +141,24 @@ impl ArgError {
     }
 }
 
+/// One argument of a tuple: a `str` or `bytes` borrowed, the rest as
+/// [`argument`].
+fn tuple_argument<'a, 'py>(arg: Borrowed<'a, 'py, PyAny>) -> Result<Arg<'a, 'py>, ArgError> {
+    if arg.is_instance_of::<PyString>() {
+        return <&str>::extract(arg)
+            .map(|s| Arg::Borrowed(s.as_bytes()))
+            .map_err(|e| {
+                ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
+            });
+    }
+    if let Ok(bytes) = <&[u8]>::extract(arg) {
+        return Ok(Arg::Borrowed(bytes));
+    }
+    argument(arg.to_owned())
+}
+
 /// One argument's bytes.
-fn argument<'py>(arg: Bound<'py, PyAny>) -> Result<Arg<'py>, ArgError> {
+fn argument<'a, 'py>(arg: Bound<'py, PyAny>) -> Result<Arg<'a, 'py>, ArgError> {
     let arg = match arg.cast_into::<PyBytes>() {
         Ok(b) => return Ok(Arg::Py(b)),
         Err(e) => e.into_inner(),

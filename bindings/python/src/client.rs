@@ -266,7 +266,7 @@ impl IncClient {
     ) -> PyResult<()> {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
-        let cmd = args::command(cmd, "cmd")?;
+        let cmd = args::command(cmd, args::Name::Whole("cmd"))?;
         self.send_redis(py, &path, port, db, &[cmd])
     }
 
@@ -284,7 +284,12 @@ impl IncClient {
     ) -> PyResult<()> {
         let path = path_arg(path)?;
         let (port, db) = (args::port(port)?, args::db(db)?);
-        let cmds = args::commands(cmds, "cmds")?;
+        let objects = args::command_objects(cmds, "cmds")?;
+        let cmds = objects
+            .iter()
+            .enumerate()
+            .map(|(i, cmd)| args::command(cmd, args::Name::Item("cmds", i)))
+            .collect::<PyResult<Vec<_>>>()?;
         self.send_redis(py, &path, port, db, &cmds)
     }
 

@@ -10,18 +10,29 @@ from proxy_stub import StubProxy
 from test_seed import resp
 
 
-def test_argument_types_are_converted_like_redis_clients(proxy, client):
+class Text(str):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
+# A tuple's str and bytes arguments are read in place, a list's are held:
+# both give the same bytes (and more than eight arguments, as here, too).
+@pytest.mark.parametrize("container", [tuple, list])
+def test_argument_types_are_converted_like_redis_clients(proxy, client, container):
     client.redis_one(
         proxy.path,
         6380,
         15,
-        ("SET", "中文键", b"\x00\xff\r\n", bytearray(b"ba"), memoryview(b"mv"), 42, -7,
-         2**70, 1.5, 1e20, 0.1, float("inf")),
+        container(("SET", "中文键", b"\x00\xff\r\n", bytearray(b"ba"), memoryview(b"mv"), 42, -7,
+                   2**70, 1.5, 1e20, 0.1, float("inf"), Text("sub"), Blob(b"b\x00"), "", b"")),
     )
     (payload,) = proxy.wait_frames(1)
     assert payload == b"6380,15\x01" + resp(
         b"SET", "中文键".encode(), b"\x00\xff\r\n", b"ba", b"mv", b"42", b"-7",
-        b"1180591620717411303424", b"1.5", b"1e+20", b"0.1", b"inf",
+        b"1180591620717411303424", b"1.5", b"1e+20", b"0.1", b"inf", b"sub", b"b\x00", b"", b"",
     )
 
 
@@ -52,6 +63,8 @@ def test_a_transaction_is_one_frame(proxy, client):
         ((), "cmd is empty"),
         ("set a b", "cmd must be a tuple or a list, not str"),
         (("set", "a", "\udcff"), "cmd[2] is a str that cannot be encoded as UTF-8"),
+        (["set", "a", "\udcff"], "cmd[2] is a str that cannot be encoded as UTF-8"),
+        (["set", None], "cmd[1] has type NoneType"),
         (("MULTI",), "command MULTI is not allowed"),
         (("select", 2), "command SELECT is not allowed"),
     ],
@@ -70,6 +83,9 @@ def test_bad_commands_raise_invalid_operation(proxy, client, cmd, message):
         ((), "cmds is empty"),
         ((("set", "a", "1"), ()), r"cmds\[1\] is empty"),
         ((("set", "a", "1"), "incr b"), r"cmds\[1\] must be a tuple or a list"),
+        ([("set", "a", "1"), ["set", "b", None]], r"cmds\[1\]\[2\] has type NoneType"),
+        ([("set", "a", "1"), ("set", "\udcff", "1")], r"cmds\[1\]\[1\] is a str that cannot be encoded"),
+        ("set a 1", "cmds must be a tuple or a list, not str"),
         ((("watch", "a"), ("set", "a", "1")), "command WATCH is not allowed"),
         ((("set", "a", "1"), ("exec",)), "command EXEC is not allowed"),
     ],
