@@ -31,6 +31,9 @@ pub const PROXY_OLDEST_PENDING_SECONDS: &str = "syncs_proxy_oldest_pending_secon
 pub const PROXY_SPOOL_FULL: &str = "syncs_proxy_spool_full_total";
 /// Fsync calls made by the spool (counter).
 pub const PROXY_SPOOL_FSYNCS: &str = "syncs_proxy_spool_fsyncs_total";
+/// Records the spool handed to senders (counter, label `from`: memory, or
+/// disk when a sender fell behind what the spool keeps in memory).
+pub const PROXY_SPOOL_READ_RECORDS: &str = "syncs_proxy_spool_read_records_total";
 
 /// Records received by the server.
 pub const SERVER_RECORDS: &str = "syncs_server_records_received_total";

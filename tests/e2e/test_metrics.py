@@ -59,6 +59,9 @@ def test_counters_and_histograms_after_a_known_workload(syncs_factory, redis_tar
     assert p("syncs_proxy_pending_records") == 0
     assert p("syncs_proxy_links_up") == 1
     assert p('syncs_proxy_connects_total{outcome="ok"}') >= 1
+    # The server kept up: every record went out from the spool's memory.
+    assert p('syncs_proxy_spool_read_records_total{from="memory"}') >= accepted
+    assert p('syncs_proxy_spool_read_records_total{from="disk"}') == 0
     # Every acknowledged record was observed once in the latency histogram.
     assert p("syncs_proxy_replication_latency_seconds_count") == accepted
     assert p('syncs_proxy_replication_latency_seconds_bucket{le="+Inf"}') == accepted
@@ -84,3 +87,33 @@ def test_counters_and_histograms_after_a_known_workload(syncs_factory, redis_tar
     # hash `syncs:applied`; no tmp:… key.
     assert r.dbsize() == KEEP + 1 + OTHER + 1 + 1
     assert r.keys("tmp:*") == [] and r.exists("syncs:applied")
+
+
+def test_records_are_read_from_memory_or_from_disk_when_a_sender_fell_behind(syncs_factory, redis_target):
+    """With the server down, more records than `--spool-memory` holds wait in
+    the spool: once the server is up, they are read back from disk and
+    counted as such; a record sent once the link caught up comes from
+    memory."""
+    import intc
+
+    n = 400  # about 60 bytes each: 24 KiB, six times the memory
+    s = syncs_factory(rules(redis_target.url), start_server=False, proxy_args=["--spool-memory", "4KiB"])
+    ic = intc.IncClient()
+    for i in range(n):
+        ic.redis_one(s.socket, 6379, 0, ("set", f"keep:{i:04}", "v" * 8))
+    assert ic.sync(s.socket, timeout=10) == 0, "every record is in the spool"
+    s.start_server()
+    wait_for(lambda: s.proxy_metric("syncs_proxy_records_acked_total") == n, timeout=20,
+             what="every record acknowledged")
+    read = {src: s.proxy_metric(f'syncs_proxy_spool_read_records_total{{from="{src}"}}')
+            for src in ("disk", "memory")}
+    # The oldest record was no longer in memory: the read began on disk (and
+    # went on there); each record is read at least once (again after a
+    # reconnect).
+    assert read["disk"] > 0 and read["disk"] + read["memory"] >= n, read
+    # Caught up, the next record goes out from memory.
+    ic.redis_one(s.socket, 6379, 0, ("set", "keep:last", "v"))
+    wait_for(lambda: s.proxy_metric("syncs_proxy_records_acked_total") == n + 1, timeout=20,
+             what="the last record acknowledged")
+    assert s.proxy_metric('syncs_proxy_spool_read_records_total{from="memory"}') >= read["memory"] + 1
+    assert redis_target.client(0).get("k:keep:last") == b"v"

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::segment::{self, ReadPlan};
 use super::state::{Hint, HINTS};
 use super::{Spool, SpoolError};
+use syncs_engine::stats;
 
 /// A read as planned under the lock.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ impl Spool {
         max_bytes: usize,
     ) -> Result<(u64, Vec<Bytes>), SpoolError> {
         let out = segment::read_records(plan, first, max_records, max_bytes)?;
+        metrics::counter!(stats::PROXY_SPOOL_READ_RECORDS, "from" => "disk")
+            .increment(out.records.len() as u64);
         {
             let mut st = self.shared.lock();
             if st.hints.len() >= HINTS {
@@ -106,6 +109,9 @@ impl Spool {
                 bytes += c.data.len();
                 out.push(c.data.clone());
             }
+            drop(st);
+            metrics::counter!(stats::PROXY_SPOOL_READ_RECORDS, "from" => "memory")
+                .increment(out.len() as u64);
             return Planned::Done(first, out);
         }
         let Some(seg) = st.segment_index(first).and_then(|i| st.segments.get(i)) else {
