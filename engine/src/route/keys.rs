@@ -47,7 +47,8 @@ pub fn spec(cmd: &RedisCommand) -> (KeySpec, Split) {
 /// The key spec and split rule of the command named `name` (any case).
 pub fn spec_of(name: &[u8]) -> (KeySpec, Split) {
     let r = |first, last, step| KeySpec::Range { first, last, step };
-    // A name longer than any known one: an unknown command, key first.
+    // An unknown command (a name longer than any known one too): key first.
+    let unknown = (r(1, 1, 1), Split::No);
     syncs_dsl::commands::with_upper::<MAX_NAME, _>(name, |upper| {
         match upper {
             // Keyless.
@@ -93,10 +94,10 @@ pub fn spec_of(name: &[u8]) -> (KeySpec, Split) {
             b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP"
             | b"ZMPOP" => (KeySpec::NumKeys { at: 1, extra: None }, Split::No),
             b"BLMPOP" | b"BZMPOP" => (KeySpec::NumKeys { at: 2, extra: None }, Split::No),
-            _ => (r(1, 1, 1), Split::No),
+            _ => unknown,
         }
     })
-    .unwrap_or((r(1, 1, 1), Split::No))
+    .unwrap_or(unknown)
 }
 
 /// Argument indexes (of keys): inline for up to four.

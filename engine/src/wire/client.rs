@@ -126,24 +126,20 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
             // Every command is read before a refused name is reported, as
             // `decode_payload` does: a syntax error later in the payload wins.
             let mut refused = None;
+            let one = |command| {
+                let (name, used) = resp::command_name(command)?;
+                if refused.is_none() && is_refused(name) {
+                    refused = Some(name);
+                }
+                Ok(used)
+            };
             if flag == REDIS_HEADER_END {
                 if body.is_empty() {
                     return Err(FrameError::NoCommand);
                 }
-                for name in resp::command_names(body) {
-                    let name = name?;
-                    if refused.is_none() && is_refused(name) {
-                        refused = Some(name);
-                    }
-                }
+                resp::walk_commands(body, one)?;
             } else {
-                walk_transaction(body, flag, |command| {
-                    let (name, used) = resp::command_name(command)?;
-                    if refused.is_none() && is_refused(name) {
-                        refused = Some(name);
-                    }
-                    Ok(used)
-                })?;
+                walk_transaction(body, flag, one)?;
             }
             match refused {
                 Some(bad) => Err(refused_command(bad)),
@@ -296,24 +292,30 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let (port, db, end) = redis_header(payload)?;
     let flag = payload[end];
     let body = &payload[end + 1..];
-    let commands = if flag == REDIS_HEADER_END {
+    let mut commands = Commands::new();
+    // Every command is read before a refused name is reported: a syntax
+    // error later in the payload wins.
+    let mut refused = None;
+    let one = |command| {
+        let (cmd, name, used) = resp::parse_command_shared(payload, command)?;
+        if refused.is_none() && is_refused(name) {
+            refused = Some(name);
+        }
+        commands.push(cmd);
+        Ok(used)
+    };
+    if flag == REDIS_HEADER_END {
         if body.is_empty() {
             return Err(FrameError::NoCommand);
         }
-        resp::parse_commands_shared(payload, body)?
+        resp::walk_commands(body, one)?;
     } else {
-        let mut commands = Commands::new();
-        walk_transaction(body, flag, |command| {
-            let (args, used) = resp::parse_command_shared(payload, command)?;
-            commands.push(args);
-            Ok(used)
-        })?;
-        commands
-    };
-    if let Some(bad) = commands.iter().find(|c| is_refused(c.name())) {
-        return Err(refused_command(bad.name()));
+        walk_transaction(body, flag, one)?;
     }
-    Ok(RedisOp { port, db, commands })
+    match refused {
+        Some(bad) => Err(refused_command(bad)),
+        None => Ok(RedisOp { port, db, commands }),
+    }
 }
 
 /// What [`check_payload`] finds wrong with a Redis payload that

@@ -11,7 +11,7 @@ use nom::bytes::complete::{tag, take};
 use nom::character::complete::u64 as decimal;
 use nom::IResult;
 
-use crate::op::{Commands, RedisCommand};
+use crate::op::RedisCommand;
 
 /// Why a RESP command could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +63,7 @@ impl<'a> ArgSink<'a> for NameOnly<'a> {
 
 /// Reads one command at the start of `input`, handing its pieces to `sink`;
 /// returns the number of bytes consumed. The one parser behind
-/// [`parse_command`] and [`command_names`], so both accept and refuse
+/// [`parse_command`] and [`command_name`], so both accept and refuse
 /// exactly the same input with the same errors.
 fn walk_command<'a>(input: &'a [u8], sink: &mut impl ArgSink<'a>) -> Result<usize, RespError> {
     let total = input.len();
@@ -117,40 +117,6 @@ pub fn parse_command(input: &[u8]) -> Result<(Vec<&[u8]>, usize), RespError> {
     Ok((args, used))
 }
 
-/// The name (first argument) of every command in `input`, in order, read
-/// exactly as [`parse_commands`] reads them (the same input accepted, the
-/// same errors at the same offsets) but without allocating: for checking a
-/// payload in place. After an error the iterator ends.
-pub fn command_names(input: &[u8]) -> CommandNames<'_> {
-    CommandNames { input, pos: 0 }
-}
-
-/// The iterator of [`command_names`].
-#[derive(Debug, Clone)]
-pub struct CommandNames<'a> {
-    input: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Iterator for CommandNames<'a> {
-    type Item = Result<&'a [u8], RespError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.input.get(self.pos..).filter(|r| !r.is_empty())?;
-        match command_name(rest) {
-            Ok((name, used)) => {
-                self.pos += used;
-                Some(Ok(name))
-            }
-            Err(e) => {
-                let e = e.shifted(self.pos);
-                self.pos = self.input.len();
-                Some(Err(e))
-            }
-        }
-    }
-}
-
 /// The name of the command at the start of `input` and the bytes it takes,
 /// read exactly as [`parse_command`] reads it (the same input accepted,
 /// the same errors) without allocating.
@@ -166,41 +132,46 @@ pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
 
 /// Parses commands until `input` is used up.
 pub fn parse_commands(input: &[u8]) -> Result<Vec<Vec<&[u8]>>, RespError> {
-    each_command(input, parse_command)
-}
-
-/// `one` over the commands of `input`, one after the other, until it is
-/// used up; an error's offset counts from the start of `input`.
-fn each_command<'a, T, C: Default + Extend<T>>(
-    input: &'a [u8],
-    mut one: impl FnMut(&'a [u8]) -> Result<(T, usize), RespError>,
-) -> Result<C, RespError> {
-    let mut out = C::default();
-    let mut pos = 0;
-    while pos < input.len() {
-        let (args, used) = one(&input[pos..]).map_err(|e| e.shifted(pos))?;
-        out.extend(Some(args));
-        pos += used;
-    }
+    let mut out = Vec::new();
+    walk_commands(input, |command| {
+        let (args, used) = parse_command(command)?;
+        out.push(args);
+        Ok(used)
+    })?;
     Ok(out)
 }
 
-/// [`parse_command`] of `command`, a part of `buf`: the command shares
-/// `buf`'s allocation (no copy) when it is in canonical form, as clients
-/// write it; a command written otherwise (`$03` for `$3`) is encoded
-/// again, so that what goes to a target is always canonical.
-pub fn parse_command_shared(
+/// `one` over the commands of `input`, one after the other, until it is
+/// used up (`one` reads the command at the start of its slice and returns
+/// the bytes it took); an error's offset counts from the start of `input`.
+pub fn walk_commands<'a>(
+    input: &'a [u8],
+    mut one: impl FnMut(&'a [u8]) -> Result<usize, RespError>,
+) -> Result<(), RespError> {
+    let mut pos = 0;
+    while pos < input.len() {
+        pos += one(&input[pos..]).map_err(|e| e.shifted(pos))?;
+    }
+    Ok(())
+}
+
+/// [`parse_command`] of `command`, a part of `buf`, with the command's
+/// name (read on the way, a part of `command`) and the bytes it took: the
+/// command shares `buf`'s allocation (no copy) when it is in canonical
+/// form, as clients write it; a command written otherwise (`$03` for `$3`)
+/// is encoded again, so that what goes to a target is always canonical.
+pub fn parse_command_shared<'a>(
     buf: &Bytes,
-    command: &[u8],
-) -> Result<(RedisCommand, usize), RespError> {
-    if let Some((used, _)) = canonical_command(command) {
+    command: &'a [u8],
+) -> Result<(RedisCommand, &'a [u8], usize), RespError> {
+    if let Some((used, name)) = canonical_command(command) {
         let cmd = RedisCommand::from_canonical(buf.slice_ref(&command[..used]));
-        return Ok((cmd, used));
+        return Ok((cmd, name, used));
     }
     // Not canonical, or not valid: the full parser names the error.
     let (args, used) = parse_command(command)?;
     let cmd = RedisCommand::new(&args).ok_or(RespError::Empty)?;
-    Ok((cmd, used))
+    Ok((cmd, args[0], used))
 }
 
 /// The length and the name (first argument) of the command at the start
@@ -301,12 +272,6 @@ impl<'a> Iterator for CanonicalArgs<'a> {
 }
 
 impl ExactSizeIterator for CanonicalArgs<'_> {}
-
-/// Like [`parse_commands`] of `input`, a part of `buf`, but each command
-/// shares `buf`'s allocation.
-pub fn parse_commands_shared(buf: &Bytes, input: &[u8]) -> Result<Commands, RespError> {
-    each_command(input, |command| parse_command_shared(buf, command))
-}
 
 /// Appends one command in RESP to `out`.
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, args: &[A]) {
@@ -430,19 +395,22 @@ mod tests {
         encode_command(&mut buf, &["SET", "k", "v\r\n"]);
         encode_command(&mut buf, &["DEL", ""]);
         let buf = Bytes::from(buf);
-        let (first, used) = parse_command_shared(&buf, &buf[2..]).expect("valid");
+        let (first, name, used) = parse_command_shared(&buf, &buf[2..]).expect("valid");
+        assert_eq!(name, b"SET");
         assert_eq!(first.args().to_vec(), [&b"SET"[..], b"k", b"v\r\n"]);
         assert_eq!(first.resp(), &buf[2..2 + used]);
         // Shared, not copied.
         assert_eq!(first.resp().as_ptr(), buf[2..].as_ptr());
-        let (second, _) = parse_command_shared(&buf, &buf[2 + used..]).expect("valid");
+        let (second, name, _) = parse_command_shared(&buf, &buf[2 + used..]).expect("valid");
+        assert_eq!(name, b"DEL");
         assert_eq!(second.args().to_vec(), [&b"DEL"[..], b""]);
         assert_eq!(second.name(), b"DEL");
 
         // Leading zeros are RESP to our parser but not to Redis: the
         // command is encoded again, canonically.
         let odd = Bytes::from_static(b"*02\r\n$3\r\nGET\r\n$001\r\nk\r\n");
-        let (cmd, used) = parse_command_shared(&odd, &odd).expect("valid");
+        let (cmd, name, used) = parse_command_shared(&odd, &odd).expect("valid");
+        assert_eq!(name, b"GET");
         assert_eq!(used, odd.len());
         assert_eq!(cmd.args().to_vec(), [&b"GET"[..], b"k"]);
         assert_eq!(cmd.resp(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
@@ -562,17 +530,20 @@ mod tests {
             b"".to_vec(),
         ];
         for input in cases {
-            let names: Result<Vec<&[u8]>, RespError> = command_names(&input).collect();
             let parsed = parse_commands(&input).map(|c| c.into_iter().map(|a| a[0]).collect());
-            assert_eq!(names, parsed, "{input:?}");
+            assert_eq!(command_names(&input), parsed, "{input:?}");
         }
-        // Nothing more after an error.
-        let bad = [&two[..], b"+OK\r\n", &two[..]].concat();
-        let mut it = command_names(&bad);
-        assert_eq!(it.next(), Some(Ok(&b"SET"[..])));
-        assert_eq!(it.next(), Some(Ok(&b"INCR"[..])));
-        assert!(matches!(it.next(), Some(Err(RespError::Syntax { .. }))));
-        assert_eq!(it.next(), None);
+    }
+
+    /// The name of every command of `input`, read by [`command_name`].
+    fn command_names(input: &[u8]) -> Result<Vec<&[u8]>, RespError> {
+        let mut out = Vec::new();
+        walk_commands(input, |command| {
+            let (name, used) = command_name(command)?;
+            out.push(name);
+            Ok(used)
+        })?;
+        Ok(out)
     }
 
     /// `canonical_command` against the nom reading, on commands mutated at
@@ -630,9 +601,8 @@ mod tests {
                 encode_command(&mut again, &args);
                 assert_ne!(again, &input[..used], "{input:?}");
             }
-            let names: Result<Vec<&[u8]>, RespError> = command_names(&input).collect();
             let parsed = parse_commands(&input).map(|c| c.into_iter().map(|a| a[0]).collect());
-            assert_eq!(names, parsed, "{input:?}");
+            assert_eq!(command_names(&input), parsed, "{input:?}");
         }
         // Every reading was exercised.
         assert!(canonical > 20_000, "{canonical}");
