@@ -255,6 +255,33 @@ pub(super) struct ReadOut {
     pub next: IndexEntry,
 }
 
+/// The bytes to read at a time for `read_records`: those of the records
+/// from the plan's start to the last one wanted, at the average size of
+/// the records from the start on (a record's worth more), within the bytes
+/// asked for. Each chunk is zeroed and copied whole, and the records handed
+/// out keep it: a read of one record must not cost a megabyte, nor one of
+/// a thousand small records twice their size. A record past the estimate
+/// costs one more read.
+pub(super) fn chunk_for(
+    plan: &ReadPlan,
+    first: u64,
+    max_records: usize,
+    max_bytes: usize,
+) -> usize {
+    let records = plan.last.saturating_sub(plan.start.seq).saturating_add(1);
+    let average = plan.len.saturating_sub(plan.start.offset) / records;
+    let skipped = first.saturating_sub(plan.start.seq);
+    let wanted = skipped.saturating_add(max_records as u64).min(records);
+    let asked = average
+        .saturating_mul(skipped)
+        .saturating_add(max_bytes as u64)
+        .saturating_add(RECORD_HEADER.saturating_mul(max_records as u64));
+    average
+        .saturating_mul(wanted.saturating_add(1))
+        .min(asked)
+        .clamp(4 << 10, 8 << 20) as usize
+}
+
 /// Reads records `first ..` of one segment, at most `max_records` and
 /// `max_bytes` (at least one record when `first <= plan.last`).
 pub(super) fn read_records(
@@ -263,12 +290,7 @@ pub(super) fn read_records(
     max_records: usize,
     max_bytes: usize,
 ) -> Result<ReadOut, SpoolError> {
-    // Sized to what is asked (records of a few hundred bytes): a read of
-    // one record must not zero and copy a megabyte.
-    let chunk = (max_bytes as u64)
-        .min((max_records as u64).saturating_mul(256))
-        .saturating_add(64 << 10)
-        .clamp(64 << 10, 8 << 20) as usize;
+    let chunk = chunk_for(plan, first, max_records, max_bytes);
     let mut r = ChunkReader::new(&plan.file, plan.len, chunk);
     let mut seq = plan.start.seq;
     let mut off = plan.start.offset;

@@ -1216,3 +1216,44 @@ fn chunk_reader_slices_outlive_refills_and_the_buffer_is_reused_when_free() {
         assert_eq!(got, &content[off as usize..off as usize + len]);
     }
 }
+
+/// A disk read is sized to the records it is asked for, at their average
+/// size, not to a fixed bound per record.
+#[test]
+fn disk_reads_are_sized_to_the_records_asked() {
+    use super::segment::{chunk_for, IndexEntry, ReadPlan};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("seg");
+    let file = std::fs::File::create(&path).expect("file");
+    // 10,000 records of 128 bytes with their headers, from offset 4096.
+    let plan = |start: u64| ReadPlan {
+        path: path.clone().into(),
+        file: file.try_clone().expect("clone").into(),
+        segment_base: 1,
+        start: IndexEntry {
+            seq: start,
+            offset: 4096 + (start - 1) * 128,
+            time_ms: 0,
+        },
+        last: 10_000,
+        len: 4096 + 10_000 * 128,
+    };
+    // 1,024 records from where the last read stopped: 1,025 records' worth.
+    assert_eq!(chunk_for(&plan(1), 1, 1024, 1 << 20), 1025 * 128);
+    // 500 records to skip from the index entry first, then 1,024 wanted.
+    assert_eq!(chunk_for(&plan(1), 501, 1024, 1 << 20), 1525 * 128);
+    // One record: the floor, not a megabyte.
+    assert_eq!(chunk_for(&plan(1), 1, 1, 1 << 20), 4 << 10);
+    // Fewer bytes asked than the records: the bytes (and their headers).
+    assert_eq!(
+        chunk_for(&plan(1), 1, 1024, 64 << 10),
+        (64 << 10) + 1024 * RECORD_HEADER as usize
+    );
+    // Near the end: no more than the records left and one more.
+    assert_eq!(chunk_for(&plan(9_901), 9_901, 1024, 1 << 20), 101 * 128);
+    // Huge records: at most 8 MiB at a time.
+    let mut big = plan(1);
+    big.len = 4096 + 10_000 * (1 << 20);
+    assert_eq!(chunk_for(&big, 1, 1024, 1 << 30), 8 << 20);
+}
