@@ -132,10 +132,19 @@ pub fn command_name(input: &[u8]) -> Result<(&[u8], usize), RespError> {
 
 /// Parses commands until `input` is used up.
 pub fn parse_commands(input: &[u8]) -> Result<Vec<Vec<&[u8]>>, RespError> {
+    collect_commands(input, parse_command)
+}
+
+/// What `read` makes of each command of `input` (it reads the command at
+/// the start of its slice and returns the bytes it took), collected.
+fn collect_commands<'a, T>(
+    input: &'a [u8],
+    read: impl Fn(&'a [u8]) -> Result<(T, usize), RespError>,
+) -> Result<Vec<T>, RespError> {
     let mut out = Vec::new();
     walk_commands(input, |command| {
-        let (args, used) = parse_command(command)?;
-        out.push(args);
+        let (item, used) = read(command)?;
+        out.push(item);
         Ok(used)
     })?;
     Ok(out)
@@ -537,13 +546,7 @@ mod tests {
 
     /// The name of every command of `input`, read by [`command_name`].
     fn command_names(input: &[u8]) -> Result<Vec<&[u8]>, RespError> {
-        let mut out = Vec::new();
-        walk_commands(input, |command| {
-            let (name, used) = command_name(command)?;
-            out.push(name);
-            Ok(used)
-        })?;
-        Ok(out)
+        collect_commands(input, command_name)
     }
 
     /// `canonical_command` against the nom reading, on commands mutated at
