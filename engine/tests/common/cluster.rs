@@ -15,7 +15,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -91,7 +90,7 @@ fn start() -> Option<Cluster> {
         .stdin(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let ports = node_ports(6);
+    let ports = procs::free_ports(6);
     let cluster = Cluster {
         ports: ports.clone(),
         exe,
@@ -128,35 +127,6 @@ fn start() -> Option<Cluster> {
         started.elapsed()
     );
     Some(cluster)
-}
-
-/// `n` loopback ports free for a node and for its cluster bus (port +
-/// 10000), both below the kernel's ephemeral range, so that no outgoing
-/// connection takes one between this check and the node's bind (a bus port
-/// taken so makes the node abort). Not `procs::free_ports`: those come
-/// from the ephemeral range.
-fn node_ports(n: usize) -> Vec<u16> {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let span = u64::from(low.saturating_sub(20000).max(1000));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = (u64::from(std::process::id()) ^ now) | 1;
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let p = 10000 + (x % span) as u16;
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if !ports.contains(&p) && free(p) && free(p + 10000) {
-            ports.push(p);
-        }
-    }
-    ports
 }
 
 impl Cluster {

@@ -32,16 +32,39 @@ pub fn redis_server() -> Option<&'static str> {
     exe
 }
 
-/// `n` distinct loopback ports free right now (all held open together
-/// while they are picked, so they differ).
+/// `n` distinct loopback ports free right now, each with `port + 10000`
+/// free too (a cluster node's bus port), all below the kernel's ephemeral
+/// range: no outgoing connection takes one between this pick and the bind
+/// of the server it is for (a sentinel or node that cannot bind its port
+/// exits, and the test waits for it in vain). A port from the ephemeral
+/// range did that to a sentinel once in CI. A port is handed out once per
+/// process (tests run in parallel: one may not have bound its ports yet).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("an address").port())
-        .collect()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = u64::from(low.saturating_sub(20000).max(1000));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = (u64::from(std::process::id()) ^ now) | 1;
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 10000 + (x % span) as u16;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        let pair = [p, p + 10000];
+        if pair.iter().all(|q| !given.contains(q) && free(*q)) {
+            given.extend(pair);
+            ports.push(p);
+        }
+    }
+    ports
 }
 
 /// A child process, killed (SIGKILL) when dropped.
