@@ -121,30 +121,8 @@ pub fn check_payload(payload: &[u8]) -> Result<(), FrameError> {
         None => Err(FrameError::Empty),
         Some(b'0'..=b'9') => {
             let (_, _, end) = redis_header(payload)?;
-            let flag = payload[end];
-            let body = &payload[end + 1..];
-            // Every command is read before a refused name is reported, as
-            // `decode_payload` does: a syntax error later in the payload wins.
-            let mut refused = None;
-            let one = |command| {
-                let (name, used) = resp::command_name(command)?;
-                if refused.is_none() && is_refused(name) {
-                    refused = Some(name);
-                }
-                Ok(used)
-            };
-            if flag == REDIS_HEADER_END {
-                if body.is_empty() {
-                    return Err(FrameError::NoCommand);
-                }
-                resp::walk_commands(body, one)?;
-            } else {
-                walk_transaction(body, flag, one)?;
-            }
-            match refused {
-                Some(bad) => Err(refused_command(bad)),
-                None => Ok(()),
-            }
+            // Each command's name only, as `decode_payload` reads them.
+            walk_redis_body(&payload[end + 1..], payload[end], resp::command_name)
         }
         Some(&MONGO_MARK) => {
             let (_, _, write) = mongo_parts(payload)?;
@@ -293,28 +271,43 @@ fn decode_redis(payload: &Bytes) -> Result<RedisOp, FrameError> {
     let flag = payload[end];
     let body = &payload[end + 1..];
     let mut commands = Commands::new();
-    // Every command is read before a refused name is reported: a syntax
-    // error later in the payload wins.
-    let mut refused = None;
-    let one = |command| {
+    walk_redis_body(body, flag, |command| {
         let (cmd, name, used) = resp::parse_command_shared(payload, command)?;
+        commands.push(cmd);
+        Ok((name, used))
+    })?;
+    Ok(RedisOp { port, db, commands })
+}
+
+/// Reads every command of a Redis payload's `body` (what follows its
+/// `flag` byte): one or more commands, or an original-library transaction.
+/// `one` reads the command at the start of its slice and returns its name
+/// and the bytes it took. A refused name is reported only once every
+/// command is read: a syntax error later in the payload wins.
+fn walk_redis_body<'a>(
+    body: &'a [u8],
+    flag: u8,
+    mut one: impl FnMut(&'a [u8]) -> Result<(&'a [u8], usize), RespError>,
+) -> Result<(), FrameError> {
+    let mut refused = None;
+    let mut each = |command| {
+        let (name, used) = one(command)?;
         if refused.is_none() && is_refused(name) {
             refused = Some(name);
         }
-        commands.push(cmd);
         Ok(used)
     };
     if flag == REDIS_HEADER_END {
         if body.is_empty() {
             return Err(FrameError::NoCommand);
         }
-        resp::walk_commands(body, one)?;
+        resp::walk_commands(body, &mut each)?;
     } else {
-        walk_transaction(body, flag, one)?;
+        walk_transaction(body, flag, &mut each)?;
     }
     match refused {
         Some(bad) => Err(refused_command(bad)),
-        None => Ok(RedisOp { port, db, commands }),
+        None => Ok(()),
     }
 }
 
