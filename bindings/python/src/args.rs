@@ -72,16 +72,17 @@ pub fn command<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: Name<'_>) -> PyResult<
     // Plain loops: collecting through `Result` costs more than the
     // conversions themselves.
     let mut args = Args::new();
-    if let Ok(tuple) = obj.cast::<PyTuple>() {
-        for (i, arg) in tuple.iter_borrowed().enumerate() {
-            args.push(tuple_argument(arg).map_err(|e| e.context(what, i))?);
+    match sequence(obj, what)? {
+        Sequence::Tuple(tuple) => {
+            for (i, arg) in tuple.iter_borrowed().enumerate() {
+                args.push(tuple_argument(arg).map_err(|e| e.context(what, i))?);
+            }
         }
-    } else if let Ok(list) = obj.cast::<PyList>() {
-        for (i, arg) in list.iter().enumerate() {
-            args.push(argument(arg).map_err(|e| e.context(what, i))?);
+        Sequence::List(list) => {
+            for (i, arg) in list.iter().enumerate() {
+                args.push(argument(arg).map_err(|e| e.context(what, i))?);
+            }
         }
-    } else {
-        return Err(not_a_sequence(obj, what));
     }
     if args.is_empty() {
         return Err(invalid(format!(
@@ -97,12 +98,9 @@ pub fn command_objects<'py>(
     obj: &Bound<'py, PyAny>,
     what: &str,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let cmds: Vec<_> = if let Ok(tuple) = obj.cast::<PyTuple>() {
-        tuple.iter().collect()
-    } else if let Ok(list) = obj.cast::<PyList>() {
-        list.iter().collect()
-    } else {
-        return Err(not_a_sequence(obj, Name::Whole(what)));
+    let cmds: Vec<_> = match sequence(obj, Name::Whole(what))? {
+        Sequence::Tuple(tuple) => tuple.iter().collect(),
+        Sequence::List(list) => list.iter().collect(),
     };
     if cmds.is_empty() {
         return Err(invalid(format!(
@@ -112,11 +110,23 @@ pub fn command_objects<'py>(
     Ok(cmds)
 }
 
-fn not_a_sequence(obj: &Bound<'_, PyAny>, what: Name<'_>) -> PyErr {
-    invalid(format!(
-        "{what} must be a tuple or a list, not {}",
-        type_name(obj)
-    ))
+/// A command or a list of commands: a tuple or a list, nothing else.
+enum Sequence<'a, 'py> {
+    Tuple(&'a Bound<'py, PyTuple>),
+    List(&'a Bound<'py, PyList>),
+}
+
+fn sequence<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: Name<'_>) -> PyResult<Sequence<'a, 'py>> {
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        Ok(Sequence::Tuple(tuple))
+    } else if let Ok(list) = obj.cast::<PyList>() {
+        Ok(Sequence::List(list))
+    } else {
+        Err(invalid(format!(
+            "{what} must be a tuple or a list, not {}",
+            type_name(obj)
+        )))
+    }
 }
 
 /// Why an argument was refused, named once its position is known (no
@@ -133,6 +143,11 @@ impl From<PyErr> for ArgError {
 }
 
 impl ArgError {
+    /// A `str` with no UTF-8 form (a lone surrogate).
+    fn not_utf8(e: PyErr) -> Self {
+        ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
+    }
+
     fn context(self, what: Name<'_>, i: usize) -> PyErr {
         match self {
             ArgError::Py(e) => e,
@@ -147,9 +162,7 @@ fn tuple_argument<'a, 'py>(arg: Borrowed<'a, 'py, PyAny>) -> Result<Arg<'a, 'py>
     if arg.is_instance_of::<PyString>() {
         return <&str>::extract(arg)
             .map(|s| Arg::Borrowed(s.as_bytes()))
-            .map_err(|e| {
-                ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
-            });
+            .map_err(ArgError::not_utf8);
     }
     if let Ok(bytes) = <&[u8]>::extract(arg) {
         return Ok(Arg::Borrowed(bytes));
@@ -165,9 +178,9 @@ fn argument<'a, 'py>(arg: Bound<'py, PyAny>) -> Result<Arg<'a, 'py>, ArgError> {
     };
     let arg = match arg.cast_into::<PyString>() {
         Ok(s) => {
-            return PyBackedStr::try_from(s).map(Arg::Str).map_err(|e| {
-                ArgError::Message("is a str that cannot be encoded as UTF-8: ", e.to_string())
-            });
+            return PyBackedStr::try_from(s)
+                .map(Arg::Str)
+                .map_err(ArgError::not_utf8);
         }
         Err(e) => e.into_inner(),
     };

@@ -434,6 +434,41 @@ mod tests {
     }
 
     #[test]
+    fn walk_stops_at_the_first_error_with_its_offset_from_the_start() {
+        let mut buf = Vec::new();
+        encode_command(&mut buf, &["SET", "a", "1"]);
+        encode_command(&mut buf, &["INCR", "b"]);
+        let bad_at = buf.len();
+        // `*1` then a bulk header missing its `$`, then a good command
+        // that must not be read.
+        buf.extend_from_slice(b"*1\r\n3\r\nGET\r\n");
+        encode_command(&mut buf, &["DEL", "c"]);
+        let mut seen = Vec::new();
+        let err = walk_commands(&buf, |command| {
+            let (args, used) = parse_command(command)?;
+            seen.push(args[0]);
+            Ok(used)
+        })
+        .expect_err("the third command is bad");
+        assert_eq!(seen, [&b"SET"[..], b"INCR"]);
+        // The offset counts from the start of the whole input, as
+        // `parse_commands` reports it.
+        assert_eq!(parse_commands(&buf).expect_err("bad"), err);
+        match err {
+            RespError::Syntax { offset, .. } => assert_eq!(offset, bad_at + 4),
+            other => panic!("unexpected error {other:?}"),
+        }
+        // Used up exactly: no error, every command read once.
+        let mut count = 0;
+        walk_commands(&buf[..bad_at], |command| {
+            count += 1;
+            command_name(command).map(|(_, used)| used)
+        })
+        .expect("two good commands");
+        assert_eq!(count, 2);
+    }
+
+    #[test]
     fn headers_and_lengths_in_decimal() {
         let mut scratch = [0u8; HEADER_MAX];
         assert_eq!(put_header(&mut scratch, false, b'*', 0), b"*0\r\n");

@@ -110,8 +110,10 @@ impl Spool {
                 out.push(c.data.clone());
             }
             drop(st);
-            metrics::counter!(stats::PROXY_SPOOL_READ_RECORDS, "from" => "memory")
-                .increment(out.len() as u64);
+            if !out.is_empty() {
+                metrics::counter!(stats::PROXY_SPOOL_READ_RECORDS, "from" => "memory")
+                    .increment(out.len() as u64);
+            }
             return Planned::Done(first, out);
         }
         let Some(seg) = st.segment_index(first).and_then(|i| st.segments.get(i)) else {
