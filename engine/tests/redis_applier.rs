@@ -156,6 +156,53 @@ async fn an_error_line_of_any_bytes_refuses_its_record_only() {
     );
 }
 
+/// A long run (its replies come over many reads) with a command refused
+/// while queueing (wrong arity: EXECABORT, sent again without it) and one
+/// refused when it runs (WRONGTYPE): each outcome lands on its own record.
+#[tokio::test]
+async fn refusals_in_a_long_run_land_on_their_records() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    call(server.port, &[&b"RPUSH"[..], b"alist", b"x"]);
+    let n = 5000u64;
+    let ops: Vec<_> = (1..=n)
+        .map(|seq| match seq {
+            1234 => op(&[&b"GET"[..], b"k", b"extra"]),
+            4321 => op(&[&b"INCR"[..], b"alist"]),
+            _ => op(&[&b"SET"[..], format!("k{seq}").as_bytes(), b"v"]),
+        })
+        .collect();
+    let items: Vec<_> = (1..=n).zip(&ops).collect();
+    let out = t.apply(11, &items).await.expect("the target is up");
+    for (i, outcome) in out.iter().enumerate() {
+        let seq = i as u64 + 1;
+        match (seq, outcome) {
+            (1234, Applied::Refused(r)) => {
+                assert!(
+                    r.contains("refused by Redis") && r.contains("wrong number"),
+                    "{r}"
+                )
+            }
+            (4321, Applied::Refused(r)) => assert!(r.starts_with("WRONGTYPE"), "{r}"),
+            (1234 | 4321, other) => panic!("record {seq}: {other:?}"),
+            (_, Applied::Ok) => {}
+            (_, other) => panic!("record {seq}: {other:?}"),
+        }
+    }
+    // The n - 2 keys SET, the list, and the marker hash.
+    assert_eq!(call(server.port, &[&b"DBSIZE"[..]]), Reply::Int(n as i64));
+    assert_eq!(
+        call(server.port, &[&b"GET"[..], format!("k{n}").as_bytes()]),
+        Reply::Bulk(Some(Bytes::from_static(b"v")))
+    );
+    // Applied once: the same run again changes nothing and says so.
+    let again = t.apply(11, &items).await.expect("the target is up");
+    assert!(
+        again.iter().all(|o| *o == Applied::Ok),
+        "skipped records are Ok"
+    );
+}
+
 #[tokio::test]
 async fn a_run_cut_off_mid_exec_is_never_applied_twice() {
     let Some(server) = start() else { return };

@@ -208,7 +208,7 @@ pub(crate) async fn apply_with_retry(
     source: &str,
     stream: u64,
     target: &Target,
-    items: &[(u64, Op)],
+    items: &[(u64, &Op)],
     stop: &CancellationToken,
     down: &DownSince,
 ) -> Result<(), Interrupted> {
@@ -272,17 +272,16 @@ async fn retry(
     source: &str,
     stream: u64,
     target: &Target,
-    items: &[(u64, Op)],
+    ops: &[(u64, &Op)],
     stop: &CancellationToken,
     down: &DownSince,
 ) -> Result<Attempt, Interrupted> {
-    let ops: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut attempts = 0u32;
     let mut suspects = 0u32;
     loop {
         let attempt = Instant::now();
-        let e = match target.apply(stream, &ops).await {
+        let e = match target.apply(stream, ops).await {
             Ok(results) => {
                 down.recovered();
                 if attempts > 0 {

@@ -96,6 +96,72 @@ pub fn take_reply(buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
     Ok(Some(reply))
 }
 
+/// Removes the `+QUEUED` replies at the front of `buf`, `max` at most,
+/// and says how many there were: a run's thousands of them are only
+/// counted, never built.
+pub fn skip_queued(buf: &mut BytesMut, max: usize) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while n < max && buf[at..].starts_with(QUEUED) {
+        at += QUEUED.len();
+        n += 1;
+    }
+    buf.advance(at);
+    n
+}
+
+/// An EXEC's reply as a run needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecReply {
+    /// The transaction ran: how many results it had, and the error
+    /// replies among them by position (their lines, as [`Reply::Error`]
+    /// holds them). The other results are not kept.
+    Ran {
+        results: usize,
+        errors: Vec<(usize, Bytes)>,
+    },
+    /// Anything but an array: an error (`EXECABORT`), or nil (`*-1`, an
+    /// EXEC that WATCH aborted).
+    Other(Reply),
+}
+
+/// Reads an EXEC reply from the front of `buf` and removes its bytes, as
+/// [`take_reply`] does, without building the results that are not errors:
+/// thousands of `+OK` after the target has finished a run, each built and
+/// dropped, kept it waiting for the next run. `Ok(None)`: not complete yet
+/// (nothing is removed).
+pub fn take_exec(buf: &mut BytesMut) -> Result<Option<ExecReply>, ReplyError> {
+    if buf.first() != Some(&b'*') {
+        return Ok(take_reply(buf)?.map(ExecReply::Other));
+    }
+    let Some(end) = line_end(buf, 1) else {
+        return Ok(None);
+    };
+    let Ok(results) = usize::try_from(number(buf, 0, end)?) else {
+        // `*-1`
+        return Ok(take_reply(buf)?.map(ExecReply::Other));
+    };
+    let mut at = end + 2;
+    let mut errors = Vec::new();
+    // Each result takes 3 bytes at least: a forged count ends the loop
+    // with the bytes present.
+    for i in 0..results {
+        if buf[at..].starts_with(OK) {
+            at += OK.len();
+            continue;
+        }
+        let Some(next) = measure(buf, at, 1)? else {
+            return Ok(None);
+        };
+        if buf[at] == b'-' {
+            errors.push((i, Bytes::copy_from_slice(&buf[at + 1..next - 2])));
+        }
+        at = next;
+    }
+    buf.advance(at);
+    Ok(Some(ExecReply::Ran { results, errors }))
+}
+
 /// The length of the complete reply at `at`, `None` if incomplete.
 fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ReplyError> {
     if depth > MAX_DEPTH {
@@ -336,5 +402,93 @@ mod tests {
         // A huge count with few bytes behind it is incomplete, not an
         // allocation.
         assert_eq!(one(b"*4000000000\r\n:1\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn queued_replies_are_counted_up_to_the_limit() {
+        let mut buf = BytesMut::from(&b"+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n-ERR x\r\n+QUEUED"[..]);
+        assert_eq!(skip_queued(&mut buf, 2), 2);
+        assert_eq!(skip_queued(&mut buf, 5), 1);
+        // An error, then a `+QUEUED` not complete: neither is skipped.
+        assert_eq!(skip_queued(&mut buf, 5), 0);
+        assert_eq!(take_reply(&mut buf), Ok(Some(Reply::Error(b(b"ERR x")))));
+        assert_eq!(skip_queued(&mut buf, 5), 0);
+        assert_eq!(&buf[..], b"+QUEUED");
+    }
+
+    fn exec(bytes: &[u8]) -> Result<Option<ExecReply>, ReplyError> {
+        let mut buf = BytesMut::from(bytes);
+        let r = take_exec(&mut buf);
+        match &r {
+            Ok(Some(_)) => assert!(buf.is_empty(), "left: {buf:?}"),
+            _ => assert_eq!(&buf[..], bytes, "nothing is taken"),
+        }
+        r
+    }
+
+    #[test]
+    fn exec_results_keep_only_their_errors() {
+        let ran = exec(
+            b"*5\r\n+OK\r\n-WRONGTYPE bad \xff\r\n:3\r\n*2\r\n$1\r\na\r\n-ERR in\r\n-ERR last\r\n",
+        );
+        assert_eq!(
+            ran,
+            Ok(Some(ExecReply::Ran {
+                results: 5,
+                // An error nested in a result is that result's value, not
+                // the command's error.
+                errors: vec![(1, b(b"WRONGTYPE bad \xff")), (4, b(b"ERR last"))],
+            }))
+        );
+        assert_eq!(
+            exec(b"*0\r\n"),
+            Ok(Some(ExecReply::Ran {
+                results: 0,
+                errors: vec![]
+            }))
+        );
+        // Anything but an array is kept whole.
+        assert_eq!(
+            exec(b"-EXECABORT Transaction discarded\r\n"),
+            Ok(Some(ExecReply::Other(Reply::Error(b(
+                b"EXECABORT Transaction discarded"
+            )))))
+        );
+        assert_eq!(
+            exec(b"*-1\r\n"),
+            Ok(Some(ExecReply::Other(Reply::Array(None))))
+        );
+        // The same results as `take_reply` reads them.
+        let bytes = b"*3\r\n+OK\r\n-ERR a\r\n$-1\r\n";
+        let Ok(Some(Reply::Array(Some(all)))) = one(bytes) else {
+            panic!("an array")
+        };
+        let errors: Vec<(usize, Bytes)> = all
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_error().map(|e| (i, b(e))))
+            .collect();
+        assert_eq!(
+            exec(bytes),
+            Ok(Some(ExecReply::Ran {
+                results: all.len(),
+                errors
+            }))
+        );
+    }
+
+    #[test]
+    fn exec_results_not_all_there_take_nothing() {
+        let whole = b"*3\r\n+OK\r\n-ERR a\r\n:7\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(exec(&whole[..cut]), Ok(None), "cut at {cut}");
+        }
+        // A forged count is incomplete, not a loop over it.
+        assert_eq!(exec(b"*4000000000\r\n+OK\r\n"), Ok(None));
+        assert!(matches!(
+            exec(b"*3\r\n+OK\r\n?\r\n"),
+            Err(ReplyError::Syntax { .. })
+        ));
+        assert!(matches!(exec(b"*x\r\n"), Err(ReplyError::Syntax { .. })));
     }
 }

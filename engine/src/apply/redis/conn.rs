@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use redis::{ConnectionAddr, IntoConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::wire::reply::{self, Reply, ReplyError};
+use crate::wire::reply::{self, ExecReply, Reply, ReplyError};
 use crate::wire::resp::encode_command;
 
 /// Where and how to connect.
@@ -95,6 +95,19 @@ pub(super) struct Conn {
     /// A request was written and not all of its replies were read (a
     /// failed or dropped [`Conn::round_trip`]).
     pending: bool,
+}
+
+/// The replies to a run ([`Conn::run_trip`]).
+#[derive(Debug)]
+pub(super) struct RunReplies {
+    /// `MULTI`'s.
+    pub(super) multi: Reply,
+    /// The replies to queued commands that were not `+QUEUED` (refused
+    /// while queueing), by the command's position in the MULTI.
+    pub(super) not_queued: Vec<(usize, Reply)>,
+    pub(super) exec: ExecReply,
+    /// The commands' after EXEC (WAIT).
+    pub(super) after: Vec<Reply>,
 }
 
 impl fmt::Debug for Conn {
@@ -244,14 +257,71 @@ impl Conn {
         packed: &[u8],
         n: usize,
     ) -> Result<Vec<Reply>, ConnError> {
-        let timeout = self.timeout;
-        self.pending = true;
-        let result = match tokio::time::timeout(timeout, self.exchange(packed, n)).await {
-            Ok(r) => r,
-            Err(_) => Err(ConnError::Timeout(timeout)),
-        };
-        self.pending = result.is_err();
-        result
+        let Conn {
+            io,
+            rbuf,
+            timeout,
+            pending,
+            ..
+        } = self;
+        answered(*timeout, pending, async move {
+            io.write_all(packed).await?;
+            let mut replies = Vec::with_capacity(n);
+            while replies.len() < n {
+                replies.push(next(io, rbuf, reply::take_reply).await?);
+            }
+            Ok(replies)
+        })
+        .await
+    }
+
+    /// [`Conn::round_trip`] for a run: `packed` is `MULTI`, `queued`
+    /// commands, `EXEC`, then `after` more commands. The `+QUEUED` replies
+    /// are counted and the EXEC's results read for their errors only
+    /// ([`reply::take_exec`]): what the target answers by the thousand is
+    /// never built, so the next run goes sooner.
+    pub(super) async fn run_trip(
+        &mut self,
+        packed: &[u8],
+        queued: usize,
+        after: usize,
+    ) -> Result<RunReplies, ConnError> {
+        let Conn {
+            io,
+            rbuf,
+            timeout,
+            pending,
+            ..
+        } = self;
+        answered(*timeout, pending, async move {
+            io.write_all(packed).await?;
+            let multi = next(io, rbuf, reply::take_reply).await?;
+            let mut not_queued = Vec::new();
+            let mut i = 0;
+            while i < queued {
+                i += reply::skip_queued(rbuf, queued - i);
+                if i < queued {
+                    // Something else, or a `+QUEUED` not all read yet.
+                    let r = next(io, rbuf, reply::take_reply).await?;
+                    if !matches!(&r, Reply::Status(s) if s.as_ref() == b"QUEUED") {
+                        not_queued.push((i, r));
+                    }
+                    i += 1;
+                }
+            }
+            let exec = next(io, rbuf, reply::take_exec).await?;
+            let mut rest = Vec::with_capacity(after);
+            for _ in 0..after {
+                rest.push(next(io, rbuf, reply::take_reply).await?);
+            }
+            Ok(RunReplies {
+                multi,
+                not_queued,
+                exec,
+                after: rest,
+            })
+        })
+        .await
     }
 
     /// Whether every request sent has been answered: false after a round
@@ -261,27 +331,45 @@ impl Conn {
         !self.pending
     }
 
-    async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Vec<Reply>, ConnError> {
-        self.io.write_all(packed).await?;
-        let mut replies = Vec::with_capacity(n);
-        while replies.len() < n {
-            match reply::take_reply(&mut self.rbuf)? {
-                Some(r) => replies.push(r),
-                None => {
-                    if self.io.read_buf(&mut self.rbuf).await? == 0 {
-                        return Err(ConnError::Closed);
-                    }
-                }
-            }
-        }
-        Ok(replies)
-    }
-
     /// One command, one reply.
     pub(super) async fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ConnError> {
         let mut packed = Vec::new();
         encode_command(&mut packed, args);
         let mut replies = self.round_trip(&packed, 1).await?;
         replies.pop().ok_or(ConnError::Closed)
+    }
+}
+
+/// `exchange`, which sends a request and reads its replies, within
+/// `timeout`; `pending` is set while it runs and stays set if it fails or
+/// is dropped part-way (see [`Conn::is_idle`]).
+async fn answered<T>(
+    timeout: Duration,
+    pending: &mut bool,
+    exchange: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    *pending = true;
+    let result = match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnError::Timeout(timeout)),
+    };
+    *pending = result.is_err();
+    result
+}
+
+/// The next reply `take` reads from `rbuf`, reading from `io` until it is
+/// complete.
+async fn next<T>(
+    io: &mut Box<dyn Io>,
+    rbuf: &mut BytesMut,
+    take: impl Fn(&mut BytesMut) -> Result<Option<T>, ReplyError>,
+) -> Result<T, ConnError> {
+    loop {
+        if let Some(r) = take(rbuf)? {
+            return Ok(r);
+        }
+        if io.read_buf(rbuf).await? == 0 {
+            return Err(ConnError::Closed);
+        }
     }
 }

@@ -69,7 +69,7 @@ use self::wait::{Held, Marker, Verdict, Wait};
 use super::{Applied, TargetError};
 use crate::op::{Op, RedisOp};
 use crate::stats;
-use crate::wire::reply::{error_code, escape, Reply};
+use crate::wire::reply::{error_code, escape, ExecReply, Reply};
 use crate::wire::resp::encode_command;
 
 /// Error codes that say "not now" rather than "never": retried.
@@ -246,7 +246,14 @@ struct Live {
     good_dbs: HashSet<u32>,
     /// Last applied sequence per stream, as read from / written to the target.
     markers: HashMap<u64, Marker>,
+    /// The last run's request, kept for the next one's: a fresh megabyte
+    /// per run was allocated and first touched while the target waited.
+    packed: Vec<u8>,
 }
+
+/// A run's request buffer is kept for the next run up to this capacity
+/// (a run of large records gives its memory back).
+const KEEP_PACKED: usize = 4 << 20;
 
 /// What each queued command in the MULTI is.
 enum Part {
@@ -462,6 +469,7 @@ impl RedisTarget {
             server: Arc::new(server),
             good_dbs: HashSet::new(),
             markers: HashMap::new(),
+            packed: Vec::new(),
         })
     }
 
@@ -488,25 +496,24 @@ impl RedisTarget {
         }
     }
 
-    /// The error replies among `replies` (one per part), grouped by the item
-    /// whose command got them. An error on a bookkeeping command (SELECT,
-    /// the marker) makes the run's outcome unknown: unavailable, retry.
-    fn errors_by_item(
+    /// The error replies of a run (each with the position of the part
+    /// that got it, in order), grouped by the item whose command got them.
+    /// An error on a bookkeeping command (SELECT, the marker) makes the
+    /// run's outcome unknown: unavailable, retry.
+    fn errors_by_item<'e>(
         &self,
         parts: &[Part],
-        replies: &[Reply],
+        replies: impl IntoIterator<Item = (usize, &'e [u8])>,
         what: &str,
     ) -> Result<HashMap<usize, Vec<String>>, TargetError> {
         let mut errors: HashMap<usize, Vec<String>> = HashMap::new();
-        for (part, reply) in parts.iter().zip(replies) {
-            if let Some(e) = reply.as_error() {
-                match part {
-                    Part::Command(i) => errors.entry(*i).or_default().push(escape(e)),
-                    Part::Select | Part::Marker => {
-                        return Err(
-                            self.unavailable(format!("bookkeeping command {what}: {}", escape(e)))
-                        )
-                    }
+        for (k, e) in replies {
+            match parts.get(k) {
+                Some(Part::Command(i)) => errors.entry(*i).or_default().push(escape(e)),
+                Some(Part::Select | Part::Marker) | None => {
+                    return Err(
+                        self.unavailable(format!("bookkeeping command {what}: {}", escape(e)))
+                    )
                 }
             }
         }
@@ -592,7 +599,13 @@ impl RedisTarget {
         active: &[(usize, &RedisOp)],
     ) -> Result<Vec<(u32, String)>, TargetError> {
         let mut bad_dbs: Vec<(u32, String)> = Vec::new();
+        // A run's operations mostly share one db: it is looked up once.
+        let mut previous = None;
         for &(_, op) in active {
+            if previous == Some(op.db) {
+                continue;
+            }
+            previous = Some(op.db);
             if live.good_dbs.contains(&op.db) || bad_dbs.iter().any(|(d, _)| *d == op.db) {
                 continue;
             }
@@ -628,7 +641,7 @@ impl RedisTarget {
         // A retry of a run that committed and fell short of replicas: its
         // records are skipped now, with the outcomes they had then.
         let kept = held.get(&stream).and_then(|h| h.outcomes(items));
-        let mut active: Vec<(usize, &RedisOp)> = Vec::new();
+        let mut active: Vec<(usize, &RedisOp)> = Vec::with_capacity(items.len());
         let mut skipped = 0u64;
         for (i, (seq, op)) in items.iter().enumerate() {
             match op {
@@ -668,13 +681,15 @@ impl RedisTarget {
         }
 
         let bad_dbs = self.check_dbs(live, &active).await?;
-        active.retain(|&(i, op)| match bad_dbs.iter().find(|(d, _)| *d == op.db) {
-            Some((_, why)) => {
-                out[i] = Applied::Refused(format!("target db {} refused: {why}", op.db));
-                false
-            }
-            None => true,
-        });
+        if !bad_dbs.is_empty() {
+            active.retain(|&(i, op)| match bad_dbs.iter().find(|(d, _)| *d == op.db) {
+                Some((_, why)) => {
+                    out[i] = Applied::Refused(format!("target db {} refused: {why}", op.db));
+                    false
+                }
+                None => true,
+            });
+        }
 
         // One MULTI/EXEC: the data, then the stream's marker. A command
         // refused while queueing aborts the EXEC; it is taken out and the
@@ -695,16 +710,14 @@ impl RedisTarget {
             // Sized up front: growing a run's megabyte by doubling copied
             // it again each time (a SELECT is ~30 bytes, MULTI, the marker
             // and EXEC together under 256).
-            let commands = active
-                .iter()
-                .map(|(_, op)| op.commands.len())
-                .sum::<usize>();
-            let bytes = active
-                .iter()
-                .flat_map(|(_, op)| &op.commands)
-                .map(|c| c.resp().len())
-                .sum::<usize>();
-            let mut packed = Vec::with_capacity(bytes + 256 + 32 * 4);
+            let (mut commands, mut bytes) = (0, 0);
+            for c in active.iter().flat_map(|(_, op)| &op.commands) {
+                commands += 1;
+                bytes += c.resp().len();
+            }
+            let mut packed = std::mem::take(&mut live.packed);
+            packed.clear();
+            packed.reserve(bytes + 256 + 32 * 4);
             let mut parts: Vec<Part> = Vec::with_capacity(commands + 4);
             encode_command(&mut packed, &[&b"MULTI"[..]]);
             let mut current_db = None;
@@ -737,20 +750,24 @@ impl RedisTarget {
             if let Some(wait) = &self.wait {
                 wait.encode(&mut packed);
             }
-            let exec_at = parts.len() + 1;
-            let total = exec_at + 1 + usize::from(self.wait.is_some());
             let replies = live
                 .conn
-                .round_trip(&packed, total)
+                .run_trip(&packed, parts.len(), usize::from(self.wait.is_some()))
                 .await
                 .map_err(|e| self.broken(e))?;
-            if let Some(e) = replies[0].as_error() {
+            if packed.capacity() <= KEEP_PACKED {
+                live.packed = packed;
+            }
+            if let Some(e) = replies.multi.as_error() {
                 return Err(self.unavailable(format!("MULTI refused: {}", escape(e))));
             }
-            let queued = &replies[1..exec_at];
-            match &replies[exec_at] {
-                Reply::Array(Some(results)) if results.len() == parts.len() => {
-                    let errors = self.errors_by_item(&parts, results, "failed")?;
+            match &replies.exec {
+                ExecReply::Ran { results, errors } if *results == parts.len() => {
+                    let errors = self.errors_by_item(
+                        &parts,
+                        errors.iter().map(|(k, e)| (*k, e.as_ref())),
+                        "failed",
+                    )?;
                     for (i, errs) in errors {
                         let transaction = matches!(items[i].1, Op::Redis(r) if r.is_transaction());
                         out[i] = Applied::Refused(if transaction {
@@ -764,7 +781,8 @@ impl RedisTarget {
                     }
                     if let Some(wait) = &self.wait {
                         let verdict = replies
-                            .get(exec_at + 1)
+                            .after
+                            .first()
                             .map_or(Verdict::Nonsense("no WAIT reply".into()), |r| wait.judge(r));
                         if verdict != Verdict::Confirmed {
                             // Committed, not confirmed: the retry skips the
@@ -800,13 +818,20 @@ impl RedisTarget {
                     held.remove(&stream);
                     return Ok(Some(out));
                 }
-                Reply::Array(None) if shared_streams() => return Ok(None),
-                Reply::Error(e) => {
+                ExecReply::Other(Reply::Array(None)) if shared_streams() => return Ok(None),
+                ExecReply::Other(Reply::Error(e)) => {
                     if is_transient(e) {
                         return Err(self.unavailable(escape(e)));
                     }
                     // EXECABORT: find the commands refused at queue time.
-                    let refused = self.errors_by_item(&parts, queued, "refused")?;
+                    let refused = self.errors_by_item(
+                        &parts,
+                        replies
+                            .not_queued
+                            .iter()
+                            .filter_map(|(k, r)| r.as_error().map(|e| (*k, e))),
+                        "refused",
+                    )?;
                     if refused.is_empty() {
                         return Err(self.broken(format!("EXEC failed: {}", escape(e))));
                     }
