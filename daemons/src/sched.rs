@@ -34,7 +34,7 @@ pub enum SchedError {
     Nice(#[source] std::io::Error),
     #[error("nice value {0} cannot be kept")]
     NoSuchNice(i32),
-    #[error("setting SCHED_BATCH: {0:?}")]
+    #[error("setting the scheduling policy: {0:?}")]
     Policy(thread_priority::Error),
 }
 
@@ -47,14 +47,32 @@ pub fn apply(policy: SchedPolicy) -> Result<(), SchedError> {
     }
 }
 
+/// Takes the calling thread out of `SCHED_BATCH`, back to the default
+/// policy with the same nice value; a thread under any other policy is
+/// left as it is. For a thread whose wake-ups must not wait behind the
+/// application: the proxy's links (proxy/mod.rs), which keep the target
+/// fed while many clients write.
+pub fn unbatch_current_thread() -> Result<(), SchedError> {
+    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    match thread_priority::unix::thread_schedule_policy() {
+        Ok(p) if p == batch => normal(NormalThreadSchedulePolicy::Other),
+        _ => Ok(()),
+    }
+}
+
 fn batch() -> Result<(), SchedError> {
+    normal(NormalThreadSchedulePolicy::Batch)
+}
+
+/// Sets a normal (non real-time) policy on the calling thread.
+fn normal(kind: NormalThreadSchedulePolicy) -> Result<(), SchedError> {
     // thread-priority sets a normal policy together with a nice value (its
     // "priority" for these policies): it is given the one the daemon runs
     // with (systemd's `Nice=`, `nice proxy …`), so that nothing else
     // changes and no privilege is needed.
     let nice =
         rustix::process::getpriority_process(None).map_err(|e| SchedError::Nice(e.into()))?;
-    let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    let policy = ThreadSchedulePolicy::Normal(kind);
     let same = (0..=*ThreadPriorityValue::MAX)
         .filter_map(|p| ThreadPriorityValue::try_from(p).ok())
         .map(ThreadPriority::Crossplatform)
@@ -98,6 +116,24 @@ mod tests {
             .filter_map(|p| ThreadPriority::Crossplatform(p).to_posix(policy).ok())
             .collect();
         assert_eq!(reachable, (-20..=19).collect());
+    }
+
+    #[test]
+    fn unbatch_restores_the_default_policy_and_keeps_the_nice_value() {
+        std::thread::spawn(|| {
+            rustix::process::setpriority_process(None, 4).expect("nice 4");
+            let other = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+            // Not batch: nothing changes.
+            assert_eq!(thread_schedule_policy().expect("policy"), other);
+            unbatch_current_thread().expect("nothing to do");
+            assert_eq!(thread_schedule_policy().expect("policy"), other);
+            apply(SchedPolicy::Batch).expect("SCHED_BATCH");
+            unbatch_current_thread().expect("back to SCHED_OTHER");
+            assert_eq!(thread_schedule_policy().expect("policy"), other);
+            assert_eq!(rustix::process::getpriority_process(None).expect("nice"), 4);
+        })
+        .join()
+        .expect("test thread");
     }
 
     #[test]

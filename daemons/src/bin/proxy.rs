@@ -103,16 +103,17 @@ struct Args {
     /// Log level (RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// Async worker threads (the spool's writer and syncer threads come on
-    /// top). One keeps a small machine's cores for the application and is
+    /// Async worker threads (the spool's writer and syncer threads and the
+    /// links' thread come on top). One keeps a small machine's cores for the application and is
     /// the fastest there; raise it for many busy clients or TLS on a
     /// machine with cores to spare.
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
     /// CPU scheduling policy. `batch` (SCHED_BATCH, the default): a woken
     /// proxy does not preempt the application that woke it, so it reads
-    /// many frames per wake-up (the nice value is kept). `inherit`: leave
-    /// the policy the proxy was started with.
+    /// many frames per wake-up (the nice value is kept; the links' thread
+    /// keeps the default policy). `inherit`: leave the policy the proxy was
+    /// started with.
     #[arg(long, value_enum, default_value = "batch", value_name = "POLICY")]
     sched: syncs_daemons::sched::SchedPolicy,
     #[command(flatten)]

@@ -122,6 +122,17 @@ pub async fn serve(
         stream: spool.stream_id(),
     };
     let drained = CancellationToken::new();
+    // The links run on a thread of their own, under the default policy
+    // even when the rest of the proxy runs as SCHED_BATCH: a woken link
+    // (the server's ACK, records made durable) goes at once. On the
+    // workers, as a batch thread, a link waited behind every busy client:
+    // with 16 clients writing, the proxy forwarded at a third of the rate
+    // it took records in, and the target waited (docs/benchmarks.md).
+    let link_runtime = crate::runtime::Dedicated::start("syncs-link", || {
+        if let Err(e) = crate::sched::unbatch_current_thread() {
+            tracing::warn!("the link thread stays SCHED_BATCH: {e}");
+        }
+    })?;
     let links = TaskTracker::new();
     for (index, dest) in opts.destinations.iter().enumerate() {
         let link = Link {
@@ -132,7 +143,10 @@ pub async fn serve(
             max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
             security: Arc::clone(&opts.security.security),
         };
-        links.spawn(link.run(stop.clone(), drained.clone()));
+        links.spawn_on(
+            link.run(stop.clone(), drained.clone()),
+            link_runtime.handle(),
+        );
     }
     if let Some(settings) = &opts.nats {
         let link = nats::NatsLink {
@@ -142,7 +156,10 @@ pub async fn serve(
             spool: Arc::clone(&spool),
             max_frame: opts.max_frame,
         };
-        links.spawn(link.run(stop.clone(), drained.clone()));
+        links.spawn_on(
+            link.run(stop.clone(), drained.clone()),
+            link_runtime.handle(),
+        );
     }
     links.close();
     tracing::info!(
@@ -210,6 +227,7 @@ pub async fn serve(
             "drain timed out; the records not yet acknowledged stay in the spool and are sent at the next start"
         );
     }
+    drop(link_runtime);
     tracing::info!("proxy stopped");
     Ok(())
 }
