@@ -257,7 +257,9 @@ impl Conn {
         packed: &[u8],
         n: usize,
     ) -> Result<Vec<Reply>, ConnError> {
-        self.exchange(packed, async |io, rbuf| {
+        let (io, rbuf, pending, timeout) = self.split();
+        answered(timeout, pending, async move {
+            io.write_all(packed).await?;
             let mut replies = Vec::with_capacity(n);
             while replies.len() < n {
                 replies.push(next(io, rbuf, reply::take_reply).await?);
@@ -278,7 +280,9 @@ impl Conn {
         queued: usize,
         after: usize,
     ) -> Result<RunReplies, ConnError> {
-        self.exchange(packed, async |io, rbuf| {
+        let (io, rbuf, pending, timeout) = self.split();
+        answered(timeout, pending, async move {
+            io.write_all(packed).await?;
             let multi = next(io, rbuf, reply::take_reply).await?;
             let mut not_queued = Vec::new();
             let mut i = 0;
@@ -308,33 +312,15 @@ impl Conn {
         .await
     }
 
-    /// Sends `packed` and reads its replies with `read`, within the
-    /// response timeout; the connection counts as pending from the first
-    /// byte until `read` is done, and stays so if it fails or is dropped
-    /// part-way (see [`Conn::is_idle`]).
-    async fn exchange<T>(
-        &mut self,
-        packed: &[u8],
-        read: impl AsyncFnOnce(&mut Box<dyn Io>, &mut BytesMut) -> Result<T, ConnError>,
-    ) -> Result<T, ConnError> {
-        let Conn {
-            io,
-            rbuf,
-            timeout,
-            pending,
-            ..
-        } = self;
-        *pending = true;
-        let exchange = async {
-            io.write_all(packed).await?;
-            read(io, rbuf).await
-        };
-        let result = match tokio::time::timeout(*timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(ConnError::Timeout(*timeout)),
-        };
-        *pending = result.is_err();
-        result
+    /// The parts a request needs, borrowed apart: the socket, the read
+    /// buffer, the pending flag, and the response timeout.
+    fn split(&mut self) -> (&mut Box<dyn Io>, &mut BytesMut, &mut bool, Duration) {
+        (
+            &mut self.io,
+            &mut self.rbuf,
+            &mut self.pending,
+            self.timeout,
+        )
     }
 
     /// Whether every request sent has been answered: false after a round
@@ -351,6 +337,23 @@ impl Conn {
         let mut replies = self.round_trip(&packed, 1).await?;
         replies.pop().ok_or(ConnError::Closed)
     }
+}
+
+/// `exchange`, which sends a request and reads its replies, within
+/// `timeout`; `pending` is set while it runs and stays set if it fails or
+/// is dropped part-way (see [`Conn::is_idle`]).
+async fn answered<T>(
+    timeout: Duration,
+    pending: &mut bool,
+    exchange: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    *pending = true;
+    let result = match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnError::Timeout(timeout)),
+    };
+    *pending = result.is_err();
+    result
 }
 
 /// The next reply `take` reads from `rbuf`, reading from `io` until it is
