@@ -214,6 +214,19 @@ fn canonical_command(input: &[u8]) -> Option<(usize, &[u8])> {
 /// server's CPU when it counted the digits first and then folded them.
 #[inline]
 fn canonical_header(sigil: u8, input: &[u8]) -> Option<(usize, &[u8])> {
+    // One or two digits, the usual case (argument counts, names, keys,
+    // small values), read without the loop.
+    match *input {
+        [s, d, b'\r', b'\n', ref rest @ ..] if s == sigil && d.is_ascii_digit() => {
+            return Some((usize::from(d - b'0'), rest));
+        }
+        [s, d1, d2, b'\r', b'\n', ref rest @ ..]
+            if s == sigil && (b'1'..=b'9').contains(&d1) && d2.is_ascii_digit() =>
+        {
+            return Some((usize::from((d1 - b'0') * 10 + (d2 - b'0')), rest));
+        }
+        _ => {}
+    }
     let rest = input.strip_prefix(&[sigil])?;
     let mut n = 0u64;
     let mut digits = 0;
