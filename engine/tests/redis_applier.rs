@@ -16,7 +16,8 @@ use bytes::{Bytes, BytesMut};
 use ops::op;
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget};
-use syncs_engine::apply::Applied;
+use syncs_engine::apply::{Applied, Run, RunId};
+use syncs_engine::op::Op;
 use syncs_engine::wire::reply::{take_reply, Reply};
 use syncs_engine::wire::resp::encode_command;
 
@@ -201,6 +202,186 @@ async fn refusals_in_a_long_run_land_on_their_records() {
         again.iter().all(|o| *o == Applied::Ok),
         "skipped records are Ok"
     );
+}
+
+/// One `RPUSH l <seq>` per sequence of `seqs`; `bad` (wrong arity, refused
+/// while queueing) in place of sequence `bad_at`.
+fn pushes(seqs: std::ops::RangeInclusive<u64>, bad_at: Option<u64>) -> Vec<(u64, Op)> {
+    seqs.map(|seq| {
+        let op = if Some(seq) == bad_at {
+            op(&[&b"GET"[..], b"k", b"extra"])
+        } else {
+            op(&[&b"RPUSH"[..], b"l", seq.to_string().as_bytes()])
+        };
+        (seq, op)
+    })
+    .collect()
+}
+
+fn refs(ops: &[(u64, Op)]) -> Vec<(u64, &Op)> {
+    ops.iter().map(|(seq, op)| (*seq, op)).collect()
+}
+
+/// The `multi=` field of every client Redis lists: the commands queued in
+/// its open MULTI, -1 outside one.
+fn queued_in_multis(port: u16) -> Vec<i64> {
+    let Reply::Bulk(Some(text)) = call(port, &[&b"CLIENT"[..], b"LIST"]) else {
+        panic!("CLIENT LIST")
+    };
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("multi="))
+        .map(|n| n.parse().expect("a number"))
+        .collect()
+}
+
+fn pushed(port: u16) -> Vec<String> {
+    list(port, "l")
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect()
+}
+
+fn texts(seqs: &[u64]) -> Vec<String> {
+    seqs.iter().map(u64::to_string).collect()
+}
+
+/// The next run, sent ahead while one executes (ahead.rs), sits queued in
+/// the target's MULTI and commits only when it is applied itself.
+#[tokio::test]
+async fn a_run_sent_ahead_commits_only_when_applied() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let (one, two) = (pushes(1..=3, None), pushes(4..=6, None));
+    let (a, b) = (refs(&one), refs(&two));
+    let (ida, idb) = (RunId::fresh(), RunId::fresh());
+    let out = t
+        .apply_then(5, Run::new(ida, &a), Some(Run::new(idb, &b)))
+        .await
+        .expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3]));
+    // SELECT, three RPUSH, SELECT and the marker's HSET, queued.
+    assert!(queued_in_multis(server.port).contains(&6));
+    let out = t
+        .apply_then(5, Run::new(idb, &b), None)
+        .await
+        .expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
+    assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
+    // Applied once: the run again changes nothing.
+    t.apply(5, &b).await.expect("the target is up");
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
+}
+
+/// Another run than the one sent ahead discards it first.
+#[tokio::test]
+async fn a_run_sent_ahead_and_not_applied_is_discarded() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let (one, two, other) = (
+        pushes(1..=3, None),
+        pushes(4..=6, None),
+        pushes(4..=5, None),
+    );
+    let (a, b, c) = (refs(&one), refs(&two), refs(&other));
+    t.apply_then(
+        5,
+        Run::new(RunId::fresh(), &a),
+        Some(Run::new(RunId::fresh(), &b)),
+    )
+    .await
+    .expect("the target is up");
+    assert!(queued_in_multis(server.port).contains(&6));
+    let out = t.apply(5, &c).await.expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5]));
+    assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
+}
+
+/// A run whose EXEC aborts (a command refused while queueing) is sent
+/// again without it; the run sent ahead behind it, queued on the belief
+/// that it committed, is discarded first and applied by its own call.
+#[tokio::test]
+async fn an_aborted_exec_discards_the_run_sent_ahead() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let (one, two) = (pushes(1..=3, Some(2)), pushes(4..=6, None));
+    let (a, b) = (refs(&one), refs(&two));
+    let idb = RunId::fresh();
+    let out = t
+        .apply_then(5, Run::new(RunId::fresh(), &a), Some(Run::new(idb, &b)))
+        .await
+        .expect("the target is up");
+    assert!(
+        matches!(&out[1], Applied::Refused(r) if r.contains("wrong number")),
+        "{out:?}"
+    );
+    assert_eq!(pushed(server.port), texts(&[1, 3]));
+    assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
+    t.apply_then(5, Run::new(idb, &b), None)
+        .await
+        .expect("the target is up");
+    assert_eq!(pushed(server.port), texts(&[1, 3, 4, 5, 6]));
+}
+
+/// A run sent ahead with a command Redis refuses while queueing: its EXEC
+/// aborts when it is applied, and it is sent again without that command.
+#[tokio::test]
+async fn a_refusal_in_the_run_sent_ahead_lands_on_its_record() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let (one, two) = (pushes(1..=3, None), pushes(4..=6, Some(5)));
+    let (a, b) = (refs(&one), refs(&two));
+    let idb = RunId::fresh();
+    t.apply_then(5, Run::new(RunId::fresh(), &a), Some(Run::new(idb, &b)))
+        .await
+        .expect("the target is up");
+    // In an open MULTI (Redis stops storing the commands of one that will
+    // abort at the refused one, and answers the rest `+QUEUED` all the same).
+    let queued = queued_in_multis(server.port);
+    assert!(queued.iter().any(|&n| n > 0), "{queued:?}");
+    let out = t
+        .apply_then(5, Run::new(idb, &b), None)
+        .await
+        .expect("the target is up");
+    assert!(
+        matches!(&out[1], Applied::Refused(r) if r.contains("wrong number")),
+        "{out:?}"
+    );
+    assert_eq!((&out[0], &out[2]), (&Applied::Ok, &Applied::Ok));
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 6]));
+}
+
+/// The connection holding a run sent ahead is killed: nothing of that run
+/// commits, and its own call applies it once on a new connection.
+#[tokio::test]
+async fn a_run_sent_ahead_on_a_lost_connection_is_applied_once() {
+    let Some(server) = start() else { return };
+    let t = target(server.port, None);
+    let (one, two) = (pushes(1..=3, None), pushes(4..=6, None));
+    let (a, b) = (refs(&one), refs(&two));
+    let idb = RunId::fresh();
+    t.apply_then(5, Run::new(RunId::fresh(), &a), Some(Run::new(idb, &b)))
+        .await
+        .expect("the target is up");
+    assert_eq!(
+        call(server.port, &[&b"CLIENT"[..], b"KILL", b"TYPE", b"normal"]),
+        Reply::Int(1)
+    );
+    // The EXEC goes to a closed connection: the call fails, its caller
+    // retries.
+    let first = t.apply_then(5, Run::new(idb, &b), None).await;
+    let out = match first {
+        Ok(out) => out,
+        Err(_) => t
+            .apply_then(5, Run::new(idb, &b), None)
+            .await
+            .expect("the target is up"),
+    };
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
 }
 
 #[tokio::test]

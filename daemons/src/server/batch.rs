@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use syncs_engine::apply::dead_letter::Origin;
-use syncs_engine::apply::{Applied, Target};
+use syncs_engine::apply::{Applied, Run, RunId, Target};
 use syncs_engine::op::Op;
 use syncs_engine::route::{route, Outcome};
 use syncs_engine::stats;
@@ -199,27 +199,33 @@ enum Attempt {
     Suspect(String),
 }
 
-/// Applies `items` on one target, retrying while it is unavailable. A run
-/// that keeps failing while the target answers is applied one sequence at
-/// a time, and a sequence that still fails so is dead-lettered with the
-/// target's last error: one bad record never stops a stream for ever.
+/// Applies `run` on one target, retrying while it is unavailable; `next`,
+/// the run the caller applies after it, may be sent ahead
+/// ([`Target::apply_then`]). A run that keeps failing while the target
+/// answers is applied one sequence at a time, and a sequence that still
+/// fails so is dead-lettered with the target's last error: one bad record
+/// never stops a stream for ever.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn apply_with_retry(
     shared: &Shared,
     source: &str,
     stream: u64,
     target: &Target,
-    items: &[(u64, &Op)],
+    run: Run<'_>,
+    next: Option<Run<'_>>,
     stop: &CancellationToken,
     down: &DownSince,
 ) -> Result<(), Interrupted> {
     let started = Instant::now();
-    let results = match retry(source, stream, target, items, stop, down).await? {
+    let items = run.items;
+    let results = match retry(source, stream, target, run, next, stop, down).await? {
         Attempt::Done(results) => results,
         Attempt::Suspect(reason) => {
             tracing::warn!(%source, target = target.name(), "{reason}; applying the run one record at a time to find the one at fault");
             let mut results = Vec::with_capacity(items.len());
             for group in items.chunk_by(|a, b| a.0 == b.0) {
-                match retry(source, stream, target, group, stop, down).await? {
+                let one = Run::new(RunId::NONE, group);
+                match retry(source, stream, target, one, None, stop, down).await? {
                     Attempt::Done(r) => results.extend(r),
                     Attempt::Suspect(reason) => results.extend(group.iter().map(|_| {
                         Applied::Refused(format!(
@@ -272,7 +278,8 @@ async fn retry(
     source: &str,
     stream: u64,
     target: &Target,
-    ops: &[(u64, &Op)],
+    run: Run<'_>,
+    next: Option<Run<'_>>,
     stop: &CancellationToken,
     down: &DownSince,
 ) -> Result<Attempt, Interrupted> {
@@ -281,7 +288,7 @@ async fn retry(
     let mut suspects = 0u32;
     loop {
         let attempt = Instant::now();
-        let e = match target.apply(stream, ops).await {
+        let e = match target.apply_then(stream, run, next).await {
             Ok(results) => {
                 down.recovered();
                 if attempts > 0 {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncs_engine::apply::Target;
+use syncs_engine::apply::{Run, RunId, Target};
 use syncs_engine::op::Op;
 use syncs_engine::stats;
 use tokio::sync::{mpsc, Notify};
@@ -178,75 +178,132 @@ fn past_idle(position: u64, sent_upto: u64, queued_upto: u64) -> u64 {
     }
 }
 
+/// A lane's entries gathered into one run: the first and those queued
+/// behind it while they go to the same target (a reload may have replaced
+/// it) or to none, up to [`RUN_RECORDS`]. The entries are kept as they
+/// came (moving each operation into one vector copied every run's
+/// operations once more, on the way between two runs, while the target
+/// waited).
+struct Gathered {
+    id: RunId,
+    entries: Vec<Entry>,
+    upto: u64,
+    bytes: usize,
+    arrived: Instant,
+    target: Option<Arc<Target>>,
+    count: usize,
+}
+
+impl Gathered {
+    /// `first` and what is queued behind it; an entry for another target
+    /// is left in `held`, to start the run after.
+    fn gather(
+        first: Entry,
+        rx: &mut mpsc::UnboundedReceiver<Entry>,
+        held: &mut Option<Entry>,
+    ) -> Self {
+        let mut run = Gathered {
+            id: RunId::fresh(),
+            upto: first.upto,
+            bytes: first.bytes,
+            arrived: first.arrived,
+            target: first.target.clone(),
+            count: first.items.len(),
+            entries: vec![first],
+        };
+        while run.count < RUN_RECORDS {
+            let Ok(more) = rx.try_recv() else { break };
+            let same = match (&run.target, &more.target) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => true,
+            };
+            if !same {
+                *held = Some(more);
+                break;
+            }
+            run.upto = more.upto;
+            run.bytes += more.bytes;
+            run.count += more.items.len();
+            if run.target.is_none() {
+                run.target = more.target.clone();
+            }
+            run.entries.push(more);
+        }
+        run
+    }
+
+    /// The run's target, when it has records for one.
+    fn target(&self) -> Option<&Arc<Target>> {
+        self.target.as_ref().filter(|_| self.count > 0)
+    }
+
+    fn items(&self) -> Vec<(u64, &Op)> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.items.iter().map(|(seq, op)| (*seq, op)))
+            .collect()
+    }
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Entry>,
     progress: Arc<Progress>,
     ctx: LaneContext,
     closing: CancellationToken,
 ) {
-    let mut next: Option<Entry> = None;
+    // An entry for another target than the run before it.
+    let mut held: Option<Entry> = None;
+    // The run after the one in hand, gathered from what was queued when
+    // that one started: the target gets it ahead (redis/ahead.rs).
+    let mut upcoming: Option<Gathered> = None;
     // The last run's entries: freed while the next run is at the target
     // (a reference count per command, ~0.1 ms for a full run, was time
     // the target spent waiting for the next run), or when the lane idles.
     let mut retired: Option<Vec<Entry>> = None;
     loop {
-        let first = match next.take().map_or_else(|| rx.try_recv().ok(), Some) {
-            Some(e) => e,
+        let run = match upcoming.take() {
+            Some(run) => run,
             None => {
-                retired = None;
-                tokio::select! {
-                    biased;
-                    _ = closing.cancelled() => return,
-                    e = rx.recv() => match e {
-                        Some(e) => e,
-                        None => return,
-                    },
-                }
+                let first = match held.take().map_or_else(|| rx.try_recv().ok(), Some) {
+                    Some(e) => e,
+                    None => {
+                        retired = None;
+                        tokio::select! {
+                            biased;
+                            _ = closing.cancelled() => return,
+                            e = rx.recv() => match e {
+                                Some(e) => e,
+                                None => return,
+                            },
+                        }
+                    }
+                };
+                Gathered::gather(first, &mut rx, &mut held)
             }
         };
         if closing.is_cancelled() {
             return;
         }
-        // Entries already queued join this run while they go to the same
-        // target (a reload may have replaced it) or to none. They are kept
-        // as they came (moving each operation into one vector copied every
-        // run's operations once more, on the way between two runs, while
-        // the target waited).
-        let (mut upto, mut bytes, arrived) = (first.upto, first.bytes, first.arrived);
-        let mut target = first.target.clone();
-        let mut count = first.items.len();
-        let mut entries = vec![first];
-        while count < RUN_RECORDS {
-            let Ok(more) = rx.try_recv() else { break };
-            let same = match (&target, &more.target) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => true,
-            };
-            if !same {
-                next = Some(more);
-                break;
-            }
-            upto = more.upto;
-            bytes += more.bytes;
-            count += more.items.len();
-            if target.is_none() {
-                target = more.target.clone();
-            }
-            entries.push(more);
-        }
-        if let Some(target) = target.filter(|_| count > 0) {
-            let items: Vec<(u64, &Op)> = entries
-                .iter()
-                .flat_map(|e| e.items.iter().map(|(seq, op)| (*seq, op)))
-                .collect();
+        upcoming = held
+            .take()
+            .map_or_else(|| rx.try_recv().ok(), Some)
+            .map(|first| Gathered::gather(first, &mut rx, &mut held));
+        if let Some(target) = run.target() {
+            let items = run.items();
+            // Sent ahead only to the same target.
+            let next = upcoming
+                .as_ref()
+                .filter(|u| u.target().is_some_and(|t| Arc::ptr_eq(t, target)))
+                .map(|u| (u.id, u.items()));
             let retire = retired.take();
             let (applied, ()) = tokio::join!(
                 apply_with_retry(
                     &ctx.shared,
                     &ctx.source,
                     ctx.stream,
-                    &target,
-                    &items,
+                    target,
+                    Run::new(run.id, &items),
+                    next.as_ref().map(|(id, items)| Run::new(*id, items)),
                     &ctx.stop,
                     &progress.down,
                 ),
@@ -256,12 +313,12 @@ async fn run(
                 return;
             }
             metrics::histogram!(stats::SERVER_BATCH_SECONDS)
-                .record(arrived.elapsed().as_secs_f64());
+                .record(run.arrived.elapsed().as_secs_f64());
         }
-        progress.position.store(upto, Ordering::Release);
-        progress.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        progress.position.store(run.upto, Ordering::Release);
+        progress.queued_bytes.fetch_sub(run.bytes, Ordering::AcqRel);
         ctx.wake.notify_one();
-        retired = Some(entries);
+        retired = Some(run.entries);
     }
 }
 

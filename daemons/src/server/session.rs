@@ -45,9 +45,13 @@ const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// proxy's window no longer waits for it.
 const LAG_GRACE: Duration = Duration::from_secs(1);
 /// Bytes (as `target_backlog` counts them) a lane that keeps up may have
-/// queued before the session stops reading batches: enough for several
-/// full runs, while the rest of the proxy's window waits in the socket.
-const KEEP_UP_QUEUE: usize = 4 << 20;
+/// queued before the session stops reading batches, while the rest of the
+/// proxy's window waits in the socket: three full runs of small records
+/// (~400 bytes each, as counted), the one at the target, the one sent
+/// ahead of it (redis/ahead.rs in the engine) and the one after, being
+/// prepared. With 4 MiB the queue held one run and the next was never
+/// there in time to be sent ahead.
+const KEEP_UP_QUEUE: usize = 12 << 20;
 
 /// The largest message before authentication: HELLO and AUTH (a token of
 /// at most 4 KiB) fit many times over.

@@ -19,6 +19,7 @@ pub mod mongo;
 pub mod redis;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use syncs_dsl::{RuleSet, Target as TargetDef, TargetKind};
@@ -121,8 +122,23 @@ impl Target {
         stream: u64,
         items: &[(u64, &Op)],
     ) -> Result<Vec<Applied>, TargetError> {
+        self.apply_then(stream, Run::new(RunId::NONE, items), None)
+            .await
+    }
+
+    /// [`Target::apply`], told which run the caller applies after this one:
+    /// a Redis target sends `next` ahead while `run` executes
+    /// (redis/ahead.rs), and commits it when the next call's run has its
+    /// id. Nothing of `next` commits before that call.
+    pub async fn apply_then(
+        &self,
+        stream: u64,
+        run: Run<'_>,
+        next: Option<Run<'_>>,
+    ) -> Result<Vec<Applied>, TargetError> {
+        let items = run.items;
         match self {
-            Target::Redis(t) => t.apply(stream, items).await,
+            Target::Redis(t) => t.apply_then(stream, run, next).await,
             Target::RedisCluster(t) => t.apply(stream, items).await,
             Target::Mongo(t) => {
                 let ops: Vec<&Op> = items.iter().map(|(_, op)| *op).collect();
@@ -133,6 +149,36 @@ impl Target {
                 t.apply(&ops).await
             }
         }
+    }
+}
+
+/// Names one run of records for [`Target::apply_then`]: unique within the
+/// process, so a run sent ahead is committed for that run and no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunId(u64);
+
+impl RunId {
+    /// A run that is never sent ahead.
+    pub const NONE: RunId = RunId(0);
+
+    /// An id no other run of this process has.
+    pub fn fresh() -> RunId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        RunId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A run of one stream's records: its id and its items (sequence,
+/// operation), as [`Target::apply`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    pub id: RunId,
+    pub items: &'a [(u64, &'a Op)],
+}
+
+impl<'a> Run<'a> {
+    pub fn new(id: RunId, items: &'a [(u64, &'a Op)]) -> Self {
+        Self { id, items }
     }
 }
 

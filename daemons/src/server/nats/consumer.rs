@@ -24,6 +24,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, kv, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
+use syncs_engine::apply::{self, RunId};
 use syncs_engine::op::Op;
 use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
@@ -569,8 +570,9 @@ impl Reader<'_> {
             return true;
         }
         let items: Vec<(u64, &Op)> = items.iter().map(|(seq, op)| (*seq, op)).collect();
+        let run = apply::Run::new(RunId::NONE, &items);
         let applying = apply_with_retry(
-            shared, &src.label, stream, target, &items, self.token, self.down,
+            shared, &src.label, stream, target, run, None, self.token, self.down,
         );
         tokio::pin!(applying);
         let mut every = tokio::time::interval(GAUGE_EVERY);

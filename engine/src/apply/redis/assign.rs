@@ -16,8 +16,6 @@ use std::sync::Mutex;
 
 #[derive(Debug)]
 pub(super) struct Assign {
-    /// Connections; with one, there is nothing to remember or lock.
-    n: usize,
     inner: Mutex<Inner>,
 }
 
@@ -34,7 +32,6 @@ impl Assign {
     pub fn new(n: usize) -> Self {
         let n = n.max(1);
         Self {
-            n,
             inner: Mutex::new(Inner {
                 of: HashMap::new(),
                 load: vec![0; n],
@@ -44,9 +41,6 @@ impl Assign {
 
     /// The connection `stream` uses; the same every time.
     pub fn slot(&self, stream: u64) -> usize {
-        if self.n == 1 {
-            return 0;
-        }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&i) = inner.of.get(&stream) {
             return i;
@@ -57,9 +51,23 @@ impl Assign {
             .enumerate()
             .min_by_key(|&(i, &n)| (n, i))
             .map_or(0, |(i, _)| i);
-        inner.load[i] += 1;
+        if let Some(load) = inner.load.get_mut(i) {
+            *load += 1;
+        }
         inner.of.insert(stream, i);
         i
+    }
+
+    /// Whether `stream` has its connection to itself (no other stream was
+    /// given it). A run sent ahead on a shared one would be discarded, its
+    /// commands queued by the target for nothing, whenever the other
+    /// stream's run came between.
+    pub fn alone(&self, stream: u64) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .of
+            .get(&stream)
+            .is_some_and(|&i| inner.load.get(i) == Some(&1))
     }
 }
 
@@ -95,8 +103,23 @@ mod tests {
     fn one_connection_serves_every_stream() {
         let a = Assign::new(1);
         assert_eq!(a.slot(7), 0);
+        assert!(a.alone(7));
         assert_eq!(a.slot(u64::MAX), 0);
+        assert!(!a.alone(7) && !a.alone(u64::MAX));
         let none = Assign::new(0);
         assert_eq!(none.slot(1), 0);
+    }
+
+    #[test]
+    fn a_stream_is_alone_until_another_shares_its_connection() {
+        let a = Assign::new(2);
+        assert!(!a.alone(1), "not given a connection yet");
+        a.slot(1);
+        a.slot(2);
+        assert!(a.alone(1) && a.alone(2));
+        a.slot(3);
+        let shared = [1, 2].into_iter().filter(|&s| !a.alone(s)).count();
+        assert_eq!(shared, 1);
+        assert!(!a.alone(3));
     }
 }

@@ -92,12 +92,12 @@ pub(super) struct Conn {
     /// `CLIENT ID` of this connection (`None`: the server would not say).
     id: Option<u64>,
     timeout: Duration,
-    /// A request was written and not all of its replies were read (a
-    /// failed or dropped [`Conn::round_trip`]).
+    /// A request was written and not all of its replies were read (sent
+    /// and not read yet, or a failed or dropped exchange).
     pending: bool,
 }
 
-/// The replies to a run ([`Conn::run_trip`]).
+/// The replies to a run ([`Conn::read_run`]).
 #[derive(Debug)]
 pub(super) struct RunReplies {
     /// `MULTI`'s.
@@ -269,20 +269,33 @@ impl Conn {
         .await
     }
 
-    /// [`Conn::round_trip`] for a run: `packed` is `MULTI`, `queued`
-    /// commands, `EXEC`, then `after` more commands. The `+QUEUED` replies
-    /// are counted and the EXEC's results read for their errors only
-    /// ([`reply::take_exec`]): what the target answers by the thousand is
-    /// never built, so the next run goes sooner.
-    pub(super) async fn run_trip(
+    /// Writes `packed` within the response timeout; its replies are read
+    /// by the calls after ([`Conn::read_run`]). The connection counts as
+    /// busy until they are read.
+    pub(super) async fn send(&mut self, packed: &[u8]) -> Result<(), ConnError> {
+        let (io, _, pending, timeout) = self.split();
+        answered(timeout, pending, async move {
+            io.write_all(packed).await?;
+            Ok(())
+        })
+        .await?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Reads the replies to a run sent with [`Conn::send`]: `MULTI`,
+    /// `queued` commands, `EXEC`, then `after` more commands. The
+    /// `+QUEUED` replies are counted and the EXEC's results read for their
+    /// errors only ([`reply::take_exec`]): what the target answers by the
+    /// thousand is never built, so the next run goes sooner. Replies to
+    /// anything sent after the run stay unread.
+    pub(super) async fn read_run(
         &mut self,
-        packed: &[u8],
         queued: usize,
         after: usize,
     ) -> Result<RunReplies, ConnError> {
         let (io, rbuf, pending, timeout) = self.split();
         answered(timeout, pending, async move {
-            io.write_all(packed).await?;
             let multi = next(io, rbuf, reply::take_reply).await?;
             let mut not_queued = Vec::new();
             let mut i = 0;

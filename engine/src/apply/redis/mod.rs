@@ -42,6 +42,7 @@
 //! (sentinel.rs). Every new connection asks the sentinels afresh, and
 //! anything that may mean a failover drops the connection.
 
+mod ahead;
 mod assign;
 mod cluster;
 mod conn;
@@ -60,13 +61,14 @@ use std::time::Duration;
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use tokio::sync::Mutex;
 
+use self::ahead::Ahead;
 pub use self::cluster::{ClusterStats, RedisClusterTarget};
 use self::conn::{Conn, Endpoint};
 use self::fence::{Fence, Server};
 use self::regress::Confirmed;
 use self::sentinel::Resolver;
 use self::wait::{Held, Marker, Verdict, Wait};
-use super::{Applied, TargetError};
+use super::{Applied, Run, RunId, TargetError};
 use crate::op::{Op, RedisOp};
 use crate::stats;
 use crate::wire::reply::{error_code, escape, ExecReply, Reply};
@@ -249,6 +251,23 @@ struct Live {
     /// The last run's request, kept for the next one's: a fresh megabyte
     /// per run was allocated and first touched while the target waited.
     packed: Vec<u8>,
+    /// The run sent ahead, queued in a MULTI not executed yet.
+    ahead: Option<Ahead>,
+}
+
+impl Live {
+    /// Whether `run` of `stream`, sent ahead as starting at `first`, can be
+    /// planned without a question to the target (which would be queued
+    /// in the open MULTI): its marker is known here and below `first`,
+    /// and every db it uses was tried on this connection.
+    fn knows(&self, stream: u64, first: u64, run: &[(u64, &Op)]) -> bool {
+        !shared_streams()
+            && self.markers.get(&stream).is_some_and(|m| m.value < first)
+            && run.iter().all(|(_, op)| match op {
+                Op::Redis(r) => self.good_dbs.contains(&r.db),
+                Op::Mongo(_) => true,
+            })
+    }
 }
 
 /// A run's request buffer is kept for the next run up to this capacity
@@ -405,10 +424,22 @@ impl RedisTarget {
         }
     }
 
+    /// See [`super::Target::apply`].
     pub async fn apply(
         &self,
         stream: u64,
         items: &[(u64, &Op)],
+    ) -> Result<Vec<Applied>, TargetError> {
+        self.apply_then(stream, Run::new(RunId::NONE, items), None)
+            .await
+    }
+
+    /// See [`super::Target::apply_then`].
+    pub async fn apply_then(
+        &self,
+        stream: u64,
+        run: Run<'_>,
+        next: Option<Run<'_>>,
     ) -> Result<Vec<Applied>, TargetError> {
         let index = self.assign.slot(stream).min(self.slots.len() - 1);
         let mut guard = self.slots[index].lock().await;
@@ -425,7 +456,7 @@ impl RedisTarget {
             server: Arc::clone(&live.server),
         });
         let result = self
-            .apply_checked_out(&mut live, &mut slot.held, stream, items)
+            .apply_checked_out(&mut live, &mut slot.held, stream, run, next)
             .await;
         match result {
             Ok(_) => {
@@ -470,6 +501,7 @@ impl RedisTarget {
             good_dbs: HashSet::new(),
             markers: HashMap::new(),
             packed: Vec::new(),
+            ahead: None,
         })
     }
 
@@ -478,11 +510,12 @@ impl RedisTarget {
         live: &mut Live,
         held: &mut HashMap<u64, Held>,
         stream: u64,
-        items: &[(u64, &Op)],
+        run: Run<'_>,
+        next: Option<Run<'_>>,
     ) -> Result<Vec<Applied>, TargetError> {
         let mut conflicts = 0;
         loop {
-            if let Some(out) = self.apply_on(live, held, stream, items).await? {
+            if let Some(out) = self.apply_on(live, held, stream, run, next).await? {
                 return Ok(out);
             }
             conflicts += 1;
@@ -631,8 +664,22 @@ impl RedisTarget {
         live: &mut Live,
         held: &mut HashMap<u64, Held>,
         stream: u64,
-        items: &[(u64, &Op)],
+        run: Run<'_>,
+        next: Option<Run<'_>>,
     ) -> Result<Option<Vec<Applied>>, TargetError> {
+        let items = run.items;
+        // The run the call before sent ahead (ahead.rs) is committed below
+        // when it is this run and can be planned without asking the target
+        // anything (a question would be queued in its MULTI); otherwise it
+        // is discarded first.
+        let mut ahead = match live.ahead.take() {
+            Some(a) if a.is(stream, run.id) && live.knows(stream, a.first, items) => Some(a),
+            Some(a) => {
+                self.discard(live, &a).await?;
+                None
+            }
+            None => None,
+        };
         let mut out = vec![Applied::Ok; items.len()];
         let Some(last_seq) = items.iter().map(|(seq, _)| *seq).max() else {
             return Ok(Some(out));
@@ -695,7 +742,6 @@ impl RedisTarget {
         // refused while queueing aborts the EXEC; it is taken out and the
         // rest sent again.
         let field = self.marker_field(stream);
-        let last = new_marker.to_string();
         let mut first_round = true;
         loop {
             // An aborted EXEC ends the WATCH: watch again, and plan again
@@ -706,53 +752,41 @@ impl RedisTarget {
             {
                 return Ok(None);
             }
-            first_round = false;
-            // Sized up front: growing a run's megabyte by doubling copied
-            // it again each time (a SELECT is ~30 bytes, MULTI, the marker
-            // and EXEC together under 256).
-            let (mut commands, mut bytes) = (0, 0);
-            for c in active.iter().flat_map(|(_, op)| &op.commands) {
-                commands += 1;
-                bytes += c.resp().len();
-            }
             let mut packed = std::mem::take(&mut live.packed);
             packed.clear();
-            packed.reserve(bytes + 256 + 32 * 4);
-            let mut parts: Vec<Part> = Vec::with_capacity(commands + 4);
-            encode_command(&mut packed, &[&b"MULTI"[..]]);
-            let mut current_db = None;
-            for &(i, op) in &active {
-                if current_db != Some(op.db) {
-                    select(&mut packed, op.db);
-                    parts.push(Part::Select);
-                    current_db = Some(op.db);
+            // Already queued (sent ahead as this very plan): only EXEC.
+            let parts = match ahead.take() {
+                Some(a) => {
+                    let parts = run_body(&active, &field, new_marker, None);
+                    if a.queued == parts.len() && a.marker == new_marker {
+                        parts
+                    } else {
+                        self.discard(live, &a).await?;
+                        run_body(&active, &field, new_marker, Some(&mut packed))
+                    }
                 }
-                for c in &op.commands {
-                    packed.extend_from_slice(c.resp());
-                    parts.push(Part::Command(i));
-                }
-            }
-            select(&mut packed, MARKER_DB);
-            parts.push(Part::Select);
-            encode_command(
-                &mut packed,
-                &[
-                    b"HSET",
-                    APPLIED_KEY.as_bytes(),
-                    field.as_bytes(),
-                    last.as_bytes(),
-                ],
-            );
-            parts.push(Part::Marker);
+                None => run_body(&active, &field, new_marker, Some(&mut packed)),
+            };
             encode_command(&mut packed, &[&b"EXEC"[..]]);
             // After EXEC, in the same round trip (inside MULTI it would not
             // block). Its answer counts only when the EXEC committed.
             if let Some(wait) = &self.wait {
                 wait.encode(&mut packed);
             }
+            live.conn.send(&packed).await.map_err(|e| self.broken(e))?;
+            // The next run goes out while this one executes; its EXEC waits
+            // for this one's result.
+            let sent_ahead = match next.filter(|_| first_round) {
+                Some(next) => {
+                    self.send_ahead(live, held, stream, new_marker, next, &mut packed)
+                        .await?
+                }
+                None => None,
+            };
+            first_round = false;
             let replies = live
                 .conn
-                .run_trip(&packed, parts.len(), usize::from(self.wait.is_some()))
+                .read_run(parts.len(), usize::from(self.wait.is_some()))
                 .await
                 .map_err(|e| self.broken(e))?;
             if packed.capacity() <= KEEP_PACKED {
@@ -816,6 +850,7 @@ impl RedisTarget {
                         );
                     }
                     held.remove(&stream);
+                    live.ahead = sent_ahead;
                     return Ok(Some(out));
                 }
                 ExecReply::Other(Reply::Array(None)) if shared_streams() => return Ok(None),
@@ -847,11 +882,133 @@ impl RedisTarget {
                             Applied::Refused(format!("refused by Redis: {}", errs.join("; ")));
                     }
                     active.retain(|(i, _)| !refused.contains_key(i));
+                    // The next run was queued on the assumption that this
+                    // one committed: it goes before this one is sent again.
+                    if let Some(a) = sent_ahead {
+                        self.discard(live, &a).await?;
+                    }
                 }
                 other => return Err(self.broken(format!("unexpected EXEC reply {other:?}"))),
             }
         }
     }
+
+    /// Sends `next`, the run to follow the one just sent (which writes
+    /// `marker`), as far as its `MULTI` and commands (ahead.rs), when it
+    /// can be planned now exactly as it will be then: outside the
+    /// shared-streams mode, on a connection of this stream's alone, every
+    /// record after `marker`, every db already tried on this connection,
+    /// and no outcomes held for a retry. `packed` is free to use.
+    async fn send_ahead(
+        &self,
+        live: &mut Live,
+        held: &HashMap<u64, Held>,
+        stream: u64,
+        marker: u64,
+        next: Run<'_>,
+        packed: &mut Vec<u8>,
+    ) -> Result<Option<Ahead>, TargetError> {
+        let (Some(first), Some(last)) = (next.items.first(), next.items.last()) else {
+            return Ok(None);
+        };
+        let (first, last) = (first.0, last.0);
+        if next.id == RunId::NONE
+            || shared_streams()
+            || held.contains_key(&stream)
+            || !self.assign.alone(stream)
+            || first <= marker
+        {
+            return Ok(None);
+        }
+        let mut active = Vec::with_capacity(next.items.len());
+        for (i, (_, op)) in next.items.iter().enumerate() {
+            if let Op::Redis(r) = op {
+                if !live.good_dbs.contains(&r.db) {
+                    return Ok(None);
+                }
+                active.push((i, r));
+            }
+        }
+        packed.clear();
+        let field = self.marker_field(stream);
+        let queued = run_body(&active, &field, last, Some(packed)).len();
+        live.conn.send(packed).await.map_err(|e| self.broken(e))?;
+        Ok(Some(Ahead::new(stream, next.id, first, queued, last)))
+    }
+
+    /// Drops the run sent ahead on this connection: `DISCARD`, and the
+    /// replies to its `MULTI`, its queued commands and the `DISCARD`.
+    async fn discard(&self, live: &mut Live, ahead: &Ahead) -> Result<(), TargetError> {
+        let mut packed = Vec::new();
+        encode_command(&mut packed, &[&b"DISCARD"[..]]);
+        let replies = live
+            .conn
+            .round_trip(&packed, ahead.queued + 2)
+            .await
+            .map_err(|e| self.broken(e))?;
+        match replies.last() {
+            Some(Reply::Status(ok)) if ok.as_ref() == b"OK" => Ok(()),
+            other => Err(self.broken(format!("unexpected DISCARD reply {other:?}"))),
+        }
+    }
+}
+
+/// A run's `MULTI` and the commands queued after it: each operation's
+/// commands (with a `SELECT` where the db changes), then `HSET` of the
+/// stream's marker `field` to `marker` in [`MARKER_DB`]. Appended to
+/// `packed` when given (sized up front: growing a run's megabyte by
+/// doubling copied it again each time); returns what each queued command
+/// is, which is all a run sent ahead needs to be committed.
+fn run_body(
+    active: &[(usize, &RedisOp)],
+    field: &str,
+    marker: u64,
+    mut packed: Option<&mut Vec<u8>>,
+) -> Vec<Part> {
+    let mut commands = 0;
+    if let Some(packed) = packed.as_deref_mut() {
+        let mut bytes = 0;
+        for c in active.iter().flat_map(|(_, op)| &op.commands) {
+            commands += 1;
+            bytes += c.resp().len();
+        }
+        // A SELECT is ~30 bytes, MULTI, the marker and EXEC together under
+        // 256.
+        packed.reserve(bytes + 256 + 32 * 4);
+        encode_command(packed, &[&b"MULTI"[..]]);
+    }
+    let mut parts: Vec<Part> = Vec::with_capacity(commands.max(active.len()) + 4);
+    let mut current_db = None;
+    for &(i, op) in active {
+        if current_db != Some(op.db) {
+            if let Some(packed) = packed.as_deref_mut() {
+                select(packed, op.db);
+            }
+            parts.push(Part::Select);
+            current_db = Some(op.db);
+        }
+        for c in &op.commands {
+            if let Some(packed) = packed.as_deref_mut() {
+                packed.extend_from_slice(c.resp());
+            }
+            parts.push(Part::Command(i));
+        }
+    }
+    parts.push(Part::Select);
+    parts.push(Part::Marker);
+    if let Some(packed) = packed {
+        select(packed, MARKER_DB);
+        encode_command(
+            packed,
+            &[
+                b"HSET",
+                APPLIED_KEY.as_bytes(),
+                field.as_bytes(),
+                marker.to_string().as_bytes(),
+            ],
+        );
+    }
+    parts
 }
 
 #[cfg(test)]
