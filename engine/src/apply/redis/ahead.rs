@@ -18,6 +18,7 @@
 //! caller names each run with a [`RunId`]); anything else on the
 //! connection first discards it.
 
+use super::Part;
 use crate::apply::RunId;
 
 /// What the connection holds in a `MULTI` not yet executed.
@@ -27,19 +28,20 @@ pub(super) struct Ahead {
     run: RunId,
     /// Its first sequence.
     pub(super) first: u64,
-    /// Commands queued after `MULTI` (each gets a reply before `EXEC`).
-    pub(super) queued: usize,
+    /// What each command queued after `MULTI` is (each gets a reply
+    /// before `EXEC`).
+    pub(super) parts: Vec<Part>,
     /// The marker value the run writes.
     pub(super) marker: u64,
 }
 
 impl Ahead {
-    pub(super) fn new(stream: u64, run: RunId, first: u64, queued: usize, marker: u64) -> Self {
+    pub(super) fn new(stream: u64, run: RunId, first: u64, parts: Vec<Part>, marker: u64) -> Self {
         Self {
             stream,
             run,
             first,
-            queued,
+            parts,
             marker,
         }
     }

@@ -263,10 +263,23 @@ impl Live {
     fn knows(&self, stream: u64, first: u64, run: &[(u64, &Op)]) -> bool {
         !shared_streams()
             && self.markers.get(&stream).is_some_and(|m| m.value < first)
-            && run.iter().all(|(_, op)| match op {
-                Op::Redis(r) => self.good_dbs.contains(&r.db),
-                Op::Mongo(_) => true,
-            })
+            && self.tried_dbs(run)
+    }
+
+    /// Whether every db of `run`'s Redis operations was tried on this
+    /// connection (and found good). A run's operations mostly share one
+    /// db: each is looked up where it changes (a lookup per operation was
+    /// ~110 instructions per record).
+    fn tried_dbs(&self, run: &[(u64, &Op)]) -> bool {
+        let mut previous = None;
+        run.iter().all(|(_, op)| match op {
+            Op::Redis(r) if previous == Some(r.db) => true,
+            Op::Redis(r) => {
+                previous = Some(r.db);
+                self.good_dbs.contains(&r.db)
+            }
+            Op::Mongo(_) => true,
+        })
     }
 }
 
@@ -275,6 +288,7 @@ impl Live {
 const KEEP_PACKED: usize = 4 << 20;
 
 /// What each queued command in the MULTI is.
+#[derive(Debug)]
 enum Part {
     Select,
     /// A command of the item at this index.
@@ -754,18 +768,15 @@ impl RedisTarget {
             }
             let mut packed = std::mem::take(&mut live.packed);
             packed.clear();
-            // Already queued (sent ahead as this very plan): only EXEC.
+            // Already queued (sent ahead, planned as it is planned here:
+            // every record after the marker, every db good): only EXEC.
             let parts = match ahead.take() {
+                Some(a) if a.marker == new_marker => a.parts,
                 Some(a) => {
-                    let parts = run_body(&active, &field, new_marker, None);
-                    if a.queued == parts.len() && a.marker == new_marker {
-                        parts
-                    } else {
-                        self.discard(live, &a).await?;
-                        run_body(&active, &field, new_marker, Some(&mut packed))
-                    }
+                    self.discard(live, &a).await?;
+                    run_body(&active, &field, new_marker, &mut packed)
                 }
-                None => run_body(&active, &field, new_marker, Some(&mut packed)),
+                None => run_body(&active, &field, new_marker, &mut packed),
             };
             encode_command(&mut packed, &[&b"EXEC"[..]]);
             // After EXEC, in the same round trip (inside MULTI it would not
@@ -920,20 +931,23 @@ impl RedisTarget {
         {
             return Ok(None);
         }
-        let mut active = Vec::with_capacity(next.items.len());
-        for (i, (_, op)) in next.items.iter().enumerate() {
-            if let Op::Redis(r) = op {
-                if !live.good_dbs.contains(&r.db) {
-                    return Ok(None);
-                }
-                active.push((i, r));
-            }
+        if !live.tried_dbs(next.items) {
+            return Ok(None);
         }
+        let active: Vec<(usize, &RedisOp)> = next
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, op))| match op {
+                Op::Redis(r) => Some((i, r)),
+                Op::Mongo(_) => None,
+            })
+            .collect();
         packed.clear();
         let field = self.marker_field(stream);
-        let queued = run_body(&active, &field, last, Some(packed)).len();
+        let parts = run_body(&active, &field, last, packed);
         live.conn.send(packed).await.map_err(|e| self.broken(e))?;
-        Ok(Some(Ahead::new(stream, next.id, first, queued, last)))
+        Ok(Some(Ahead::new(stream, next.id, first, parts, last)))
     }
 
     /// Drops the run sent ahead on this connection: `DISCARD`, and the
@@ -943,7 +957,7 @@ impl RedisTarget {
         encode_command(&mut packed, &[&b"DISCARD"[..]]);
         let replies = live
             .conn
-            .round_trip(&packed, ahead.queued + 2)
+            .round_trip(&packed, ahead.parts.len() + 2)
             .await
             .map_err(|e| self.broken(e))?;
         match replies.last() {
@@ -953,61 +967,51 @@ impl RedisTarget {
     }
 }
 
-/// A run's `MULTI` and the commands queued after it: each operation's
-/// commands (with a `SELECT` where the db changes), then `HSET` of the
-/// stream's marker `field` to `marker` in [`MARKER_DB`]. Appended to
-/// `packed` when given (sized up front: growing a run's megabyte by
-/// doubling copied it again each time); returns what each queued command
-/// is, which is all a run sent ahead needs to be committed.
+/// Appends a run's `MULTI` and the commands queued after it to `packed`:
+/// each operation's commands (with a `SELECT` where the db changes), then
+/// `HSET` of the stream's marker `field` to `marker` in [`MARKER_DB`].
+/// Returns what each queued command is.
 fn run_body(
     active: &[(usize, &RedisOp)],
     field: &str,
     marker: u64,
-    mut packed: Option<&mut Vec<u8>>,
+    packed: &mut Vec<u8>,
 ) -> Vec<Part> {
-    let mut commands = 0;
-    if let Some(packed) = packed.as_deref_mut() {
-        let mut bytes = 0;
-        for c in active.iter().flat_map(|(_, op)| &op.commands) {
-            commands += 1;
-            bytes += c.resp().len();
-        }
-        // A SELECT is ~30 bytes, MULTI, the marker and EXEC together under
-        // 256.
-        packed.reserve(bytes + 256 + 32 * 4);
-        encode_command(packed, &[&b"MULTI"[..]]);
+    // Sized up front: growing a run's megabyte by doubling copied it again
+    // each time (a SELECT is ~30 bytes, MULTI, the marker and EXEC
+    // together under 256).
+    let (mut commands, mut bytes) = (0, 0);
+    for c in active.iter().flat_map(|(_, op)| &op.commands) {
+        commands += 1;
+        bytes += c.resp().len();
     }
-    let mut parts: Vec<Part> = Vec::with_capacity(commands.max(active.len()) + 4);
+    packed.reserve(bytes + 256 + 32 * 4);
+    let mut parts: Vec<Part> = Vec::with_capacity(commands + 4);
+    encode_command(packed, &[&b"MULTI"[..]]);
     let mut current_db = None;
     for &(i, op) in active {
         if current_db != Some(op.db) {
-            if let Some(packed) = packed.as_deref_mut() {
-                select(packed, op.db);
-            }
+            select(packed, op.db);
             parts.push(Part::Select);
             current_db = Some(op.db);
         }
         for c in &op.commands {
-            if let Some(packed) = packed.as_deref_mut() {
-                packed.extend_from_slice(c.resp());
-            }
+            packed.extend_from_slice(c.resp());
             parts.push(Part::Command(i));
         }
     }
+    select(packed, MARKER_DB);
     parts.push(Part::Select);
+    encode_command(
+        packed,
+        &[
+            b"HSET",
+            APPLIED_KEY.as_bytes(),
+            field.as_bytes(),
+            marker.to_string().as_bytes(),
+        ],
+    );
     parts.push(Part::Marker);
-    if let Some(packed) = packed {
-        select(packed, MARKER_DB);
-        encode_command(
-            packed,
-            &[
-                b"HSET",
-                APPLIED_KEY.as_bytes(),
-                field.as_bytes(),
-                marker.to_string().as_bytes(),
-            ],
-        );
-    }
     parts
 }
 
