@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use ops::op;
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget};
-use syncs_engine::apply::{Applied, Run, RunId};
+use syncs_engine::apply::{Applied, Run, RunId, Target};
 use syncs_engine::op::Op;
 use syncs_engine::wire::reply::{take_reply, Reply};
 use syncs_engine::wire::resp::encode_command;
@@ -120,8 +120,8 @@ fn list(port: u16, key: &str) -> Vec<Bytes> {
     }
 }
 
-fn target(port: u16, timeout: Option<Duration>) -> RedisTarget {
-    RedisTarget::new(&TargetDef {
+fn target(port: u16, timeout: Option<Duration>) -> Target {
+    let t = RedisTarget::new(&TargetDef {
         name: "r".into(),
         kind: TargetKind::Redis,
         url: format!("redis://127.0.0.1:{port}"),
@@ -130,7 +130,8 @@ fn target(port: u16, timeout: Option<Duration>) -> RedisTarget {
             ..TargetOptions::default()
         },
     })
-    .expect("a target")
+    .expect("a target");
+    Target::Redis(Box::new(t))
 }
 
 #[tokio::test]
@@ -410,8 +411,8 @@ async fn a_run_cut_off_mid_exec_is_never_applied_twice() {
     assert_eq!(list(server.port, "l"), [&b"1"[..], b"2"]);
 }
 
-fn waiting_target(port: u16, replicas: u32, replica_timeout: Duration) -> RedisTarget {
-    RedisTarget::with_settings(
+fn waiting_target(port: u16, replicas: u32, replica_timeout: Duration) -> Target {
+    let t = RedisTarget::with_settings(
         "r",
         RedisSource::Url(format!("redis://127.0.0.1:{port}")),
         RedisSettings {
@@ -420,7 +421,8 @@ fn waiting_target(port: u16, replicas: u32, replica_timeout: Duration) -> RedisT
             ..RedisSettings::default()
         },
     )
-    .expect("a target")
+    .expect("a target");
+    Target::Redis(Box::new(t))
 }
 
 #[test]

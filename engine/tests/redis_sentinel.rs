@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ops::op;
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget, SentinelSource};
-use syncs_engine::apply::Applied;
+use syncs_engine::apply::{Applied, Target};
 use syncs_engine::op::Op;
 
 use procs::{call, list, text};
@@ -31,7 +31,7 @@ use sentinel::{named_master, SentinelSet, MASTER};
 const KEYS: u64 = 64;
 const TARGET: &str = "s";
 
-fn target(set: &SentinelSet, replicas: u32, replica_timeout: Duration) -> RedisTarget {
+fn target(set: &SentinelSet, replicas: u32, replica_timeout: Duration) -> Target {
     target_at(set.sentinel_urls(), MASTER, replicas, replica_timeout)
 }
 
@@ -40,8 +40,8 @@ fn target_at(
     master: &str,
     replicas: u32,
     replica_timeout: Duration,
-) -> RedisTarget {
-    RedisTarget::with_settings(
+) -> Target {
+    let t = RedisTarget::with_settings(
         TARGET,
         RedisSource::Sentinel(SentinelSource {
             sentinels,
@@ -57,7 +57,8 @@ fn target_at(
             ..RedisSettings::default()
         },
     )
-    .expect("a target")
+    .expect("a target");
+    Target::Redis(Box::new(t))
 }
 
 fn push(seq: u64) -> Op {
@@ -69,7 +70,7 @@ fn push(seq: u64) -> Op {
 /// server's lane does) until it is applied; `after` is called with the last
 /// record of every run applied. Returns the errors seen.
 async fn drive(
-    t: &RedisTarget,
+    t: &Target,
     stream: u64,
     (from, to): (u64, u64),
     run: u64,

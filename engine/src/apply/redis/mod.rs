@@ -438,16 +438,6 @@ impl RedisTarget {
         }
     }
 
-    /// See [`super::Target::apply`].
-    pub async fn apply(
-        &self,
-        stream: u64,
-        items: &[(u64, &Op)],
-    ) -> Result<Vec<Applied>, TargetError> {
-        self.apply_then(stream, Run::new(RunId::NONE, items), None)
-            .await
-    }
-
     /// See [`super::Target::apply_then`].
     pub async fn apply_then(
         &self,
