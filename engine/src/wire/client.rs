@@ -431,12 +431,7 @@ where
 /// command, the exact size of a [`put_redis_payload`] (a caller reserves
 /// them, or refuses a frame too large, before encoding).
 pub fn redis_header_len(port: u16, db: u32) -> usize {
-    decimal_len(u32::from(port)) + 1 + decimal_len(db) + 1
-}
-
-/// Digits of `n` in decimal.
-fn decimal_len(n: u32) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+    resp::digits(usize::from(port)) + 1 + resp::digits(db as usize) + 1
 }
 
 /// A whole Redis frame, length prefix included.

@@ -390,9 +390,18 @@ fn put_header(scratch: &mut [u8; HEADER_MAX], crlf_first: bool, sigil: u8, n: us
     &scratch[..len + 2]
 }
 
-/// Digits of `n` in decimal.
-fn digits(n: usize) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+/// Digits of `n` in decimal. Numbers under 100 (argument counts, names,
+/// most keys and small values; ports and dbs of frame headers are the
+/// rest) without the logarithm: a client sizes every frame it encodes
+/// with it, ~30 instructions a number through `ilog10`.
+pub(crate) fn digits(n: usize) -> usize {
+    if n < 10 {
+        1
+    } else if n < 100 {
+        2
+    } else {
+        n.ilog10() as usize + 1
+    }
 }
 
 #[cfg(test)]
