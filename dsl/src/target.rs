@@ -116,6 +116,14 @@ impl Target {
         self.kind == TargetKind::RedisCluster && self.options.split_transactions == Some(true)
     }
 
+    /// `merge_sets` of a `redis` or `redis-sentinel` target (default true):
+    /// plain `SET key value` commands that follow each other in a run go
+    /// to the target as one `MSET` (the same keys, values and order).
+    pub fn merge_sets(&self) -> bool {
+        matches!(self.kind, TargetKind::Redis | TargetKind::RedisSentinel)
+            && self.options.merge_sets != Some(false)
+    }
+
     /// The master name a `redis-sentinel` target asks its sentinels about
     /// (the `master` option, required for that kind).
     pub fn sentinel_master(&self) -> Option<&str> {
@@ -134,6 +142,7 @@ impl Target {
 /// | `replicas`           | redis kinds           | 0..=16 replicas to `WAIT` for ([`Target::replicas`]) |
 /// | `replica_timeout`    | redis kinds           | duration, below `timeout` ([`Target::replica_timeout`]) |
 /// | `split_transactions` | redis-cluster         | `true` / `false` ([`Target::split_transactions`]) |
+/// | `merge_sets`         | redis, redis-sentinel | `true` / `false` ([`Target::merge_sets`]) |
 /// | `master`             | redis-sentinel        | the monitored master's name (required) |
 /// | `sentinel_user`, `sentinel_password` | redis-sentinel | the sentinels' credentials |
 /// | `fsync`              | file                  | `true` / `false`: fsync after each batch |
@@ -149,6 +158,7 @@ pub struct TargetOptions {
     pub replicas: Option<u32>,
     pub replica_timeout: Option<Duration>,
     pub split_transactions: Option<bool>,
+    pub merge_sets: Option<bool>,
     pub master: Option<String>,
     pub sentinel_user: Option<String>,
     pub sentinel_password: Option<String>,

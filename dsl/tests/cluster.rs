@@ -370,3 +370,29 @@ fn a_constant_hash_tag_puts_every_key_in_one_slot() {
         ]
     );
 }
+
+#[test]
+fn merge_sets_is_on_unless_turned_off_and_only_for_single_masters() {
+    let rs = rules(
+        "target a = redis \"redis://h:1\"\n\
+         target b = redis \"redis://h:2\" { merge_sets = false }\n\
+         target s = redis-sentinel \"redis://h:3\" { master = \"m\", merge_sets = true }\n\
+         default redis -> a, b, s\n",
+    );
+    let t = rs.targets();
+    assert!(t[0].merge_sets());
+    assert!(!t[1].merge_sets());
+    assert!(t[2].merge_sets());
+    let errs = error_lines(
+        "target c = redis-cluster \"redis://h:1\" { merge_sets = true }\n\
+         target r = redis \"redis://h:2\" { merge_sets = 1 }\n\
+         default redis -> c db 0, r\n",
+    );
+    assert_starts(
+        &errs,
+        &[
+            "1:42: option `merge_sets` does not apply to redis-cluster targets (only to redis and redis-sentinel targets)",
+            "2:47: `merge_sets` must be `true` or `false`",
+        ],
+    );
+}

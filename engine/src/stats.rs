@@ -76,6 +76,10 @@ pub const SERVER_ROUTED: &str = "syncs_server_ops_routed_total";
 /// Records a Redis target skipped because it had applied them already
 /// (label `target`).
 pub const SERVER_REDIS_ALREADY_APPLIED: &str = "syncs_server_redis_already_applied_total";
+/// Redis targets that refused an `MSET` of merged `SET`s while queueing
+/// and send plain `SET`s one by one since (label `target`; at most 1 per
+/// target and process).
+pub const SERVER_REDIS_MSET_REFUSED: &str = "syncs_server_redis_mset_refused_total";
 /// Redis runs planned again because another server moved the marker hash
 /// under WATCH (shared streams only; label `target`).
 pub const SERVER_REDIS_MARKER_CONFLICTS: &str = "syncs_server_redis_marker_conflicts_total";

@@ -480,3 +480,146 @@ async fn wait_holds_a_run_until_a_replica_has_it() {
     assert_eq!(list(primary.port, "w"), [&b"1"[..]]);
     assert_eq!(list(replica.port, "w"), [&b"1"[..]]);
 }
+
+/// `calls=` of `name` in Redis' `INFO commandstats` (0 when never called).
+fn calls(port: u16, name: &str) -> u64 {
+    let Reply::Bulk(Some(text)) = call(port, &[&b"INFO"[..], b"commandstats"]) else {
+        panic!("INFO")
+    };
+    let prefix = format!("cmdstat_{name}:calls=");
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a count")
+        })
+}
+
+fn get(port: u16, key: &str) -> Reply {
+    call(port, &[&b"GET"[..], key.as_bytes()])
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(Some(Bytes::copy_from_slice(text.as_bytes())))
+}
+
+/// A target at `url` with `merge_sets` as given.
+fn merging_target(url: String, merge_sets: Option<bool>) -> Target {
+    let t = RedisTarget::new(&TargetDef {
+        name: "r".into(),
+        kind: TargetKind::Redis,
+        url,
+        options: TargetOptions {
+            merge_sets,
+            ..TargetOptions::default()
+        },
+    })
+    .expect("a target");
+    Target::Redis(Box::new(t))
+}
+
+/// Plain SETs that follow each other, within one record (a transaction)
+/// or across records, go as one MSET; anything else (an option, another
+/// command) goes as it came and ends the group. The data is what the
+/// SETs one by one would leave, a key set twice included.
+fn mixed_run() -> Vec<(u64, Op)> {
+    use syncs_engine::op::{RedisCommand, RedisOp};
+    let transaction = Op::Redis(RedisOp {
+        port: 6379,
+        db: 0,
+        commands: vec![
+            RedisCommand::new(&[&b"SET"[..], b"b", b"2"]).expect("a command"),
+            RedisCommand::new(&[&b"set"[..], b"a", b"3"]).expect("a command"),
+        ]
+        .into(),
+    });
+    vec![
+        (1, op(&[&b"SET"[..], b"a", b"1"])),
+        (2, transaction),
+        (3, op(&[&b"INCR"[..], b"n"])),
+        (4, op(&[&b"SET"[..], b"d", b"4"])),
+        (5, op(&[&b"SET"[..], b"e", b"5", b"EX", b"100"])),
+        (6, op(&[&b"SET"[..], b"f", b"6"])),
+        (7, op(&[&b"SET"[..], b"g", b"7"])),
+    ]
+}
+
+fn assert_mixed_run_applied(port: u16) {
+    for (key, value) in [("a", "3"), ("b", "2"), ("n", "1"), ("d", "4"), ("e", "5")] {
+        assert_eq!(get(port, key), bulk(value), "{key}");
+    }
+    assert_eq!(get(port, "f"), bulk("6"));
+    assert_eq!(get(port, "g"), bulk("7"));
+    match call(port, &[&b"TTL"[..], b"e"]) {
+        Reply::Int(ttl) => assert!(ttl > 0 && ttl <= 100, "{ttl}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn plain_sets_that_follow_each_other_go_as_one_mset() {
+    let Some(server) = start() else { return };
+    let t = merging_target(format!("redis://127.0.0.1:{}", server.port), None);
+    let run = mixed_run();
+    let out = t.apply(3, &refs(&run)).await.expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_mixed_run_applied(server.port);
+    // SET a, SET b, set a: one MSET; SET d alone (INCR before, an option
+    // after); SET f, SET g: one MSET.
+    assert_eq!(calls(server.port, "mset"), 2);
+    assert_eq!(calls(server.port, "set"), 2);
+}
+
+#[tokio::test]
+async fn merge_sets_false_sends_every_set_as_it_came() {
+    let Some(server) = start() else { return };
+    let t = merging_target(format!("redis://127.0.0.1:{}", server.port), Some(false));
+    let run = mixed_run();
+    let out = t.apply(3, &refs(&run)).await.expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_mixed_run_applied(server.port);
+    assert_eq!(calls(server.port, "mset"), 0);
+    assert_eq!(calls(server.port, "set"), 7);
+}
+
+/// A target whose ACL refuses MSET: the run goes again with the SETs one
+/// by one, nothing is refused, and later runs are not merged.
+#[tokio::test]
+async fn a_target_that_refuses_mset_gets_the_sets_one_by_one() {
+    let Some(server) = start() else { return };
+    let port = server.port;
+    assert_eq!(
+        call(
+            port,
+            &[
+                &b"ACL"[..],
+                b"SETUSER",
+                b"syncs",
+                b"on",
+                b">pw",
+                b"~*",
+                b"&*",
+                b"+@all",
+                b"-mset",
+            ]
+        ),
+        Reply::Status(Bytes::from_static(b"OK"))
+    );
+    let t = merging_target(format!("redis://syncs:pw@127.0.0.1:{port}"), None);
+    let run = mixed_run();
+    let out = t.apply(3, &refs(&run)).await.expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_mixed_run_applied(port);
+    assert_eq!(calls(port, "mset"), 0);
+    assert_eq!(calls(port, "set"), 7);
+    let more: Vec<_> = (8..=10)
+        .map(|seq| (seq, op(&[&b"SET"[..], format!("k{seq}").as_bytes(), b"v"])))
+        .collect();
+    let out = t.apply(3, &refs(&more)).await.expect("the target is up");
+    assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
+    assert_eq!(get(port, "k10"), bulk("v"));
+    assert_eq!(calls(port, "set"), 10);
+}

@@ -48,6 +48,7 @@ fn target(c: &Cluster, name: &str) -> RedisClusterTarget {
             timeout: Duration::from_secs(5),
             replicas: 1,
             replica_timeout: Duration::from_millis(500),
+            ..RedisSettings::default()
         },
     )
     .expect("a target")

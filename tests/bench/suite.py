@@ -7,6 +7,7 @@ run, in one run on one machine (docs/benchmarks.md explains each row).
     python3 tests/bench/suite.py --rows latency  # some rows only (throughput, callcost, latency, isolation,
                                                  # writers, cluster, nats, mongo, backlog)
     SYNCS_BIN_DIR=DIR python3 tests/bench/suite.py ...   # daemons and libintc of another build
+    python3 tests/bench/suite.py --redis-options "merge_sets = false"   # options of every redis target
 
 Starts its own redis-server (and FerretDB when installed), sync_server and
 proxy on loopback, from target/release (scripts/test.sh builds them) with
@@ -58,6 +59,7 @@ import array
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -147,6 +149,18 @@ def build_c_bench(tmp: Path, name: str = "bench_set") -> Path:
     return exe
 
 
+# Options written into every `redis` target of the rigs' rules
+# (`--redis-options`): measuring a setting both ways.
+REDIS_OPTIONS = ""
+
+
+def with_redis_options(rules: str) -> str:
+    """`rules` with REDIS_OPTIONS given to each `redis` target."""
+    if not REDIS_OPTIONS:
+        return rules
+    return re.sub(r'(= redis "[^"]*")', lambda m: f"{m.group(1)} {{ {REDIS_OPTIONS} }}", rules)
+
+
 class Rig:
     """A fresh target Redis plus syncs (server and proxy) for one run.
 
@@ -167,7 +181,7 @@ class Rig:
                 self.second.stop()
         else:
             rules = default_rules(self.target.url, None)
-        self.syncs = Syncs(self.dir, rules, start_server=start_server, proxy_args=proxy_args,
+        self.syncs = Syncs(self.dir, with_redis_options(rules), start_server=start_server, proxy_args=proxy_args,
                            nats=self.nats, nats_ini=nats_ini)
         self.r = self.target.client(0)
 
@@ -694,6 +708,7 @@ def main() -> None:
     ap.add_argument("--nats-proxy-args", default="", help="extra proxy flags for the NATS row's NATS runs")
     ap.add_argument("--nats-ini", default="", help="extra [transport] lines for the NATS row's server, "
                     "e.g. 'batch = 4096\\n'")
+    ap.add_argument("--redis-options", default="", help='options for every redis target, e.g. "merge_sets = false"')
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"rows to run, comma-separated (default all: {','.join(ROWS)})")
@@ -707,10 +722,13 @@ def main() -> None:
     seconds = a.seconds or (1.0 if a.smoke else 10.0)
     rate = 1_000 if a.smoke and a.rate == 10_000 else a.rate
     proxy_args = a.proxy_args.split()
+    global REDIS_OPTIONS
+    REDIS_OPTIONS = a.redis_options
     a.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="syncs-bench-"))
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "n": n,
-                     "runs": runs, "smoke": a.smoke, "proxy_args": proxy_args, "throughput": []}
+                     "runs": runs, "smoke": a.smoke, "proxy_args": proxy_args, "redis_options": REDIS_OPTIONS,
+                     "throughput": []}
     try:
         c_exe = build_c_bench(tmp)
 

@@ -187,6 +187,10 @@ const OPTIONS: &[(&str, &[TargetKind])] = &[
     ("replicas", REDIS_KINDS),
     ("replica_timeout", REDIS_KINDS),
     ("split_transactions", &[TargetKind::RedisCluster]),
+    (
+        "merge_sets",
+        &[TargetKind::Redis, TargetKind::RedisSentinel],
+    ),
     ("master", &[TargetKind::RedisSentinel]),
     ("sentinel_user", &[TargetKind::RedisSentinel]),
     ("sentinel_password", &[TargetKind::RedisSentinel]),
@@ -270,11 +274,12 @@ fn check_options(cx: &mut Ctx<'_>, fi: usize, t: &TargetDecl) -> TargetOptions {
                     TargetOptions::MAX_REPLICAS
                 ),
             ),
-            ("fsync" | "split_transactions", OptionValue::Bool(b)) => match name {
+            ("fsync" | "split_transactions" | "merge_sets", OptionValue::Bool(b)) => match name {
                 "fsync" => o.fsync = Some(*b),
-                _ => o.split_transactions = Some(*b),
+                "split_transactions" => o.split_transactions = Some(*b),
+                _ => o.merge_sets = Some(*b),
             },
-            ("fsync" | "split_transactions", _) => {
+            ("fsync" | "split_transactions" | "merge_sets", _) => {
                 cx.error(fi, vspan, format!("`{name}` must be `true` or `false`"))
             }
             ("master" | "sentinel_user" | "sentinel_password", v) => match (name, string(v)) {

@@ -8,6 +8,9 @@
 //! point the marker says exactly what was applied, and records at or below
 //! it are skipped when they are delivered again: no gap, no duplicate.
 //!
+//! Plain `SET key value` commands that follow each other go as one `MSET`
+//! (merge.rs; the `merge_sets` option, on by default).
+//!
 //! A command Redis refuses at run time (WRONGTYPE) fails alone and is
 //! reported for its operation; one refused while queueing (wrong arity)
 //! aborts the EXEC, so it is taken out and the rest sent again. A db number
@@ -48,6 +51,7 @@ mod cluster;
 mod conn;
 mod fence;
 mod group;
+mod merge;
 mod regress;
 mod sentinel;
 mod topology;
@@ -102,6 +106,9 @@ pub struct RedisSettings {
     pub replicas: u32,
     /// How long WAIT waits for them.
     pub replica_timeout: Duration,
+    /// Plain `SET`s that follow each other go as one `MSET` (merge.rs).
+    /// Default true; not used by `redis-cluster` targets.
+    pub merge_sets: bool,
 }
 
 impl Default for RedisSettings {
@@ -112,6 +119,7 @@ impl Default for RedisSettings {
             timeout: Duration::from_secs(30),
             replicas: 0,
             replica_timeout: Duration::from_secs(1),
+            merge_sets: true,
         }
     }
 }
@@ -131,6 +139,7 @@ impl RedisSettings {
                 .unwrap_or(TargetOptions::DEFAULT_REDIS_TIMEOUT),
             replicas: def.replicas(),
             replica_timeout: def.replica_timeout(),
+            merge_sets: def.merge_sets(),
         }
     }
 }
@@ -173,6 +182,8 @@ pub struct RedisTarget {
     /// Per stream, the highest marker a run was confirmed with: a lower one
     /// read later (after a failover) is a regression, logged and counted.
     confirmed: Confirmed<u64>,
+    /// `merge_sets`, turned off for good once the target refuses an `MSET`.
+    merge_sets: AtomicBool,
 }
 
 /// How a new connection finds its server.
@@ -293,6 +304,8 @@ enum Part {
     Select,
     /// A command of the item at this index.
     Command(usize),
+    /// An `MSET` of plain `SET`s of these items (merge.rs).
+    Merged(Vec<usize>),
     Marker,
 }
 
@@ -398,6 +411,7 @@ impl RedisTarget {
                 .collect(),
             assign: assign::Assign::new(settings.pool),
             confirmed: Confirmed::new(name),
+            merge_sets: AtomicBool::new(settings.merge_sets),
         })
     }
 
@@ -547,6 +561,11 @@ impl RedisTarget {
         for (k, e) in replies {
             match parts.get(k) {
                 Some(Part::Command(i)) => errors.entry(*i).or_default().push(escape(e)),
+                Some(Part::Merged(items)) => {
+                    for i in items {
+                        errors.entry(*i).or_default().push(escape(e));
+                    }
+                }
                 Some(Part::Select | Part::Marker) | None => {
                     return Err(
                         self.unavailable(format!("bookkeeping command {what}: {}", escape(e)))
@@ -764,9 +783,9 @@ impl RedisTarget {
                 Some(a) if a.marker == new_marker => a.parts,
                 Some(a) => {
                     self.discard(live, &a).await?;
-                    run_body(&active, &field, new_marker, &mut packed)
+                    run_body(&active, &field, new_marker, self.merges(), &mut packed)
                 }
-                None => run_body(&active, &field, new_marker, &mut packed),
+                None => run_body(&active, &field, new_marker, self.merges(), &mut packed),
             };
             encode_command(&mut packed, &[&b"EXEC"[..]]);
             // After EXEC, in the same round trip (inside MULTI it would not
@@ -859,6 +878,20 @@ impl RedisTarget {
                     if is_transient(e) {
                         return Err(self.unavailable(escape(e)));
                     }
+                    // EXECABORT: an MSET refused while queueing (an ACL
+                    // without it, say) turns merging off, and the run goes
+                    // again as it came.
+                    if let Some(why) = replies.not_queued.iter().find_map(|(k, r)| {
+                        let e = r.as_error()?;
+                        let merged = matches!(parts.get(*k), Some(Part::Merged(_)));
+                        (merged && !is_transient(e)).then(|| escape(e))
+                    }) {
+                        self.merges_refused(&why);
+                        if let Some(a) = sent_ahead {
+                            self.discard(live, &a).await?;
+                        }
+                        continue;
+                    }
                     // EXECABORT: find the commands refused at queue time.
                     let refused = self.errors_by_item(
                         &parts,
@@ -935,9 +968,28 @@ impl RedisTarget {
             .collect();
         packed.clear();
         let field = self.marker_field(stream);
-        let parts = run_body(&active, &field, last, packed);
+        let parts = run_body(&active, &field, last, self.merges(), packed);
         live.conn.send(packed).await.map_err(|e| self.broken(e))?;
         Ok(Some(Ahead::new(stream, next.id, first, parts, last)))
+    }
+
+    /// Whether plain `SET`s are merged into `MSET`s now.
+    fn merges(&self) -> bool {
+        self.merge_sets.load(Ordering::Relaxed)
+    }
+
+    /// The target refused an `MSET` while queueing: `SET`s go one by one
+    /// from now on.
+    fn merges_refused(&self, why: &str) {
+        if self.merge_sets.swap(false, Ordering::Relaxed) {
+            metrics::counter!(stats::SERVER_REDIS_MSET_REFUSED, "target" => self.name.clone())
+                .increment(1);
+            tracing::warn!(
+                target = %self.name,
+                "the target refused MSET ({why}); plain SETs go to it one by one from now on \
+                 (merge_sets = false in its options says so from the start)"
+            );
+        }
     }
 
     /// Drops the run sent ahead on this connection: `DISCARD`, and the
@@ -958,13 +1010,15 @@ impl RedisTarget {
 }
 
 /// Appends a run's `MULTI` and the commands queued after it to `packed`:
-/// each operation's commands (with a `SELECT` where the db changes), then
+/// each operation's commands (with a `SELECT` where the db changes; with
+/// `merge`, plain `SET`s that follow each other as one `MSET`), then
 /// `HSET` of the stream's marker `field` to `marker` in [`MARKER_DB`].
 /// Returns what each queued command is.
 fn run_body(
     active: &[(usize, &RedisOp)],
     field: &str,
     marker: u64,
+    merge: bool,
     packed: &mut Vec<u8>,
 ) -> Vec<Part> {
     // Sized up front: growing a run's megabyte by doubling copied it again
@@ -979,17 +1033,31 @@ fn run_body(
     let mut parts: Vec<Part> = Vec::with_capacity(commands + 4);
     encode_command(packed, &[&b"MULTI"[..]]);
     let mut current_db = None;
+    let mut pairs = merge::Pairs::default();
     for &(i, op) in active {
         if current_db != Some(op.db) {
+            flush(&mut pairs, packed, &mut parts);
             select(packed, op.db);
             parts.push(Part::Select);
             current_db = Some(op.db);
         }
         for c in &op.commands {
-            packed.extend_from_slice(c.resp());
-            parts.push(Part::Command(i));
+            match merge.then(|| merge::set_pair(c.resp())).flatten() {
+                Some(pair) => {
+                    if !pairs.fits(pair) {
+                        flush(&mut pairs, packed, &mut parts);
+                    }
+                    pairs.push(i, pair);
+                }
+                None => {
+                    flush(&mut pairs, packed, &mut parts);
+                    packed.extend_from_slice(c.resp());
+                    parts.push(Part::Command(i));
+                }
+            }
         }
     }
+    flush(&mut pairs, packed, &mut parts);
     select(packed, MARKER_DB);
     parts.push(Part::Select);
     encode_command(
@@ -1003,6 +1071,15 @@ fn run_body(
     );
     parts.push(Part::Marker);
     parts
+}
+
+/// Writes the `SET`s gathered in `pairs` (merge.rs) and notes what went.
+fn flush(pairs: &mut merge::Pairs<'_>, packed: &mut Vec<u8>, parts: &mut Vec<Part>) {
+    match pairs.flush(packed) {
+        merge::Flushed::Nothing => {}
+        merge::Flushed::Single(i) => parts.push(Part::Command(i)),
+        merge::Flushed::Merged(items) => parts.push(Part::Merged(items)),
+    }
 }
 
 #[cfg(test)]
