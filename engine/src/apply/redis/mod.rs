@@ -1042,18 +1042,16 @@ fn run_body(
             current_db = Some(op.db);
         }
         for c in &op.commands {
-            match merge.then(|| merge::set_pair(c.resp())).flatten() {
-                Some(pair) => {
-                    if !pairs.fits(pair) {
-                        flush(&mut pairs, packed, &mut parts);
-                    }
-                    pairs.push(i, pair);
-                }
-                None => {
+            let resp = c.resp();
+            if merge && merge::is_plain_set(resp) {
+                if !pairs.fits(resp) {
                     flush(&mut pairs, packed, &mut parts);
-                    packed.extend_from_slice(c.resp());
-                    parts.push(Part::Command(i));
                 }
+                pairs.push(i, resp);
+            } else {
+                flush(&mut pairs, packed, &mut parts);
+                packed.extend_from_slice(resp);
+                parts.push(Part::Command(i));
             }
         }
     }
