@@ -158,7 +158,9 @@ def with_redis_options(rules: str) -> str:
     """`rules` with REDIS_OPTIONS given to each `redis` target."""
     if not REDIS_OPTIONS:
         return rules
-    return re.sub(r'(= redis "[^"]*")', lambda m: f"{m.group(1)} {{ {REDIS_OPTIONS} }}", rules)
+    # Into the target's own `{ ... }` when it has one, else a new one.
+    rules = re.sub(r'(= redis "[^"]*"\s*\{)', lambda m: f"{m.group(1)} {REDIS_OPTIONS},", rules)
+    return re.sub(r'(= redis "[^"]*")(?!\s*\{)', lambda m: f"{m.group(1)} {{ {REDIS_OPTIONS} }}", rules)
 
 
 class Rig:
