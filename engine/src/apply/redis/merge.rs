@@ -20,11 +20,13 @@
 
 use std::io::Write;
 
+use super::Part;
+
 /// A merged command holds at most this many pairs…
-pub(super) const MAX_PAIRS: usize = 128;
+const MAX_PAIRS: usize = 128;
 /// …and at most this many bytes of them (large values are not gathered
 /// into one huge command).
-pub(super) const MAX_BYTES: usize = 256 << 10;
+const MAX_BYTES: usize = 256 << 10;
 
 /// `*3\r\n$3\r\nSET\r\n`: the head of a plain `SET` in canonical RESP.
 const SET_HEAD: usize = 13;
@@ -53,38 +55,38 @@ pub(super) struct Pairs<'a> {
     bytes: usize,
 }
 
-/// What [`Pairs::flush`] wrote.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Flushed {
-    Nothing,
-    /// One `SET`, as it came, of this item.
-    Single(usize),
-    /// One `MSET` for these items (each once, in run order).
-    Merged(Vec<usize>),
-}
-
 impl<'a> Pairs<'a> {
     /// Whether `set`, a plain `SET` ([`is_plain_set`]), still fits the
     /// group.
-    pub(super) fn fits(&self, set: &[u8]) -> bool {
+    fn fits(&self, set: &[u8]) -> bool {
         self.sets.is_empty()
             || (self.sets.len() < MAX_PAIRS && self.bytes + pair(set).len() <= MAX_BYTES)
     }
 
-    /// Adds `set`, a plain `SET` ([`is_plain_set`]) of `item`.
-    pub(super) fn push(&mut self, item: usize, set: &'a [u8]) {
+    /// Adds `set`, a plain `SET` ([`is_plain_set`]) of `item`, writing the
+    /// group first (as [`Self::flush`]) when `set` does not fit it.
+    pub(super) fn push(
+        &mut self,
+        item: usize,
+        set: &'a [u8],
+        packed: &mut Vec<u8>,
+        parts: &mut Vec<Part>,
+    ) {
+        if !self.fits(set) {
+            self.flush(packed, parts);
+        }
         self.bytes += pair(set).len();
         self.sets.push((item, set));
     }
 
     /// Writes the group to `packed` (a lone `SET` as it came, more as one
-    /// `MSET`) and empties it.
-    pub(super) fn flush(&mut self, packed: &mut Vec<u8>) -> Flushed {
-        let flushed = match self.sets.as_slice() {
-            [] => Flushed::Nothing,
+    /// `MSET`), notes in `parts` what was queued, and empties it.
+    pub(super) fn flush(&mut self, packed: &mut Vec<u8>, parts: &mut Vec<Part>) {
+        match self.sets.as_slice() {
+            [] => {}
             [(item, set)] => {
                 packed.extend_from_slice(set);
-                Flushed::Single(*item)
+                parts.push(Part::Command(*item));
             }
             sets => {
                 // Writing to a Vec cannot fail.
@@ -96,12 +98,11 @@ impl<'a> Pairs<'a> {
                         items.push(*item);
                     }
                 }
-                Flushed::Merged(items)
+                parts.push(Part::Merged(items));
             }
-        };
+        }
         self.sets.clear();
         self.bytes = 0;
-        flushed
     }
 }
 
@@ -136,46 +137,58 @@ mod tests {
             resp(&[b"set", b"b", b"2"]),
             resp(&[b"SET", b"a", b"3"]),
         );
+        let (mut packed, mut parts) = (Vec::new(), Vec::new());
         let mut pairs = Pairs::default();
         for (item, set) in [(0, &a), (2, &b), (2, &c)] {
-            assert!(pairs.fits(set));
-            pairs.push(item, set);
+            pairs.push(item, set, &mut packed, &mut parts);
         }
-        let mut packed = Vec::new();
-        assert_eq!(pairs.flush(&mut packed), Flushed::Merged(vec![0, 2]));
+        assert!(packed.is_empty(), "nothing written before the flush");
+        pairs.flush(&mut packed, &mut parts);
+        assert!(
+            matches!(&parts[..], [Part::Merged(items)] if *items == [0, 2]),
+            "{parts:?}"
+        );
         let parsed = parse_commands(&packed).expect("RESP");
         assert_eq!(
             parsed,
             vec![vec![&b"MSET"[..], b"a", b"1", b"b", b"2", b"a", b"3"]]
         );
-        assert_eq!(pairs.flush(&mut packed), Flushed::Nothing);
+        pairs.flush(&mut packed, &mut parts);
+        assert_eq!(parts.len(), 1, "an empty group writes nothing");
     }
 
     #[test]
     fn a_lone_set_goes_as_it_came() {
         let set = resp(&[b"set", b"k", b"v"]);
+        let (mut packed, mut parts) = (Vec::new(), Vec::new());
         let mut pairs = Pairs::default();
-        pairs.push(4, &set);
-        let mut packed = Vec::new();
-        assert_eq!(pairs.flush(&mut packed), Flushed::Single(4));
+        pairs.push(4, &set, &mut packed, &mut parts);
+        pairs.flush(&mut packed, &mut parts);
+        assert!(matches!(parts[..], [Part::Command(4)]), "{parts:?}");
         assert_eq!(packed, set);
     }
 
     #[test]
     fn a_group_is_bounded_by_pairs_and_bytes() {
         let small = resp(&[b"SET", b"k", b"v"]);
+        let (mut packed, mut parts) = (Vec::new(), Vec::new());
         let mut pairs = Pairs::default();
         for i in 0..MAX_PAIRS {
             assert!(pairs.fits(&small));
-            pairs.push(i, &small);
+            pairs.push(i, &small, &mut packed, &mut parts);
         }
         assert!(!pairs.fits(&small));
+        // One more: the full group is written first, the SET starts the next.
+        pairs.push(MAX_PAIRS, &small, &mut packed, &mut parts);
+        assert!(matches!(&parts[..], [Part::Merged(items)] if items.len() == MAX_PAIRS));
+        pairs.flush(&mut packed, &mut parts);
+        assert!(matches!(parts[1], Part::Command(i) if i == MAX_PAIRS));
 
         let big_value = vec![b'x'; MAX_BYTES / 2];
         let big = resp(&[b"SET", b"k", &big_value]);
         let mut pairs = Pairs::default();
         assert!(pairs.fits(&big));
-        pairs.push(0, &big);
+        pairs.push(0, &big, &mut packed, &mut parts);
         assert!(!pairs.fits(&big));
         // A pair larger than the bound on its own still fits an empty group.
         let huge_value = vec![b'x'; MAX_BYTES * 2];

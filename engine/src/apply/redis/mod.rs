@@ -1036,7 +1036,7 @@ fn run_body(
     let mut pairs = merge::Pairs::default();
     for &(i, op) in active {
         if current_db != Some(op.db) {
-            flush(&mut pairs, packed, &mut parts);
+            pairs.flush(packed, &mut parts);
             select(packed, op.db);
             parts.push(Part::Select);
             current_db = Some(op.db);
@@ -1044,18 +1044,15 @@ fn run_body(
         for c in &op.commands {
             let resp = c.resp();
             if merge && merge::is_plain_set(resp) {
-                if !pairs.fits(resp) {
-                    flush(&mut pairs, packed, &mut parts);
-                }
-                pairs.push(i, resp);
+                pairs.push(i, resp, packed, &mut parts);
             } else {
-                flush(&mut pairs, packed, &mut parts);
+                pairs.flush(packed, &mut parts);
                 packed.extend_from_slice(resp);
                 parts.push(Part::Command(i));
             }
         }
     }
-    flush(&mut pairs, packed, &mut parts);
+    pairs.flush(packed, &mut parts);
     select(packed, MARKER_DB);
     parts.push(Part::Select);
     encode_command(
@@ -1069,15 +1066,6 @@ fn run_body(
     );
     parts.push(Part::Marker);
     parts
-}
-
-/// Writes the `SET`s gathered in `pairs` (merge.rs) and notes what went.
-fn flush(pairs: &mut merge::Pairs<'_>, packed: &mut Vec<u8>, parts: &mut Vec<Part>) {
-    match pairs.flush(packed) {
-        merge::Flushed::Nothing => {}
-        merge::Flushed::Single(i) => parts.push(Part::Command(i)),
-        merge::Flushed::Merged(items) => parts.push(Part::Merged(items)),
-    }
 }
 
 #[cfg(test)]
