@@ -515,6 +515,10 @@ def socket_answers(path: str) -> bool:
 class Syncs:
     """A sync_server and a proxy wired to the given rules."""
 
+    # Put before every proxy's command line (the bench suite's
+    # `--proxy-nice`: `nice -n N`).
+    proxy_launcher: list[str] = []
+
     def __init__(self, tmp: Path, rules: str, socket_path: str | None = None,
                  start_server: bool = True, proxy_args: list[str] | None = None,
                  server_ini: str = "", nats: "Nats | None" = None, nats_ini: str = ""):
@@ -580,7 +584,8 @@ class Syncs:
     def _proxy(self, sock: str, spool: Path, log: Path, args: list[str]) -> Proc:
         dest = (["--nats", self.nats.url] if self.nats
                 else ["-d", f"127.0.0.1:{self.proxy_dest or self.server_port}"])
-        proc = Proc([str(BIN / "proxy"), "-u", sock, *dest, "--spool-dir", str(spool), *args], log)
+        proc = Proc([*self.proxy_launcher, str(BIN / "proxy"), "-u", sock, *dest, "--spool-dir", str(spool), *args],
+                    log)
         wait_for(lambda: socket_answers(sock) or not proc.alive(), what="proxy socket")
         assert proc.alive(), proc.text()
         return proc

@@ -8,6 +8,7 @@ run, in one run on one machine (docs/benchmarks.md explains each row).
                                                  # writers, cluster, nats, mongo, backlog)
     SYNCS_BIN_DIR=DIR python3 tests/bench/suite.py ...   # daemons and libintc of another build
     python3 tests/bench/suite.py --redis-options "merge_sets = false"   # options of every redis target
+    python3 tests/bench/suite.py --proxy-nice 10  # every proxy started under `nice -n 10`
 
 Starts its own redis-server (and FerretDB when installed), sync_server and
 proxy on loopback, from target/release (scripts/test.sh builds them) with
@@ -711,6 +712,8 @@ def main() -> None:
     ap.add_argument("--nats-ini", default="", help="extra [transport] lines for the NATS row's server, "
                     "e.g. 'batch = 4096\\n'")
     ap.add_argument("--redis-options", default="", help='options for every redis target, e.g. "merge_sets = false"')
+    ap.add_argument("--proxy-nice", type=int, default=0,
+                    help="start every proxy under `nice -n N` (as systemd's Nice= would); default 0, as started")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"rows to run, comma-separated (default all: {','.join(ROWS)})")
@@ -726,11 +729,13 @@ def main() -> None:
     proxy_args = a.proxy_args.split()
     global REDIS_OPTIONS
     REDIS_OPTIONS = a.redis_options
+    if a.proxy_nice:
+        Syncs.proxy_launcher = ["nice", "-n", str(a.proxy_nice)]
     a.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="syncs-bench-"))
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "n": n,
                      "runs": runs, "smoke": a.smoke, "proxy_args": proxy_args, "redis_options": REDIS_OPTIONS,
-                     "throughput": []}
+                     "proxy_nice": a.proxy_nice, "throughput": []}
     try:
         c_exe = build_c_bench(tmp)
 
