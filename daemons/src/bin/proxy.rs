@@ -76,6 +76,13 @@ struct Args {
     /// `100ms`, or `never` (only on segment close and shutdown).
     #[arg(long, default_value = "always", value_parser = clap::value_parser!(Fsync))]
     fsync: Fsync,
+    /// With `--fsync always`: the least time between the starts of two
+    /// fsyncs (`1ms`); the frames written meanwhile share the next one.
+    /// Every SYNC is still answered once its frames are fsynced, up to this
+    /// much later. 0 (the default): each fsync starts as soon as the
+    /// previous one returned.
+    #[arg(long, default_value = "0", value_parser = syncs_dsl::parse_duration)]
+    fsync_spacing: Duration,
     /// Disk cap of the spool.
     #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
     spool_max: u64,
@@ -182,6 +189,7 @@ async fn run(
             .unwrap_or_else(|| default_spool_dir(&args.socket)),
         segment_bytes: args.segment_size,
         fsync: args.fsync,
+        fsync_spacing: args.fsync_spacing,
         max_bytes: args.spool_max,
         when_full: args.when_full,
         memory_bytes: usize::try_from(args.spool_memory)

@@ -79,6 +79,12 @@ pub struct SpoolConfig {
     /// Roll to a new segment file past this (default 64 MiB).
     pub segment_bytes: u64,
     pub fsync: Fsync,
+    /// Under [`Fsync::Always`], the least time from the start of one fsync
+    /// to the start of the next (default zero: the next starts as soon as
+    /// the previous returned). Every push still returns only once its
+    /// record is fsynced, up to this much later; the spool fsyncs at most
+    /// once per spacing, gathering the records written meanwhile.
+    pub fsync_spacing: Duration,
     /// Disk cap for all segments (default 10 GiB).
     pub max_bytes: u64,
     pub when_full: WhenFull,
@@ -95,6 +101,7 @@ impl SpoolConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             fsync: Fsync::Always,
+            fsync_spacing: Duration::ZERO,
             max_bytes: 10 << 30,
             when_full: WhenFull::Block,
             memory_bytes: 8 << 20,
@@ -109,8 +116,13 @@ pub(super) struct Limits {
     pub max_bytes: u64,
     pub memory_bytes: usize,
     pub fsync: Fsync,
+    pub fsync_spacing: Duration,
     pub when_full: WhenFull,
 }
+
+/// The largest [`SpoolConfig::fsync_spacing`]: a client's SYNC waits up to
+/// the spacing.
+const MAX_FSYNC_SPACING: Duration = Duration::from_secs(1);
 
 /// Checks `config` and caps the segment size below the disk cap.
 pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
@@ -132,6 +144,17 @@ pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
             "fsync every 0 ms: use Fsync::Always".into(),
         ));
     }
+    if !config.fsync_spacing.is_zero() && config.fsync != Fsync::Always {
+        return Err(SpoolError::Config(
+            "an fsync spacing applies to Fsync::Always (`--fsync always`) only".into(),
+        ));
+    }
+    if config.fsync_spacing > MAX_FSYNC_SPACING {
+        return Err(SpoolError::Config(format!(
+            "fsync spacing {:?} is over the most allowed, {MAX_FSYNC_SPACING:?} (every SYNC waits up to it)",
+            config.fsync_spacing
+        )));
+    }
     // Acknowledged segments free room only once closed: keep at least a
     // few segments under the cap.
     let segment_bytes = config
@@ -150,6 +173,7 @@ pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
         max_bytes: config.max_bytes,
         memory_bytes: config.memory_bytes,
         fsync: config.fsync,
+        fsync_spacing: config.fsync_spacing,
         when_full: config.when_full,
     })
 }

@@ -8,6 +8,12 @@
 //! rounds), raises the durable mark, then answers. A slow disk delays the
 //! pushers' confirmation (and the clients' SYNC), not replication.
 //!
+//! With a spacing (`--fsync-spacing`), an fsync starts no sooner than
+//! the spacing after the previous one started: the rounds written in
+//! between wait and share it. Under a steady stream that bounds the
+//! fsyncs per second (and the CPU and device flushes they cost); a round
+//! after a quiet spell is fsynced at once.
+//!
 //! The durable mark is what the writer stamps into each record's `lead`
 //! (see `docs/spool.md`): recovery tells a torn tail from corruption by
 //! it, so it is raised only after the fsync returned, and before anyone
@@ -18,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use syncs_engine::stats;
 use tokio::sync::oneshot;
@@ -39,6 +46,8 @@ pub(super) struct Syncer {
     pub rx: Receiver<Round>,
     /// Every record up to here is fsynced (shared with the writer).
     pub durable: Arc<AtomicU64>,
+    /// The least time between the starts of two fsyncs.
+    pub spacing: Duration,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -52,7 +61,12 @@ impl std::fmt::Debug for Syncer {
 impl Syncer {
     /// Runs until the writer drops its sender, answering every round.
     pub fn run(self) {
+        let mut last_start: Option<Instant> = None;
         while let Ok(first) = self.rx.recv() {
+            if let Some(wait) = last_start.and_then(|at| self.spacing.checked_sub(at.elapsed())) {
+                std::thread::sleep(wait);
+            }
+            last_start = Some(Instant::now());
             let mut rounds = vec![first];
             rounds.extend(self.rx.try_iter());
             #[cfg(test)]

@@ -13,6 +13,7 @@ fn config(dir: &Path) -> SpoolConfig {
         dir: dir.to_path_buf(),
         segment_bytes: 1 << 20,
         fsync: Fsync::Always,
+        fsync_spacing: Duration::ZERO,
         max_bytes: 1 << 30,
         when_full: WhenFull::Block,
         memory_bytes: 1 << 20,
@@ -616,6 +617,54 @@ async fn concurrent_pushes_share_fsyncs_and_keep_their_order() {
     assert_eq!(got, (n + 1..=n + 50).collect::<Vec<_>>());
     let (_, recs) = read_all(&s, n + 1, 100);
     assert_eq!(recs, (1001..=1050).map(rec).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_spacing_holds_fsyncs_apart_and_every_push_still_waits_for_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    let spacing = Duration::from_millis(100);
+    cfg.fsync_spacing = spacing;
+    let s = std::sync::Arc::new(Spool::open(cfg.clone(), 1).expect("open"));
+    let started = std::time::Instant::now();
+    // After a quiet spell the first fsync starts at once.
+    assert_eq!(s.push(rec(1)).await.expect("push"), 1);
+    assert_eq!(s.fsyncs(), 1);
+    // Pushes within the spacing wait for the next fsync, which they share.
+    let tasks: Vec<_> = (2..=21)
+        .map(|i| {
+            let s = std::sync::Arc::clone(&s);
+            tokio::spawn(async move { s.push(rec(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("joined").expect("push");
+    }
+    // Each push returned once its record was fsynced, and that fsync
+    // started no sooner than the spacing after the first.
+    assert!(started.elapsed() >= spacing, "{:?}", started.elapsed());
+    let fsyncs = s.fsyncs();
+    assert!((2..=3).contains(&fsyncs), "{fsyncs} fsyncs");
+    drop(s);
+    let reopened = Spool::open(cfg, 1).expect("reopen");
+    assert_eq!(
+        read_all(&reopened, 1, 100),
+        (1, (1..=21).map(rec).collect())
+    );
+}
+
+#[test]
+fn a_spacing_needs_fsync_always_and_at_most_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.fsync = Fsync::Never;
+    cfg.fsync_spacing = Duration::from_millis(1);
+    let err = Spool::open(cfg.clone(), 1).expect_err("spacing without always");
+    assert!(err.to_string().contains("Fsync::Always"), "{err}");
+    cfg.fsync = Fsync::Always;
+    cfg.fsync_spacing = Duration::from_secs(2);
+    let err = Spool::open(cfg, 1).expect_err("spacing over a second");
+    assert!(err.to_string().contains("over the most allowed"), "{err}");
 }
 
 #[tokio::test]

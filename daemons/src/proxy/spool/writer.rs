@@ -268,6 +268,7 @@ impl Writer {
             shared: Arc::clone(&self.shared),
             rx,
             durable: Arc::clone(&self.durable),
+            spacing: self.shared.limits.fsync_spacing,
         };
         match thread::Builder::new()
             .name("spool-syncer".into())
