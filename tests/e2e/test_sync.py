@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, default_rules, wait_for
+from conftest import BIN, ROOT, default_rules, wait_for
 
 
 def test_sync_confirms_and_counts_refusals(syncs_factory, redis_target):
@@ -138,3 +138,34 @@ int main(int argc, char **argv) {
                          env=dict(os.environ, LD_LIBRARY_PATH=str(ROOT / "target/release")))
     assert out.returncode == 0 and out.stdout.split() == ["0", "0"], out
     wait_for(lambda: redis_target.client(0).get("from_c") == b"1", what="the write")
+
+
+def test_sync_waits_for_the_fsync_under_a_spacing(syncs_factory, redis_target):
+    """`--fsync-spacing`: fsyncs are held apart, and a SYNC is still
+    answered only once its frames are fsynced (so each SYNC after a lone
+    write waits for the next fsync, the spacing after the previous)."""
+    import intc
+
+    spacing, rounds = 0.1, 8
+    s = syncs_factory(default_rules(redis_target.url, None), proxy_args=["--fsync-spacing", "100ms"])
+    ic = intc.IncClient()
+    before = s.proxy_metric("syncs_proxy_spool_fsyncs_total")
+    started = time.monotonic()
+    for i in range(rounds):
+        ic.redis_one(s.socket, 6379, 0, ("rpush", "l", str(i)))
+        assert ic.sync(s.socket) == 0
+    elapsed = time.monotonic() - started
+    fsyncs = s.proxy_metric("syncs_proxy_spool_fsyncs_total") - before
+    # One fsync per SYNC, each started the spacing after the one before.
+    assert fsyncs >= rounds, fsyncs
+    assert elapsed >= (rounds - 1) * spacing, elapsed
+    wait_for(lambda: redis_target.client(0).llen("l") == rounds, what="writes applied")
+
+
+def test_an_fsync_spacing_needs_fsync_always(tmp_path):
+    out = subprocess.run([str(BIN / "proxy"), "-u", str(tmp_path / "p.sock"),
+                          "-d", "127.0.0.1:1", "--spool-dir", str(tmp_path / "spool"),
+                          "--fsync", "never", "--fsync-spacing", "1ms"],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert out.returncode != 0
+    assert "an fsync spacing applies to Fsync::Always (`--fsync always`) only" in out.stderr, out.stderr
