@@ -24,6 +24,8 @@
 //! - [`log_throttle`]: the one pace for log lines of an event that may
 //!   repeat fast.
 //! - [`shutdown`]: the signal that tells every task to finish.
+//! - [`spacing`]: the least time between two events of one kind (the
+//!   spool's fsyncs, a link's batches), what comes due meanwhile gathered.
 //!
 //! **Architecture invariant:** nothing here parses a wire format or a rule:
 //! codecs live in `syncs-engine`, the language in `syncs-dsl`.
@@ -40,5 +42,6 @@ pub mod sched;
 pub mod security;
 pub mod server;
 pub mod shutdown;
+pub mod spacing;
 pub mod status;
 pub mod telemetry;

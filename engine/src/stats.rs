@@ -20,6 +20,9 @@ pub const PROXY_CLIENTS: &str = "syncs_proxy_clients";
 pub const PROXY_LINKS_UP: &str = "syncs_proxy_links_up";
 /// REWINDs a server sent: records sent again for a target that lagged.
 pub const PROXY_REWINDS: &str = "syncs_proxy_rewinds_total";
+/// BATCH messages sent to servers (counter): records per batch is
+/// `syncs_proxy_spool_read_records_total` over it.
+pub const PROXY_BATCHES_SENT: &str = "syncs_proxy_batches_sent_total";
 
 /// Bytes of all the spool's segment files (gauge).
 pub const PROXY_SPOOL_BYTES: &str = "syncs_proxy_spool_bytes";

@@ -83,6 +83,13 @@ struct Args {
     /// previous one returned.
     #[arg(long, default_value = "0", value_parser = syncs_dsl::parse_duration)]
     fsync_spacing: Duration,
+    /// The least time between the starts of two batches to a server that
+    /// are not full (`1ms`): the records written meanwhile go together, so
+    /// a steady stream costs fewer batches (CPU in proxy, server and
+    /// target), each record up to this much later. 0 (the default): every
+    /// batch goes as soon as its records are readable.
+    #[arg(long, default_value = "0", value_parser = syncs_dsl::parse_duration)]
+    batch_spacing: Duration,
     /// Disk cap of the spool.
     #[arg(long, default_value = "10GiB", value_parser = telemetry::parse_size)]
     spool_max: u64,
@@ -225,6 +232,7 @@ async fn run(
         drain_timeout: args.drain_timeout,
         nats,
         security,
+        batch_spacing: args.batch_spacing,
     };
     let stop = shutdown::on_signals().context("installing signal handlers")?;
     proxy::run(opts, stop).await

@@ -18,6 +18,7 @@ use super::spool::Spool;
 use crate::backoff::Backoff;
 use crate::security::proxy::ProxySecurity;
 use crate::security::BoxIo;
+use crate::spacing::Spacing;
 
 /// Records per BATCH, and bytes per BATCH (a single larger record still
 /// goes alone).
@@ -50,6 +51,9 @@ pub struct Link {
     pub max_message: u64,
     /// TLS and token towards this server.
     pub security: Arc<ProxySecurity>,
+    /// The least time between the starts of two batches that are not full
+    /// (`--batch-spacing`; zero: each is sent as soon as it is readable).
+    pub batch_spacing: Duration,
 }
 
 impl Link {
@@ -189,13 +193,24 @@ impl Link {
         // window (version 3; else the window counts from the ACK).
         let mut taken = 0u64;
         let (mut sink, mut stream) = framed.split();
+        let mut spacing = Spacing::new(self.batch_spacing);
+        let batches = metrics::counter!(stats::PROXY_BATCHES_SENT);
         loop {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
             }
             let acked = self.spool.acked(self.index);
             let room = (cursor.position() - 1).saturating_sub(acked.max(taken)) < WINDOW;
-            if room && cursor.ready() {
+            // A batch that is not full waits out the spacing since the
+            // previous one started, gathering what is written meanwhile.
+            let ready = cursor.ready();
+            let readable = (self.spool.last() + 1).saturating_sub(cursor.position());
+            let held = if ready && readable < BATCH_RECORDS as u64 {
+                spacing.held_until()
+            } else {
+                None
+            };
+            if room && ready && held.is_none() {
                 // An error (a record missing: a bug) ends the session;
                 // the link reconnects and resends from the ACK.
                 let read = cursor
@@ -203,18 +218,21 @@ impl Link {
                     .await
                     .context("reading the spool")?;
                 if let Some((first, records)) = read {
+                    spacing.start();
                     sink.send(Message::Batch {
                         first_seq: first,
                         records,
                     })
                     .await?;
+                    batches.increment(1);
                 }
                 continue;
             }
             tokio::select! {
                 _ = drained.cancelled() => return Ok(()),
                 _ = stop.cancelled(), if !stop.is_cancelled() => {}
-                ready = cursor.wait(), if room => ready.context("waiting for the spool")?,
+                ready = cursor.wait(), if room && held.is_none() => ready.context("waiting for the spool")?,
+                _ = sleep_until(held), if room && held.is_some() => {}
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Ack { seq })) => self.spool.ack(self.index, seq),
                     Some(Ok(Message::Taken { seq })) => taken = taken.max(seq),
@@ -250,5 +268,14 @@ impl LinkUp {
 impl Drop for LinkUp {
     fn drop(&mut self) {
         metrics::gauge!(stats::PROXY_LINKS_UP).decrement(1.0);
+    }
+}
+
+/// Sleeps until `at` (never, when `None`: a `select!` branch disabled
+/// then).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

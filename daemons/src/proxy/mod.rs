@@ -42,6 +42,9 @@ pub struct ProxyOptions {
     pub security: crate::security::proxy::SecurityOptions,
     /// Also publish every record to NATS JetStream (`--nats`).
     pub nats: Option<crate::nats::NatsSettings>,
+    /// The least time between the starts of two batches that are not full,
+    /// per server (`--batch-spacing`; zero: none).
+    pub batch_spacing: Duration,
 }
 
 /// Adds the default port to a destination without one.
@@ -88,6 +91,7 @@ pub async fn run(opts: ProxyOptions, stop: CancellationToken) -> anyhow::Result<
     if opts.destinations.is_empty() && opts.nats.is_none() {
         bail!("at least one destination (-d or --nats) is needed");
     }
+    crate::spacing::check("--batch-spacing", opts.batch_spacing).map_err(anyhow::Error::msg)?;
     let listener = bind(&opts.socket, opts.socket_mode)?;
     if let Some(gid) = opts.security.socket_group {
         crate::security::proxy::chown_socket(&opts.socket, gid)?;
@@ -142,6 +146,7 @@ pub async fn serve(
             spool: Arc::clone(&spool),
             max_message: u64::from(opts.max_frame) * 2 + (1 << 20),
             security: Arc::clone(&opts.security.security),
+            batch_spacing: opts.batch_spacing,
         };
         links.spawn_on(
             link.run(stop.clone(), drained.clone()),

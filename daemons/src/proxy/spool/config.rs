@@ -120,10 +120,6 @@ pub(super) struct Limits {
     pub when_full: WhenFull,
 }
 
-/// The largest [`SpoolConfig::fsync_spacing`]: a client's SYNC waits up to
-/// the spacing.
-const MAX_FSYNC_SPACING: Duration = Duration::from_secs(1);
-
 /// Checks `config` and caps the segment size below the disk cap.
 pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
     let least = 2 * SEGMENT_HEADER + RECORD_HEADER + 1;
@@ -149,12 +145,7 @@ pub(super) fn validate(config: &SpoolConfig) -> Result<Limits, SpoolError> {
             "an fsync spacing applies to Fsync::Always (`--fsync always`) only".into(),
         ));
     }
-    if config.fsync_spacing > MAX_FSYNC_SPACING {
-        return Err(SpoolError::Config(format!(
-            "fsync spacing {:?} is over the most allowed, {MAX_FSYNC_SPACING:?} (every SYNC waits up to it)",
-            config.fsync_spacing
-        )));
-    }
+    crate::spacing::check("fsync spacing", config.fsync_spacing).map_err(SpoolError::Config)?;
     // Acknowledged segments free room only once closed: keep at least a
     // few segments under the cap.
     let segment_bytes = config

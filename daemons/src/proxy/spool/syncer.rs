@@ -30,6 +30,7 @@ use syncs_engine::stats;
 use tokio::sync::oneshot;
 
 use super::{Shared, SpoolError};
+use crate::spacing::Spacing;
 
 /// One round the writer wrote, waiting for its fsync.
 #[derive(Debug)]
@@ -61,12 +62,12 @@ impl std::fmt::Debug for Syncer {
 impl Syncer {
     /// Runs until the writer drops its sender, answering every round.
     pub fn run(self) {
-        let mut last_start: Option<Instant> = None;
+        let mut spacing = Spacing::new(self.spacing);
         while let Ok(first) = self.rx.recv() {
-            if let Some(wait) = last_start.and_then(|at| self.spacing.checked_sub(at.elapsed())) {
-                std::thread::sleep(wait);
+            if let Some(at) = spacing.held_until() {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
-            last_start = Some(Instant::now());
+            spacing.start();
             let mut rounds = vec![first];
             rounds.extend(self.rx.try_iter());
             #[cfg(test)]
