@@ -204,12 +204,10 @@ impl Link {
             // A batch that is not full waits out the spacing since the
             // previous one started, gathering what is written meanwhile.
             let ready = cursor.ready();
-            let readable = (self.spool.last() + 1).saturating_sub(cursor.position());
-            let held = if ready && readable < BATCH_RECORDS as u64 {
-                spacing.held_until()
-            } else {
-                None
-            };
+            let held = spacing.held_until().filter(|_| {
+                let readable = (self.spool.last() + 1).saturating_sub(cursor.position());
+                ready && readable < BATCH_RECORDS as u64
+            });
             if room && ready && held.is_none() {
                 // An error (a record missing: a bug) ends the session;
                 // the link reconnects and resends from the ACK.
