@@ -626,9 +626,24 @@ def chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def settings(results: dict) -> str:
+    """The run's settings other than the defaults, as one line ("" when
+    none): a table's figures are of these."""
+    parts = []
+    if results.get("proxy_args"):
+        parts.append("every proxy with " + " ".join(results["proxy_args"]))
+    if results.get("proxy_nice"):
+        parts.append(f"every proxy under nice -n {results['proxy_nice']}")
+    if results.get("redis_options"):
+        parts.append(f"every redis target with {{ {results['redis_options']} }}")
+    return "settings: " + "; ".join(parts) if parts else ""
+
+
 def table(results: dict) -> str:
     lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call | CPU per SET |",
              "|---|---|---|---|---|---|"]
+    if settings(results):
+        lines.insert(0, settings(results) + "\n")
     rows = results["throughput"]
     limit = rows[0]["ops_per_s"] if rows else 0.0
     pipelined = next((r["ops_per_s"] for r in rows if r["id"] == "redis-py-p1000"), 0.0)
@@ -638,8 +653,10 @@ def table(results: dict) -> str:
         cpu = "—" if not cpu else (cpu_text(cpu) if "proxy" in cpu else f"redis {cpu['redis']:.2f} µs")
         lines.append(f"| {r['name']} | {r['ops_per_s']:,.0f} | {r['ops_per_s'] / limit:.0%} | "
                      f"{r['ops_per_s'] / pipelined:.2f}× | {call} | {cpu} |")
-    for key, what in (("latency", "proxy defaults (fsync always)"), ("latency_no_fsync", "proxy --fsync never"),
-                      ("latency_100k", "proxy defaults (fsync always)"),
+    args = results.get("proxy_args") or []
+    default = f"proxy {' '.join(args)}" if args else "proxy defaults (fsync always)"
+    no_fsync = "proxy " + " ".join([*without_fsync_spacing(args), "--fsync", "never"])
+    for key, what in (("latency", default), ("latency_no_fsync", no_fsync), ("latency_100k", default),
                       ("latency_fanout", "fanned out to Redis a and b, both up; latency at a"),
                       ("latency_fanout_b_down", "fanned out to Redis a and b, b stopped; latency at a")):
         lat = results.get(key)
