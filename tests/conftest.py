@@ -104,6 +104,17 @@ def resp(*args: bytes) -> bytes:
     return out
 
 
+def proxy_refusal(tmp_path: Path, *flags: str) -> str:
+    """Starts a proxy with `flags` (its socket and spool under `tmp_path`,
+    an unreachable server) that must refuse to start; returns what it said
+    on stderr."""
+    out = subprocess.run([str(BIN / "proxy"), "-u", str(tmp_path / "p.sock"), "-d", "127.0.0.1:1",
+                          "--spool-dir", str(tmp_path / "spool"), *flags],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert out.returncode != 0, out
+    return out.stderr
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -4,11 +4,9 @@ previous one has passed, gathering the records written meanwhile."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
-from conftest import BIN, default_rules, wait_for
+from conftest import default_rules, proxy_refusal, wait_for
 
 
 def test_a_batch_spacing_gathers_a_steady_stream_into_fewer_batches(syncs_factory, redis_target):
@@ -33,9 +31,5 @@ def test_a_batch_spacing_gathers_a_steady_stream_into_fewer_batches(syncs_factor
 
 
 def test_a_batch_spacing_over_a_second_is_refused(tmp_path):
-    out = subprocess.run([str(BIN / "proxy"), "-u", str(tmp_path / "p.sock"),
-                          "-d", "127.0.0.1:1", "--spool-dir", str(tmp_path / "spool"),
-                          "--batch-spacing", "2s"],
-                         capture_output=True, text=True, timeout=30, env={**os.environ, "RUST_BACKTRACE": "0"})
-    assert out.returncode != 0
-    assert "--batch-spacing 2s is over the most allowed, 1s" in out.stderr, out.stderr
+    err = proxy_refusal(tmp_path, "--batch-spacing", "2s")
+    assert "--batch-spacing 2s is over the most allowed, 1s" in err, err

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, default_rules, wait_for
+from conftest import ROOT, default_rules, proxy_refusal, wait_for
 
 
 def test_sync_confirms_and_counts_refusals(syncs_factory, redis_target):
@@ -163,9 +163,5 @@ def test_sync_waits_for_the_fsync_under_a_spacing(syncs_factory, redis_target):
 
 
 def test_an_fsync_spacing_needs_fsync_always(tmp_path):
-    out = subprocess.run([str(BIN / "proxy"), "-u", str(tmp_path / "p.sock"),
-                          "-d", "127.0.0.1:1", "--spool-dir", str(tmp_path / "spool"),
-                          "--fsync", "never", "--fsync-spacing", "1ms"],
-                         capture_output=True, text=True, timeout=30, env={**os.environ, "RUST_BACKTRACE": "0"})
-    assert out.returncode != 0
-    assert "an fsync spacing applies to Fsync::Always (`--fsync always`) only" in out.stderr, out.stderr
+    err = proxy_refusal(tmp_path, "--fsync", "never", "--fsync-spacing", "1ms")
+    assert "an fsync spacing applies to Fsync::Always (`--fsync always`) only" in err, err
