@@ -6,95 +6,60 @@
 
 #[path = "common/ops.rs"]
 mod ops;
+#[path = "common/procs.rs"]
+mod procs;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ops::op;
+use procs::{call, list, Proc};
 use syncs_dsl::{Target as TargetDef, TargetKind, TargetOptions};
 use syncs_engine::apply::redis::{RedisSettings, RedisSource, RedisTarget};
 use syncs_engine::apply::{Applied, Run, RunId, Target};
 use syncs_engine::op::Op;
-use syncs_engine::wire::reply::{take_reply, Reply};
-use syncs_engine::wire::resp::encode_command;
+use syncs_engine::wire::reply::Reply;
 
+/// A `redis-server` of the test's own, killed (then its directory removed)
+/// when dropped.
 struct Server {
-    child: Child,
+    _proc: Proc,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A fresh `redis-server` (no persistence, DEBUG allowed) on a port no
+/// other test of this process is given (`procs::free_ports`: tests run in
+/// parallel, and two servers on one port would let one test's
+/// `CLIENT KILL` reach another's connections), or `None` where none is
+/// installed.
 fn start() -> Option<Server> {
-    let exe = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(exe) = exe else {
-        assert!(
-            std::env::var("SYNCS_REQUIRE_ALL").as_deref() != Ok("1"),
-            "redis-server is missing"
-        );
-        eprintln!("redis-server not installed: skipped");
-        return None;
-    };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let exe = procs::redis_server()?;
+    let port = procs::free_ports(1)[0];
     let dir = tempfile::tempdir().expect("a temp dir");
-    let child = Command::new(exe)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    let server = Server {
-        child,
+    let args = [
+        "--port".to_owned(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        "".into(),
+        "--appendonly".into(),
+        "no".into(),
+        "--enable-debug-command".into(),
+        "yes".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+    ];
+    let proc = Proc::spawn(&format!("redis-server {port}"), exe, &args);
+    procs::wait_ping(port);
+    Some(Server {
+        _proc: proc,
         port,
         _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(server)
-}
-
-/// One command on a plain blocking connection: the test's own eyes.
-fn call(port: u16, args: &[&[u8]]) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut out = Vec::new();
-    encode_command(&mut out, args);
-    s.write_all(&out).expect("write");
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(r) = take_reply(&mut buf).expect("a reply") {
-            return r;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).expect("read");
-        assert!(n > 0, "closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    })
 }
 
 /// Whether Redis leaves a PING unanswered for 100 ms (it is sleeping).
@@ -105,19 +70,6 @@ fn busy(port: u16) -> bool {
     s.write_all(b"PING\r\n").expect("write");
     let mut reply = [0u8; 16];
     s.read(&mut reply).is_err()
-}
-
-fn list(port: u16, key: &str) -> Vec<Bytes> {
-    match call(port, &[&b"LRANGE"[..], key.as_bytes(), b"0", b"-1"]) {
-        Reply::Array(Some(items)) => items
-            .into_iter()
-            .map(|r| match r {
-                Reply::Bulk(Some(b)) => b,
-                other => panic!("{other:?}"),
-            })
-            .collect(),
-        other => panic!("{other:?}"),
-    }
 }
 
 fn target(port: u16, timeout: Option<Duration>) -> Target {
@@ -236,13 +188,6 @@ fn queued_in_multis(port: u16) -> Vec<i64> {
         .collect()
 }
 
-fn pushed(port: u16) -> Vec<String> {
-    list(port, "l")
-        .iter()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .collect()
-}
-
 fn texts(seqs: &[u64]) -> Vec<String> {
     seqs.iter().map(u64::to_string).collect()
 }
@@ -261,7 +206,7 @@ async fn a_run_sent_ahead_commits_only_when_applied() {
         .await
         .expect("the target is up");
     assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3]));
     // SELECT, three RPUSH, SELECT and the marker's HSET, queued.
     assert!(queued_in_multis(server.port).contains(&6));
     let out = t
@@ -269,11 +214,11 @@ async fn a_run_sent_ahead_commits_only_when_applied() {
         .await
         .expect("the target is up");
     assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3, 4, 5, 6]));
     assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
     // Applied once: the run again changes nothing.
     t.apply(5, &b).await.expect("the target is up");
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3, 4, 5, 6]));
 }
 
 /// Another run than the one sent ahead discards it first.
@@ -297,7 +242,7 @@ async fn a_run_sent_ahead_and_not_applied_is_discarded() {
     assert!(queued_in_multis(server.port).contains(&6));
     let out = t.apply(5, &c).await.expect("the target is up");
     assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3, 4, 5]));
     assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
 }
 
@@ -319,12 +264,12 @@ async fn an_aborted_exec_discards_the_run_sent_ahead() {
         matches!(&out[1], Applied::Refused(r) if r.contains("wrong number")),
         "{out:?}"
     );
-    assert_eq!(pushed(server.port), texts(&[1, 3]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 3]));
     assert!(queued_in_multis(server.port).iter().all(|&n| n == -1));
     t.apply_then(5, Run::new(idb, &b), None)
         .await
         .expect("the target is up");
-    assert_eq!(pushed(server.port), texts(&[1, 3, 4, 5, 6]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 3, 4, 5, 6]));
 }
 
 /// A run sent ahead with a command Redis refuses while queueing: its EXEC
@@ -352,7 +297,7 @@ async fn a_refusal_in_the_run_sent_ahead_lands_on_its_record() {
         "{out:?}"
     );
     assert_eq!((&out[0], &out[2]), (&Applied::Ok, &Applied::Ok));
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 6]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3, 4, 6]));
 }
 
 /// The connection holding a run sent ahead is killed: nothing of that run
@@ -382,7 +327,7 @@ async fn a_run_sent_ahead_on_a_lost_connection_is_applied_once() {
             .expect("the target is up"),
     };
     assert!(out.iter().all(|o| *o == Applied::Ok), "{out:?}");
-    assert_eq!(pushed(server.port), texts(&[1, 2, 3, 4, 5, 6]));
+    assert_eq!(list(server.port, "l"), texts(&[1, 2, 3, 4, 5, 6]));
 }
 
 #[tokio::test]
@@ -408,7 +353,7 @@ async fn a_run_cut_off_mid_exec_is_never_applied_twice() {
     // EXEC, the list ends [1, 2].
     assert_eq!(t.apply(9, &[(2, &two)]).await.expect("up"), [Applied::Ok]);
     sleeper.join().expect("the sleeper");
-    assert_eq!(list(server.port, "l"), [&b"1"[..], b"2"]);
+    assert_eq!(list(server.port, "l"), ["1", "2"]);
 }
 
 fn waiting_target(port: u16, replicas: u32, replica_timeout: Duration) -> Target {
@@ -456,7 +401,7 @@ async fn wait_holds_a_run_until_a_replica_has_it() {
         "{e}"
     );
     // Committed on the master all the same.
-    assert_eq!(list(primary.port, "w"), [&b"1"[..]]);
+    assert_eq!(list(primary.port, "w"), ["1"]);
 
     // A replica attaches: the retry skips the record, touches the marker
     // and is confirmed; nothing is applied twice.
@@ -477,8 +422,8 @@ async fn wait_holds_a_run_until_a_replica_has_it() {
             Err(e) => assert!(Instant::now() < deadline, "never confirmed: {e}"),
         }
     }
-    assert_eq!(list(primary.port, "w"), [&b"1"[..]]);
-    assert_eq!(list(replica.port, "w"), [&b"1"[..]]);
+    assert_eq!(list(primary.port, "w"), ["1"]);
+    assert_eq!(list(replica.port, "w"), ["1"]);
 }
 
 /// `calls=` of `name` in Redis' `INFO commandstats` (0 when never called).
