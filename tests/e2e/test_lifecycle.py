@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REQUIRE_ALL, ROOT, Proc, default_rules, wait_for
+from conftest import BIN, REQUIRE_ALL, ROOT, Proc, default_rules, wait_for, wait_settled
 
 N = 2000
 
@@ -110,7 +110,9 @@ def test_server_sigterm_mid_stream_loses_nothing(syncs_factory, redis_target):
     s.start_server()
     t.join()
     wait_for(lambda: r.llen("seq") >= N, timeout=60, what="every write")
-    time.sleep(0.3)
+    # Every write reached the target, so the proxy has them all: wait
+    # until nothing more can arrive (not a fixed wait) before "no duplicate".
+    wait_settled(s.proxy_metrics, lambda: r.llen("seq"))
     assert [int(x) for x in r.lrange("seq", 0, -1)] == list(range(1, N + 1))
 
 
