@@ -54,7 +54,7 @@ fn start() -> Option<Server> {
         dir.path().display().to_string(),
     ];
     let proc = Proc::spawn(&format!("redis-server {port}"), exe, &args);
-    procs::wait_ping(port);
+    procs::wait_own_redis(&proc, port);
     Some(Server {
         _proc: proc,
         port,

@@ -98,6 +98,11 @@ impl Proc {
         assert!(status.success(), "{}: kill -{signal}: {status}", self.name);
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and waits for the process to end.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -183,6 +188,23 @@ pub fn list(port: u16, key: &str) -> Vec<String> {
             .collect(),
         other => panic!("LRANGE {key}: {other:?}"),
     }
+}
+
+/// Waits until the `redis-server` `server` answers on 127.0.0.1:`port`,
+/// and checks that the one answering is that process: a server that could
+/// not bind its port exits, and another's answer would have two tests
+/// share one server (one's `CLIENT KILL` or end then cuts the other's
+/// connections).
+pub fn wait_own_redis(server: &Proc, port: u16) {
+    wait_ping(port);
+    let info = info(port, "server");
+    let pid = info_field(&info, "process_id").and_then(|p| p.parse::<u32>().ok());
+    assert_eq!(
+        pid,
+        Some(server.pid()),
+        "127.0.0.1:{port} is answered by another process than {}",
+        server.name
+    );
 }
 
 /// Waits until 127.0.0.1:`port` answers PING.

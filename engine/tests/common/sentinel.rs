@@ -76,8 +76,8 @@ impl SentinelSet {
             }
             data.push(Proc::spawn(&name, exe, &args));
         }
-        for port in &data_ports {
-            crate::procs::wait_ping(*port);
+        for (server, port) in data.iter().zip(&data_ports) {
+            crate::procs::wait_own_redis(server, *port);
         }
         poll(
             "both replicas are in sync with the master",
