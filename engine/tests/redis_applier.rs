@@ -32,9 +32,9 @@ struct Server {
 
 /// A fresh `redis-server` (no persistence, DEBUG allowed) on a port no
 /// other test of this process is given (`procs::free_ports`: tests run in
-/// parallel, and two servers on one port would let one test's
-/// `CLIENT KILL` reach another's connections), or `None` where none is
-/// installed.
+/// parallel, and two tests sharing one server cut each other's
+/// connections, by `CLIENT KILL` or by killing it at their end), or `None`
+/// where none is installed.
 fn start() -> Option<Server> {
     let exe = procs::redis_server()?;
     let port = procs::free_ports(1)[0];
