@@ -642,8 +642,9 @@ def settings(results: dict) -> str:
 def table(results: dict) -> str:
     lines = ["| row | ops/s (median) | vs redis-benchmark | vs redis-py pipelined | µs per call | CPU per SET |",
              "|---|---|---|---|---|---|"]
-    if settings(results):
-        lines.insert(0, settings(results) + "\n")
+    line = settings(results)
+    if line:
+        lines.insert(0, line + "\n")
     rows = results["throughput"]
     limit = rows[0]["ops_per_s"] if rows else 0.0
     pipelined = next((r["ops_per_s"] for r in rows if r["id"] == "redis-py-p1000"), 0.0)
