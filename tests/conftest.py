@@ -115,6 +115,17 @@ def proxy_refusal(tmp_path: Path, *flags: str) -> str:
     return out.stderr
 
 
+def compile_c(source: Path, exe: Path, *flags: str) -> Path:
+    """Compiles the C program `source` into `exe` with cc against the
+    library's header and the built libintc (BIN), warnings as errors;
+    `flags` go before the library (another library's flags). `exe` finds
+    libintc by its rpath, with no LD_LIBRARY_PATH."""
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", str(source),
+                    "-I", str(ROOT / "bindings" / "c" / "include"), *flags, "-L", str(BIN), "-lintc",
+                    f"-Wl,-rpath,{BIN}", "-o", str(exe)], check=True)
+    return exe
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

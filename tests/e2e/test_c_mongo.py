@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
-from conftest import REQUIRE_ALL, ROOT, default_rules, wait_for
+from conftest import REQUIRE_ALL, ROOT, compile_c, default_rules, wait_for
 
 import pytest
 
 
 def build(example: str, out, extra: list[str]) -> str:
-    exe = str(out / example.removesuffix(".c"))
-    subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", str(ROOT / "bindings/c/examples" / example),
-                    f"-I{ROOT / 'bindings/c/include'}", *extra, f"-L{ROOT / 'target/release'}", "-lintc",
-                    "-o", exe], check=True)
-    return exe
+    return str(compile_c(ROOT / "bindings/c/examples" / example, out / example.removesuffix(".c"), *extra))
 
 
 def libbson_flags() -> list[str]:
@@ -28,8 +23,7 @@ def libbson_flags() -> list[str]:
 
 
 def run(exe: str, socket_path: str):
-    env = dict(os.environ, LD_LIBRARY_PATH=str(ROOT / "target/release"))
-    subprocess.run([exe, socket_path], check=True, env=env, timeout=30)
+    subprocess.run([exe, socket_path], check=True, timeout=30)
 
 
 def test_libbson_example(syncs_factory, redis_target, mongo_target, tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SEED_SOCKET, assert_seed_example_arrived, default_rules, frame, resp, wait_for
+from conftest import ROOT, SEED_SOCKET, assert_seed_example_arrived, compile_c, default_rules, frame, resp, wait_for
 
 # The seed's Python example, byte for byte (checked against the seed by
 # bindings/python/tests/test_seed.py).
@@ -47,14 +47,8 @@ def test_seed_python_example_end_to_end(syncs_factory, redis_target, mongo_targe
 
 def test_seed_c_example_end_to_end(syncs_factory, redis_target, seed_socket, tmp_path):
     syncs_factory(default_rules(redis_target.url, None), socket_path=seed_socket)
-    exe = tmp_path / "seed"
-    subprocess.run(
-        ["cc", "-Wall", "-Wextra", "-Werror", str(ROOT / "bindings/c/examples/seed.c"),
-         f"-I{ROOT / 'bindings/c/include'}", f"-L{ROOT / 'target/release'}", "-lintc", "-o", str(exe)],
-        check=True,
-    )
-    env = dict(os.environ, LD_LIBRARY_PATH=str(ROOT / "target/release"))
-    subprocess.run([str(exe)], check=True, env=env, timeout=30)
+    exe = compile_c(ROOT / "bindings/c/examples/seed.c", tmp_path / "seed")
+    subprocess.run([str(exe)], check=True, timeout=30)
     assert wait_for(lambda: redis_target.client(1).get("a"), what="a in db 1") == b"b"
 
 

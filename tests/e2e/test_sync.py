@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import struct
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, default_rules, proxy_refusal, wait_for
+from conftest import compile_c, default_rules, proxy_refusal, wait_for
 
 
 def test_sync_confirms_and_counts_refusals(syncs_factory, redis_target):
@@ -131,11 +130,8 @@ int main(int argc, char **argv) {
   return rc == INTC_OK && refused == 0 ? 0 : 1;
 }
 ''')
-    exe = tmp_path / "sync"
-    subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", str(src), f"-I{ROOT / 'bindings/c/include'}",
-                    f"-L{ROOT / 'target/release'}", "-lintc", "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe), s.socket], capture_output=True, text=True, timeout=30,
-                         env=dict(os.environ, LD_LIBRARY_PATH=str(ROOT / "target/release")))
+    exe = compile_c(src, tmp_path / "sync")
+    out = subprocess.run([str(exe), s.socket], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.split() == ["0", "0"], out
     wait_for(lambda: redis_target.client(0).get("from_c") == b"1", what="the write")
 
