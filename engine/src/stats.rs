@@ -16,6 +16,9 @@ pub const PROXY_CONNECTS: &str = "syncs_proxy_connects_total";
 pub const PROXY_PENDING: &str = "syncs_proxy_pending_records";
 /// Client connections open.
 pub const PROXY_CLIENTS: &str = "syncs_proxy_clients";
+/// Pipes clients offered with their first bytes (label `outcome`: taken |
+/// refused); a taken one carries the client's frames after its SWITCH.
+pub const PROXY_CLIENT_PIPES: &str = "syncs_proxy_client_pipes_total";
 /// Destinations with a live session (handshake done).
 pub const PROXY_LINKS_UP: &str = "syncs_proxy_links_up";
 /// REWINDs a server sent: records sent again for a target that lagged.

@@ -11,6 +11,10 @@
 //! A SYNC control frame is answered on the same socket once every frame
 //! before it is in the spool, with the number of frames refused since the
 //! previous SYNC: that is how a client learns its writes are safe.
+//!
+//! A client may offer a pipe with its first bytes and SWITCH to it (see
+//! [`super::pipe`]): the frames then come through the pipe, the replies
+//! still go on the socket.
 
 use std::sync::Arc;
 
@@ -19,14 +23,15 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
-    check_payload, parse_sync_request, sync_reply, FrameDecoder, FrameError, Framed, CONTROL_MARK,
-    MONGO_JSON_MARK, MONGO_MARK,
+    check_payload, parse_control, pipe_reply, sync_reply, Control, FrameDecoder, FrameError,
+    Framed, CONTROL_MARK, MONGO_JSON_MARK, MONGO_MARK,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::pipe::{self, Input};
 use super::spool::{Spool, SpoolError};
 use crate::log_throttle::LogThrottles;
 
@@ -92,6 +97,13 @@ pub async fn serve(
     let mut decoder = FrameDecoder::new(max_frame);
     // The budget held for the large frame in progress: (its size, permit).
     let mut held: Option<(usize, OwnedSemaphorePermit)> = None;
+    // The first read takes a pipe offer's descriptor with the bytes.
+    let mut first = true;
+    // The pipe taken from the client's offer, until its SWITCH.
+    let mut offered: Option<tokio::net::unix::pipe::Receiver> = None;
+    let mut input = Input::Socket;
+    // Reading from the pipe, the socket is watched for the client's close.
+    let mut socket_open = true;
     'read: loop {
         // Frames are split off the front of `buf`, which leaves it less
         // room each time: make room for a full-size read again (reuses
@@ -118,34 +130,87 @@ pub async fn serve(
             }
             _ => held = None,
         }
-        let read = tokio::select! {
-            _ = stop.cancelled() => break,
-            Some(done) = conn.inflight.next(), if !conn.inflight.is_empty() => {
-                conn.account(done);
-                continue;
-            }
-            r = sock.read_buf(&mut buf) => r,
-        };
-        match read {
-            Ok(0) => {
-                if !decoder.is_idle(&buf) {
-                    metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
-                        .increment(1);
-                    if let Some(suppressed) = conn.refusal_logs.due("truncated") {
-                        tracing::warn!(
-                            ?peer,
-                            bytes = buf.len(),
-                            more_since_last_line = suppressed,
-                            "client closed in the middle of a frame; partial frame discarded"
-                        );
-                    }
+        if first {
+            first = false;
+            let read = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = pipe::first_read(&sock, &mut buf, READ_CHUNK) => r,
+            };
+            let (n, fds) = match read {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::warn!(?peer, "client read failed: {e}");
+                    break;
                 }
+            };
+            let (offer, rx) = pipe::take(fds);
+            if let Some(outcome) = offer.label() {
+                metrics::counter!(stats::PROXY_CLIENT_PIPES, "outcome" => outcome).increment(1);
+            }
+            if offer == pipe::Offer::Refused {
+                tracing::warn!(
+                    ?peer,
+                    "a client offered descriptors that are not one pipe's read end; closed them"
+                );
+            }
+            if let Some(rx) = rx {
+                // A client gone already (it sent a few frames and closed)
+                // cannot be answered; its frames are read all the same.
+                match sock.write_all(&pipe_reply()).await {
+                    Ok(()) => offered = Some(rx),
+                    Err(e) => tracing::debug!(?peer, "cannot answer a pipe offer: {e}"),
+                }
+            }
+            if n == 0 {
                 break;
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(?peer, "client read failed: {e}");
-                break;
+        } else {
+            let mut stray = [0u8; 512];
+            let read = tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(done) = conn.inflight.next(), if !conn.inflight.is_empty() => {
+                    conn.account(done);
+                    continue;
+                }
+                r = input.read_buf(&sock, &mut buf) => r,
+                r = sock.readable(), if socket_open && matches!(input, Input::Pipe(_)) => {
+                    // After a SWITCH nothing more comes on the socket but
+                    // its close (the pipe's end follows).
+                    match r.and_then(|()| sock.try_read(&mut stray)) {
+                        Ok(0) => socket_open = false,
+                        Ok(_) => {
+                            if let Some(suppressed) = conn.refuse("after_switch") {
+                                tracing::warn!(?peer, more_since_last_line = suppressed,
+                                    "bytes on the socket after a SWITCH to the pipe: discarded");
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => socket_open = false,
+                    }
+                    continue;
+                }
+            };
+            match read {
+                Ok(0) => {
+                    if !decoder.is_idle(&buf) {
+                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
+                            .increment(1);
+                        if let Some(suppressed) = conn.refusal_logs.due("truncated") {
+                            tracing::warn!(
+                                ?peer,
+                                bytes = buf.len(),
+                                more_since_last_line = suppressed,
+                                "client closed in the middle of a frame; partial frame discarded"
+                            );
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(?peer, "client read failed: {e}");
+                    break;
+                }
             }
         }
         // A large frame split off `buf` shares its allocation with what is
@@ -159,12 +224,31 @@ pub async fn serve(
             }
             match item {
                 Framed::Frame(payload) if payload.first() == Some(&CONTROL_MARK) => {
-                    let Some(token) = parse_sync_request(&payload) else {
+                    let control = parse_control(&payload);
+                    if control == Some(Control::Switch) {
+                        if let Some(rx) = offered.take() {
+                            // Frames come through the pipe from here on;
+                            // none may follow the SWITCH on the socket.
+                            input = Input::Pipe(rx);
+                            if !buf.is_empty() {
+                                buf.clear();
+                                if let Some(suppressed) = conn.refuse("after_switch") {
+                                    tracing::warn!(
+                                        ?peer,
+                                        more_since_last_line = suppressed,
+                                        "bytes on the socket after a SWITCH to the pipe: discarded"
+                                    );
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    let Some(Control::Sync(token)) = control else {
                         if let Some(suppressed) = conn.refuse("bad_control") {
                             tracing::warn!(
                                 ?peer,
                                 more_since_last_line = suppressed,
-                                "unknown control frame refused"
+                                "unknown control frame refused (or a SWITCH without a pipe)"
                             );
                         }
                         continue;
@@ -370,6 +454,7 @@ fn peer_pid(sock: &UnixStream) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn compacted_frames_keep_their_bytes_and_free_the_read_buffer() {

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod link;
 pub mod nats;
+pub mod pipe;
 pub mod spool;
 
 use std::os::unix::fs::PermissionsExt;

@@ -11,9 +11,11 @@
 //! - `{`: Mongo as the original system's library wrote it, compact JSON
 //!   with Extended JSON values ([`crate::wire::mongo_json`]);
 //! - `0x03`: a control frame between a client and its proxy, never
-//!   forwarded: today only SYNC, `0x03 'S' <u64 token>`, which asks the
-//!   proxy to answer once every earlier frame of the connection is in the
-//!   spool (see [`sync_request`]);
+//!   forwarded: SYNC, `0x03 'S' <u64 token>`, which asks the proxy to
+//!   answer once every earlier frame of the connection is in the spool
+//!   (see [`sync_request`]), and SWITCH, `0x03 'W'`, after which the
+//!   client's frames come through the pipe it offered (see
+//!   [`switch_request`]);
 //! - `0x04`..`0x1f`: reserved; refused.
 //!
 //! The proxy forwards payloads unchanged; the server decodes them with
@@ -40,6 +42,17 @@ pub const SYNC: u8 = b'S';
 pub const SYNC_REQUEST_LEN: usize = LEN_PREFIX + 10;
 /// Bytes of a SYNC reply, length prefix included.
 pub const SYNC_REPLY_LEN: usize = LEN_PREFIX + 14;
+/// Second byte of the proxy's PIPE reply: the pipe a client offered is
+/// taken.
+pub const PIPE: u8 = b'P';
+/// Bytes of a PIPE reply, length prefix included.
+pub const PIPE_REPLY_LEN: usize = LEN_PREFIX + 4;
+/// The pipe transport's version in a PIPE reply.
+pub const PIPE_VERSION: u16 = 1;
+/// Second byte of a SWITCH control frame.
+pub const SWITCH: u8 = b'W';
+/// Bytes of a SWITCH frame, length prefix included.
+pub const SWITCH_LEN: usize = LEN_PREFIX + 2;
 /// Ends the `<port>,<db>` header of a Redis frame: RESP commands follow.
 pub const REDIS_HEADER_END: u8 = 0x01;
 /// The flag byte of the original library's transactions is `0x80 | n`,
@@ -497,6 +510,53 @@ pub fn parse_sync_request(payload: &[u8]) -> Option<u64> {
     }
 }
 
+/// A control frame a proxy acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// SYNC with its token.
+    Sync(u64),
+    /// SWITCH: the next frames come through the offered pipe.
+    Switch,
+}
+
+/// The control frame of `payload` (prefix removed), if it is a known one.
+pub fn parse_control(payload: &[u8]) -> Option<Control> {
+    match payload {
+        [CONTROL_MARK, SWITCH] => Some(Control::Switch),
+        _ => parse_sync_request(payload).map(Control::Sync),
+    }
+}
+
+/// SWITCH: "my next frames come through the pipe you took", sent once the
+/// proxy's PIPE reply has arrived. `0x03 'W'` with its length prefix.
+pub fn switch_request() -> [u8; SWITCH_LEN] {
+    let mut out = [0u8; SWITCH_LEN];
+    out[..4].copy_from_slice(&2u32.to_le_bytes());
+    out[4] = CONTROL_MARK;
+    out[5] = SWITCH;
+    out
+}
+
+/// The proxy's PIPE reply: `0x03 'P' <u16 version>` with its length
+/// prefix: the pipe offered with the connection's first bytes is taken,
+/// and frames may go through it after a SWITCH.
+pub fn pipe_reply() -> [u8; PIPE_REPLY_LEN] {
+    let mut out = [0u8; PIPE_REPLY_LEN];
+    out[..4].copy_from_slice(&4u32.to_le_bytes());
+    out[4] = CONTROL_MARK;
+    out[5] = PIPE;
+    out[6..].copy_from_slice(&PIPE_VERSION.to_le_bytes());
+    out
+}
+
+/// The version of a PIPE reply, if `bytes` is one.
+pub fn parse_pipe_reply(bytes: &[u8; PIPE_REPLY_LEN]) -> Option<u16> {
+    if bytes[..4] != 4u32.to_le_bytes() || bytes[4] != CONTROL_MARK || bytes[5] != PIPE {
+        return None;
+    }
+    Some(u16::from_le_bytes([bytes[6], bytes[7]]))
+}
+
 /// The proxy's answer to a SYNC: `0x03 'S' <u64 token> <u32 refused>` with
 /// its length prefix, where `refused` counts the connection's frames
 /// refused since the previous SYNC (bad frames, spool full).
@@ -603,6 +663,27 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_frames_parse_and_the_pipe_reply_round_trips() {
+        let switch = switch_request();
+        assert_eq!(switch.len(), SWITCH_LEN);
+        assert_eq!(parse_control(&switch[LEN_PREFIX..]), Some(Control::Switch));
+        let sync = sync_request(9);
+        assert_eq!(parse_control(&sync[LEN_PREFIX..]), Some(Control::Sync(9)));
+        // A SWITCH with more bytes, and a PIPE reply sent as a request, are
+        // no control frames the proxy knows.
+        assert_eq!(parse_control(&[CONTROL_MARK, SWITCH, 0]), None);
+        assert_eq!(parse_control(&pipe_reply()[LEN_PREFIX..]), None);
+        let reply = pipe_reply();
+        assert_eq!(parse_pipe_reply(&reply), Some(PIPE_VERSION));
+        let mut other = reply;
+        other[5] = SYNC;
+        assert_eq!(parse_pipe_reply(&other), None);
+        let mut longer = reply;
+        longer[0] = 5;
+        assert_eq!(parse_pipe_reply(&longer), None);
+    }
     use crate::op::MongoWrite;
     use bson::doc;
 

@@ -55,6 +55,10 @@ pub struct Config {
     /// `None` (the default): each frame is written by the call that sends
     /// it. `Some`: frames are buffered (see the module documentation).
     pub buffering: Option<Buffering>,
+    /// Offer the proxy a pipe for the frames (docs/protocol.md, 1d); the
+    /// default, unless `INTC_PIPE=0` is in the environment. A proxy that
+    /// does not take it gets the frames on the socket.
+    pub pipe: bool,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: None,
             buffering: None,
+            pipe: std::env::var_os("INTC_PIPE").is_none_or(|v| v != "0"),
         }
     }
 }

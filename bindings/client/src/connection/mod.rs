@@ -22,6 +22,8 @@
 //! - `stats.rs`: [`Stats`] and the counters behind it;
 //! - `socket.rs`: the stream, connect (and waiting for the proxy), whole
 //!   writes;
+//! - `pipe.rs`: the pipe offered with the first bytes, and the writes
+//!   into it once the proxy took it;
 //! - `buffer.rs`: the buffer of a buffering connection and its flush;
 //! - `flusher.rs`: the background flusher thread and [`flush_all`];
 //! - `sync.rs`: the SYNC exchange, whose answer is awaited without the
@@ -40,6 +42,7 @@ use crate::frame::{Encode, Frame};
 mod buffer;
 mod config;
 mod flusher;
+mod pipe;
 mod socket;
 mod stats;
 mod sync;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
+use super::pipe::Pipe;
 use super::stats::Counters;
 use super::{Config, Inner, State};
 use crate::error::ClientError;
@@ -29,6 +30,9 @@ pub(super) struct Open {
     /// Frames written on this stream since the last SYNC request (those
     /// before it are its `InFlight::frames`, until its answer).
     pub(super) unconfirmed: u64,
+    /// Where the frames go: the socket, or the pipe offered with the first
+    /// bytes once the proxy took it.
+    pub(super) pipe: Pipe,
 }
 
 impl Inner {
@@ -53,9 +57,12 @@ impl Inner {
                 Some(open) => open,
                 None => self.connect(&state.config, pid)?,
             };
-            match write_all(&open.stream, wire) {
+            let mut open = open;
+            match open
+                .pipe
+                .write(&open.stream, wire, state.config.send_timeout, false)
+            {
                 Ok(()) => {
-                    let mut open = open;
                     open.unconfirmed += frames;
                     state.open = Some(open);
                     Counters::bump(&self.counters.frames, frames);
@@ -126,6 +133,7 @@ impl Inner {
             stream: Arc::new(UnixStream::from(std::os::fd::OwnedFd::from(socket))),
             pid,
             unconfirmed: 0,
+            pipe: Pipe::new(config.pipe),
         })
     }
 

@@ -19,9 +19,10 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncs_engine::wire::client::{parse_sync_reply, sync_request, SYNC_REPLY_LEN};
+use syncs_engine::wire::client::{
+    parse_pipe_reply, parse_sync_reply, sync_request, LEN_PREFIX, PIPE_REPLY_LEN, SYNC_REPLY_LEN,
+};
 
-use super::socket::write_all;
 use super::stats::Counters;
 use super::{Inner, State};
 use crate::error::ClientError;
@@ -106,7 +107,9 @@ impl Inner {
         };
         state.token = state.token.wrapping_add(1);
         let token = state.token;
-        if let Err((_, e)) = write_all(&open.stream, &sync_request(token)) {
+        let request = sync_request(token);
+        let timeout = state.config.send_timeout;
+        if let Err((_, e)) = open.pipe.write(&open.stream, &request, timeout, true) {
             // The stream's state is unknown: drop it, and the frames it
             // carried stay unconfirmed.
             state.drop_open(open);
@@ -141,13 +144,30 @@ impl Inner {
             .map_err(|e| self.unconfirmed(format!("setting the read timeout: {e}")))?;
         let mut reply = [0u8; SYNC_REPLY_LEN];
         let mut reader = stream;
-        reader.read_exact(&mut reply).map_err(|e| {
-            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                no_answer()
-            } else {
-                self.unconfirmed(format!("reading the answer: {e}"))
+        let mut read = |into: &mut [u8]| {
+            reader.read_exact(into).map_err(|e| {
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    no_answer()
+                } else {
+                    self.unconfirmed(format!("reading the answer: {e}"))
+                }
+            })
+        };
+        read(&mut reply[..LEN_PREFIX])?;
+        // The proxy's PIPE reply precedes every SYNC answer: a pipe offer
+        // the sends gave up on (see pipe.rs) may still be answered.
+        if reply[..LEN_PREFIX] == pipe_reply_prefix() {
+            let mut pipe = [0u8; PIPE_REPLY_LEN];
+            pipe[..LEN_PREFIX].copy_from_slice(&reply[..LEN_PREFIX]);
+            read(&mut pipe[LEN_PREFIX..])?;
+            if parse_pipe_reply(&pipe).is_none() {
+                return Err(
+                    self.unconfirmed("the proxy's answer is not the SYNC reply expected".into())
+                );
             }
-        })?;
+            read(&mut reply[..LEN_PREFIX])?;
+        }
+        read(&mut reply[LEN_PREFIX..])?;
         match parse_sync_reply(&reply) {
             Some((t, refused)) if t == token => Ok(refused),
             _ => Err(self.unconfirmed("the proxy's answer is not the SYNC reply expected".into())),
@@ -188,4 +208,9 @@ impl Drop for Turn<'_> {
         self.inner.lock().settle(&self.stream, self.confirmed);
         self.inner.synced.notify_all();
     }
+}
+
+/// The length prefix of a PIPE reply.
+fn pipe_reply_prefix() -> [u8; LEN_PREFIX] {
+    ((PIPE_REPLY_LEN - LEN_PREFIX) as u32).to_le_bytes()
 }

@@ -1,0 +1,120 @@
+//! The pipe transport of a client connection (docs/protocol.md, 1d).
+//!
+//! A unix stream socket costs the reader a socket buffer per `write(2)`
+//! of the client: copied, freed and uncharged one by one, ~0.8 µs each on
+//! a small frame, more than everything else the proxy does with it
+//! (docs/benchmarks.md). A pipe appends small writes to the same pages.
+//! So a client may offer the read end of a pipe: one descriptor
+//! (`SCM_RIGHTS`) on the first bytes it sends. The proxy takes it if it is
+//! a pipe's read end and answers PIPE on the socket; after the client's
+//! SWITCH control frame its frames come through the pipe, in order after
+//! those before the SWITCH. The socket stays open for the replies (SYNC,
+//! PIPE) and to see the client go.
+//!
+//! A proxy that knows nothing of this (an older one, the original system's)
+//! reads the first bytes with `read(2)`, which discards the descriptor:
+//! it never answers PIPE, and the client keeps writing to the socket.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
+
+/// Descriptors one offer may carry and be read whole: one is expected,
+/// more are closed (the kernel closes those past the buffer).
+const MAX_FDS: usize = 4;
+
+/// The first read of a connection: like `read_buf`, with room for the
+/// descriptors of a pipe offer, which come back too (closed when dropped).
+pub async fn first_read(
+    sock: &UnixStream,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let start = buf.len();
+    // Zeroed once per connection: the read goes into initialised bytes.
+    buf.resize(start + want, 0);
+    let got = sock
+        .async_io(Interest::READABLE, || {
+            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [io::IoSliceMut::new(&mut buf[start..])];
+            let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            Ok((msg.bytes, fds))
+        })
+        .await;
+    let n = got.as_ref().map_or(0, |(n, _)| *n);
+    buf.truncate(start + n);
+    got
+}
+
+/// What became of a pipe offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// No descriptor came with the first bytes.
+    None,
+    /// A pipe's read end: taken.
+    Taken,
+    /// Descriptors that are not one pipe's read end: closed.
+    Refused,
+}
+
+impl Offer {
+    /// The metric label of an offer that came.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Offer::None => None,
+            Offer::Taken => Some("taken"),
+            Offer::Refused => Some("refused"),
+        }
+    }
+}
+
+/// The pipe of an offer, when `fds` is exactly one pipe's read end.
+pub fn take(fds: Vec<OwnedFd>) -> (Offer, Option<pipe::Receiver>) {
+    let mut fds = fds.into_iter();
+    match (fds.next(), fds.next()) {
+        (None, _) => (Offer::None, None),
+        // `from_owned_fd` checks that it is a FIFO opened for reading.
+        (Some(fd), None) => match pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => (Offer::Taken, Some(rx)),
+            Err(_) => (Offer::Refused, None),
+        },
+        (Some(_), Some(_)) => (Offer::Refused, None),
+    }
+}
+
+/// Where a connection's frames come from: the socket, then (after a
+/// SWITCH) the pipe.
+#[derive(Debug)]
+pub enum Input {
+    Socket,
+    Pipe(pipe::Receiver),
+}
+
+impl Input {
+    /// Reads more of the client's frames into `buf`.
+    pub async fn read_buf(&mut self, sock: &UnixStream, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Input::Socket => loop {
+                sock.readable().await?;
+                match sock.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    got => return got,
+                }
+            },
+            Input::Pipe(rx) => rx.read_buf(buf).await,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+"""The pipe transport (docs/protocol.md, 1d), spoken by hand: a pipe offered
+with the first bytes, the proxy's PIPE reply, SWITCH, frames through the
+pipe; and what a client that gets it wrong gets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from conftest import default_rules, frame, resp, wait_for
+
+PIPE_REPLY = struct.pack("<I", 4) + b"\x03P" + struct.pack("<H", 1)
+SWITCH = frame(b"\x03W")
+
+
+def set_frame(key: bytes, value: bytes) -> bytes:
+    return frame(b"6379,0\x01" + resp(b"SET", key, value))
+
+
+def sync_request(token: int) -> bytes:
+    return frame(b"\x03S" + struct.pack("<Q", token))
+
+
+def sync_reply(token: int, refused: int) -> bytes:
+    return struct.pack("<I", 14) + b"\x03S" + struct.pack("<Q", token) + struct.pack("<I", refused)
+
+
+def recv_exactly(c: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        got = c.recv(n - len(out))
+        assert got, f"the proxy closed the socket after {out!r}"
+        out += got
+    return out
+
+
+def offer(c: socket.socket, first: bytes, fds: list[int]) -> None:
+    """Sends the connection's first bytes with `fds` attached."""
+    assert socket.send_fds(c, [first], fds) == len(first)
+
+
+def test_frames_through_the_pipe_arrive_in_order_after_those_on_the_socket(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        offer(c, frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", b"0")), [r])
+        os.close(r)
+        c.settimeout(10)
+        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+        # Before the SWITCH, frames still go on the socket.
+        c.sendall(frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", b"1")) + SWITCH)
+        for i in range(2, 2000):
+            os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", str(i).encode())))
+        # A SYNC through the pipe covers every frame before it; its reply
+        # comes on the socket.
+        os.write(w, sync_request(7))
+        assert recv_exactly(c, 18) == sync_reply(7, 0)
+        os.close(w)
+    target = redis_target.client(0)
+    wait_for(lambda: target.llen("seq") == 2000, what="every frame applied")
+    assert target.lrange("seq", 0, -1) == [str(i).encode() for i in range(2000)]
+    assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 1
+
+
+def test_a_client_that_never_switches_keeps_the_socket(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        offer(c, set_frame(b"a", b"1"), [r])
+        os.close(r)
+        os.close(w)  # the pipe's writer gone: nothing may end because of it
+        c.settimeout(10)
+        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+        c.sendall(set_frame(b"b", b"2") + sync_request(1))
+        assert recv_exactly(c, 18) == sync_reply(1, 0)
+    target = redis_target.client(0)
+    wait_for(lambda: target.get("b") == b"2", what="b")
+    assert target.get("a") == b"1"
+
+
+def test_descriptors_that_are_not_a_pipe_read_end_are_refused_and_the_stream_goes_on(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    pipes_before = open_pipes(s.proxy.p.pid)
+    r, w = os.pipe()
+    other = socket.socket(socket.AF_UNIX)
+    cases = [("write end", [w]), ("a socket", [other.fileno()]), ("two pipes", [r, r])]
+    for i, (what, fds) in enumerate(cases):
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(s.socket)
+            offer(c, set_frame(f"k{i}".encode(), b"v"), fds)
+            c.settimeout(10)
+            # No PIPE reply: a SWITCH now is a bad control frame, and the
+            # socket still carries frames.
+            c.sendall(SWITCH + set_frame(f"after{i}".encode(), b"v") + sync_request(i))
+            assert recv_exactly(c, 18) == sync_reply(i, 1), what
+    for fd in (r, w):
+        os.close(fd)
+    other.close()
+    target = redis_target.client(0)
+    wait_for(lambda: all(target.get(f"after{i}") == b"v" for i in range(len(cases))), what="frames after")
+    assert all(target.get(f"k{i}") == b"v" for i in range(len(cases)))
+    assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="refused"}') == len(cases)
+    assert s.proxy_metric('syncs_proxy_frames_refused_total{reason="bad_control"}') == len(cases)
+    # No descriptor stays open in the proxy for them.
+    wait_for(lambda: open_pipes(s.proxy.p.pid) == pipes_before, what="no pipe left open in the proxy")
+
+
+def test_a_descriptor_after_the_first_bytes_is_not_taken(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        c.sendall(set_frame(b"first", b"1"))
+        c.settimeout(10)
+        c.sendall(sync_request(1))
+        assert recv_exactly(c, 18) == sync_reply(1, 0)
+        offer(c, set_frame(b"second", b"2"), [r])
+        c.sendall(SWITCH + sync_request(2))
+        assert recv_exactly(c, 18) == sync_reply(2, 1)  # the SWITCH, refused
+    os.close(r)
+    os.close(w)
+    target = redis_target.client(0)
+    wait_for(lambda: target.get("second") == b"2", what="second")
+    assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 0
+
+
+def test_socket_bytes_after_the_switch_are_refused_and_the_pipe_goes_on(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        offer(c, set_frame(b"a", b"1"), [r])
+        os.close(r)
+        c.settimeout(10)
+        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+        # The SWITCH and, wrongly, a frame after it on the socket.
+        c.sendall(SWITCH + set_frame(b"stray", b"x"))
+        os.write(w, set_frame(b"b", b"2"))
+        wait_for(lambda: s.proxy_metric('syncs_proxy_frames_refused_total{reason="after_switch"}') >= 1,
+                 what="the stray bytes refused")
+        c.sendall(set_frame(b"stray2", b"x"))
+        os.write(w, set_frame(b"c", b"3") + sync_request(3))
+        assert recv_exactly(c, 18)[:14] == sync_reply(3, 0)[:14]
+        os.close(w)
+    target = redis_target.client(0)
+    wait_for(lambda: target.get("c") == b"3", what="c")
+    assert target.get("b") == b"2" and target.get("stray") is None and target.get("stray2") is None
+
+
+def test_the_connection_ends_with_the_pipe_and_frames_written_before_the_close_arrive(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(s.socket)
+    offer(c, set_frame(b"a", b"1"), [r])
+    os.close(r)
+    c.settimeout(10)
+    assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    c.sendall(SWITCH)
+    for i in range(500):
+        os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())))
+    # The client goes: socket first, then the pipe, with frames unread.
+    c.close()
+    os.close(w)
+    target = redis_target.client(0)
+    wait_for(lambda: target.llen("l") == 500, what="every frame written before the close")
+    wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
+
+
+def open_pipes(pid: int) -> int:
+    """Pipes open in process `pid`."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+# The libraries' side: they offer a pipe, switch when the proxy takes it,
+# keep the socket when it does not, and never die of SIGPIPE.
+
+CLIENT = r'''
+import sys, intc
+ic = intc.IncClient()
+for i in range(int(sys.argv[2])):
+    ic.redis_one(sys.argv[1], 6379, 0, ("rpush", "l", str(i)))
+assert ic.sync(sys.argv[1]) == 0
+'''
+
+
+def run_python_client(socket_path: str, n: int, **env: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", CLIENT, socket_path, str(n)], check=True, timeout=60,
+                   env={**os.environ, **env})
+
+
+def test_the_python_library_switches_to_the_pipe_and_keeps_order(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    run_python_client(s.socket, 5000)
+    target = redis_target.client(0)
+    wait_for(lambda: target.llen("l") == 5000, what="every frame")
+    assert target.lrange("l", 0, -1) == [str(i).encode() for i in range(5000)]
+    assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 1
+    assert s.proxy_metric_sum("syncs_proxy_frames_refused_total") == 0
+
+
+def test_intc_pipe_0_keeps_the_socket(syncs_factory, redis_target):
+    s = syncs_factory(default_rules(redis_target.url, None))
+    run_python_client(s.socket, 500, INTC_PIPE="0")
+    wait_for(lambda: redis_target.client(0).llen("l") == 500, what="every frame")
+    assert s.proxy_metric_sum("syncs_proxy_client_pipes_total") == 0
+
+
+def test_a_proxy_that_ignores_the_offer_gets_every_frame_on_the_socket(tmp_path):
+    """The original system's proxy reads its clients with read(2): the
+    descriptor is dropped by the kernel, nothing is answered, and the
+    library must send it the frames it always did, control frames none."""
+    import threading
+
+    path = str(tmp_path / "old.sock")
+    got = bytearray()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                while chunk := conn.recv(65536):
+                    got.extend(chunk)
+
+        t = threading.Thread(target=serve)
+        t.start()
+        run_python_client_no_sync(path, 3000)
+        t.join(timeout=30)
+    frames, pos = [], 0
+    while pos < len(got):
+        (n,) = struct.unpack_from("<I", got, pos)
+        frames.append(bytes(got[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    assert frames == [b"6379,0\x01" + resp(b"rpush", b"l", str(i).encode()) for i in range(3000)]
+
+
+def run_python_client_no_sync(socket_path: str, n: int) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, intc\nic = intc.IncClient()\n"
+            "for i in range(int(sys.argv[2])):\n"
+            "    ic.redis_one(sys.argv[1], 6379, 0, ('rpush', 'l', str(i)))\n")
+    subprocess.run([sys.executable, "-c", code, socket_path, str(n)], check=True, timeout=60)
+
+
+SIGPIPE_C = r'''
+#include "intc_cli.h"
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* Sends until a call fails, with SIGPIPE at its default action (death):
+ * prints "sent <n> rc <rc>" and exits 0 if the failure came back as an
+ * error code. */
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  signal(SIGPIPE, SIG_DFL);
+  intc_cli_t *cli = intc_cli_new(argv[1]);
+  const char *args[3] = {"SET", "k", "v"};
+  long sent = 0;
+  for (;;) {
+    int rc = intc_redis_command(cli, 6379, 0, 3, args, NULL);
+    if (rc != INTC_OK) {
+      printf("sent %ld rc %d\n", sent, rc);
+      fflush(stdout);
+      intc_cli_free(cli);
+      return 0;
+    }
+    if (++sent == 2000) {
+      printf("switched\n");
+      fflush(stdout);
+    }
+    if (sent > 2000) usleep(200);
+  }
+}
+'''
+
+
+def test_a_c_program_whose_proxy_dies_gets_an_error_not_sigpipe(syncs_factory, redis_target, tmp_path):
+    import signal
+    import subprocess
+
+    from conftest import compile_c
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    src = tmp_path / "sigpipe.c"
+    src.write_text(SIGPIPE_C)
+    exe = compile_c(src, tmp_path / "sigpipe")
+    p = subprocess.Popen([str(exe), s.socket], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "switched"
+        wait_for(lambda: s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 1,
+                 what="the pipe taken")
+        s.proxy.stop(signal.SIGKILL)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, f"the client died of signal {-p.returncode}" if p.returncode < 0 else out
+    assert out.startswith("sent "), out
