@@ -315,3 +315,35 @@ def test_a_c_program_whose_proxy_dies_gets_an_error_not_sigpipe(syncs_factory, r
             p.kill()
     assert p.returncode == 0, f"the client died of signal {-p.returncode}" if p.returncode < 0 else out
     assert out.startswith("sent "), out
+
+
+FORK_CLIENT = r'''
+import os, sys, intc
+ic = intc.IncClient()
+path = sys.argv[1]
+for i in range(1000):
+    ic.redis_one(path, 6379, 0, ("rpush", "parent", str(i)))
+pid = os.fork()
+if pid == 0:
+    for i in range(1000):
+        ic.redis_one(path, 6379, 0, ("rpush", "child", str(i)))
+    os._exit(0 if ic.sync(path) == 0 else 1)
+for i in range(1000, 2000):
+    ic.redis_one(path, 6379, 0, ("rpush", "parent", str(i)))
+assert ic.sync(path) == 0
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+'''
+
+
+def test_a_forked_child_offers_its_own_pipe_and_the_parent_keeps_its_one(syncs_factory, redis_target):
+    import subprocess
+    import sys
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    subprocess.run([sys.executable, "-c", FORK_CLIENT, s.socket], check=True, timeout=60)
+    target = redis_target.client(0)
+    wait_for(lambda: target.llen("parent") == 2000 and target.llen("child") == 1000, what="every frame")
+    assert target.lrange("parent", 0, -1) == [str(i).encode() for i in range(2000)]
+    assert target.lrange("child", 0, -1) == [str(i).encode() for i in range(1000)]
+    assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 2
