@@ -40,15 +40,23 @@ def offer(c: socket.socket, first: bytes, fds: list[int]) -> None:
     assert socket.send_fds(c, [first], fds) == len(first)
 
 
+def piped(path: str, first: bytes) -> tuple[socket.socket, int]:
+    """A connection that offered a pipe with `first` and got the PIPE
+    reply: the socket and the pipe's write end."""
+    r, w = os.pipe()
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    offer(c, first, [r])
+    os.close(r)
+    c.settimeout(10)
+    assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    return c, w
+
+
 def test_frames_through_the_pipe_arrive_in_order_after_those_on_the_socket(syncs_factory, redis_target):
     s = syncs_factory(default_rules(redis_target.url, None))
-    r, w = os.pipe()
-    with socket.socket(socket.AF_UNIX) as c:
-        c.connect(s.socket)
-        offer(c, frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", b"0")), [r])
-        os.close(r)
-        c.settimeout(10)
-        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    c, w = piped(s.socket, frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", b"0")))
+    with c:
         # Before the SWITCH, frames still go on the socket.
         c.sendall(frame(b"6379,0\x01" + resp(b"RPUSH", b"seq", b"1")) + SWITCH)
         for i in range(2, 2000):
@@ -66,14 +74,9 @@ def test_frames_through_the_pipe_arrive_in_order_after_those_on_the_socket(syncs
 
 def test_a_client_that_never_switches_keeps_the_socket(syncs_factory, redis_target):
     s = syncs_factory(default_rules(redis_target.url, None))
-    r, w = os.pipe()
-    with socket.socket(socket.AF_UNIX) as c:
-        c.connect(s.socket)
-        offer(c, set_frame(b"a", b"1"), [r])
-        os.close(r)
-        os.close(w)  # the pipe's writer gone: nothing may end because of it
-        c.settimeout(10)
-        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
+    os.close(w)  # the pipe's writer gone: nothing may end because of it
+    with c:
         c.sendall(set_frame(b"b", b"2") + sync_request(1))
         assert recv_exactly(c, 18) == sync_reply(1, 0)
     target = redis_target.client(0)
@@ -129,13 +132,8 @@ def test_a_descriptor_after_the_first_bytes_is_not_taken(syncs_factory, redis_ta
 
 def test_socket_bytes_after_the_switch_are_refused_and_the_pipe_goes_on(syncs_factory, redis_target):
     s = syncs_factory(default_rules(redis_target.url, None))
-    r, w = os.pipe()
-    with socket.socket(socket.AF_UNIX) as c:
-        c.connect(s.socket)
-        offer(c, set_frame(b"a", b"1"), [r])
-        os.close(r)
-        c.settimeout(10)
-        assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
+    with c:
         # The SWITCH and, wrongly, a frame after it on the socket.
         c.sendall(SWITCH + set_frame(b"stray", b"x"))
         os.write(w, set_frame(b"b", b"2"))
@@ -152,13 +150,7 @@ def test_socket_bytes_after_the_switch_are_refused_and_the_pipe_goes_on(syncs_fa
 
 def test_the_connection_ends_with_the_pipe_and_frames_written_before_the_close_arrive(syncs_factory, redis_target):
     s = syncs_factory(default_rules(redis_target.url, None))
-    r, w = os.pipe()
-    c = socket.socket(socket.AF_UNIX)
-    c.connect(s.socket)
-    offer(c, set_frame(b"a", b"1"), [r])
-    os.close(r)
-    c.settimeout(10)
-    assert recv_exactly(c, len(PIPE_REPLY)) == PIPE_REPLY
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
     c.sendall(SWITCH)
     for i in range(500):
         os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())))

@@ -178,12 +178,7 @@ pub async fn serve(
                     // its close (the pipe's end follows).
                     match r.and_then(|()| sock.try_read(&mut stray)) {
                         Ok(0) => socket_open = false,
-                        Ok(_) => {
-                            if let Some(suppressed) = conn.refuse("after_switch") {
-                                tracing::warn!(?peer, more_since_last_line = suppressed,
-                                    "bytes on the socket after a SWITCH to the pipe: discarded");
-                            }
-                        }
+                        Ok(_) => conn.refuse_after_switch(),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(_) => socket_open = false,
                     }
@@ -232,13 +227,7 @@ pub async fn serve(
                             input = Input::Pipe(rx);
                             if !buf.is_empty() {
                                 buf.clear();
-                                if let Some(suppressed) = conn.refuse("after_switch") {
-                                    tracing::warn!(
-                                        ?peer,
-                                        more_since_last_line = suppressed,
-                                        "bytes on the socket after a SWITCH to the pipe: discarded"
-                                    );
-                                }
+                                conn.refuse_after_switch();
                             }
                             break;
                         }
@@ -354,6 +343,18 @@ impl Conn {
         self.refused_since_sync = self.refused_since_sync.saturating_add(1);
         metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
         self.refusal_logs.due(reason)
+    }
+
+    /// Counts (and logs, when due) bytes a client sent on its socket after
+    /// its SWITCH to the pipe: they are discarded.
+    fn refuse_after_switch(&mut self) {
+        if let Some(suppressed) = self.refuse("after_switch") {
+            tracing::warn!(
+                peer = ?self.peer,
+                more_since_last_line = suppressed,
+                "bytes on the socket after a SWITCH to the pipe: discarded"
+            );
+        }
     }
 
     /// Hands the accepted frames to the spool (they get their sequences
