@@ -490,12 +490,7 @@ fn seal(mut frame: Vec<u8>) -> Vec<u8> {
 /// A SYNC request: "answer once every frame I sent before this is in the
 /// spool". `0x03 'S' <u64 LE token>` with its length prefix.
 pub fn sync_request(token: u64) -> [u8; SYNC_REQUEST_LEN] {
-    let mut out = [0u8; SYNC_REQUEST_LEN];
-    out[..4].copy_from_slice(&10u32.to_le_bytes());
-    out[4] = CONTROL_MARK;
-    out[5] = SYNC;
-    out[6..].copy_from_slice(&token.to_le_bytes());
-    out
+    control_frame(SYNC, &[&token.to_le_bytes()])
 }
 
 /// The token of a SYNC request payload (prefix removed), if it is one.
@@ -530,23 +525,14 @@ pub fn parse_control(payload: &[u8]) -> Option<Control> {
 /// SWITCH: "my next frames come through the pipe you took", sent once the
 /// proxy's PIPE reply has arrived. `0x03 'W'` with its length prefix.
 pub fn switch_request() -> [u8; SWITCH_LEN] {
-    let mut out = [0u8; SWITCH_LEN];
-    out[..4].copy_from_slice(&2u32.to_le_bytes());
-    out[4] = CONTROL_MARK;
-    out[5] = SWITCH;
-    out
+    control_frame(SWITCH, &[])
 }
 
 /// The proxy's PIPE reply: `0x03 'P' <u16 version>` with its length
 /// prefix: the pipe offered with the connection's first bytes is taken,
 /// and frames may go through it after a SWITCH.
 pub fn pipe_reply() -> [u8; PIPE_REPLY_LEN] {
-    let mut out = [0u8; PIPE_REPLY_LEN];
-    out[..4].copy_from_slice(&4u32.to_le_bytes());
-    out[4] = CONTROL_MARK;
-    out[5] = PIPE;
-    out[6..].copy_from_slice(&PIPE_VERSION.to_le_bytes());
-    out
+    control_frame(PIPE, &[&PIPE_VERSION.to_le_bytes()])
 }
 
 /// The version of a PIPE reply, if `bytes` is one.
@@ -561,12 +547,23 @@ pub fn parse_pipe_reply(bytes: &[u8; PIPE_REPLY_LEN]) -> Option<u16> {
 /// its length prefix, where `refused` counts the connection's frames
 /// refused since the previous SYNC (bad frames, spool full).
 pub fn sync_reply(token: u64, refused: u32) -> [u8; SYNC_REPLY_LEN] {
-    let mut out = [0u8; SYNC_REPLY_LEN];
-    out[..4].copy_from_slice(&14u32.to_le_bytes());
-    out[4] = CONTROL_MARK;
-    out[5] = SYNC;
-    out[6..14].copy_from_slice(&token.to_le_bytes());
-    out[14..].copy_from_slice(&refused.to_le_bytes());
+    control_frame(SYNC, &[&token.to_le_bytes(), &refused.to_le_bytes()])
+}
+
+/// A control frame of `N` bytes, length prefix included: `0x03 <kind>`,
+/// then the pieces of `body` back to back, which fill the rest (each
+/// caller's `N` is its frame's constant length).
+fn control_frame<const N: usize>(kind: u8, body: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out[..LEN_PREFIX].copy_from_slice(&((N - LEN_PREFIX) as u32).to_le_bytes());
+    out[LEN_PREFIX] = CONTROL_MARK;
+    out[LEN_PREFIX + 1] = kind;
+    let mut at = LEN_PREFIX + 2;
+    for piece in body {
+        out[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    }
+    debug_assert_eq!(at, N, "a control frame's pieces fill it");
     out
 }
 
