@@ -23,8 +23,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use syncs_engine::stats;
 use syncs_engine::wire::client::{
-    check_payload, parse_control, pipe_reply, sync_reply, Control, FrameDecoder, FrameError,
-    Framed, CONTROL_MARK, MONGO_JSON_MARK, MONGO_MARK,
+    check_payload, parse_control, sync_reply, Control, FrameDecoder, FrameError, Framed,
+    CONTROL_MARK, MONGO_JSON_MARK, MONGO_MARK,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -134,35 +134,15 @@ pub async fn serve(
             first = false;
             let read = tokio::select! {
                 _ = stop.cancelled() => break,
-                r = pipe::first_read(&sock, &mut buf, READ_CHUNK) => r,
+                r = pipe::first_read(&mut sock, &mut buf, READ_CHUNK, peer) => r,
             };
-            let (n, fds) = match read {
-                Ok(got) => got,
+            match read {
+                Ok((0, _)) => break,
+                Ok((_, rx)) => offered = rx,
                 Err(e) => {
                     tracing::warn!(?peer, "client read failed: {e}");
                     break;
                 }
-            };
-            let (offer, rx) = pipe::take(fds);
-            if let Some(outcome) = offer.label() {
-                metrics::counter!(stats::PROXY_CLIENT_PIPES, "outcome" => outcome).increment(1);
-            }
-            if offer == pipe::Offer::Refused {
-                tracing::warn!(
-                    ?peer,
-                    "a client offered descriptors that are not one pipe's read end; closed them"
-                );
-            }
-            if let Some(rx) = rx {
-                // A client gone already (it sent a few frames and closed)
-                // cannot be answered; its frames are read all the same.
-                match sock.write_all(&pipe_reply()).await {
-                    Ok(()) => offered = Some(rx),
-                    Err(e) => tracing::debug!(?peer, "cannot answer a pipe offer: {e}"),
-                }
-            }
-            if n == 0 {
-                break;
             }
         } else {
             let mut stray = [0u8; 512];

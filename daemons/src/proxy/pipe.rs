@@ -21,7 +21,9 @@ use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-use tokio::io::{AsyncReadExt, Interest};
+use syncs_engine::stats;
+use syncs_engine::wire::client::pipe_reply;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
@@ -29,9 +31,43 @@ use tokio::net::UnixStream;
 /// more are closed (the kernel closes those past the buffer).
 const MAX_FDS: usize = 4;
 
-/// The first read of a connection: like `read_buf`, with room for the
-/// descriptors of a pipe offer, which come back too (closed when dropped).
+/// The first read of a connection, and the pipe offer that came with it:
+/// counted, and answered with PIPE when taken. Returns the bytes read and
+/// the pipe to read from after the client's SWITCH.
 pub async fn first_read(
+    sock: &mut UnixStream,
+    buf: &mut BytesMut,
+    want: usize,
+    peer: Option<i32>,
+) -> io::Result<(usize, Option<pipe::Receiver>)> {
+    let (n, fds) = read_with_fds(sock, buf, want).await?;
+    let (offer, rx) = take(fds);
+    if let Some(outcome) = offer.label() {
+        metrics::counter!(stats::PROXY_CLIENT_PIPES, "outcome" => outcome).increment(1);
+    }
+    if offer == Offer::Refused {
+        tracing::warn!(
+            ?peer,
+            "a client offered descriptors that are not one pipe's read end; closed them"
+        );
+    }
+    let Some(rx) = rx else {
+        return Ok((n, None));
+    };
+    // A client gone already (it sent a few frames and closed) cannot be
+    // answered; its frames are read all the same.
+    match sock.write_all(&pipe_reply()).await {
+        Ok(()) => Ok((n, Some(rx))),
+        Err(e) => {
+            tracing::debug!(?peer, "cannot answer a pipe offer: {e}");
+            Ok((n, None))
+        }
+    }
+}
+
+/// Like `read_buf`, with room for the descriptors of a pipe offer, which
+/// come back too (closed when dropped).
+async fn read_with_fds(
     sock: &UnixStream,
     buf: &mut BytesMut,
     want: usize,
@@ -61,7 +97,7 @@ pub async fn first_read(
 
 /// What became of a pipe offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+enum Offer {
     /// No descriptor came with the first bytes.
     None,
     /// A pipe's read end: taken.
@@ -72,7 +108,7 @@ pub enum Offer {
 
 impl Offer {
     /// The metric label of an offer that came.
-    pub fn label(self) -> Option<&'static str> {
+    fn label(self) -> Option<&'static str> {
         match self {
             Offer::None => None,
             Offer::Taken => Some("taken"),
@@ -82,7 +118,7 @@ impl Offer {
 }
 
 /// The pipe of an offer, when `fds` is exactly one pipe's read end.
-pub fn take(fds: Vec<OwnedFd>) -> (Offer, Option<pipe::Receiver>) {
+fn take(fds: Vec<OwnedFd>) -> (Offer, Option<pipe::Receiver>) {
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
         (None, _) => (Offer::None, None),
