@@ -87,8 +87,11 @@ impl Pipe {
                     };
                     write_all(stream, &wire[sent..]).map_err(|(n, e)| (sent + n, e))
                 }
-                // No pipe to be had (descriptors, memory): the socket.
+                // No pipe to be had (descriptors, memory), or the socket
+                // would not carry the descriptor: the socket alone, whose
+                // own errors this write then reports.
                 Err(Offer::NoPipe) => write_all(stream, wire),
+                // The send timeout passed: not waited for twice.
                 Err(Offer::Failed(e)) => Err((0, e)),
             },
             Pipe::Offered { w, at } => match reply(stream) {
@@ -145,7 +148,10 @@ fn offer(stream: &UnixStream, wire: &[u8]) -> Result<(OwnedFd, usize), Offer> {
             // Our copy of the read end closes here: the proxy holds its own.
             Ok(sent) => return Ok((w, sent)),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Offer::Failed(e.into())),
+            Err(e) if e == rustix::io::Errno::AGAIN => return Err(Offer::Failed(e.into())),
+            // A refusal of the descriptor (`ETOOMANYREFS`, ...) or of the
+            // socket: `write_all` tells which.
+            Err(_) => return Err(Offer::NoPipe),
         }
     }
 }
