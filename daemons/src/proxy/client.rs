@@ -134,7 +134,7 @@ pub async fn serve(
             first = false;
             let read = tokio::select! {
                 _ = stop.cancelled() => break,
-                r = pipe::first_read(&mut sock, &mut buf, READ_CHUNK, peer) => r,
+                r = pipe::first_read(&mut sock, &mut buf, READ_CHUNK, peer, &limits.refusal_logs) => r,
             };
             match read {
                 Ok((0, _)) => break,

@@ -27,18 +27,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
+use crate::log_throttle::LogThrottles;
+
 /// Descriptors one offer may carry and be read whole: one is expected,
 /// more are closed (the kernel closes those past the buffer).
 const MAX_FDS: usize = 4;
 
 /// The first read of a connection, and the pipe offer that came with it:
-/// counted, and answered with PIPE when taken. Returns the bytes read and
-/// the pipe to read from after the client's SWITCH.
+/// counted, and answered with PIPE when taken; a refused one is logged at
+/// the pace of `logs`. Returns the bytes read and the pipe to read from
+/// after the client's SWITCH.
 pub async fn first_read(
     sock: &mut UnixStream,
     buf: &mut BytesMut,
     want: usize,
     peer: Option<i32>,
+    logs: &LogThrottles,
 ) -> io::Result<(usize, Option<pipe::Receiver>)> {
     let (n, fds) = read_with_fds(sock, buf, want).await?;
     let (offer, rx) = take(fds);
@@ -46,10 +50,13 @@ pub async fn first_read(
         metrics::counter!(stats::PROXY_CLIENT_PIPES, "outcome" => outcome).increment(1);
     }
     if offer == Offer::Refused {
-        tracing::warn!(
-            ?peer,
-            "a client offered descriptors that are not one pipe's read end; closed them"
-        );
+        if let Some(suppressed) = logs.due("pipe_refused") {
+            tracing::warn!(
+                ?peer,
+                more_since_last_line = suppressed,
+                "a client offered descriptors that are not one pipe's read end; closed them"
+            );
+        }
     }
     let Some(rx) = rx else {
         return Ok((n, None));
