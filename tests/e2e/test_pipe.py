@@ -182,16 +182,19 @@ import sys, intc
 ic = intc.IncClient()
 for i in range(int(sys.argv[2])):
     ic.redis_one(sys.argv[1], 6379, 0, ("rpush", "l", str(i)))
-assert ic.sync(sys.argv[1]) == 0
+if sys.argv[3] == "sync":
+    assert ic.sync(sys.argv[1]) == 0
 '''
 
 
-def run_python_client(socket_path: str, n: int, **env: str) -> None:
+def run_python_client(socket_path: str, n: int, sync: bool = True, **env: str) -> None:
+    """`n` RPUSHes from the Python library in a process of their own,
+    confirmed by a SYNC at the end when `sync`."""
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-c", CLIENT, socket_path, str(n)], check=True, timeout=60,
-                   env={**os.environ, **env})
+    subprocess.run([sys.executable, "-c", CLIENT, socket_path, str(n), "sync" if sync else "no-sync"],
+                   check=True, timeout=60, env={**os.environ, **env})
 
 
 def test_the_python_library_switches_to_the_pipe_and_keeps_order(syncs_factory, redis_target):
@@ -231,7 +234,7 @@ def test_a_proxy_that_ignores_the_offer_gets_every_frame_on_the_socket(tmp_path)
 
         t = threading.Thread(target=serve)
         t.start()
-        run_python_client_no_sync(path, 3000)
+        run_python_client(path, 3000, sync=False)
         t.join(timeout=30)
     frames, pos = [], 0
     while pos < len(got):
@@ -239,16 +242,6 @@ def test_a_proxy_that_ignores_the_offer_gets_every_frame_on_the_socket(tmp_path)
         frames.append(bytes(got[pos + 4:pos + 4 + n]))
         pos += 4 + n
     assert frames == [b"6379,0\x01" + resp(b"rpush", b"l", str(i).encode()) for i in range(3000)]
-
-
-def run_python_client_no_sync(socket_path: str, n: int) -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys, intc\nic = intc.IncClient()\n"
-            "for i in range(int(sys.argv[2])):\n"
-            "    ic.redis_one(sys.argv[1], 6379, 0, ('rpush', 'l', str(i)))\n")
-    subprocess.run([sys.executable, "-c", code, socket_path, str(n)], check=True, timeout=60)
 
 
 SIGPIPE_C = r'''

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncs_engine::wire::client::{
-    parse_pipe_reply, parse_sync_reply, sync_request, LEN_PREFIX, PIPE_REPLY_LEN, SYNC_REPLY_LEN,
+    parse_pipe_reply, parse_sync_reply, pipe_reply, sync_request, LEN_PREFIX, PIPE_REPLY_LEN,
+    SYNC_REPLY_LEN,
 };
 
 use super::stats::Counters;
@@ -156,7 +157,7 @@ impl Inner {
         read(&mut reply[..LEN_PREFIX])?;
         // The proxy's PIPE reply precedes every SYNC answer: a pipe offer
         // the sends gave up on (see pipe.rs) may still be answered.
-        if reply[..LEN_PREFIX] == pipe_reply_prefix() {
+        if reply[..LEN_PREFIX] == pipe_reply()[..LEN_PREFIX] {
             let mut pipe = [0u8; PIPE_REPLY_LEN];
             pipe[..LEN_PREFIX].copy_from_slice(&reply[..LEN_PREFIX]);
             read(&mut pipe[LEN_PREFIX..])?;
@@ -208,9 +209,4 @@ impl Drop for Turn<'_> {
         self.inner.lock().settle(&self.stream, self.confirmed);
         self.inner.synced.notify_all();
     }
-}
-
-/// The length prefix of a PIPE reply.
-fn pipe_reply_prefix() -> [u8; LEN_PREFIX] {
-    ((PIPE_REPLY_LEN - LEN_PREFIX) as u32).to_le_bytes()
 }
