@@ -424,11 +424,15 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
         assert listener.stdout is not None
         if listener.stdout.readline().strip() != "ready":
             raise RuntimeError("the keyspace listener did not start")
+        cpu0 = rig.cpu()
         run_client([str(sender), rig.syncs.socket, str(rate), str(seconds), str(sent_file)], "bench_latency",
                    timeout=600)
         if listener.wait(timeout=180) != 0:
             raise RuntimeError(f"the keyspace listener failed (exit {listener.returncode})")
         steal = steal_ms() - steal0
+        # At a steady rate records come one or a few at a time: what each
+        # costs the relay and Redis then, against a throughput row's batches.
+        cpu = cpu_us_per_op(cpu0, rig.cpu(), n)
         sent = array.array("q", sent_file.read_bytes())
         seen = array.array("q", seen_file.read_bytes())
         lat_ms = sorted((seen[i] - sent[i]) / 1e6 for i in range(n) if seen[i])
@@ -446,7 +450,7 @@ def row_latency(tmp: Path, rate: int, seconds: float, proxy_args: list[str], sec
         achieved = (n - 1) / ((sent[-1] - sent[0]) / 1e9) if n > 1 else float(rate)
         return {"rate": rate, "n": n, "achieved_rate": achieved, "proxy_args": proxy_args, "p50_ms": q(0.50),
                 "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": lat_ms[-1],
-                "steal_ms": steal, "sender_pause_ms": max(late_ms, 0.0),
+                "steal_ms": steal, "sender_pause_ms": max(late_ms, 0.0), "cpu_us": cpu,
                 "cdf_ms": [q(i / 200) for i in range(200)] + [lat_ms[-1]]}
     finally:
         rig.stop()
@@ -458,8 +462,10 @@ def latency_runs(tmp: Path, rate: int, seconds: float, proxy_args: list[str], ru
     run's percentiles beside it (the tail varies from run to run on a
     shared 2-core machine)."""
     samples = [row_latency(tmp, rate, seconds, proxy_args, second) for _ in range(runs)]
-    return median_run(samples, "p99_ms", ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms", "steal_ms",
-                                          "sender_pause_ms"))
+    out = median_run(samples, "p99_ms", ("achieved_rate", "p50_ms", "p99_ms", "p999_ms", "max_ms", "steal_ms",
+                                         "sender_pause_ms", "cpu_us"))
+    out["cpu_us"] = median_cpu(samples)
+    return out
 
 
 def held_runs(lat: dict) -> str:
@@ -660,7 +666,8 @@ def table(results: dict) -> str:
             lines.append(f"latency at {lat['rate']:,} ops/s ({lat['n']:,} writes, sent at "
                          f"{lat['achieved_rate']:,.0f}/s), {what}: p50 {lat['p50_ms']:.2f} ms, "
                          f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
-                         f"(the median run by p99; p99 of each run: {each} ms{held_runs(lat)})")
+                         f"(the median run by p99; p99 of each run: {each} ms{held_runs(lat)})"
+                         + (f"; CPU per write (median): {cpu_text(lat['cpu_us'])}" if "cpu_us" in lat else ""))
     w = results.get("writers")
     if w:
         one = w["one"]["ops_per_s"]
@@ -796,7 +803,8 @@ def main() -> None:
                 lat = results[key]
                 each = ", ".join(f"{r['p99_ms']:.2f}" for r in lat["runs"])
                 print(f"{key}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (median run of {runs}; "
-                      f"p99 of each run: {each}{held_runs(lat)})", flush=True)
+                      f"p99 of each run: {each}{held_runs(lat)}); CPU per write {cpu_text(lat['cpu_us'])}",
+                      flush=True)
         if "isolation" in wanted:
             # Every write fanned out to a second Redis, up, then stopped for
             # the whole run: the first target's latency must not change.
