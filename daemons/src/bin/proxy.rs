@@ -78,9 +78,10 @@ struct Args {
     fsync: Fsync,
     /// With `--fsync always`: the least time between the starts of two
     /// fsyncs (`1ms`); the frames written meanwhile share the next one.
-    /// Every SYNC is still answered once its frames are fsynced, up to this
-    /// much later. 0 (the default): each fsync starts as soon as the
-    /// previous one returned.
+    /// A SYNC (or a client at its bound of frames not yet durable) is not
+    /// held: its fsync starts at once, and it is still answered only once
+    /// its frames are fsynced. 0 (the default): each fsync starts as soon
+    /// as the previous one returned.
     #[arg(long, default_value = "0", value_parser = syncs_dsl::parse_duration)]
     fsync_spacing: Duration,
     /// The least time between the starts of two batches to a server that

@@ -92,6 +92,7 @@ pub async fn serve(
         accepted: Vec::new(),
         inflight: FuturesOrdered::new(),
         inflight_bytes: 0,
+        admitted_upto: 0,
     };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = FrameDecoder::new(max_frame);
@@ -112,6 +113,7 @@ pub async fn serve(
         while conn.inflight.len() >= MAX_INFLIGHT_BATCHES
             || conn.inflight_bytes >= MAX_INFLIGHT_BYTES
         {
+            conn.hurry();
             conn.settle_one().await;
         }
         // A large frame in progress: its bytes count against the shared
@@ -224,6 +226,7 @@ pub async fn serve(
                     };
                     // Everything before the SYNC must be in the spool.
                     conn.admit().await;
+                    conn.hurry();
                     conn.settle_all().await;
                     let reply = sync_reply(token, conn.refused_since_sync);
                     conn.refused_since_sync = 0;
@@ -312,6 +315,8 @@ struct Conn {
     inflight: FuturesOrdered<BoxFuture<'static, Settled>>,
     /// Bytes of the records in `inflight`.
     inflight_bytes: usize,
+    /// The newest sequence admitted.
+    admitted_upto: u64,
 }
 
 impl Conn {
@@ -348,9 +353,18 @@ impl Conn {
         let bytes = records.iter().map(Bytes::len).sum();
         self.inflight_bytes += bytes;
         let receipt = self.spool.admit_batch(records).await;
+        self.admitted_upto = receipt.upto().unwrap_or(self.admitted_upto);
         self.inflight.push_back(Box::pin(
             async move { (receipt.wait().await, kinds, bytes) },
         ));
+    }
+
+    /// This connection waits for what it admitted to be durable: its
+    /// fsync is not held back by the fsync spacing.
+    fn hurry(&self) {
+        if !self.inflight.is_empty() {
+            self.spool.hurry(self.admitted_upto);
+        }
     }
 
     async fn settle_one(&mut self) {

@@ -27,6 +27,11 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The newest sequence handed to the writer, if any was.
+    pub fn upto(&self) -> Option<u64> {
+        self.sent.last().map(|&(_, seq)| seq)
+    }
+
     /// One outcome per record, in order: its sequence once durable per
     /// the fsync policy, or why it was refused.
     pub async fn wait(self) -> Vec<Result<u64, SpoolError>> {
@@ -75,6 +80,12 @@ impl Spool {
     /// the spool refused some on the way (disk cap under `Refuse`).
     pub async fn push_batch(&self, records: Vec<Bytes>) -> Vec<Result<u64, SpoolError>> {
         self.admit_batch(records).await.wait().await
+    }
+
+    /// Somebody waits for every record up to `upto` to be durable (a
+    /// client's SYNC): their fsync is not held back by the fsync spacing.
+    pub fn hurry(&self, upto: u64) {
+        self.shared.hurry.ask(upto);
     }
 
     /// The first half of [`Spool::push_batch`]: returns once every record

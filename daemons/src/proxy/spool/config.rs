@@ -83,7 +83,8 @@ pub struct SpoolConfig {
     /// to the start of the next (default zero: the next starts as soon as
     /// the previous returned). Every push still returns only once its
     /// record is fsynced, up to this much later; the spool fsyncs at most
-    /// once per spacing, gathering the records written meanwhile.
+    /// once per spacing, gathering the records written meanwhile, except
+    /// for records somebody waits for ([`Spool::hurry`](super::Spool::hurry)).
     pub fsync_spacing: Duration,
     /// Disk cap for all segments (default 10 GiB).
     pub max_bytes: u64,

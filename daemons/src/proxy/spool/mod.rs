@@ -135,6 +135,8 @@ struct Shared {
     /// Room was freed (or the writer failed): blocked pushers look again.
     pub room: Notify,
     pub fsyncs: AtomicU64,
+    /// What pushers wait for now, past the fsync spacing.
+    pub hurry: syncer::Hurry,
     /// Tests hold it to keep the writer from committing.
     #[cfg(test)]
     pub gate: tokio::sync::Mutex<()>,
@@ -284,6 +286,7 @@ impl Spool {
             pushed,
             room: Notify::new(),
             fsyncs: AtomicU64::new(0),
+            hurry: syncer::Hurry::default(),
             #[cfg(test)]
             gate: tokio::sync::Mutex::new(()),
             #[cfg(test)]

@@ -12,7 +12,10 @@
 //! the spacing after the previous one started: the rounds written in
 //! between wait and share it. Under a steady stream that bounds the
 //! fsyncs per second (and the CPU and device flushes they cost); a round
-//! after a quiet spell is fsynced at once.
+//! after a quiet spell is fsynced at once. So is one that somebody waits
+//! for ([`Hurry`]): a client's SYNC, a connection at its bound of records
+//! not yet durable. The spacing saves the fsyncs nobody waits for and
+//! delays no answer.
 //!
 //! The durable mark is what the writer stamps into each record's `lead`
 //! (see `docs/spool.md`): recovery tells a torn tail from corruption by
@@ -23,7 +26,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use syncs_engine::stats;
@@ -40,6 +44,49 @@ pub(super) struct Round {
     /// The newest record of the round.
     pub upto: u64,
     pub dones: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Records somebody waits for: their fsync is not held by the spacing.
+#[derive(Debug, Default)]
+pub(super) struct Hurry {
+    /// Every record up to here is waited for.
+    upto: AtomicU64,
+    /// The syncer thread, woken from a spacing's wait.
+    syncer: Mutex<Option<Thread>>,
+}
+
+impl Hurry {
+    /// Somebody waits for every record up to `upto` to be durable.
+    pub fn ask(&self, upto: u64) {
+        if self.upto.fetch_max(upto, Ordering::AcqRel) >= upto {
+            return;
+        }
+        if let Some(t) = self
+            .syncer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            t.unpark();
+        }
+    }
+
+    /// Waits until `at`, or until somebody waits for a record past
+    /// `durable`.
+    fn hold(&self, at: Instant, durable: &AtomicU64) {
+        loop {
+            if self.upto.load(Ordering::Acquire) > durable.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= at {
+                return;
+            }
+            // An `ask` between the check and here leaves the token that
+            // makes this return at once.
+            std::thread::park_timeout(at - now);
+        }
+    }
 }
 
 pub(super) struct Syncer {
@@ -63,9 +110,15 @@ impl Syncer {
     /// Runs until the writer drops its sender, answering every round.
     pub fn run(self) {
         let mut spacing = Spacing::new(self.spacing);
+        *self
+            .shared
+            .hurry
+            .syncer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
         while let Ok(first) = self.rx.recv() {
             if let Some(at) = spacing.held_until() {
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                self.shared.hurry.hold(at, &self.durable);
             }
             spacing.start();
             let mut rounds = vec![first];

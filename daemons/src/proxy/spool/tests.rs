@@ -653,6 +653,28 @@ async fn a_spacing_holds_fsyncs_apart_and_every_push_still_waits_for_its_own() {
     );
 }
 
+#[tokio::test]
+async fn a_record_somebody_waits_for_is_fsynced_without_waiting_out_the_spacing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    let spacing = crate::spacing::MAX;
+    cfg.fsync_spacing = spacing;
+    let s = Spool::open(cfg, 1).expect("open");
+    assert_eq!(s.push(rec(1)).await.expect("push"), 1);
+    let started = std::time::Instant::now();
+    // Within the spacing: a SYNC waits for record 2, so it goes at once.
+    let receipt = s.admit_batch(vec![rec(2)]).await;
+    s.hurry(receipt.upto().expect("handed to the writer"));
+    let outcome = receipt.wait().await;
+    assert!(matches!(outcome[..], [Ok(2)]), "{outcome:?}");
+    assert!(started.elapsed() < spacing, "{:?}", started.elapsed());
+    assert_eq!(s.fsyncs(), 2);
+    // Records nobody waits for are held again, a spacing after that fsync.
+    assert_eq!(s.push(rec(3)).await.expect("push"), 3);
+    assert!(started.elapsed() >= spacing, "{:?}", started.elapsed());
+    assert_eq!(s.fsyncs(), 3);
+}
+
 #[test]
 fn a_spacing_needs_fsync_always_and_at_most_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
