@@ -89,7 +89,11 @@ def test_descriptors_that_are_not_a_pipe_read_end_are_refused_and_the_stream_goe
     pipes_before = open_pipes(s.proxy.p.pid)
     r, w = os.pipe()
     other = socket.socket(socket.AF_UNIX)
-    cases = [("write end", [w]), ("a socket", [other.fileno()]), ("two pipes", [r, r])]
+    # A read end opened again for writing too: the proxy's descriptor
+    # would then keep the pipe open, and its end would never come.
+    both = os.open(f"/proc/self/fd/{r}", os.O_RDWR)
+    cases = [("write end", [w]), ("a socket", [other.fileno()]), ("two pipes", [r, r]),
+             ("a read end open for writing too", [both])]
     for i, (what, fds) in enumerate(cases):
         with socket.socket(socket.AF_UNIX) as c:
             c.connect(s.socket)
@@ -99,7 +103,7 @@ def test_descriptors_that_are_not_a_pipe_read_end_are_refused_and_the_stream_goe
             # socket still carries frames.
             c.sendall(SWITCH + set_frame(f"after{i}".encode(), b"v") + sync_request(i))
             assert recv_exactly(c, 18) == sync_reply(i, 1), what
-    for fd in (r, w):
+    for fd in (r, w, both):
         os.close(fd)
     other.close()
     target = redis_target.client(0)
@@ -160,6 +164,92 @@ def test_the_connection_ends_with_the_pipe_and_frames_written_before_the_close_a
     target = redis_target.client(0)
     wait_for(lambda: target.llen("l") == 500, what="every frame written before the close")
     wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
+
+
+def test_a_connection_ends_with_its_socket_though_its_pipe_has_another_writer(syncs_factory, redis_target):
+    """A forked child (or a hostile client) may hold the pipe's write end
+    for ever: the client's close of its socket ends the connection, with
+    every frame written into the pipe before it."""
+    s = syncs_factory(default_rules(redis_target.url, None))
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
+    c.sendall(SWITCH)
+    for i in range(300):
+        os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())))
+    c.close()
+    try:
+        wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
+        target = redis_target.client(0)
+        wait_for(lambda: target.llen("l") == 300, what="every frame written before the close")
+    finally:
+        os.close(w)
+
+
+def test_a_client_that_goes_without_reading_the_pipe_reply_is_an_ordinary_close(syncs_factory, redis_target):
+    """Closing a unix socket with a reply unread resets it: the proxy
+    sees ECONNRESET after the client's last bytes, which is the client's
+    close, not a failed read (a partial frame then is `truncated`)."""
+    s = syncs_factory(default_rules(redis_target.url, None))
+    r, w = os.pipe()
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(s.socket)
+    offer(c, set_frame(b"a", b"1"), [r])
+    os.close(r)
+    c.settimeout(10)
+    # The reply is there, left unread.
+    assert c.recv(len(PIPE_REPLY), socket.MSG_PEEK) == PIPE_REPLY
+    c.sendall(set_frame(b"b", b"2") + set_frame(b"cut", b"3")[:10])
+    c.close()
+    os.close(w)
+    wait_for(lambda: s.proxy_metric('syncs_proxy_frames_refused_total{reason="truncated"}') == 1,
+             what="the partial frame counted")
+    target = redis_target.client(0)
+    wait_for(lambda: target.get("b") == b"2", what="b")
+    assert "client read failed" not in s.proxy.text()
+
+
+def test_frames_after_a_sync_that_cannot_be_answered_still_arrive(syncs_factory, redis_target):
+    """A client that stopped reading its socket (here: shut it for
+    reading, so that the proxy's reply fails) while frames after its SYNC
+    are in the pipe: those frames are taken all the same."""
+    s = syncs_factory(default_rules(redis_target.url, None))
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
+    with c:
+        c.sendall(SWITCH)
+        c.shutdown(socket.SHUT_RD)
+        os.write(w, set_frame(b"before", b"1") + sync_request(5)
+                 + b"".join(frame(b"6379,0\x01" + resp(b"RPUSH", b"after", str(i).encode())) for i in range(100)))
+        target = redis_target.client(0)
+        wait_for(lambda: target.llen("after") == 100, what="the frames after the SYNC")
+        assert target.get("before") == b"1"
+    os.close(w)
+
+
+def test_a_stopping_proxy_takes_what_is_in_the_pipe_first(syncs_factory, redis_target):
+    """Frames a client wrote before the proxy was told to stop, still in
+    the pipe, are taken (and sent) before it ends."""
+    import fcntl
+    import signal
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    c, w = piped(s.socket, set_frame(b"a", b"1"))
+    fcntl.fcntl(w, 1031, 256 << 10)  # F_SETPIPE_SZ: room for all of them
+    c.sendall(SWITCH)
+    os.write(w, sync_request(1))
+    assert recv_exactly(c, 18) == sync_reply(1, 0)
+    # Stopped, the proxy reads nothing: the frames wait in the pipe.
+    s.proxy.send_signal(signal.SIGSTOP)
+    try:
+        n = 2000
+        os.write(w, b"".join(frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())) for i in range(n)))
+        s.proxy.send_signal(signal.SIGTERM)
+    finally:
+        s.proxy.send_signal(signal.SIGCONT)
+    assert s.proxy.stop() == 0
+    c.close()
+    os.close(w)
+    target = redis_target.client(0)
+    wait_for(lambda: target.llen("l") == n, what="every frame in the pipe at the stop")
+    assert target.lrange("l", 0, -1) == [str(i).encode() for i in range(n)]
 
 
 def open_pipes(pid: int) -> int:

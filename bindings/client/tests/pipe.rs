@@ -30,7 +30,7 @@ enum Item {
 
 /// Every whole frame of `bytes`, in order.
 fn items(bytes: &[u8]) -> Vec<Item> {
-    let mut dec = FrameDecoder::new(1 << 20);
+    let mut dec = FrameDecoder::new(64 << 20);
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
     while let Some(Framed::Frame(p)) = dec.decode(&mut buf) {
@@ -190,4 +190,129 @@ fn a_sync_before_the_answer_keeps_the_socket_and_skips_the_late_answer() {
         vec![Item::Data("b".into())],
         "no SWITCH, b on the socket"
     );
+}
+
+/// A fake proxy that takes the pipe, answers PIPE and reads the socket
+/// until the SWITCH, which it tells on the channel returned; then `after`
+/// gets the socket and the pipe.
+fn taking_proxy<T: Send + 'static>(
+    listener: UnixListener,
+    after: impl FnOnce(UnixStream, OwnedFd) -> T + Send + 'static,
+) -> (thread::JoinHandle<T>, std::sync::mpsc::Receiver<()>) {
+    let (switched_tx, switched) = std::sync::mpsc::channel();
+    let proxy = thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        let (first, mut fds) = first_bytes(&sock);
+        assert_eq!(fds.len(), 1, "one descriptor with the first bytes");
+        sock.write_all(&pipe_reply()).expect("PIPE reply");
+        read_until(&mut sock, first, |items| {
+            items.contains(&Item::Control(Control::Switch))
+        });
+        let _ = switched_tx.send(());
+        after(sock, fds.pop().expect("the pipe"))
+    });
+    (proxy, switched)
+}
+
+/// Sends small frames until the connection switched to the pipe (the
+/// proxy's answer is looked for on each send after the offer).
+fn send_until_switched(conn: &Connection, switched: &std::sync::mpsc::Receiver<()>) {
+    let mut i = 0;
+    while switched.try_recv().is_err() {
+        conn.send(&frame(&i.to_string())).expect("send");
+        i += 1;
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[allow(unsafe_code)]
+fn sigpipe_pending() -> bool {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigpending` fills the set it is given, valid for writes;
+    // it is read only when the call succeeded.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGPIPE) == 1
+    }
+}
+
+#[test]
+fn a_thread_that_blocks_sigpipe_is_left_no_pending_one_by_a_pipe_whose_reader_went() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    // The reader goes, the socket stays: the next write meets EPIPE.
+    let (proxy, switched) = taking_proxy(listener, |sock, pipe| {
+        drop(pipe);
+        sock
+    });
+    // In a thread of its own, whose mask the test may change.
+    thread::spawn(move || {
+        pthread_sigmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&SigSet::from(Signal::SIGPIPE)),
+            None,
+        )
+        .expect("block SIGPIPE");
+        let conn = connection(&path);
+        conn.send(&frame("first")).expect("send");
+        send_until_switched(&conn, &switched);
+        let _sock = proxy.join().expect("fake proxy");
+        // Into the pipe nobody reads: EPIPE, an error of the call.
+        let before = conn.stats().errors;
+        assert!(conn.send(&frame("after")).is_err(), "{:?}", conn.stats());
+        assert_eq!(conn.stats().errors, before + 1, "{:?}", conn.stats());
+        // A socket write raises no SIGPIPE; neither may the pipe's.
+        assert!(!sigpipe_pending(), "a SIGPIPE is left pending");
+    })
+    .join()
+    .expect("test thread");
+}
+
+#[test]
+fn a_large_frame_the_proxy_takes_slowly_is_not_cut_by_the_send_timeout_and_grows_the_pipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let big = 2 << 20;
+    let (proxy, switched) = taking_proxy(listener, move |sock, pipe| {
+        rustix::io::ioctl_fionbio(&pipe, false).expect("blocking reads");
+        let size_before = rustix::pipe::fcntl_getpipe_size(&pipe).expect("pipe size");
+        let mut pipe = File::from(pipe);
+        // 64 KiB every 20 ms: the frame takes ~0.6 s, the timeout is 0.2 s.
+        // Read to the end: the client closes when done.
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = pipe.read(&mut chunk).expect("read the pipe");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            thread::sleep(Duration::from_millis(20));
+        }
+        let size_after = rustix::pipe::fcntl_getpipe_size(&pipe).expect("pipe size");
+        drop(sock);
+        (got, size_before, size_after)
+    });
+    let config = Config {
+        pipe: true,
+        send_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
+    let conn = Connection::new(&path, config).expect("connection");
+    conn.send(&frame("first")).expect("send");
+    send_until_switched(&conn, &switched);
+    let value = "v".repeat(big);
+    let large = Frame::redis(6379, 0, &[["set", "big", value.as_str()]]).expect("frame");
+    conn.send(&large)
+        .expect("a send the proxy keeps taking bytes of does not time out");
+    drop(conn);
+    let (got, size_before, size_after) = proxy.join().expect("fake proxy");
+    assert_eq!(items(&got).last(), Some(&Item::Data(value)));
+    // The pipe starts at the kernel's default and grows once full.
+    assert!(size_before < 256 << 10, "{size_before}");
+    assert_eq!(size_after, 256 << 10);
 }

@@ -105,7 +105,10 @@ pub async fn serve(
     let mut input = Input::Socket;
     // Reading from the pipe, the socket is watched for the client's close.
     let mut socket_open = true;
-    'read: loop {
+    // Once the client closed its socket (or it failed, or the proxy
+    // stops): the reads left, each of what is there now, before the end.
+    let mut drain: Option<usize> = None;
+    loop {
         // Frames are split off the front of `buf`, which leaves it less
         // room each time: make room for a full-size read again (reuses
         // the allocation once the split-off frames are released).
@@ -132,24 +135,32 @@ pub async fn serve(
             }
             _ => held = None,
         }
-        if first {
+        let read = if first {
             first = false;
             let read = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = pipe::first_read(&mut sock, &mut buf, READ_CHUNK, peer, &limits.refusal_logs) => r,
             };
-            match read {
-                Ok((0, _)) => break,
-                Ok((_, rx)) => offered = rx,
-                Err(e) => {
-                    tracing::warn!(?peer, "client read failed: {e}");
-                    break;
+            read.map(|(n, rx)| {
+                offered = rx;
+                n
+            })
+        } else if let Some(left) = drain.as_mut() {
+            match left.checked_sub(1) {
+                Some(l) => {
+                    *left = l;
+                    input.read_now(&sock, &mut buf, READ_CHUNK)
                 }
+                None => Ok(0),
             }
         } else {
             let mut stray = [0u8; 512];
-            let read = tokio::select! {
-                _ = stop.cancelled() => break,
+            tokio::select! {
+                // Stopping: what the client wrote so far is taken.
+                _ = stop.cancelled() => {
+                    drain = Some(MAX_DRAIN_READS);
+                    continue;
+                }
                 Some(done) = conn.inflight.next(), if !conn.inflight.is_empty() => {
                     conn.account(done);
                     continue;
@@ -157,38 +168,50 @@ pub async fn serve(
                 r = input.read_buf(&sock, &mut buf) => r,
                 r = sock.readable(), if socket_open && matches!(input, Input::Pipe(_)) => {
                     // After a SWITCH nothing more comes on the socket but
-                    // its close (the pipe's end follows).
+                    // its close. The client wrote every frame into the
+                    // pipe before closing it: what is in the pipe then is
+                    // the rest. (Waiting for the pipe's end instead would
+                    // wait for ever on a pipe that has another writer.)
                     match r.and_then(|()| sock.try_read(&mut stray)) {
-                        Ok(0) => socket_open = false,
+                        Ok(0) => {
+                            socket_open = false;
+                            drain = Some(MAX_DRAIN_READS);
+                        }
                         Ok(_) => conn.refuse_after_switch(),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => socket_open = false,
+                        Err(_) => {
+                            socket_open = false;
+                            drain = Some(MAX_DRAIN_READS);
+                        }
                     }
                     continue;
                 }
-            };
-            match read {
-                Ok(0) => {
-                    if !decoder.is_idle(&buf) {
-                        metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
-                            .increment(1);
-                        if let Some(suppressed) = conn.refusal_logs.due("truncated") {
-                            tracing::warn!(
-                                ?peer,
-                                bytes = buf.len(),
-                                more_since_last_line = suppressed,
-                                "client closed in the middle of a frame; partial frame discarded"
-                            );
-                        }
-                    }
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(?peer, "client read failed: {e}");
-                    break;
+            }
+        };
+        let ended = match read {
+            Ok(n) => n == 0,
+            // The client closed with a reply it had not read (a PIPE
+            // reply, say): its bytes were all read before this.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => {
+                tracing::warn!(?peer, "client read failed: {e}");
+                break;
+            }
+        };
+        if ended {
+            if !decoder.is_idle(&buf) {
+                metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
+                    .increment(1);
+                if let Some(suppressed) = conn.refusal_logs.due("truncated") {
+                    tracing::warn!(
+                        ?peer,
+                        bytes = buf.len(),
+                        more_since_last_line = suppressed,
+                        "client closed in the middle of a frame; partial frame discarded"
+                    );
                 }
             }
+            break;
         }
         // A large frame split off `buf` shares its allocation with what is
         // left of `buf`: once one was decoded, the rest moves to a buffer
@@ -230,9 +253,14 @@ pub async fn serve(
                     conn.settle_all().await;
                     let reply = sync_reply(token, conn.refused_since_sync);
                     conn.refused_since_sync = 0;
+                    if !socket_open {
+                        continue;
+                    }
                     if let Err(e) = sock.write_all(&reply).await {
+                        // Gone: what it wrote before going is taken.
                         tracing::warn!(?peer, "cannot answer a SYNC: {e}");
-                        break 'read;
+                        socket_open = false;
+                        drain.get_or_insert(MAX_DRAIN_READS);
                     }
                 }
                 Framed::Frame(payload) => match validate(&payload) {
@@ -286,6 +314,11 @@ fn validate(payload: &Bytes) -> Result<&'static str, FrameError> {
     };
     check_payload(payload).map(|()| kind)
 }
+
+/// Reads of what a client wrote before it closed (or before the proxy
+/// stopped), at most: more than a full pipe's 256 KiB in 64 KiB reads,
+/// and a bound on a writer that goes on.
+const MAX_DRAIN_READS: usize = 16;
 
 /// What one connection may have admitted to the spool and not yet seen
 /// durable, at most, in batches (one per read) and in bytes: past either

@@ -57,8 +57,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// Runs until `stop` and every record is acknowledged (or `drain`
-    /// expires after `stop`).
+    /// Runs until `stop` (no more records will come: the proxy stops and
+    /// its clients are done) and every record is acknowledged (or
+    /// `drained` fires after `stop`).
     pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut failures = 0u32;

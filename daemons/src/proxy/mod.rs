@@ -127,6 +127,9 @@ pub async fn serve(
         stream: spool.stream_id(),
     };
     let drained = CancellationToken::new();
+    // The links end once every record is acknowledged after this: once
+    // the clients are done, with what they wrote before the stop taken.
+    let no_more_records = CancellationToken::new();
     // The links run on a thread of their own, under the default policy
     // even when the rest of the proxy runs as SCHED_BATCH: a woken link
     // (the server's ACK, records made durable) goes at once. On the
@@ -150,7 +153,7 @@ pub async fn serve(
             batch_spacing: opts.batch_spacing,
         };
         links.spawn_on(
-            link.run(stop.clone(), drained.clone()),
+            link.run(no_more_records.clone(), drained.clone()),
             link_runtime.handle(),
         );
     }
@@ -163,7 +166,7 @@ pub async fn serve(
             max_frame: opts.max_frame,
         };
         links.spawn_on(
-            link.run(stop.clone(), drained.clone()),
+            link.run(no_more_records.clone(), drained.clone()),
             link_runtime.handle(),
         );
     }
@@ -214,6 +217,7 @@ pub async fn serve(
     let _ = std::fs::remove_file(&opts.socket);
     clients.close();
     clients.wait().await;
+    no_more_records.cancel();
     if let Err(e) = spool.flush().await {
         tracing::error!("flushing the spool at shutdown: {e}");
     }

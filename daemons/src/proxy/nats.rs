@@ -67,7 +67,8 @@ impl NatsLink {
         self.spool.acked(self.index) >= self.spool.last()
     }
 
-    /// Runs until `stop` and every record is stored in the stream (or
+    /// Runs until `stop` (no more records will come: the proxy stops and
+    /// its clients are done) and every record is stored in the stream (or
     /// `drained` fires after `stop`).
     pub async fn run(self, stop: CancellationToken, drained: CancellationToken) {
         let name = format!("syncs-proxy {}", self.identity.name);

@@ -20,6 +20,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
+use rustix::fs::OFlags;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use syncs_engine::stats;
 use syncs_engine::wire::client::pipe_reply;
@@ -129,13 +130,22 @@ fn take(fds: Vec<OwnedFd>) -> (Offer, Option<pipe::Receiver>) {
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
         (None, _) => (Offer::None, None),
-        // `from_owned_fd` checks that it is a FIFO opened for reading.
-        (Some(fd), None) => match pipe::Receiver::from_owned_fd(fd) {
+        // `from_owned_fd` checks that it is a FIFO opened for reading,
+        // which `O_RDWR` is too: refused, since the proxy's own descriptor
+        // would then keep the pipe open for writing, and its end would
+        // never come.
+        (Some(fd), None) if read_only(&fd) => match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => (Offer::Taken, Some(rx)),
             Err(_) => (Offer::Refused, None),
         },
+        (Some(_), None) => (Offer::Refused, None),
         (Some(_), Some(_)) => (Offer::Refused, None),
     }
+}
+
+/// Whether `fd` is open for reading only.
+fn read_only(fd: &OwnedFd) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|flags| flags & OFlags::ACCMODE == OFlags::RDONLY)
 }
 
 /// Where a connection's frames come from: the socket, then (after a
@@ -147,6 +157,33 @@ pub enum Input {
 }
 
 impl Input {
+    /// Reads what is there now (up to `want` bytes) into `buf`, without
+    /// waiting: 0 when nothing is (or the end). The system call itself, not
+    /// the runtime's last word on readiness, which may lag the kernel's.
+    pub fn read_now(
+        &self,
+        sock: &UnixStream,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> io::Result<usize> {
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        let got = loop {
+            let into = &mut buf[start..];
+            let r = match self {
+                Input::Socket => rustix::io::read(sock, into),
+                Input::Pipe(rx) => rustix::io::read(rx, into),
+            };
+            match r {
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => break Ok(0),
+                r => break r.map_err(io::Error::from),
+            }
+        };
+        buf.truncate(start + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
     /// Reads more of the client's frames into `buf`.
     pub async fn read_buf(&mut self, sock: &UnixStream, buf: &mut BytesMut) -> io::Result<usize> {
         match self {

@@ -17,7 +17,9 @@
 //! A write into a pipe whose reader is gone raises `SIGPIPE`, which kills
 //! a program that never asked for it; `send(2)` has `MSG_NOSIGNAL`, a
 //! pipe has nothing like it. So `SIGPIPE` is blocked in the writing thread
-//! for the write and, if the write raised it, taken back (as libpq does).
+//! for the write and, if the write raised it, taken back (as libpq does:
+//! only when none was pending before, and without waiting, since another
+//! thread setting `SIGPIPE` to ignored discards a pending one).
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::mem::MaybeUninit;
@@ -29,7 +31,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use rustix::pipe::PipeFlags;
-use syncs_engine::wire::client::{parse_pipe_reply, switch_request, PIPE_REPLY_LEN};
+use syncs_engine::wire::client::{parse_pipe_reply, switch_request, PIPE_REPLY_LEN, PIPE_VERSION};
 
 use super::socket::write_all;
 
@@ -38,8 +40,13 @@ use super::socket::write_all;
 /// read of the connection, which a busy machine may delay by milliseconds
 /// while a client sends hundreds of frames.
 const WAIT: Duration = Duration::from_millis(500);
-/// The pipe's capacity asked for: four 64 KiB buffer flushes (the default
-/// of 64 KiB would take one at a time). The kernel may give less.
+/// The pipe's capacity asked for once it is full: four 64 KiB buffer
+/// flushes (the default of 64 KiB takes one at a time). A pipe starts at
+/// the default: the pages of every pipe a user has count against one
+/// limit (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB), past which the
+/// kernel gives that user's new pipes, the application's own too, two
+/// pages; so only the connections that fill theirs grow them. The kernel
+/// may refuse.
 const PIPE_SIZE: usize = 256 << 10;
 
 /// Where a connection's frames go.
@@ -129,9 +136,7 @@ fn offer(stream: &UnixStream, wire: &[u8]) -> Result<(OwnedFd, usize), Offer> {
     let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
         .map_err(|_| Offer::NoPipe)?;
     // Both ends non-blocking: the write end for the send timeout (see
-    // `write_pipe`); the proxy reads its end non-blocking anyway. A
-    // smaller pipe than asked still works.
-    let _ = rustix::pipe::fcntl_setpipe_size(&w, PIPE_SIZE);
+    // `write_pipe`); the proxy reads its end non-blocking anyway.
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds = [r.as_fd()];
@@ -170,12 +175,19 @@ fn reply(stream: &UnixStream) -> Reply {
     let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
     match rustix::net::recv(stream, &mut bytes[..], peek) {
         Ok((n, _)) if n == PIPE_REPLY_LEN => {
-            if parse_pipe_reply(&bytes).is_none() {
+            let Some(version) = parse_pipe_reply(&bytes) else {
                 return Reply::Other;
-            }
-            match rustix::net::recv(stream, &mut bytes[..], RecvFlags::DONTWAIT) {
-                Ok((n, _)) if n == PIPE_REPLY_LEN => Reply::Taken,
-                _ => Reply::Other,
+            };
+            // Taken off the socket whatever its version; another version
+            // than ours is an offer given up (the socket is kept).
+            loop {
+                match rustix::net::recv(stream, &mut bytes[..], RecvFlags::DONTWAIT) {
+                    Ok((n, _)) if n == PIPE_REPLY_LEN && version == PIPE_VERSION => {
+                        return Reply::Taken
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    _ => return Reply::Other,
+                }
             }
         }
         Ok((0, _)) => Reply::Other,
@@ -185,18 +197,26 @@ fn reply(stream: &UnixStream) -> Reply {
     }
 }
 
-/// Writes all of `wire` into the pipe, waiting up to `timeout` (`None`:
-/// for ever) while it is full; `SIGPIPE` blocked meanwhile (see the module
+/// Writes all of `wire` into the pipe, waiting while it is full up to
+/// `timeout` (`None`: for ever) since the last byte the proxy took, as the
+/// socket's send timeout does; `SIGPIPE` blocked meanwhile (see the module
 /// documentation). An `EPIPE` is the proxy gone, as on the socket.
 fn write_pipe(w: &OwnedFd, wire: &[u8], timeout: Option<Duration>) -> Result<(), WriteError> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let from_now = || timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut deadline = from_now();
     let sigpipe = SigpipeBlocked::new();
     let mut written = 0;
     while written < wire.len() {
         match rustix::io::write(w, &wire[written..]) {
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                deadline = from_now();
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::AGAIN) => {
+                if grow(w) {
+                    continue;
+                }
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 if left.is_some_and(|l| l.is_zero()) {
                     return Err((written, ErrorKind::WouldBlock.into()));
@@ -219,29 +239,79 @@ fn write_pipe(w: &OwnedFd, wire: &[u8], timeout: Option<Duration>) -> Result<(),
     Ok(())
 }
 
+/// Grows a full pipe to [`PIPE_SIZE`]; whether it grew.
+fn grow(w: &OwnedFd) -> bool {
+    match rustix::pipe::fcntl_getpipe_size(w) {
+        Ok(size) if size < PIPE_SIZE => {
+            rustix::pipe::fcntl_setpipe_size(w, PIPE_SIZE).is_ok_and(|new| new > size)
+        }
+        _ => false,
+    }
+}
+
 /// `SIGPIPE` blocked in this thread while it lives (unless it was already),
 /// the previous mask restored when dropped.
 struct SigpipeBlocked {
     /// The mask to restore; `None` when the thread already blocked it (then
-    /// nothing is changed, and a raised `SIGPIPE` stays the program's).
+    /// nothing is changed).
     old: Option<SigSet>,
+    /// A `SIGPIPE` was pending already: one raised by the write merges with
+    /// it and is not ours to take.
+    pending_before: bool,
 }
 
 impl SigpipeBlocked {
     fn new() -> Self {
         let mut old = SigSet::empty();
         let block = SigSet::from(Signal::SIGPIPE);
-        match pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old)) {
-            Ok(()) if !old.contains(Signal::SIGPIPE) => SigpipeBlocked { old: Some(old) },
-            _ => SigpipeBlocked { old: None },
+        let old = match pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old)) {
+            Ok(()) if !old.contains(Signal::SIGPIPE) => Some(old),
+            _ => None,
+        };
+        SigpipeBlocked {
+            old,
+            pending_before: sigpipe_pending(),
         }
     }
 
-    /// Takes back the `SIGPIPE` a write just raised in this thread (it is
-    /// pending, blocked: `sigwait` returns at once).
+    /// Takes back the `SIGPIPE` a write just raised in this thread, also
+    /// in a thread that blocks it for good (a socket write raises none):
+    /// pending and blocked, it is taken without waiting, and if it is gone
+    /// (another thread set `SIGPIPE` to ignored meanwhile) nothing waits.
     fn take_raised(&self) {
-        if self.old.is_some() {
-            let _ = SigSet::from(Signal::SIGPIPE).wait();
+        if !self.pending_before {
+            take_pending_sigpipe();
+        }
+    }
+}
+
+/// Whether a `SIGPIPE` is pending for this thread or the process.
+#[allow(unsafe_code)]
+fn sigpipe_pending() -> bool {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigpending` fills the `sigset_t` it is given, here one of
+    // ours, valid for writes; it is read only when the call succeeded, and
+    // `sigismember` only reads it.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGPIPE) == 1
+    }
+}
+
+/// Accepts a pending `SIGPIPE`, if there is one, without waiting.
+#[allow(unsafe_code)]
+fn take_pending_sigpipe() {
+    let set = SigSet::from(Signal::SIGPIPE);
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: `set` and `now` are valid for reads for the call; a null
+        // `siginfo_t` pointer is allowed (the details are not wanted).
+        let rc = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &now) };
+        if rc != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
         }
     }
 }
