@@ -8,6 +8,8 @@ import os
 import socket
 import struct
 
+import pytest
+
 from conftest import default_rules, frame, resp, wait_for
 
 PIPE_REPLY = struct.pack("<I", 4) + b"\x03P" + struct.pack("<H", 1)
@@ -152,36 +154,27 @@ def test_socket_bytes_after_the_switch_are_refused_and_the_pipe_goes_on(syncs_fa
     assert target.get("b") == b"2" and target.get("stray") is None and target.get("stray2") is None
 
 
-def test_the_connection_ends_with_the_pipe_and_frames_written_before_the_close_arrive(syncs_factory, redis_target):
+@pytest.mark.parametrize("pipe_kept", [False, True], ids=["pipe-closed", "pipe-kept-by-another-writer"])
+def test_the_connection_ends_with_its_socket_and_frames_written_before_the_close_arrive(
+        syncs_factory, redis_target, pipe_kept):
+    """The client goes, socket first, with frames unread in the pipe; a
+    forked child (or a hostile client) may keep the pipe's write end for
+    ever, which must not keep the connection."""
     s = syncs_factory(default_rules(redis_target.url, None))
     c, w = piped(s.socket, set_frame(b"a", b"1"))
     c.sendall(SWITCH)
     for i in range(500):
         os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())))
-    # The client goes: socket first, then the pipe, with frames unread.
     c.close()
-    os.close(w)
-    target = redis_target.client(0)
-    wait_for(lambda: target.llen("l") == 500, what="every frame written before the close")
-    wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
-
-
-def test_a_connection_ends_with_its_socket_though_its_pipe_has_another_writer(syncs_factory, redis_target):
-    """A forked child (or a hostile client) may hold the pipe's write end
-    for ever: the client's close of its socket ends the connection, with
-    every frame written into the pipe before it."""
-    s = syncs_factory(default_rules(redis_target.url, None))
-    c, w = piped(s.socket, set_frame(b"a", b"1"))
-    c.sendall(SWITCH)
-    for i in range(300):
-        os.write(w, frame(b"6379,0\x01" + resp(b"RPUSH", b"l", str(i).encode())))
-    c.close()
-    try:
-        wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
-        target = redis_target.client(0)
-        wait_for(lambda: target.llen("l") == 300, what="every frame written before the close")
-    finally:
+    if not pipe_kept:
         os.close(w)
+    try:
+        target = redis_target.client(0)
+        wait_for(lambda: target.llen("l") == 500, what="every frame written before the close")
+        wait_for(lambda: s.proxy_metric("syncs_proxy_clients") == 0, what="the connection gone")
+    finally:
+        if pipe_kept:
+            os.close(w)
 
 
 def test_a_client_that_goes_without_reading_the_pipe_reply_is_an_ordinary_close(syncs_factory, redis_target):

@@ -207,7 +207,7 @@ pub async fn serve(
                         ?peer,
                         bytes = buf.len(),
                         more_since_last_line = suppressed,
-                        "client closed in the middle of a frame; partial frame discarded"
+                        "connection ended in the middle of a frame (the client closed, or the proxy stops); partial frame discarded"
                     );
                 }
             }

@@ -138,8 +138,8 @@ fn take(fds: Vec<OwnedFd>) -> (Offer, Option<pipe::Receiver>) {
             Ok(rx) => (Offer::Taken, Some(rx)),
             Err(_) => (Offer::Refused, None),
         },
-        (Some(_), None) => (Offer::Refused, None),
-        (Some(_), Some(_)) => (Offer::Refused, None),
+        // Another kind of descriptor, one open for writing, or several.
+        (Some(_), _) => (Offer::Refused, None),
     }
 }
 
