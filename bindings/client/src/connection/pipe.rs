@@ -268,9 +268,13 @@ impl SigpipeBlocked {
             Ok(()) if !old.contains(Signal::SIGPIPE) => Some(old),
             _ => None,
         };
+        // Where it was not blocked, a pending one would have been
+        // delivered already: only a thread that blocks it may have one
+        // (a system call per write spared in the usual case).
+        let pending_before = old.is_none() && sigpipe_pending();
         SigpipeBlocked {
             old,
-            pending_before: sigpipe_pending(),
+            pending_before,
         }
     }
 
