@@ -61,14 +61,18 @@ impl Hurry {
         if self.upto.fetch_max(upto, Ordering::AcqRel) >= upto {
             return;
         }
-        if let Some(t) = self
-            .syncer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(t) = self.syncer().as_ref() {
             t.unpark();
         }
+    }
+
+    /// The calling thread is the syncer: an `ask` wakes it from `hold`.
+    fn attach_syncer(&self) {
+        *self.syncer() = Some(std::thread::current());
+    }
+
+    fn syncer(&self) -> std::sync::MutexGuard<'_, Option<Thread>> {
+        self.syncer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until `at`, or until somebody waits for a record past
@@ -110,12 +114,7 @@ impl Syncer {
     /// Runs until the writer drops its sender, answering every round.
     pub fn run(self) {
         let mut spacing = Spacing::new(self.spacing);
-        *self
-            .shared
-            .hurry
-            .syncer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+        self.shared.hurry.attach_syncer();
         while let Ok(first) = self.rx.recv() {
             if let Some(at) = spacing.held_until() {
                 self.shared.hurry.hold(at, &self.durable);
