@@ -54,7 +54,10 @@ def test_counters_and_histograms_after_a_known_workload(syncs_factory, redis_tar
     assert r.get("k:keep:last") == b"v"
 
     p = s.proxy_metric
-    assert p('syncs_proxy_frames_accepted_total{kind="redis"}') == accepted
+    # Counted when the connection next reads, or within 50 ms (the client
+    # library's connection stays open): possibly after the ACK.
+    wait_for(lambda: p('syncs_proxy_frames_accepted_total{kind="redis"}') == accepted,
+             what="every accepted frame counted")
     assert p('syncs_proxy_frames_refused_total{reason="bad_resp"}') == BAD
     assert p("syncs_proxy_pending_records") == 0
     assert p("syncs_proxy_links_up") == 1
@@ -117,3 +120,19 @@ def test_records_are_read_from_memory_or_from_disk_when_a_sender_fell_behind(syn
              what="the last record acknowledged")
     assert s.proxy_metric('syncs_proxy_spool_read_records_total{from="memory"}') >= read["memory"] + 1
     assert redis_target.client(0).get("k:keep:last") == b"v"
+
+
+def test_frames_of_a_connection_that_stays_open_are_counted(syncs_factory, redis_target):
+    """A connection does not wait for its batches to be durable, only looks
+    at them when it reads (daemons/src/proxy/client.rs, `SETTLE_LAG`): one
+    that writes and then goes quiet, its socket left open, still has its
+    frames counted (within 50 ms), not only once it closes or sends a SYNC."""
+    s = syncs_factory(rules(redis_target.url))
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(s.socket)
+        for i in range(KEEP):
+            payload = b"6379,0\x01*3\r\n$3\r\nSET\r\n$8\r\nkeep:%03d\r\n$1\r\nv\r\n" % i
+            c.sendall(struct.pack("<I", len(payload)) + payload)
+        wait_for(lambda: s.proxy_metric('syncs_proxy_frames_accepted_total{kind="redis"}') == KEEP,
+                 what="the open connection's frames counted as accepted")
+        wait_for(lambda: redis_target.client(0).get("k:keep:099") == b"v", what="the last frame at the target")
