@@ -415,3 +415,102 @@ def test_a_forked_child_offers_its_own_pipe_and_the_parent_keeps_its_one(syncs_f
     assert target.lrange("parent", 0, -1) == [str(i).encode() for i in range(2000)]
     assert target.lrange("child", 0, -1) == [str(i).encode() for i in range(1000)]
     assert s.proxy_metric('syncs_proxy_client_pipes_total{outcome="taken"}') == 2
+
+
+FORK_OFFERS_C = r'''
+#include <fcntl.h>
+#include <intc_cli.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define THREADS 4
+
+static const char *path;
+static atomic_int stop;
+static atomic_long connections;
+
+/* Each connection's first send offers the proxy a pipe's read end. */
+static void *connect_loop(void *arg) {
+  (void)arg;
+  const char *argv[] = {"SET", "fork-offer", "v"};
+  while (!atomic_load(&stop)) {
+    intc_cli_t *cli = intc_cli_new(path);
+    if (cli == NULL || intc_redis_command(cli, 6379, 0, 3, argv, NULL) != 0) {
+      fprintf(stderr, "a connection failed: %s\n", intc_strerror(INTC_ERR_IO));
+      exit(2);
+    }
+    intc_cli_free(cli);
+    atomic_fetch_add(&connections, 1);
+  }
+  return NULL;
+}
+
+/* In the child, with async-signal-safe calls only: the pipe read ends it
+ * holds besides the standard streams. */
+static int read_ends(void) {
+  int n = 0;
+  for (int fd = 3; fd < 4096; fd++) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) continue;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_ACCMODE) == O_RDONLY) n++;
+  }
+  return n;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) return 2;
+  path = argv[1];
+  int forks = atoi(argv[2]);
+  pthread_t threads[THREADS];
+  for (int i = 0; i < THREADS; i++) pthread_create(&threads[i], NULL, connect_loop, NULL);
+  while (atomic_load(&connections) < 100) usleep(1000);
+  int with_read_end = 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < forks; i++) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(read_ends() > 0 ? 1 : 0);
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 2;
+    with_read_end += WEXITSTATUS(status);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  atomic_store(&stop, 1);
+  for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+  long us = (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000;
+  printf("%d %ld %ld\n", with_read_end, atomic_load(&connections), us / forks);
+  return 0;
+}
+'''
+
+
+def test_a_fork_during_a_pipe_offer_gives_the_child_no_read_end(syncs_factory, redis_target, tmp_path):
+    """A connection offers the proxy a pipe's read end and then closes its
+    own copy; a fork() in another thread in between would leave the child
+    one for good, and a dead proxy would then look alive to the parent
+    until its send timeout. The library keeps forks out of that window
+    (bindings/client/src/fork.rs). Here four threads open connections
+    while the main thread forks children that count the read ends they
+    were given."""
+    import subprocess
+
+    from conftest import compile_c
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    src = tmp_path / "fork_offers.c"
+    src.write_text(FORK_OFFERS_C)
+    exe = compile_c(src, tmp_path / "fork_offers", "-pthread")
+    out = subprocess.run([str(exe), s.socket, "2000"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with_read_end, connections, us_per_fork = map(int, out.stdout.split())
+    print(f"\n2000 forks ({us_per_fork} µs each) beside {connections} connections: "
+          f"{with_read_end} children with a pipe read end")
+    assert connections > 2000
+    assert with_read_end == 0

@@ -42,8 +42,8 @@
 
 pub mod connection;
 pub mod error;
+mod fork;
 pub mod frame;
-mod pid;
 pub mod registry;
 
 pub use connection::{

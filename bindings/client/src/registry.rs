@@ -131,7 +131,7 @@ impl Registry {
             self.conns.clear_poison();
             poisoned.into_inner()
         });
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         if conns.pid != pid {
             conns.pid = pid;
             conns.by_path.clear();

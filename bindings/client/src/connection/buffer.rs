@@ -34,7 +34,7 @@ impl Inner {
         source: &E,
     ) -> Option<Result<(), ClientError>> {
         let buffering = state.config.buffering?;
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let len = source.wire_len();
         if !state.can_buffer(len, buffering, pid) {
             return None;
@@ -71,7 +71,7 @@ impl Inner {
         buffering: Buffering,
     ) -> Result<(), ClientError> {
         state.config.check_payload(frame.payload_len() as u64)?;
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         self.adopt_buffer(state, pid);
         // Fail fast (or wait, per the connect policy) as without buffering:
         // a frame is only buffered on a connection that is open.
@@ -146,7 +146,7 @@ impl Inner {
     /// Writes the buffer. On failure its frames are dropped (counted in
     /// `dropped`; the next SYNC reports them) and the error returned.
     pub(super) fn flush_locked(&self, state: &mut State) -> Result<(), ClientError> {
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         self.adopt_buffer(state, pid);
         if state.buf.is_empty() {
             return Ok(());

@@ -32,7 +32,7 @@ pub fn flush_all() -> Result<(), ClientError> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         list.iter().filter_map(Weak::upgrade).collect()
     };
-    let pid = crate::pid::current();
+    let pid = crate::fork::pid();
     let mut first = None;
     for inner in all {
         if inner.owner.load(Ordering::Relaxed) != pid {

@@ -218,7 +218,7 @@ impl Connection {
         let Some(buffering) = state.config.buffering else {
             return TryBuffer::NeedsSend;
         };
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let wire = frame.as_bytes();
         if !state.can_buffer(wire.len(), buffering, pid)
             || state
@@ -301,7 +301,7 @@ impl Connection {
     pub fn connect_now(&self) -> Result<(), ClientError> {
         let inner = &*self.inner;
         let mut state = inner.lock();
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let open = match state.take_own_open(pid) {
             Some(open) => open,
             None => inner.connect(&state.config, pid)?,
@@ -312,7 +312,7 @@ impl Connection {
 
     /// True when a stream opened by this process is held.
     pub fn is_connected(&self) -> bool {
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         self.inner
             .lock()
             .open
@@ -397,7 +397,7 @@ impl Drop for Connection {
     /// without touching its lock.
     fn drop(&mut self) {
         let inner = &*self.inner;
-        if inner.owner.load(Ordering::Relaxed) == crate::pid::current() {
+        if inner.owner.load(Ordering::Relaxed) == crate::fork::pid() {
             let mut state = inner.lock();
             let _ = inner.flush_locked(&mut state);
             inner.closed.store(true, Ordering::Relaxed);

@@ -133,6 +133,9 @@ enum Offer {
 /// Makes a pipe and sends its read end with the first bytes of `wire`;
 /// returns the write end and how many bytes went.
 fn offer(stream: &UnixStream, wire: &[u8]) -> Result<(OwnedFd, usize), Offer> {
+    // No fork while the read end is ours (declared first, so dropped after
+    // `r` on every way out).
+    let _gate = crate::fork::offer_gate();
     let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
         .map_err(|_| Offer::NoPipe)?;
     // Both ends non-blocking: the write end for the send timeout (see

@@ -50,7 +50,7 @@ impl Inner {
         wire: &[u8],
         frames: u64,
     ) -> Result<(), ClientError> {
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let mut retried = false;
         loop {
             let open = match state.take_own_open(pid) {

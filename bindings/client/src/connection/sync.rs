@@ -74,7 +74,7 @@ impl Inner {
         deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<(Arc<UnixStream>, u64), ClientError> {
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let mut state = self.lock();
         while state.in_flight.as_ref().is_some_and(|f| f.pid == pid) {
             state = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
@@ -181,7 +181,7 @@ impl State {
     /// confirmed, or lost with the stream, whose state is then unknown
     /// (frames written on it after the request are lost too).
     fn settle(&mut self, stream: &Arc<UnixStream>, confirmed: bool) {
-        let pid = crate::pid::current();
+        let pid = crate::fork::pid();
         let Some(in_flight) = self.in_flight.take_if(|f| f.pid == pid) else {
             return;
         };
