@@ -117,7 +117,11 @@ pub(crate) fn offer_gate() -> OfferGate {
 
 impl Drop for OfferGate {
     fn drop(&mut self) {
-        OFFERS.fetch_sub(1, Ordering::SeqCst);
+        // Saturating: in a child forked from a signal handler that had
+        // interrupted an offer, the child handler zeroed the count under it.
+        let _ = OFFERS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            Some(n.saturating_sub(1))
+        });
     }
 }
 
