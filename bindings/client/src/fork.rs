@@ -22,16 +22,26 @@
 //! The gate is two counters, not a lock: a lock taken by the prepare
 //! handler would have to be released in the child by a thread that did
 //! not take it, and a fork from a signal handler that interrupted an
-//! offer would wait for itself. Here the prepare handler gives up after
-//! [`PREPARE_WAIT`] (the fork then goes ahead as it did before the gate).
+//! offer would wait for itself. Either side waits at most [`WAIT`]: a
+//! fork then goes ahead as it did before the gate, an offer is not made
+//! (the connection keeps its socket).
+//!
+//! The handlers are registered at the library's first use, by one thread;
+//! a thread that finds another registering them, and a child forked
+//! meanwhile (where that state stays for good), ask the kernel for the
+//! id instead of waiting (a `Once` would leave such a child waiting for
+//! ever on a registration no thread of it will finish).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static PID: AtomicU32 = AtomicU32::new(0);
-static CACHED: AtomicBool = AtomicBool::new(false);
-static HOOK: Once = Once::new();
+/// Whether the handlers are registered: one of the `HOOK_*` values.
+static HOOK: AtomicU8 = AtomicU8::new(HOOK_NONE);
+const HOOK_NONE: u8 = 0;
+const HOOK_BUSY: u8 = 1;
+const HOOK_ON: u8 = 2;
+const HOOK_FAILED: u8 = 3;
 
 /// Pipe offers under way (see [`offer_gate`]).
 static OFFERS: AtomicUsize = AtomicUsize::new(0);
@@ -39,22 +49,27 @@ static OFFERS: AtomicUsize = AtomicUsize::new(0);
 /// their parent handler).
 static FORKS: AtomicUsize = AtomicUsize::new(0);
 
-/// The most a fork waits for the offers under way: each takes
-/// microseconds (a pipe, one `sendmsg` on a fresh socket, a `close`).
-const PREPARE_WAIT: Duration = Duration::from_millis(100);
+/// The most a fork waits for the offers under way, and an offer for the
+/// forks under way: an offer takes microseconds (a pipe, one `sendmsg` of
+/// at most a page on a fresh socket, a `close`).
+const WAIT: Duration = Duration::from_millis(100);
 
 /// Runs in the forking thread before the fork: closes the gate, then
 /// waits until no offer is under way. Calls only `sched_yield` and the
 /// monotonic clock.
 extern "C" fn prepare() {
     FORKS.fetch_add(1, Ordering::SeqCst);
+    if OFFERS.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     let start = Instant::now();
-    while OFFERS.load(Ordering::SeqCst) > 0 && start.elapsed() < PREPARE_WAIT {
+    while OFFERS.load(Ordering::SeqCst) > 0 && start.elapsed() < WAIT {
         std::thread::yield_now();
     }
 }
 
-/// Runs in the parent after the fork: opens the gate again.
+/// Runs in the parent after the fork (also one that failed): opens the
+/// gate again.
 extern "C" fn parent() {
     FORKS.fetch_sub(1, Ordering::SeqCst);
 }
@@ -69,24 +84,35 @@ extern "C" fn child() {
     FORKS.store(0, Ordering::SeqCst);
 }
 
-fn hook() {
-    HOOK.call_once(|| {
-        PID.store(std::process::id(), Ordering::Relaxed);
-        #[allow(unsafe_code)]
-        // SAFETY: `pthread_atfork` only records the function pointers; the
-        // handlers are plain `extern "C" fn`s without captured state, valid
-        // for the life of the process (this library is never unloaded
-        // while it runs: Rust cdylibs and the Python extension stay
-        // loaded), and do only async-signal-safe work.
-        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-        CACHED.store(rc == 0, Ordering::Release);
-    });
+/// Registers the handlers once; whether they are on.
+fn hooked() -> bool {
+    match HOOK.load(Ordering::Acquire) {
+        HOOK_ON => return true,
+        HOOK_NONE => {}
+        _ => return false,
+    }
+    if HOOK
+        .compare_exchange(HOOK_NONE, HOOK_BUSY, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return HOOK.load(Ordering::Acquire) == HOOK_ON;
+    }
+    PID.store(std::process::id(), Ordering::Relaxed);
+    #[allow(unsafe_code)]
+    // SAFETY: `pthread_atfork` only records the function pointers; the
+    // handlers are plain `extern "C" fn`s without captured state, valid
+    // for the life of the process (this library is never unloaded while
+    // it runs: Rust cdylibs and the Python extension stay loaded), and do
+    // only async-signal-safe work.
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    let on = rc == 0;
+    HOOK.store(if on { HOOK_ON } else { HOOK_FAILED }, Ordering::Release);
+    on
 }
 
 /// The id of the calling process.
 pub(crate) fn pid() -> u32 {
-    hook();
-    if CACHED.load(Ordering::Acquire) {
+    if hooked() {
         PID.load(Ordering::Relaxed)
     } else {
         std::process::id()
@@ -98,18 +124,24 @@ pub(crate) fn pid() -> u32 {
 #[derive(Debug)]
 pub(crate) struct OfferGate(());
 
-/// Waits until no fork is under way, then holds the gate.
-pub(crate) fn offer_gate() -> OfferGate {
-    hook();
+/// Waits until no fork is under way, then holds the gate; `None` when
+/// forks kept it closed for [`WAIT`] (make no offer then).
+pub(crate) fn offer_gate() -> Option<OfferGate> {
+    hooked();
+    let mut waiting_since: Option<Instant> = None;
     loop {
         // Either this offer sees the fork's count, or the fork's prepare
         // handler sees this offer's (both sequentially consistent).
         OFFERS.fetch_add(1, Ordering::SeqCst);
         if FORKS.load(Ordering::SeqCst) == 0 {
-            return OfferGate(());
+            return Some(OfferGate(()));
         }
-        OFFERS.fetch_sub(1, Ordering::SeqCst);
+        drop(OfferGate(()));
+        let since = *waiting_since.get_or_insert_with(Instant::now);
         while FORKS.load(Ordering::SeqCst) > 0 {
+            if since.elapsed() >= WAIT {
+                return None;
+            }
             std::thread::yield_now();
         }
     }

@@ -49,6 +49,11 @@ const WAIT: Duration = Duration::from_millis(500);
 /// may refuse.
 const PIPE_SIZE: usize = 256 << 10;
 
+/// The first bytes that carry the offer, at most: a fresh socket's buffer
+/// takes them at once, so the offer (and the fork gate it holds) never
+/// waits for the proxy to read; `write` sends the rest.
+const OFFER_BYTES: usize = 4096;
+
 /// Where a connection's frames go.
 #[derive(Debug)]
 pub(super) enum Pipe {
@@ -134,8 +139,11 @@ enum Offer {
 /// returns the write end and how many bytes went.
 fn offer(stream: &UnixStream, wire: &[u8]) -> Result<(OwnedFd, usize), Offer> {
     // No fork while the read end is ours (declared first, so dropped after
-    // `r` on every way out).
-    let _gate = crate::fork::offer_gate();
+    // `r` on every way out); forks that kept the gate closed too long: no
+    // offer.
+    let Some(_gate) = crate::fork::offer_gate() else {
+        return Err(Offer::NoPipe);
+    };
     let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
         .map_err(|_| Offer::NoPipe)?;
     // Both ends non-blocking: the write end for the send timeout (see
@@ -149,7 +157,7 @@ fn offer(stream: &UnixStream, wire: &[u8]) -> Result<(OwnedFd, usize), Offer> {
     loop {
         match rustix::net::sendmsg(
             stream,
-            &[IoSlice::new(wire)],
+            &[IoSlice::new(&wire[..wire.len().min(OFFER_BYTES)])],
             &mut control,
             SendFlags::NOSIGNAL,
         ) {
