@@ -356,7 +356,10 @@ def _acknowledged(s) -> bool:
     (one scrape, so the two counters are of the same moment)."""
     m = s._metrics(s.proxy_metrics)
     accepted = sum(v for k, v in m.items() if k.startswith("syncs_proxy_frames_accepted_total"))
-    return accepted > 0 and m.get("syncs_proxy_records_acked_total", 0) >= accepted
+    # The accepted count may trail by up to 50 ms (docs/operations.md): the
+    # spool's own gauge of unacknowledged records must be empty too.
+    return (accepted > 0 and m.get("syncs_proxy_records_acked_total", 0) >= accepted
+            and m.get("syncs_proxy_pending_records", 1) == 0)
 
 
 def _refused(s) -> dict[str, float]:

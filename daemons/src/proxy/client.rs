@@ -118,6 +118,9 @@ pub async fn serve(
         // room each time: make room for a full-size read again (reuses
         // the allocation once the split-off frames are released).
         buf.reserve(READ_CHUNK);
+        // What is done since the last read no longer counts against the
+        // bound (nor asks for an fsync out of the spacing).
+        conn.settle_ready();
         while conn.inflight.len() >= MAX_INFLIGHT_BATCHES
             || conn.inflight_bytes >= MAX_INFLIGHT_BYTES
         {
@@ -131,9 +134,13 @@ pub async fn serve(
         if conn.inflight.is_empty() {
             settle_armed = false;
         } else if !settle_armed {
-            settle
-                .as_mut()
-                .reset(tokio::time::Instant::now() + SETTLE_LAG);
+            // A deadline still ahead (at most `SETTLE_LAG` away) is kept:
+            // no timer reset per quiet spell.
+            if settle.is_elapsed() {
+                settle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SETTLE_LAG);
+            }
             settle_armed = true;
         }
         // A large frame in progress: its bytes count against the shared
