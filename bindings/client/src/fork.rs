@@ -136,7 +136,7 @@ pub(crate) fn offer_gate() -> Option<OfferGate> {
         if FORKS.load(Ordering::SeqCst) == 0 {
             return Some(OfferGate(()));
         }
-        drop(OfferGate(()));
+        leave();
         let since = *waiting_since.get_or_insert_with(Instant::now);
         while FORKS.load(Ordering::SeqCst) > 0 {
             if since.elapsed() >= WAIT {
@@ -149,12 +149,17 @@ pub(crate) fn offer_gate() -> Option<OfferGate> {
 
 impl Drop for OfferGate {
     fn drop(&mut self) {
-        // Saturating: in a child forked from a signal handler that had
-        // interrupted an offer, the child handler zeroed the count under it.
-        let _ = OFFERS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-            Some(n.saturating_sub(1))
-        });
+        leave();
     }
+}
+
+/// An offer counts itself out. Saturating: in a child forked from a
+/// signal handler that had interrupted an offer, the child handler zeroed
+/// the count under it.
+fn leave() {
+    let _ = OFFERS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        Some(n.saturating_sub(1))
+    });
 }
 
 #[cfg(test)]
