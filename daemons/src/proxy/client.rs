@@ -118,19 +118,19 @@ pub async fn serve(
         // room each time: make room for a full-size read again (reuses
         // the allocation once the split-off frames are released).
         buf.reserve(READ_CHUNK);
-        // What is done since the last read no longer counts against the
-        // bound (nor asks for an fsync out of the spacing).
+        // What is done since the last read is counted, and no longer counts
+        // against the bound (nor asks for an fsync out of the spacing).
+        // The batches left are polled with a waker that does nothing, so
+        // their completion does not wake this task.
         conn.settle_ready();
-        while conn.inflight.len() >= MAX_INFLIGHT_BATCHES
-            || conn.inflight_bytes >= MAX_INFLIGHT_BYTES
-        {
-            conn.hurry();
-            conn.settle_one().await;
+        if conn.at_bound() {
+            while conn.at_bound() {
+                conn.hurry();
+                conn.settle_one().await;
+            }
+            // `settle_one` left this task's waker with the batches left.
+            conn.settle_ready();
         }
-        // Last before the wait below: the batches left are polled with a
-        // waker that does nothing, so their completion does not wake this
-        // task (`settle_one` left its own waker with them).
-        conn.settle_ready();
         if conn.inflight.is_empty() {
             settle_armed = false;
         } else if !settle_armed {
@@ -441,6 +441,12 @@ impl Conn {
         while let Some(Some(done)) = self.inflight.next().now_or_never() {
             self.account(done);
         }
+    }
+
+    /// Whether the batches in flight reached [`MAX_INFLIGHT_BATCHES`] or
+    /// [`MAX_INFLIGHT_BYTES`]: nothing more is read until one is durable.
+    fn at_bound(&self) -> bool {
+        self.inflight.len() >= MAX_INFLIGHT_BATCHES || self.inflight_bytes >= MAX_INFLIGHT_BYTES
     }
 
     async fn settle_one(&mut self) {
