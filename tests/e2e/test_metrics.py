@@ -7,7 +7,7 @@ import socket
 import struct
 import time
 
-from conftest import wait_for
+from conftest import frame, resp, wait_for
 
 KEEP, TEMP, OTHER, BAD = 100, 20, 7, 5
 
@@ -131,8 +131,7 @@ def test_frames_of_a_connection_that_stays_open_are_counted(syncs_factory, redis
     with socket.socket(socket.AF_UNIX) as c:
         c.connect(s.socket)
         for i in range(KEEP):
-            payload = b"6379,0\x01*3\r\n$3\r\nSET\r\n$8\r\nkeep:%03d\r\n$1\r\nv\r\n" % i
-            c.sendall(struct.pack("<I", len(payload)) + payload)
+            c.sendall(frame(b"6379,0\x01" + resp(b"SET", b"keep:%03d" % i, b"v")))
         wait_for(lambda: s.proxy_metric('syncs_proxy_frames_accepted_total{kind="redis"}') == KEEP,
                  what="the open connection's frames counted as accepted")
         wait_for(lambda: redis_target.client(0).get("k:keep:099") == b"v", what="the last frame at the target")
