@@ -34,6 +34,24 @@ pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counts one in a gauge while it lives (a destination up, a client
+/// waiting): dropped, cancelled or unwound, it counts itself out.
+#[derive(Debug)]
+pub struct GaugeHeld(&'static str);
+
+impl GaugeHeld {
+    pub fn new(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        GaugeHeld(gauge)
+    }
+}
+
+impl Drop for GaugeHeld {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
 /// Parses a size such as `64MiB`, `512k`, `1048576` (binary units).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();

@@ -16,6 +16,10 @@ pub const PROXY_CONNECTS: &str = "syncs_proxy_connects_total";
 pub const PROXY_PENDING: &str = "syncs_proxy_pending_records";
 /// Client connections open.
 pub const PROXY_CLIENTS: &str = "syncs_proxy_clients";
+/// Client connections waiting for their share of `--frame-budget` (a large
+/// frame's length arrived, other clients' large frames hold the budget):
+/// not read from meanwhile.
+pub const PROXY_FRAME_BUDGET_WAITING: &str = "syncs_proxy_frame_budget_waiting";
 /// Pipes clients offered with their first bytes (label `outcome`: taken |
 /// refused); a taken one carries the client's frames after its SWITCH.
 pub const PROXY_CLIENT_PIPES: &str = "syncs_proxy_client_pipes_total";

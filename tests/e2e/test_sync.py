@@ -170,3 +170,42 @@ def test_sync_is_not_held_by_the_fsync_spacing(syncs_factory, redis_target):
 def test_an_fsync_spacing_needs_fsync_always(tmp_path):
     err = proxy_refusal(tmp_path, "--fsync", "never", "--fsync-spacing", "1ms")
     assert "an fsync spacing applies to Fsync::Always (`--fsync always`) only" in err, err
+
+
+def test_a_client_that_reads_no_sync_reply_is_let_go_and_holds_up_no_one(syncs_factory, redis_target):
+    """A client sends SYNCs and never reads a reply. Once its socket's
+    buffer is full of replies, the proxy waits at most 10 s for it to read
+    one, then ends its connection, with a log line; meanwhile other clients
+    are answered, and the proxy stops as usual. Before, the connection was
+    held for ever, and so was the proxy's SIGTERM."""
+    import intc
+
+    s = syncs_factory(default_rules(redis_target.url, None))
+    sync = struct.pack("<I", 10) + b"\x03S" + struct.pack("<Q", 7)
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deaf.connect(s.socket)
+    outcome: list[str] = []
+
+    def send_syncs():
+        try:
+            deaf.sendall(sync * 20_000)
+            outcome.append("sent")
+        except OSError as e:
+            outcome.append(repr(e))
+
+    t = threading.Thread(target=send_syncs, daemon=True)
+    t.start()
+    try:
+        ic = intc.IncClient()
+        ic.redis_one(s.socket, 6379, 0, ("set", "other", "1"))
+        assert ic.sync(s.socket) == 0
+        wait_for(lambda: "cannot answer a SYNC: the client read no reply for 10s" in s.proxy.text(),
+                 timeout=40, what="the proxy to give up on the client that reads nothing")
+        t.join(30)
+        assert outcome, "the client's sends still blocked once the proxy let it go"
+        ic.redis_one(s.socket, 6379, 0, ("set", "other", "2"))
+        assert ic.sync(s.socket) == 0
+    finally:
+        deaf.close()
+    wait_for(lambda: redis_target.client(0).get("other") == b"2", what="the other client's writes applied")
+    assert s.proxy.stop(signal.SIGTERM) == 0

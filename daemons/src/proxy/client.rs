@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::pipe::{self, Input};
 use super::spool::{Spool, SpoolError};
 use crate::log_throttle::LogThrottles;
+use crate::telemetry::GaugeHeld;
 
 /// Bytes asked of the socket per read, at least.
 const READ_CHUNK: usize = 64 * 1024;
@@ -69,8 +70,13 @@ impl Limits {
     /// while other clients' frames hold it. A frame is reserved whole, at
     /// once, so frames in progress always complete and no set of clients
     /// can wait on each other.
+    /// While it waits, it counts in `syncs_proxy_frame_budget_waiting`.
     async fn reserve(&self, total: usize) -> Option<OwnedSemaphorePermit> {
         let n = u32::try_from(total.min(self.budget_bytes)).ok()?;
+        if let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(n) {
+            return Some(permit);
+        }
+        let _waiting = GaugeHeld::new(stats::PROXY_FRAME_BUDGET_WAITING);
         Arc::clone(&self.budget).acquire_many_owned(n).await.ok()
     }
 }
@@ -150,11 +156,10 @@ pub async fn serve(
                 if held.as_ref().is_none_or(|(t, _)| *t != total) {
                     // The previous frame's share goes back first.
                     drop(held.take());
-                    let reserved = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        r = limits.reserve(total) => r,
-                    };
-                    held = reserved.map(|permit| (total, permit));
+                    // Not cut short by a stop: the connections holding the
+                    // budget end soon after it (each reads what is there
+                    // and ends), and what this client wrote is taken then.
+                    held = limits.reserve(total).await.map(|permit| (total, permit));
                 }
             }
             _ => held = None,
@@ -219,21 +224,12 @@ pub async fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
             Err(e) => {
                 tracing::warn!(?peer, "client read failed: {e}");
-                break;
+                true
             }
         };
         if ended {
             if !decoder.is_idle(&buf) {
-                metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => "truncated")
-                    .increment(1);
-                if let Some(suppressed) = conn.refusal_logs.due("truncated") {
-                    tracing::warn!(
-                        ?peer,
-                        bytes = buf.len(),
-                        more_since_last_line = suppressed,
-                        "connection ended in the middle of a frame (the client closed, or the proxy stops); partial frame discarded"
-                    );
-                }
+                conn.truncated(buf.len());
             }
             break;
         }
@@ -280,8 +276,9 @@ pub async fn serve(
                     if !socket_open {
                         continue;
                     }
-                    if let Err(e) = sock.write_all(&reply).await {
-                        // Gone: what it wrote before going is taken.
+                    if let Err(e) = answer(&mut sock, &reply, &stop).await {
+                        // Gone, or not reading: what it wrote before is
+                        // taken, and the connection ends.
                         tracing::warn!(?peer, "cannot answer a SYNC: {e}");
                         socket_open = false;
                         drain.get_or_insert(MAX_DRAIN_READS);
@@ -324,6 +321,35 @@ pub async fn serve(
     // client; wait for the outcomes so that the counters are right.
     conn.settle_all().await;
     metrics::gauge!(stats::PROXY_CLIENTS).decrement(1.0);
+}
+
+/// How long a SYNC's reply may wait for the client to read its earlier
+/// ones, at most: a socket's buffer holds hundreds of them, so a client
+/// that stays this far behind is not reading them at all.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes a SYNC's reply, unless the client leaves it unread past
+/// [`REPLY_TIMEOUT`] or the proxy stops meanwhile: a connection is not
+/// held for ever by a client that does not read (nor is the proxy's stop).
+async fn answer(
+    sock: &mut UnixStream,
+    reply: &[u8],
+    stop: &CancellationToken,
+) -> std::io::Result<()> {
+    let write = tokio::time::timeout(REPLY_TIMEOUT, sock.write_all(reply));
+    tokio::select! {
+        // A reply the socket takes now is written, stopping or not.
+        biased;
+        r = write => r.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read no reply for {REPLY_TIMEOUT:?}"),
+            ))
+        }),
+        () = stop.cancelled() => Err(std::io::Error::other(
+            "the proxy stops, and the client reads no reply",
+        )),
+    }
 }
 
 /// Checks a payload as the server will decode it (the same payloads
@@ -395,6 +421,20 @@ impl Conn {
         self.refused_since_sync = self.refused_since_sync.saturating_add(1);
         metrics::counter!(stats::PROXY_FRAMES_REFUSED, "reason" => reason).increment(1);
         self.refusal_logs.due(reason)
+    }
+
+    /// Counts (and logs, when due) the frame a connection ends in the
+    /// middle of, `bytes` of it read: the client closed, its connection
+    /// failed, or the proxy stops.
+    fn truncated(&mut self, bytes: usize) {
+        if let Some(suppressed) = self.refuse("truncated") {
+            tracing::warn!(
+                peer = ?self.peer,
+                bytes,
+                more_since_last_line = suppressed,
+                "connection ended in the middle of a frame (the client closed, or the proxy stops); partial frame discarded"
+            );
+        }
     }
 
     /// Counts (and logs, when due) bytes a client sent on its socket after

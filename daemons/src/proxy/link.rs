@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::security::proxy::ProxySecurity;
 use crate::security::BoxIo;
 use crate::spacing::Spacing;
+use crate::telemetry::GaugeHeld;
 
 /// Records per BATCH, and bytes per BATCH (a single larger record still
 /// goes alone).
@@ -186,7 +187,7 @@ impl Link {
         drained: &CancellationToken,
     ) -> anyhow::Result<()> {
         self.spool.ack(self.index, last_applied);
-        let _up = LinkUp::new();
+        let _up = link_up();
         let acked_before = self.spool.acked(self.index);
         metrics::counter!(stats::PROXY_RECORDS_ACKED).increment(0);
         let mut cursor = self.spool.cursor(acked_before + 1);
@@ -254,20 +255,9 @@ impl Link {
 }
 
 /// Counts a live destination (a TCP session, or a NATS stream that
-/// stores) in `syncs_proxy_links_up` while it exists.
-pub(super) struct LinkUp;
-
-impl LinkUp {
-    pub(super) fn new() -> Self {
-        metrics::gauge!(stats::PROXY_LINKS_UP).increment(1.0);
-        LinkUp
-    }
-}
-
-impl Drop for LinkUp {
-    fn drop(&mut self) {
-        metrics::gauge!(stats::PROXY_LINKS_UP).decrement(1.0);
-    }
+/// stores) in `syncs_proxy_links_up` while it is held.
+pub(super) fn link_up() -> GaugeHeld {
+    GaugeHeld::new(stats::PROXY_LINKS_UP)
 }
 
 /// Sleeps until `at` (never, when `None`: a `select!` branch disabled

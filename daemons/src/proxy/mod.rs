@@ -213,6 +213,8 @@ pub async fn serve(
         }
     }
     crate::shutdown::notify_stopping();
+    // Clients held at a full spool's cap would wait for ever now.
+    spool.stop_waiting();
     drop(listener);
     let _ = std::fs::remove_file(&opts.socket);
     clients.close();

@@ -27,10 +27,11 @@ use futures::{FutureExt, StreamExt};
 use syncs_engine::stats;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Identity, LinkUp};
+use super::link::{link_up, Identity};
 use super::spool::Spool;
 use crate::backoff::Backoff;
 use crate::nats::{self as common, envelope, NatsSettings};
+use crate::telemetry::GaugeHeld;
 
 /// Room for the subject and headers above a record in one NATS message.
 const HEADER_ROOM: u64 = 1024;
@@ -160,7 +161,7 @@ impl NatsLink {
         let mut cursor = self.spool.cursor(prev + 1);
         let mut inflight = FuturesOrdered::new();
         let mut in_flight = 0usize;
-        let mut up: Option<LinkUp> = None;
+        let mut up: Option<GaugeHeld> = None;
         loop {
             if stop.is_cancelled() && self.all_acked() {
                 return Ok(());
@@ -227,7 +228,7 @@ impl NatsLink {
                         next = inflight.next().now_or_never().flatten();
                     }
                     if up.is_none() {
-                        up = Some(LinkUp::new());
+                        up = Some(link_up());
                         if *failures > 0 {
                             tracing::info!(failures = *failures, "NATS destination storing again");
                         }

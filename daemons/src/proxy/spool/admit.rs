@@ -186,11 +186,17 @@ impl Spool {
                 if newest_acked && !st.roll_requested && self.cmds.send(Cmd::Roll).is_ok() {
                     st.roll_requested = true;
                 }
-                match limits.when_full {
+                // Stopping, nothing is held at the cap: see `stop_waiting`.
+                let policy = if st.stopping {
+                    WhenFull::Refuse
+                } else {
+                    limits.when_full
+                };
+                match policy {
                     // Refuse at once, unless the early close of the newest
                     // segment is about to free room.
                     WhenFull::Refuse if waited_for_roll || !st.roll_requested => {
-                        self.full(used);
+                        self.full(used, policy);
                         if let Some((i, _, _)) = todo.next() {
                             out[i] = Some(Err(SpoolError::Full {
                                 used,
@@ -202,7 +208,7 @@ impl Spool {
                     WhenFull::Refuse => {}
                     WhenFull::Block if !counted => {
                         counted = true;
-                        self.full(used);
+                        self.full(used, policy);
                     }
                     WhenFull::Block => {}
                 }
@@ -214,14 +220,19 @@ impl Spool {
         Receipt { out, sent, answers }
     }
 
-    fn full(&self, used: u64) {
+    /// Counts and logs (when due) a push at the disk cap, which `policy`
+    /// (the configured one, or `Refuse` when stopping) holds or refuses.
+    fn full(&self, used: u64, policy: WhenFull) {
         let limits = self.shared.limits;
         metrics::counter!(stats::PROXY_SPOOL_FULL, "policy" => limits.when_full.label())
             .increment(1);
         if let Some(suppressed) = self.shared.full_logged.due() {
-            let doing = match limits.when_full {
-                WhenFull::Block => "pushes wait (clients are slowed down)",
-                WhenFull::Refuse => "records are refused",
+            let doing = match (policy, limits.when_full) {
+                (WhenFull::Block, _) => "pushes wait (clients are slowed down)",
+                (WhenFull::Refuse, WhenFull::Refuse) => "records are refused",
+                (WhenFull::Refuse, WhenFull::Block) => {
+                    "the proxy stops: records are refused, no longer held"
+                }
             };
             tracing::warn!(
                 dir = %self.shared.dir.display(), used, max_bytes = limits.max_bytes,

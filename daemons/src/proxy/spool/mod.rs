@@ -267,6 +267,7 @@ impl Spool {
             hints: VecDeque::with_capacity(HINTS),
             failed: None,
             roll_requested: false,
+            stopping: false,
         };
         let newest = state
             .segments
@@ -326,6 +327,15 @@ impl Spool {
             writer: Mutex::new(Some(handle)),
             _lock: lock,
         })
+    }
+
+    /// The proxy stops: pushes at the disk cap no longer wait for room
+    /// (under `--when-full block`), they are refused, counted and logged as
+    /// under `refuse`; those waiting now are refused too. Without it a stop
+    /// with a full spool would wait for ever for clients held at the cap.
+    pub fn stop_waiting(&self) {
+        self.shared.lock().stopping = true;
+        self.shared.room.notify_waiters();
     }
 
     /// Random at creation, kept in every segment header: stable across

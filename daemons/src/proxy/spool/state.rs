@@ -74,6 +74,9 @@ pub(super) struct State {
     pub failed: Option<String>,
     /// A push asked the writer to close an acknowledged segment early.
     pub roll_requested: bool,
+    /// The proxy stops: pushes at the disk cap are refused, not held
+    /// (acknowledgements that would free room may never come now).
+    pub stopping: bool,
 }
 
 impl State {

@@ -526,6 +526,35 @@ async fn at_the_cap_block_waits_and_resumes_after_acks() {
 }
 
 #[tokio::test]
+async fn at_the_cap_a_stop_refuses_the_pushes_block_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    let size = record_size(rec(1).len());
+    cfg.max_bytes = 5 * (SEGMENT_HEADER + size) - 1;
+    cfg.segment_bytes = SEGMENT_HEADER + size;
+    let s = std::sync::Arc::new(Spool::open(cfg, 1).expect("open"));
+    push_n(&s, 1..=4).await;
+    let s2 = std::sync::Arc::clone(&s);
+    let mut blocked = tokio::spawn(async move { s2.push(rec(5)).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut blocked)
+            .await
+            .is_err(),
+        "push waits"
+    );
+    s.stop_waiting();
+    let err = blocked
+        .await
+        .expect("joined")
+        .expect_err("refused at the stop");
+    assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+    // And so is any push after it, at once; what was in stays.
+    let err = s.push(rec(6)).await.expect_err("refused");
+    assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+    assert_eq!(read_all(&s, 1, 100), (1, (1..=4).map(rec).collect()));
+}
+
+#[tokio::test]
 async fn at_the_cap_an_acknowledged_newest_segment_is_closed_early() {
     for when_full in [WhenFull::Block, WhenFull::Refuse] {
         let dir = tempfile::tempdir().expect("tempdir");
