@@ -348,6 +348,36 @@ def hello_v1(stream: int) -> bytes:
     return peer_message(1, b"SYNCS" + struct.pack("<HQH", 1, stream, len(name)) + name)
 
 
+def batch(first_seq: int, *payloads: bytes) -> bytes:
+    body = struct.pack("<QI", first_seq, len(payloads))
+    for p in payloads:
+        body += struct.pack("<I", len(p)) + p
+    return peer_message(3, body)
+
+
+def test_a_batch_from_sequence_0_is_refused_and_poisons_nothing(syncs_factory, redis_target):
+    """A peer's BATCH from sequence 0 is refused as a bad message, counted,
+    and the stream's next session applies its records. Before, the server
+    took it, put the stream's positions at 2^64 - 1, and acknowledged every
+    later record of that stream without applying it."""
+    s = syncs_factory(default_rules(redis_target.url, None))
+    set_k = b"6379,0\x01*3\r\n$3\r\nSET\r\n$6\r\npoison\r\n$2\r\nno\r\n"
+    with socket.create_connection(("127.0.0.1", s.server_port), timeout=5) as c:
+        c.sendall(hello_v1(0x5EED0))
+        assert read_message(c)[0] == 2
+        c.sendall(batch(0, set_k))
+        kind, body = read_message(c)
+        assert kind == 5 and b"sequence 0" in body, (kind, body)
+    assert s.server_metric('syncs_server_records_refused_total{reason="bad_peer_message"}') == 1
+    set_ok = b"6379,0\x01*3\r\n$3\r\nSET\r\n$6\r\npoison\r\n$3\r\nyes\r\n"
+    with socket.create_connection(("127.0.0.1", s.server_port), timeout=5) as c:
+        c.sendall(hello_v1(0x5EED0))
+        assert read_message(c)[0] == 2
+        c.sendall(batch(1, set_ok))
+        assert read_message(c) == (4, struct.pack("<Q", 1))
+    assert redis_target.client().get("poison") == b"yes"
+
+
 @pytest.mark.parametrize("token", [False, True], ids=["no-token", "token"])
 def test_version_1_proxies(syncs_factory, redis_target, pki, token):
     """A version 1 HELLO (no AUTH) is welcome with version 1 where no token

@@ -240,6 +240,17 @@ fn parse(kind: u8, b: &mut Bytes) -> Result<Message, PeerError> {
 pub fn parse_batch(b: &mut Bytes) -> Result<(u64, Vec<Bytes>), PeerError> {
     let first_seq = u64_le(b)?;
     let count = u32_le(b)? as usize;
+    // Sequences start at 1, and the last one must be a sequence too: a
+    // first sequence 0 would put the server's positions at `u64::MAX`
+    // (every later record then looks done).
+    if first_seq == 0 {
+        return Err(PeerError::Malformed("BATCH from sequence 0".into()));
+    }
+    if first_seq.checked_add(count as u64).is_none() {
+        return Err(PeerError::Malformed(format!(
+            "BATCH of {count} records from sequence {first_seq} overflows the sequences"
+        )));
+    }
     // Each record takes at least its 4-byte length: bound the
     // allocation by the bytes really present.
     if count > b.remaining() / 4 {
@@ -434,6 +445,23 @@ mod tests {
             codec.decode(&mut buf),
             Err(PeerError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_must_start_at_a_sequence_and_end_at_one() {
+        for (first, count) in [(0u64, 1u32), (0, 0), (u64::MAX, 1), (u64::MAX - 1, 2)] {
+            let mut body = BytesMut::new();
+            put_batch(&mut body, first, &vec![Bytes::new(); count as usize]);
+            let mut buf = BytesMut::new();
+            buf.put_u32_le(1 + body.len() as u32);
+            buf.put_u8(3);
+            buf.put_slice(&body);
+            let got = PeerCodec::new(1 << 20).decode(&mut buf);
+            assert!(
+                matches!(&got, Err(PeerError::Malformed(m)) if m.contains("sequence")),
+                "first {first}, count {count}: {got:?}"
+            );
+        }
     }
 
     #[test]
