@@ -353,9 +353,7 @@ async fn dead_letter(
         .record(&origin, op.map_err(|b| &b[..]), reason)
         .await
     {
-        tracing::error!(
-            %source, seq, path = %shared.dead_letters.path().display(),
-            "cannot write the dead-letter file: {e}; the operation is only in this log: {reason}"
-        );
+        // The line carries the operation: it is only in this log now.
+        tracing::error!(%source, seq, path = %shared.dead_letters.path().display(), "{e}");
     }
 }

@@ -20,6 +20,15 @@ pub struct Origin<'a> {
     pub target: Option<&'a str>,
 }
 
+/// A dead letter that could not be written: it carries the whole line, so
+/// that the error's log line holds the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the dead-letter file: {source}; the dead letter: {line}")]
+pub struct DeadLetterError {
+    pub source: std::io::Error,
+    pub line: String,
+}
+
 /// An append-only JSON-lines file shared by all streams.
 #[derive(Debug)]
 pub struct DeadLetters {
@@ -43,7 +52,7 @@ impl DeadLetters {
         origin: &Origin<'_>,
         op: Result<&Op, &[u8]>,
         reason: &str,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), DeadLetterError> {
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -60,8 +69,53 @@ impl DeadLetters {
             "reason": reason,
             "op": body,
         });
-        let mut buf = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        // A `Value` always serializes (its keys are strings).
+        let mut buf = line.to_string().into_bytes();
         buf.push(b'\n');
-        self.file.append(&buf, true).await
+        self.file
+            .append(&buf, true)
+            .await
+            .map_err(|source| DeadLetterError {
+                source,
+                line: line.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_letter_that_cannot_be_written_is_in_its_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: the append fails.
+        let dl = DeadLetters::new(dir.path());
+        let origin = Origin {
+            source: "web-1/00000000000000ff",
+            seq: 42,
+            target: Some("cache"),
+        };
+        let err = dl
+            .record(
+                &origin,
+                Err(b"6379,0\x01*1\r\n$5\r\nHELLO\r\n"),
+                "undecodable: x",
+            )
+            .await
+            .expect_err("a directory is not appendable");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("cannot write the dead-letter file: "),
+            "{shown}"
+        );
+        for part in [
+            "\"seq\":42",
+            "\"target\":\"cache\"",
+            "HELLO",
+            "undecodable: x",
+        ] {
+            assert!(shown.contains(part), "{part} not in {shown}");
+        }
     }
 }
