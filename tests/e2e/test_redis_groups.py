@@ -243,6 +243,41 @@ def test_cluster_cross_slot_transaction_dead_lettered_whole(cluster, tmp_path):
         s.stop()
 
 
+def test_cluster_keys_of_stream_groups_and_a_misplaced_key(cluster, tmp_path):
+    """XGROUP's key is its third word: the group is created at the stream's
+    node. A command whose key syncs looks for in the wrong place (XINFO
+    stream <key>, not in syncs' table: its second word is taken for the key)
+    is sent by Redis to another slot: it is dead-lettered (cross_slot), and
+    the writes after it are applied. Before, XGROUP went to the slot of
+    `create`, and both were redirected round after round, then retried for
+    ever: the stream stopped at that target."""
+    import intc
+
+    s = Syncs(tmp_path, cluster_rules(cluster))
+    try:
+        client = cluster.client()
+
+        def node(key: str) -> int:
+            return client.get_node_from_key(key).port
+
+        key = next(k for k in (f"xs:{i}" for i in range(1000))
+                   if node(k) not in (node("create"), node("stream")))
+        ic = intc.IncClient()
+        ic.redis_one(s.socket, 6379, 0, ("xadd", key, "*", "f", "v"))
+        ic.redis_one(s.socket, 6379, 0, ("xgroup", "create", key, "g", "0"))
+        ic.redis_one(s.socket, 6379, 0, ("xinfo", "stream", key))
+        ic.redis_one(s.socket, 6379, 0, ("set", "{" + key + "}:after", "1"))
+        assert ic.sync(s.socket) == 0
+        wait_for(lambda: client.get("{" + key + "}:after") == b"1", what="the write after XINFO applied")
+        assert [g["name"] for g in client.xinfo_groups(key)] in ([b"g"], ["g"])
+        dead = wait_for(s.dead_letters, what="the misplaced command dead-lettered")
+        assert len(dead) == 1, dead
+        assert dead[0]["reason"].startswith("cross_slot: Redis moved it to slot"), dead[0]
+        assert s.server_metric_sum("syncs_server_ops_dead_lettered_total") == 1
+    finally:
+        s.stop()
+
+
 def sentinel_read(g: RedisSentinels):
     return lambda key: g.master().lrange(key, 0, -1)
 

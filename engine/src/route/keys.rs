@@ -25,6 +25,10 @@ pub enum KeySpec {
     /// `numkeys` at `at`, then that many keys; `extra` is a key before it
     /// (ZUNIONSTORE's destination).
     NumKeys { at: usize, extra: Option<usize> },
+    /// Keys after the `STREAMS` keyword, looked for from argument `from`
+    /// on (past XREADGROUP's group and consumer names): the first half of
+    /// the arguments after it, the IDs being the second.
+    Streams { from: usize },
 }
 
 /// How a command whose keys route apart may be split into per-key commands.
@@ -80,6 +84,10 @@ pub fn spec_of(name: &[u8]) -> (KeySpec, Split) {
             b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" => (r(1, -2, 1), Split::No),
             // BITOP <op> <dest> <key>…
             b"BITOP" => (r(2, -1, 1), Split::No),
+            // A subcommand, then the key.
+            b"XGROUP" | b"PFDEBUG" => (r(2, 2, 1), Split::No),
+            b"XREADGROUP" => (KeySpec::Streams { from: 4 }, Split::No),
+            b"XREAD" => (KeySpec::Streams { from: 1 }, Split::No),
             // numkeys forms.
             b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => (
                 KeySpec::NumKeys {
@@ -137,6 +145,14 @@ fn positions_with<'a>(
                 .and_then(|s| s.parse::<usize>().ok())
                 .unwrap_or(0);
             out.extend((at + 1..n).take(count));
+        }
+        KeySpec::Streams { from } => {
+            let streams =
+                (from..n).find(|&i| arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"STREAMS")));
+            if let Some(at) = streams {
+                let count = (n - at - 1) / 2;
+                out.extend((at + 1..n).take(count));
+            }
         }
     }
 }
@@ -207,6 +223,40 @@ mod tests {
         assert_eq!(keys(&["FLUSHALL"]), Vec::<usize>::new());
         assert_eq!(keys(&["set"]), Vec::<usize>::new());
         assert_eq!(keys(&["EVAL", "s", "99", "k"]), vec![3]);
+        assert_eq!(keys(&["XGROUP", "CREATE", "s", "g", "$"]), vec![2]);
+        assert_eq!(keys(&["xgroup", "HELP"]), Vec::<usize>::new());
+        assert_eq!(
+            keys(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "1",
+                "streams",
+                "s1",
+                "s2",
+                ">",
+                ">"
+            ]),
+            vec![7, 8]
+        );
+        assert_eq!(
+            keys(&["XREADGROUP", "GROUP", "g", "c"]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            keys(&[
+                "XREADGROUP",
+                "GROUP",
+                "streams",
+                "streams",
+                "STREAMS",
+                "s",
+                "0"
+            ]),
+            vec![5]
+        );
     }
 
     fn words(c: &RedisCommand) -> String {

@@ -75,6 +75,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Layout {
     parts: Vec<Part>,
+    /// The slot the group (or marker read) is for.
+    slot: u16,
 }
 
 impl Layout {
@@ -112,7 +114,7 @@ pub(super) fn encode_read(
     }
     encode_command(packed, &[&b"HMGET"[..], key.as_bytes(), field.as_bytes()]);
     parts.push(Part::Read);
-    Layout { parts }
+    Layout { parts, slot }
 }
 
 /// Appends a group: `[ASKING] MULTI <each op's commands> HSET <marker key>
@@ -154,7 +156,7 @@ pub(super) fn encode_group(
     parts.push(Part::Marker);
     encode_command(packed, &[&b"EXEC"[..]]);
     parts.push(Part::Exec);
-    Layout { parts }
+    Layout { parts, slot }
 }
 
 /// Where Redis sent a group instead of applying it.
@@ -338,7 +340,7 @@ pub(super) fn read_group(layout: &Layout, replies: &[Reply], here: &NodeAddr) ->
             queued.len()
         )),
         Reply::Array(None) => Outcome::Conflict,
-        Reply::Error(e) if error_code(e) == b"EXECABORT" => aborted(&queued, e, here),
+        Reply::Error(e) if error_code(e) == b"EXECABORT" => aborted(&queued, layout.slot, e, here),
         Reply::Error(e) if error_code(e) == b"CROSSSLOT" => Outcome::Broken(format!(
             "cross_slot: Redis found keys of several slots in one slot group ({}); \
              a command's key positions are not what syncs assumes",
@@ -351,8 +353,29 @@ pub(super) fn read_group(layout: &Layout, replies: &[Reply], here: &NodeAddr) ->
 }
 
 /// An EXECABORT: why the queued commands were refused.
-fn aborted(queued: &[(Part, &Reply)], exec_error: &[u8], here: &NodeAddr) -> Outcome {
+fn aborted(queued: &[(Part, &Reply)], slot: u16, exec_error: &[u8], here: &NodeAddr) -> Outcome {
     let errors = || queued.iter().filter_map(|(p, r)| Some((*p, r.as_error()?)));
+    // A command redirected to another slot than its group's: its key is
+    // not where syncs looked for it (a command whose key positions syncs
+    // does not know). No map or retry changes that: it is refused, and
+    // the rest of the group goes again without it.
+    let mut misrouted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (part, e) in errors() {
+        if let (Part::Command(i), Some(Outcome::Redirect(Redirect::Moved { slot: to_slot, .. }))) =
+            (part, cluster_error(e, here))
+        {
+            if to_slot != slot {
+                misrouted.entry(i).or_default().push(format!(
+                    "cross_slot: Redis moved it to slot {to_slot}, not the slot {slot} syncs \
+                     found its key in ({}); a command whose key positions syncs does not know",
+                    escape(e)
+                ));
+            }
+        }
+    }
+    if !misrouted.is_empty() {
+        return Outcome::Refused(misrouted);
+    }
     // A redirect or a transient state anywhere: the whole group goes.
     if let Some(o) = errors().find_map(|(_, e)| cluster_error(e, here)) {
         // Queued commands are checked one by one: a data key missing at a
@@ -624,6 +647,44 @@ mod tests {
             ),
             Outcome::Conflict
         );
+    }
+
+    #[test]
+    fn a_command_moved_to_another_slot_than_its_group_is_refused() {
+        let (l, _) = layout(false);
+        let q = || status("QUEUED");
+        let abort = || err("EXECABORT Transaction discarded because of previous errors.");
+        // The item 4's key is not in the group's slot (15495, `a`): Redis
+        // sends it elsewhere while the rest queue here.
+        let replies = [
+            status("OK"),
+            q(),
+            q(),
+            err("MOVED 7000 127.0.0.1:7002"),
+            q(),
+            abort(),
+        ];
+        let Outcome::Refused(refused) = read_group(&l, &replies, &here()) else {
+            panic!("{:?}", read_group(&l, &replies, &here()))
+        };
+        assert_eq!(refused.keys().copied().collect::<Vec<_>>(), [4]);
+        assert!(
+            refused[&4][0].starts_with("cross_slot: Redis moved it to slot 7000"),
+            "{refused:?}"
+        );
+        // Moved to the group's own slot: the slot moved, the group goes there.
+        let replies = [
+            status("OK"),
+            q(),
+            q(),
+            err("MOVED 15495 127.0.0.1:7002"),
+            err("MOVED 15495 127.0.0.1:7002"),
+            abort(),
+        ];
+        assert!(matches!(
+            read_group(&l, &replies, &here()),
+            Outcome::Redirect(Redirect::Moved { slot: 15495, .. })
+        ));
     }
 
     #[test]
