@@ -499,12 +499,17 @@ async fn a_corrupt_length_allocates_nothing_and_is_reported() {
         .contains("magic"));
 }
 
-#[tokio::test]
-async fn at_the_cap_block_waits_and_resumes_after_acks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(dir.path());
+/// A spool (`--when-full block`) with room for exactly 4 records, one per
+/// segment, holding records 1..=4, and a push of record 5 waiting at the
+/// cap.
+async fn full_with_a_push_waiting(
+    dir: &Path,
+) -> (
+    std::sync::Arc<Spool>,
+    tokio::task::JoinHandle<Result<u64, SpoolError>>,
+) {
+    let mut cfg = config(dir);
     let size = record_size(rec(1).len());
-    // Room for exactly 4 records: one per segment.
     cfg.max_bytes = 5 * (SEGMENT_HEADER + size) - 1;
     cfg.segment_bytes = SEGMENT_HEADER + size;
     let s = std::sync::Arc::new(Spool::open(cfg, 1).expect("open"));
@@ -517,6 +522,13 @@ async fn at_the_cap_block_waits_and_resumes_after_acks() {
             .is_err(),
         "push waits"
     );
+    (s, blocked)
+}
+
+#[tokio::test]
+async fn at_the_cap_block_waits_and_resumes_after_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, blocked) = full_with_a_push_waiting(dir.path()).await;
     s.ack(0, 2);
     assert_eq!(blocked.await.expect("joined").expect("push"), 5);
     s.ack(0, 5);
@@ -528,20 +540,7 @@ async fn at_the_cap_block_waits_and_resumes_after_acks() {
 #[tokio::test]
 async fn at_the_cap_a_stop_refuses_the_pushes_block_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(dir.path());
-    let size = record_size(rec(1).len());
-    cfg.max_bytes = 5 * (SEGMENT_HEADER + size) - 1;
-    cfg.segment_bytes = SEGMENT_HEADER + size;
-    let s = std::sync::Arc::new(Spool::open(cfg, 1).expect("open"));
-    push_n(&s, 1..=4).await;
-    let s2 = std::sync::Arc::clone(&s);
-    let mut blocked = tokio::spawn(async move { s2.push(rec(5)).await });
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut blocked)
-            .await
-            .is_err(),
-        "push waits"
-    );
+    let (s, blocked) = full_with_a_push_waiting(dir.path()).await;
     s.stop_waiting();
     let err = blocked
         .await
